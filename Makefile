@@ -1,0 +1,38 @@
+# Everything bootstraps .venv itself: a newcomer needs only `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The pure core: checked strictly by mypy.
+MYPY_PATHS := reconciler/spec proxy_runtime/config renderers webhooks
+
+.PHONY: venv test lint typecheck layers pytest demo golden clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy $(MYPY_PATHS)
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint layers typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/meshcd validate repo_layout_example
+	$(BIN)/meshcd show repo_layout_example
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

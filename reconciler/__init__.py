@@ -1,0 +1,1 @@
+"""meshcd's controller side: config language, source, plan, rollout, fleet, audit, API, CLI."""

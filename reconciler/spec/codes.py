@@ -1,0 +1,81 @@
+"""The catalogue of finding codes. Codes are stable: never renumber, only add.
+
+MCD0xx: reading and parsing (the loader) and schema validation.
+MCD1xx: semantic checks over the whole model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.spec.findings import Finding, Location, Severity
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    code: str
+    severity: Severity
+    summary: str  # the one-line doc shown in README and `meshcd validate --explain`
+
+
+_E, _W, _I = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+CATALOGUE: dict[str, Code] = {
+    c.code: c
+    for c in [
+        # --- loader ---
+        Code("MCD001", _E, "YAML syntax error (bad indentation, unclosed quote, tab indent...)"),
+        Code("MCD002", _E, "duplicate key in a mapping (an error, never last-wins)"),
+        Code("MCD003", _E, "alias/anchor expansion exceeds the node budget (billion-laughs guard)"),
+        Code("MCD004", _E, "file is not valid UTF-8"),
+        Code("MCD005", _E, "file looks binary (contains NUL bytes)"),
+        Code("MCD006", _E, "file larger than the size limit (default 1 MiB)"),
+        Code("MCD007", _E, "symlink in the config tree (never followed)"),
+        Code("MCD008", _E, "more documents than the limit (per file or per repo)"),
+        Code("MCD009", _E, "path outside the configured root"),
+        Code("MCD010", _E, "a document is not a mapping"),
+        Code("MCD011", _E, "unknown or missing apiVersion (expected meshcd.dev/v1alpha1)"),
+        Code("MCD012", _E, "unknown or missing kind"),
+        Code("MCD013", _E, "missing metadata or metadata.name"),
+        Code("MCD014", _E, "name or namespace is not a DNS-1123 label"),
+        Code("MCD015", _E, "YAML value of a type JSON cannot hold (binary, timestamp key, set...)"),
+        Code("MCD020", _E, "schema violation (unknown field, wrong type, missing required field...)"),
+        # --- semantic checks ---
+        Code("MCD100", _E, "no Mesh document, or more than one"),
+        Code("MCD101", _E, "reference to an unknown service"),
+        Code("MCD102", _E, "reference to an unknown subset of a service"),
+        Code("MCD103", _E, "reference to a port the service does not expose"),
+        Code("MCD104", _E, "weights in a rule do not sum to 100"),
+        Code("MCD105", _E, "duplicate name for a kind in a namespace"),
+        Code("MCD106", _E, "two Routes for one host"),
+        Code("MCD107", _W, "unreachable rule: after a catch-all, or shadowed by an identical earlier match"),
+        Code("MCD108", _E, "regex does not compile (RE2 syntax: no backreferences or lookaround)"),
+        Code("MCD109", _W, "regex can backtrack catastrophically in backtracking engines (nested quantifiers)"),
+        Code("MCD110", _W, "route timeout shorter than (attempts + 1) x perTryTimeout"),
+        Code("MCD111", _W, "retries on a rule that matches non-idempotent methods (POST, PATCH)"),
+        Code("MCD112", _W, "a subset whose labels select no static endpoint"),
+        Code("MCD113", _E, "authorization policy names an unknown service"),
+        Code("MCD114", _W, "authorization policy names a namespace that has no services"),
+        Code("MCD115", _W, "principal or namespace matching while mTLS is not STRICT for the target"),
+        Code("MCD116", _W, "DENY rule uses HTTP-only fields on a TCP port: the deny widens to the whole port"),
+        Code("MCD117", _I, "ALLOW policy with no rules: default-deny for the services it selects"),
+        Code("MCD118", _W, "a service nothing may call under default-deny"),
+        Code("MCD119", _W, "mTLS mode conflict between Mesh and TrafficPolicy"),
+        Code("MCD120", _E, "rollout stages do not strictly increase or do not end at 100%"),
+        Code("MCD121", _E, "duplicate port name or number, or duplicate subset name, in a Service"),
+        Code("MCD122", _E, "unknown RolloutPolicy referenced by the Mesh"),
+        Code("MCD123", _W, "a service covered by more than one RolloutPolicy"),
+        Code("MCD124", _E, "more than one TrafficPolicy for one service (or subset)"),
+        Code("MCD125", _W, "ALLOW rule uses HTTP-only fields on a TCP port: the rule is dropped"),
+        Code("MCD126", _E, "unsupported authorization condition key"),
+        Code("MCD127", _E, "invalid IP address or CIDR block"),
+        Code("MCD128", _W, "egress names the service itself or an unknown service"),
+        Code("MCD129", _E, "invalid endpoint address (want host:port)"),
+        Code("MCD130", _W, "Route host has no http port"),
+    ]
+}
+
+
+def finding(code: str, message: str, location: Location) -> Finding:
+    """A finding with the catalogue's severity for its code."""
+    return Finding(code, CATALOGUE[code].severity, message, location)

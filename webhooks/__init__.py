@@ -1,0 +1,1 @@
+"""Forge webhook adapters: verify and parse a delivery into a RefUpdate."""
