@@ -72,6 +72,8 @@ CATALOGUE: dict[str, Code] = {
         Code("MCD128", _W, "egress names the service itself or an unknown service"),
         Code("MCD129", _E, "invalid endpoint address (want host:port)"),
         Code("MCD130", _W, "Route host has no http port"),
+        # --- added later (loader); kept at the end so nothing is renumbered ---
+        Code("MCD016", _E, "mappings and lists nested deeper than the limit (default 200)"),
     ]
 }
 

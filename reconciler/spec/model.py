@@ -76,42 +76,38 @@ EMPTY: FrozenDict[str, str] = FrozenDict()
 class Positions:
     """Where each field of one document sits. Never part of equality or hashing.
 
-    `keys[path]` is the (line, column) of the mapping key that holds `path` (for a sequence
-    item: the item's start); `values[path]` is where the value itself starts.
+    `spots[path]` is (key line, key column, value line, value column), 1-based: the key is the
+    mapping key that holds `path` (for a sequence item, the item's start) and the value is
+    where the value itself starts.
     """
 
-    __slots__ = ("file", "keys", "values")
+    __slots__ = ("file", "spots")
 
     def __init__(
-        self,
-        file: str,
-        keys: dict[FieldPath, tuple[int, int]] | None = None,
-        values: dict[FieldPath, tuple[int, int]] | None = None,
+        self, file: str, spots: dict[FieldPath, tuple[int, int, int, int]] | None = None
     ) -> None:
         self.file = file
-        self.keys: dict[FieldPath, tuple[int, int]] = keys if keys is not None else {}
-        self.values: dict[FieldPath, tuple[int, int]] = values if values is not None else {}
+        self.spots: dict[FieldPath, tuple[int, int, int, int]] = spots if spots is not None else {}
 
     def loc(self, path: Sequence[str | int] = ()) -> Location:
         """The key's place for `path`, or of its nearest ancestor that has one."""
-        return self._find(tuple(path), self.keys, self.values)
+        s = self._find(tuple(path))
+        return Location(self.file, s[0], s[1]) if s else Location(self.file)
 
     def value_loc(self, path: Sequence[str | int] = ()) -> Location:
         """Where the value at `path` starts (nearest ancestor fallback)."""
-        return self._find(tuple(path), self.values, self.keys)
+        s = self._find(tuple(path))
+        return Location(self.file, s[2], s[3]) if s else Location(self.file)
 
-    def _find(
-        self,
-        p: FieldPath,
-        first: dict[FieldPath, tuple[int, int]],
-        second: dict[FieldPath, tuple[int, int]],
-    ) -> Location:
+    def has(self, path: Sequence[str | int]) -> bool:
+        return tuple(path) in self.spots
+
+    def _find(self, p: FieldPath) -> tuple[int, int, int, int] | None:
+        spots = self.spots
         while True:
-            pos = first.get(p) or second.get(p)
-            if pos is not None:
-                return Location(self.file, pos[0], pos[1])
-            if not p:
-                return Location(self.file)
+            s = spots.get(p)
+            if s is not None or not p:
+                return s
             p = p[:-1]
 
     def __eq__(self, other: object) -> bool:
@@ -121,7 +117,7 @@ class Positions:
         return 0
 
     def __repr__(self) -> str:
-        return f"Positions({self.file!r}, {len(self.keys)} keys)"
+        return f"Positions({self.file!r}, {len(self.spots)} fields)"
 
 
 # --- service references and durations -------------------------------------------------------

@@ -1,0 +1,222 @@
+"""Where config files come from: a directory, or a Git tree at a commit (no checkout).
+
+Both yield the same things in the same (sorted path) order: a `SourceFile` per YAML file to
+parse, or a `Finding` for a file that must not be read (symlink, outside the root, too big).
+`SourceFile.key` is the Git blob id of the content in both cases (for a directory it is
+computed the way Git does), so a cache filled from one kind of source serves the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler.spec.codes import finding
+from reconciler.spec.findings import Finding, Location
+
+DEFAULT_MAX_FILE_SIZE = 1024 * 1024
+YAML_SUFFIXES = (".yaml", ".yml")
+
+_GIT_TREE = 0o040000
+_GIT_LINK = 0o120000
+_GIT_SUBMODULE = 0o160000
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: str  # repo-relative, "/"-separated
+    key: str  # Git blob id (hex) of `data`: the cache key
+    data: bytes
+
+
+class SourceError(Exception):
+    """The source as a whole cannot be read (missing directory, bad repo, unknown rev)."""
+
+
+class Source(Protocol):
+    def files(self, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> Iterator[SourceFile | Finding]:
+        ...
+
+    def describe(self) -> str:
+        ...
+
+
+def blob_id(data: bytes) -> str:
+    """The Git blob id of `data`."""
+    h = hashlib.sha1(b"blob %d\x00" % len(data), usedforsecurity=False)
+    h.update(data)
+    return h.hexdigest()
+
+
+def is_config_name(name: str) -> bool:
+    return not name.startswith(".") and name.endswith(YAML_SUFFIXES)
+
+
+def _too_big(path: str, size: int, limit: int) -> Finding:
+    return finding(
+        "MCD006", f"file is {size} bytes, more than the limit of {limit} bytes; not read", Location(path)
+    )
+
+
+class DirectorySource:
+    """Every non-hidden *.yaml / *.yml under `root`. Symlinks are reported, never followed."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def files(self, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> Iterator[SourceFile | Finding]:
+        try:
+            st = os.stat(self.root)
+        except OSError as e:
+            raise SourceError(f"cannot read {self.root}: {e.strerror or e}") from e
+        if not stat.S_ISDIR(st.st_mode):
+            raise SourceError(f"{self.root} is not a directory")
+        real_root = os.path.realpath(self.root)
+        yield from self._walk(real_root, "", max_file_size)
+
+    def _walk(self, real_root: str, rel: str, limit: int) -> Iterator[SourceFile | Finding]:
+        here = os.path.join(real_root, rel) if rel else real_root
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            yield finding("MCD009", f"cannot list directory: {e.strerror or e}", Location(rel or "."))
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            path = f"{rel}/{name}" if rel else name
+            try:
+                if entry.is_symlink():
+                    target = _readlink(entry.path)
+                    yield finding(
+                        "MCD007", f"symlink (to {target!r}) in the config tree; not followed", Location(path)
+                    )
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    yield from self._walk(real_root, path, limit)
+                    continue
+                if not entry.is_file(follow_symlinks=False) or not name.endswith(YAML_SUFFIXES):
+                    continue
+                size = entry.stat(follow_symlinks=False).st_size
+            except OSError as e:
+                yield finding("MCD009", f"cannot read: {e.strerror or e}", Location(path))
+                continue
+            if size > limit:
+                yield _too_big(path, size, limit)
+                continue
+            yield self._read(real_root, path, entry.path, limit)
+
+    def _read(self, real_root: str, path: str, full: str, limit: int) -> SourceFile | Finding:
+        try:
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError as e:
+            if os.path.islink(full):  # swapped for a symlink since the listing
+                return finding("MCD007", "symlink in the config tree; not followed", Location(path))
+            return finding("MCD009", f"cannot read: {e.strerror or e}", Location(path))
+        try:
+            # Check where the open file really is: a parent directory swapped for a symlink
+            # after the listing must not let us read outside the root.
+            real = _fd_path(fd) or os.path.realpath(full)
+            if os.path.commonpath([real_root, real]) != real_root:
+                return finding("MCD009", f"resolves outside the root (to {real})", Location(path))
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return finding("MCD009", "not a regular file", Location(path))
+            chunks: list[bytes] = []
+            got = 0
+            while got <= limit:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except OSError as e:
+            return finding("MCD009", f"cannot read: {e.strerror or e}", Location(path))
+        finally:
+            os.close(fd)
+        if got > limit:  # grew since the listing
+            return _too_big(path, got, limit)
+        data = b"".join(chunks)
+        return SourceFile(path, blob_id(data), data)
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _fd_path(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+class GitTreeSource:
+    """Every non-hidden *.yaml / *.yml in the tree of `rev`, read from the object database.
+
+    Symlink entries are reported (MCD007), submodules are ignored, and a blob's size is
+    checked from its header before its content is read.
+    """
+
+    def __init__(self, repo: Any, rev: str = "HEAD") -> None:
+        import pygit2  # here, so that directory-only users never import git
+
+        if isinstance(repo, (str, os.PathLike)):
+            try:
+                repo = pygit2.Repository(os.fspath(repo))
+            except (pygit2.GitError, KeyError, OSError) as e:
+                raise SourceError(f"not a git repository: {os.fspath(repo)}") from e
+        self.repo = repo
+        self.rev = rev
+        try:
+            obj = repo.revparse_single(rev)
+            commit = obj.peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
+            raise SourceError(f"unknown revision {rev!r} in {repo.path}") from e
+        self.commit_id = str(commit.id)
+        self.tree = commit.tree
+
+    def describe(self) -> str:
+        return f"{self.rev} ({self.commit_id[:12]})"
+
+    def files(self, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> Iterator[SourceFile | Finding]:
+        yield from self._walk(self.tree, "", max_file_size)
+
+    def _walk(self, tree: Any, rel: str, limit: int) -> Iterator[SourceFile | Finding]:
+        odb = self.repo.odb
+        for entry in sorted(tree, key=lambda e: e.name):
+            name: str = entry.name
+            if name.startswith("."):
+                continue
+            path = f"{rel}/{name}" if rel else name
+            if "/" in name or "\\" in name or "\x00" in name:
+                yield finding("MCD009", f"tree entry name {name!r} is not a plain file name", Location(path))
+                continue
+            mode = entry.filemode
+            if mode == _GIT_SUBMODULE:
+                continue
+            if mode == _GIT_LINK:
+                yield finding("MCD007", "symlink in the config tree; not followed", Location(path))
+                continue
+            if mode == _GIT_TREE:
+                yield from self._walk(self.repo[entry.id], path, limit)
+                continue
+            if not name.endswith(YAML_SUFFIXES):
+                continue
+            _, size = odb.read_header(entry.id)
+            if size > limit:
+                yield _too_big(path, size, limit)
+                continue
+            yield SourceFile(path, str(entry.id), self.repo[entry.id].data)

@@ -1,0 +1,159 @@
+"""The validation pipeline: source -> loader -> envelope -> schema -> model -> semantic checks.
+
+    result = validate(DirectorySource("repo"))            # or GitTreeSource(repo, "main")
+    result.findings   # sorted by file, line, column, code
+    result.model      # ConfigModel of every document that passed all per-file stages
+
+Per-file work (parse, envelope, schema, build) is cached by (path, blob id, limits) in a
+`ValidationCache`, so validating the next commit re-parses only the blobs that changed; the
+model and the semantic checks are redone over the whole repo each time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from reconciler.spec import checks
+from reconciler.spec.build import build_resource
+from reconciler.spec.codes import finding
+from reconciler.spec.findings import Finding, Location, Severity
+from reconciler.spec.loader import LoadLimits, load_yaml
+from reconciler.spec.model import ConfigModel, Resource
+from reconciler.spec.schema import check_envelope, check_schema
+from reconciler.spec.sources import Source, SourceFile
+
+ValidateOptions = LoadLimits  # the knobs of a run: size, document and node limits
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What one file yields, independent of every other file (so it can be cached)."""
+
+    path: str
+    key: str
+    documents: int  # documents loaded (for the per-repo limit)
+    resources: tuple[Resource, ...]
+    findings: tuple[Finding, ...]
+
+
+def process_file(sf: SourceFile, limits: LoadLimits) -> FileResult:
+    """Load one file and run the per-document stages on it."""
+    docs, found = load_yaml(sf.path, sf.data, limits)
+    resources: list[Resource] = []
+    for doc in docs:
+        kind, env = check_envelope(doc)
+        schema_errors = check_schema(doc, kind) if kind is not None else []
+        found.extend(env)
+        found.extend(schema_errors)
+        if not env and not schema_errors:
+            resources.append(build_resource(doc.data, doc.positions, doc.index))
+    return FileResult(sf.path, sf.key, len(docs), tuple(resources), tuple(found))
+
+
+class ValidationCache:
+    """Per-file results by (path, blob id, limits). Keeps what the last two runs used, so
+    alternating between two revisions (plan: old vs new) stays warm and memory stays bounded.
+    `parsed` counts files actually processed (cache misses), for tests and benchmarks."""
+
+    def __init__(self) -> None:
+        self._current: dict[tuple[str, str, LoadLimits], FileResult] = {}
+        self._previous: dict[tuple[str, str, LoadLimits], FileResult] = {}
+        self.parsed = 0
+        self.hits = 0
+
+    def get(self, sf: SourceFile, limits: LoadLimits) -> FileResult:
+        key = (sf.path, sf.key, limits)
+        hit = self._current.get(key) or self._previous.get(key)
+        if hit is not None:
+            self.hits += 1
+        else:
+            self.parsed += 1
+            hit = process_file(sf, limits)
+        self._current[key] = hit
+        return hit
+
+    def end_run(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def __len__(self) -> int:
+        return len(self._current.keys() | self._previous.keys())
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """`model` holds every resource whose document passed the per-file stages (even when
+    other documents failed), so a summary can still be shown; act on it only when `ok`."""
+
+    model: ConfigModel
+    findings: tuple[Finding, ...]
+    files: int = 0
+    documents: int = 0
+    source: str = ""
+    file_results: tuple[FileResult, ...] = field(default=(), repr=False)
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
+
+    @property
+    def ok(self) -> bool:
+        """No errors (warnings allowed)."""
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(set(findings), key=lambda f: (*f.sort_key(), f.message))
+
+
+def validate(
+    source: Source,
+    cache: ValidationCache | None = None,
+    options: LoadLimits | None = None,
+) -> ValidationResult:
+    """Validate everything `source` holds. Raises `SourceError` only when the source as a
+    whole cannot be read; every problem inside it is a finding."""
+    limits = options or LoadLimits()
+    cache = cache if cache is not None else ValidationCache()
+    findings: list[Finding] = []
+    resources: list[Resource] = []
+    results: list[FileResult] = []
+    documents = 0
+    over_limit = False
+    try:
+        for item in source.files(limits.max_file_size):
+            if isinstance(item, Finding):
+                findings.append(item)
+                continue
+            fr = cache.get(item, limits)
+            results.append(fr)
+            findings.extend(fr.findings)
+            if over_limit:
+                continue
+            documents += fr.documents
+            if documents > limits.max_documents_per_repo:
+                over_limit = True
+                findings.append(finding(
+                    "MCD008",
+                    f"more than {limits.max_documents_per_repo} documents in the repo; this file "
+                    "and the rest are not loaded",
+                    Location(item.path),
+                ))
+                continue
+            resources.extend(fr.resources)
+    finally:
+        cache.end_run()
+    model = ConfigModel.from_resources(resources)
+    findings.extend(checks.run_checks(model))
+    return ValidationResult(
+        model=model,
+        findings=tuple(sort_findings(findings)),
+        files=len(results),
+        documents=documents,
+        source=source.describe(),
+        file_results=tuple(results),
+    )
