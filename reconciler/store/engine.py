@@ -1,0 +1,140 @@
+"""Opening the database: SQLite in the data dir by default, PostgreSQL by URL.
+
+Every table meshcd keeps (audit records, join tokens, later revisions and the fleet ledger)
+goes through an engine made here, so the durability settings are decided once:
+
+- SQLite: WAL journal (readers never block the writer), `synchronous=FULL` (a committed
+  audit record survives a power cut), a busy timeout so concurrent writers queue instead of
+  failing, and foreign keys on. The pragmas are set on every new connection by a listener,
+  because they are per-connection state.
+- SQLite transactions: pysqlite's own implicit BEGIN is switched off and SQLAlchemy's
+  `begin` event emits it instead, so a write transaction can say `BEGIN IMMEDIATE` and take
+  the write lock before it reads (see `write_transaction`). Without that, two processes that
+  both read the tail and then try to write would get SQLITE_BUSY, which no timeout cures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from reconciler.store.errors import StoreUnavailable
+
+DEFAULT_DB_FILE = "meshcd.db"
+# How long an SQLite writer waits for another writer's lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE_OPTION = "meshcd_write"
+
+
+def sqlite_url(data_dir: str | os.PathLike[str], filename: str = DEFAULT_DB_FILE) -> str:
+    """The SQLite URL of the default database file inside `data_dir`."""
+    path = Path(data_dir).resolve() / filename
+    return URL.create("sqlite", database=str(path)).render_as_string()
+
+
+def is_sqlite(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "sqlite"
+
+
+def is_postgresql(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+def open_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for `url` (`sqlite:///path` or `postgresql+psycopg://...`).
+
+    For a SQLite file the parent directory is created (mode 0700: it holds the audit
+    trail and token hashes). In-memory SQLite is refused: each pooled connection would see
+    a different empty database.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            raise ValueError("SQLite needs a file path (in-memory databases are not shared)")
+        Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, echo=echo)
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+            # Plain "postgresql://" would select psycopg2, which meshcd does not ship.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy's begin event (below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine, *, lock_key: int | None = None) -> Iterator[Connection]:
+    """A transaction that holds the writer's lock from its first statement.
+
+    SQLite: `BEGIN IMMEDIATE` takes the database write lock (waiting up to the busy timeout
+    for other writers, in this or any other process). PostgreSQL: when `lock_key` is given,
+    a transaction-scoped advisory lock with that key is taken first, so writers of the same
+    table queue across controllers; it is released at commit or rollback.
+    Commits on success, rolls back on error; database errors come out translated.
+    """
+    with translate_errors(), engine.connect() as raw:
+        connection = raw.execution_options(**{_WRITE_OPTION: True})
+        with connection.begin():
+            if lock_key is not None and is_postgresql(connection):
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+            yield connection
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A short read-only transaction (one consistent snapshot on both backends)."""
+    with translate_errors(), engine.connect() as connection, connection.begin():
+        yield connection
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn driver errors that a retry can cure into `StoreUnavailable`.
+
+    Lock timeouts, lost connections and refused connections are temporary. Other
+    database errors (constraint violations, SQL errors) pass through unchanged for the
+    caller to interpret.
+    """
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
