@@ -1,0 +1,210 @@
+"""The commit-signature verdict and the policy that says whether a commit may deploy. Pure.
+
+`verify_commit_signature` looks only at bytes: the commit's `gpgsig` header value and the
+commit object without it (what git signed), the allowed signers, and the time to judge key
+validity at (`SignaturePolicy.decide_commit` uses the later of committer time and now).
+
+Verdicts: Verified, Unsigned, BadSignature, UnknownKey, NotAllowed, Unsupported. The caller
+records the verdict and enforces the decision; a commit that fails the policy is never
+deployed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .allowed_signers import AllowedSigners, parse_allowed_signers
+from .model import CommitInfo
+from .sshsig import (
+    ARMOR_BEGIN,
+    SshSigError,
+    UnsupportedKeyType,
+    dearmor,
+    parse_sshsig,
+    verify_sshsig,
+)
+
+GIT_NAMESPACE = "git"
+
+
+class _Verdict:
+    kind: str
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "verified"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass(frozen=True)
+class Verified(_Verdict):
+    principal: str  # the first principal of the matching allowed-signers line
+    fingerprint: str  # SHA256:...
+    principals: tuple[str, ...] = ()
+    kind: Literal["verified"] = "verified"
+
+
+@dataclass(frozen=True)
+class Unsigned(_Verdict):
+    kind: Literal["unsigned"] = "unsigned"
+
+
+@dataclass(frozen=True)
+class BadSignature(_Verdict):
+    reason: str
+    kind: Literal["bad_signature"] = "bad_signature"
+
+
+@dataclass(frozen=True)
+class UnknownKey(_Verdict):
+    fingerprint: str
+    kind: Literal["unknown_key"] = "unknown_key"
+
+
+@dataclass(frozen=True)
+class NotAllowed(_Verdict):
+    reason: str
+    fingerprint: str = ""
+    kind: Literal["not_allowed"] = "not_allowed"
+
+
+@dataclass(frozen=True)
+class Unsupported(_Verdict):
+    format: str  # "openpgp", "x509", "ssh-certificate", or the key type
+    kind: Literal["unsupported"] = "unsupported"
+
+
+SignatureVerdict = Verified | Unsigned | BadSignature | UnknownKey | NotAllowed | Unsupported
+
+
+def verify_commit_signature(
+    signature: bytes | None,
+    signed_payload: bytes | None,
+    signers: AllowedSigners,
+    *,
+    verify_time: int,
+) -> SignatureVerdict:
+    """Judge one commit's signature against `signers`, with key validity at `verify_time`."""
+    if signature is None or not signature.strip():
+        return Unsigned()
+    if signed_payload is None:
+        return BadSignature("signature without signed content")
+    head = signature.lstrip()
+    if head.startswith(b"-----BEGIN PGP SIGNATURE-----"):
+        return Unsupported("openpgp")
+    if head.startswith(b"-----BEGIN SIGNED MESSAGE-----"):
+        return Unsupported("x509")
+    if not head.startswith(ARMOR_BEGIN):
+        return BadSignature("unrecognised signature format")
+    try:
+        sig = parse_sshsig(dearmor(signature))
+    except SshSigError as exc:
+        return BadSignature(str(exc))
+    if sig.key_type.endswith("-cert-v01@openssh.com"):
+        return Unsupported("ssh-certificate")
+    try:
+        verify_sshsig(sig, signed_payload, namespace=GIT_NAMESPACE)
+    except UnsupportedKeyType:
+        return Unsupported(sig.key_type)
+    except SshSigError as exc:
+        return BadSignature(str(exc))
+
+    # The signature is genuine; now: is this key allowed to sign commits at that time?
+    entries = signers.for_key(sig.public_key)
+    if not entries:
+        return UnknownKey(sig.fingerprint)
+    reasons: list[str] = []
+    for entry in entries:
+        if not entry.allows_namespace(GIT_NAMESPACE):
+            reasons.append(f"key may not sign in namespace {GIT_NAMESPACE!r} (line {entry.line})")
+            continue
+        problem = entry.why_not_valid_at(verify_time)
+        if problem:
+            reasons.append(problem)
+            continue
+        return Verified(entry.principals[0], sig.fingerprint, entry.principals)
+    return NotAllowed("; ".join(reasons), sig.fingerprint)
+
+
+class SignatureMode(enum.Enum):
+    OFF = "off"  # do not look at signatures
+    RECORD = "record"  # verify and record, deploy whatever the verdict
+    REQUIRE = "require"  # deploy only Verified commits
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    verdict: SignatureVerdict | None  # None when the mode is OFF
+    deployable: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": None if self.verdict is None else self.verdict.to_dict(),
+            "deployable": self.deployable,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class SignaturePolicy:
+    """Whether to check signatures, and the signers to check them against."""
+
+    mode: SignatureMode = SignatureMode.OFF
+    signers: AllowedSigners = field(default_factory=AllowedSigners)
+
+    def __post_init__(self) -> None:
+        if self.mode is SignatureMode.REQUIRE and not len(self.signers):
+            # Requiring signatures from nobody would block every commit; say so up front.
+            raise ValueError("signature mode 'require' needs a non-empty allowed-signers file")
+
+    @classmethod
+    def from_file(cls, mode: SignatureMode | str, allowed_signers: Path | None) -> SignaturePolicy:
+        """Edge helper: read the allowed-signers file (errors name the line)."""
+        mode = SignatureMode(mode)
+        if allowed_signers is None:
+            return cls(mode)
+        return cls(mode, parse_allowed_signers(allowed_signers.read_text(encoding="utf-8")))
+
+    def decide(
+        self, signature: bytes | None, signed_payload: bytes | None, *, verify_time: int
+    ) -> PolicyDecision:
+        if self.mode is SignatureMode.OFF:
+            return PolicyDecision(None, True, "signature checks are off")
+        verdict = verify_commit_signature(
+            signature, signed_payload, self.signers, verify_time=verify_time
+        )
+        if self.mode is SignatureMode.RECORD:
+            return PolicyDecision(verdict, True, f"recorded ({verdict.kind}); not enforced")
+        if isinstance(verdict, Verified):
+            return PolicyDecision(verdict, True, f"signed by {verdict.principal}")
+        return PolicyDecision(verdict, False, f"signature required: {_describe(verdict)}")
+
+    def decide_commit(self, commit: CommitInfo, *, now: int) -> PolicyDecision:
+        """decide() for a CommitInfo seen at `now` (unix seconds).
+
+        Key validity is judged at the later of the committer time and `now`: the committer
+        time is whatever the signer wrote, so judging at it alone (as `git verify-commit`
+        does) would let a back-dated commit slip past an expired `valid-before`.
+        """
+        when = max(commit.committer.time, now)
+        return self.decide(commit.signature, commit.signed_payload, verify_time=when)
+
+
+def _describe(verdict: SignatureVerdict) -> str:
+    if isinstance(verdict, Unsigned):
+        return "the commit is not signed"
+    if isinstance(verdict, BadSignature):
+        return f"bad signature: {verdict.reason}"
+    if isinstance(verdict, UnknownKey):
+        return f"key {verdict.fingerprint} is not in the allowed signers"
+    if isinstance(verdict, NotAllowed):
+        return f"key {verdict.fingerprint} not allowed: {verdict.reason}"
+    if isinstance(verdict, Unsupported):
+        return f"cannot verify {verdict.format} signatures"
+    return verdict.kind
