@@ -10,7 +10,25 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from .authz import (
+    AuthzDecision,
+    AuthzRequest,
+    CompiledPolicies,
+    RuleRef,
+    compile_policies,
+    evaluate,
+    is_allowed,
+)
 from .canonical import canonical_json, compute_version
+from .compile import (
+    CompiledCluster,
+    CompiledConfig,
+    CompiledEndpoint,
+    CompiledInbound,
+    CompiledInboundListener,
+    compile_snapshot,
+    load_config,
+)
 from .errors import SnapshotError
 from .model import (
     AuthorizationPolicy,
@@ -46,6 +64,14 @@ from .model import (
     WeightedCluster,
 )
 from .parse import parse_policy, parse_snapshot, policy_to_json, snapshot_to_json, snapshot_version
+from .routing import (
+    CompiledOutbound,
+    CompiledRoute,
+    CompiledVirtualHost,
+    choose_cluster,
+    find_virtual_host,
+    select_route,
+)
 
 
 def snapshot_schema() -> dict[str, Any]:
@@ -59,7 +85,18 @@ def snapshot_schema() -> dict[str, Any]:
 
 __all__ = [
     "AuthorizationPolicy",
+    "AuthzDecision",
+    "AuthzRequest",
     "Cluster",
+    "CompiledCluster",
+    "CompiledConfig",
+    "CompiledEndpoint",
+    "CompiledInbound",
+    "CompiledInboundListener",
+    "CompiledOutbound",
+    "CompiledPolicies",
+    "CompiledRoute",
+    "CompiledVirtualHost",
     "Condition",
     "ConnectionPool",
     "Endpoint",
@@ -82,6 +119,7 @@ __all__ = [
     "Route",
     "RouteMatch",
     "Rule",
+    "RuleRef",
     "Snapshot",
     "SnapshotError",
     "Source",
@@ -91,10 +129,18 @@ __all__ = [
     "VirtualHost",
     "WeightedCluster",
     "canonical_json",
+    "choose_cluster",
+    "compile_policies",
+    "compile_snapshot",
     "compute_version",
+    "evaluate",
+    "find_virtual_host",
+    "is_allowed",
+    "load_config",
     "parse_policy",
     "parse_snapshot",
     "policy_to_json",
+    "select_route",
     "snapshot_schema",
     "snapshot_to_json",
     "snapshot_version",

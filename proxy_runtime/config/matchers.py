@@ -1,0 +1,117 @@
+"""Small compiled matchers shared by the authorization evaluator and the route matcher."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import re2
+
+from .errors import SnapshotError
+
+StrPred = Callable[[str], bool]
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # errors are reported as SnapshotError, not on stderr
+
+
+def compile_regex(pattern: str, path: str) -> Any:  # re2 ships no type hints
+    """RE2 regex, or SnapshotError carrying RE2's message (`missing )`)."""
+    try:
+        return re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as e:
+        raw = e.args[0] if e.args else "invalid regex"
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        # RE2 says "missing ): a(b"; keep the reason, the pattern is in the snapshot.
+        reason = text.rsplit(": ", 1)[0] if text.endswith(pattern) else text
+        raise SnapshotError(path, reason) from None
+
+
+def _never(_: str) -> bool:
+    return False
+
+
+def _non_empty(v: str) -> bool:
+    return v != ""
+
+
+def istio_string_matcher(patterns: Sequence[str], lower: bool = False) -> StrPred:
+    """Istio string matching: `abc` exact, `abc*` prefix, `*abc` suffix, `*` any non-empty.
+
+    Returns a predicate true when the value matches one of the patterns. `lower` folds the
+    patterns to lower case (the caller folds the value).
+    """
+    if not patterns:
+        return _never
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    for raw in patterns:
+        p = raw.lower() if lower else raw
+        if p == "*":
+            return _non_empty
+        if p.endswith("*"):
+            prefixes.append(p[:-1])
+        elif p.startswith("*"):
+            suffixes.append(p[1:])
+        else:
+            exact.add(p)
+    ex = frozenset(exact)
+    pre = tuple(prefixes)
+    suf = tuple(suffixes)
+    if pre and suf:
+        return lambda v: v in ex or v.startswith(pre) or v.endswith(suf)
+    if pre:
+        return lambda v: v in ex or v.startswith(pre)
+    if suf:
+        return lambda v: v in ex or v.endswith(suf)
+    return ex.__contains__
+
+
+# --- IPs ------------------------------------------------------------------------------------
+
+IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_cidr(text: str, path: str) -> IpNet:
+    """A CIDR or a plain IP (a /32 or /128). Host bits set are accepted, as Istio does."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise SnapshotError(path, f"{text!r} is not a CIDR or IP address") from None
+
+
+@lru_cache(maxsize=4096)
+def _ip_key(ip: str) -> tuple[int, int] | None:
+    """(version, integer) of an address, cached: requests repeat the same few peers."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1 (dual-stack sockets)
+    return addr.version, int(addr)
+
+
+IpPred = Callable[[str | None], bool]
+
+
+def ip_matcher(nets: Sequence[IpNet]) -> IpPred:
+    """True when the address is inside one of the networks; an absent/invalid address never is."""
+    ranges = tuple((n.version, int(n.network_address), int(n.netmask)) for n in nets)
+
+    def match(ip: str | None) -> bool:
+        if not ip:
+            return False
+        key = _ip_key(ip)
+        if key is None:
+            return False
+        version, value = key
+        for v, net, mask in ranges:  # noqa: SIM110 - a plain loop is faster than any()
+            if v == version and value & mask == net:
+                return True
+        return False
+
+    return match
