@@ -1,0 +1,39 @@
+"""Semantic checks over the whole model (MCD1xx).
+
+The entry point is `run_checks(model) -> list[Finding]`: the validation pipeline
+(reconciler.spec.validate) calls it once with the `ConfigModel` built from every document that
+passed the loader, envelope and schema stages. Each check is one linear pass over one kind,
+using the dict indexes of `CheckContext` for lookups, so the whole run is linear in repo size.
+
+Every finding points at the offending field (`resource.loc(("spec", ...))`, the YAML path)
+so that the CLI can print `file:line:col: severity MCDxxx: message`.
+
+Where a check's behaviour is a choice, the module that holds it says why (see
+`authorization.py` for MCD111/MCD118, `traffic.py` for MCD119).
+"""
+
+from __future__ import annotations
+
+from reconciler.spec.checks import authorization, mesh, rollout, routes, services, traffic
+from reconciler.spec.checks.context import CheckContext
+from reconciler.spec.findings import Finding
+from reconciler.spec.model import ConfigModel
+
+__all__ = ["CheckContext", "run_checks"]
+
+_PASSES = (
+    mesh.check,
+    services.check,
+    routes.check,
+    traffic.check,
+    authorization.check,
+    rollout.check,
+)
+
+
+def run_checks(model: ConfigModel) -> list[Finding]:
+    """Every semantic finding for `model`, in a stable order (by place, then code)."""
+    ctx = CheckContext(model)
+    for run in _PASSES:
+        run(ctx)
+    return sorted(ctx.findings, key=Finding.sort_key)
