@@ -107,14 +107,18 @@ class GitMirror:
 
     def _configure_remote(self, repo: pygit2.Repository) -> None:
         # The config may have changed since the mirror was made: keep the remote in step.
+        # Never delete the remote: libgit2 would delete the refs its refspec maps to,
+        # which for a mirror is every branch.
         existing = next((r for r in repo.remotes if r.name == REMOTE_NAME), None)
-        if existing is not None and (
-            existing.url != self.remote.url or list(existing.fetch_refspecs) != [MIRROR_REFSPEC]
-        ):
-            repo.remotes.delete(REMOTE_NAME)
-            existing = None
         if existing is None:
             repo.remotes.create(REMOTE_NAME, self.remote.url, MIRROR_REFSPEC)
+            return
+        if existing.url != self.remote.url:
+            repo.remotes.set_url(REMOTE_NAME, self.remote.url)
+        if list(existing.fetch_refspecs) != [MIRROR_REFSPEC]:
+            key = f"remote.{REMOTE_NAME}.fetch"
+            repo.config.delete_multivar(key, ".*")
+            repo.config[key] = MIRROR_REFSPEC
 
     # -- fetch -------------------------------------------------------------------------
 

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import Upstream
+
+from reconciler.source import (
+    BranchDeleted,
+    ForcePush,
+    GitMirror,
+    NewCommit,
+    SignaturePolicy,
+    Unchanged,
+    classify_change,
+    observe_branch,
+)
+
+A, B = "a" * 40, "b" * 40
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "ancestor", "expected"),
+    [
+        (None, None, None, Unchanged(None)),
+        (A, A, None, Unchanged(A)),
+        (None, A, None, NewCommit(None, A, fast_forward=False)),
+        (A, B, True, NewCommit(A, B, fast_forward=True)),
+        (A, B, False, ForcePush(A, B)),
+        (A, None, None, BranchDeleted(A)),
+    ],
+)
+def test_classification(
+    previous: str | None, current: str | None, ancestor: bool | None, expected: object
+) -> None:
+    assert classify_change(previous, current, ancestor) == expected
+
+
+def test_moving_branch_needs_the_ancestry_fact() -> None:
+    with pytest.raises(ValueError, match="old_is_ancestor"):
+        classify_change(A, B)
+
+
+def test_deploy_targets_and_audit_dicts() -> None:
+    assert Unchanged(A).deploy_target is None
+    assert BranchDeleted(A).deploy_target is None
+    assert NewCommit(A, B, True).deploy_target == B
+    assert ForcePush(A, B).deploy_target == B
+    assert ForcePush(A, B).to_dict() == {"old": A, "new": B, "kind": "force_push"}
+    assert BranchDeleted(A).to_dict() == {"old": A, "kind": "branch_deleted"}
+
+
+def test_observe_branch_through_a_real_history(tmp_path: Path, upstream: Upstream) -> None:
+    policy = SignaturePolicy()  # signatures off: every new commit is deployable
+    mirror = GitMirror(tmp_path / "m.git", str(upstream.path))
+    mirror.fetch()
+    first = observe_branch(mirror, "main", None, policy, now=0)
+    assert first.event == Unchanged(None) and not first.deployable
+
+    c1 = upstream.commit("first")
+    mirror.fetch()
+    seen = observe_branch(mirror, "main", None, policy, now=0)
+    assert seen.event == NewCommit(None, c1, fast_forward=False)
+    assert seen.commit is not None and seen.commit.id == c1 and seen.deployable
+
+    c2 = upstream.commit("second")
+    mirror.fetch()
+    ff = observe_branch(mirror, "main", c1, policy, now=0)
+    assert ff.event == NewCommit(c1, c2, fast_forward=True)
+    assert ff.to_dict()["commit"]["summary"] == "second"
+    assert ff.to_dict()["signature"]["deployable"] is True
+
+    assert observe_branch(mirror, "main", c2, policy, now=0).event == Unchanged(c2)
+
+    upstream.git("reset", "-q", "--hard", c1)
+    c3 = upstream.commit("rewritten")
+    mirror.fetch()
+    fp = observe_branch(mirror, "main", c2, policy, now=0)
+    assert fp.event == ForcePush(c2, c3) and fp.deployable
+
+    # Resetting the branch back to an older commit is also a force-push (to c1).
+    upstream.git("reset", "-q", "--hard", c1)
+    mirror.fetch()
+    assert observe_branch(mirror, "main", c3, policy, now=0).event == ForcePush(c3, c1)
+
+    upstream.git("checkout", "-q", "-b", "other")
+    upstream.git("branch", "-D", "main")
+    mirror.fetch()
+    gone = observe_branch(mirror, "main", c1, policy, now=0)
+    assert gone.event == BranchDeleted(c1)
+    assert gone.commit is None and not gone.deployable
