@@ -38,8 +38,16 @@ from reconciler.store.timefmt import format_instant
 MAX_PAGE = 1000
 _APPEND_ATTEMPTS = 5
 _T = audit_records
-_COLUMNS = (_T.c.seq, _T.c.time, _T.c.actor, _T.c.kind, _T.c.subject, _T.c.data,
-            _T.c.prev_hash, _T.c.hash)  # fmt: skip
+_COLUMNS = (
+    _T.c.seq,
+    _T.c.time,
+    _T.c.actor,
+    _T.c.kind,
+    _T.c.subject,
+    _T.c.data,
+    _T.c.prev_hash,
+    _T.c.hash,
+)
 
 
 class AuditLog:
@@ -98,15 +106,27 @@ class AuditLog:
         if not entries:
             return []
         # Validate before taking the lock, so bad input never holds up other writers.
-        build_chain(first_seq=1, prev_hash=GENESIS_HASH, entries=entries, now=now,
-                    redact=redact, oversize=oversize)  # fmt: skip
+        build_chain(
+            first_seq=1,
+            prev_hash=GENESIS_HASH,
+            entries=entries,
+            now=now,
+            redact=redact,
+            oversize=oversize,
+        )
         for attempt in range(_APPEND_ATTEMPTS):
             try:
                 with write_transaction(self.engine, lock_key=APPEND_LOCK_KEY) as connection:
                     head = _head(connection)
                     seq, prev = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-                    records = build_chain(first_seq=seq + 1, prev_hash=prev, entries=entries,
-                                          now=now, redact=redact, oversize=oversize)  # fmt: skip
+                    records = build_chain(
+                        first_seq=seq + 1,
+                        prev_hash=prev,
+                        entries=entries,
+                        now=now,
+                        redact=redact,
+                        oversize=oversize,
+                    )
                     connection.execute(_T.insert(), [_to_row(r) for r in records])
                 return records
             except sa.exc.IntegrityError as exc:
@@ -226,8 +246,12 @@ class AuditLog:
                     sa.select(_T.c.hash).where(_T.c.seq == start - 1)
                 ).scalar_one_or_none()
             if prev is None:
-                return VerifyResult(False, start - 1, start - 1,
-                                    f"record {start - 1} (the start's predecessor) is missing")  # fmt: skip
+                return VerifyResult(
+                    False,
+                    start - 1,
+                    start - 1,
+                    f"record {start - 1} (the start's predecessor) is missing",
+                )
             prev_hash = str(prev)
         verifier = ChainVerifier(start=start, prev_hash=prev_hash)
         anchor_hash: str | None = None
@@ -261,8 +285,9 @@ class AuditLog:
 
 def _corrupt_result(verifier: ChainVerifier, exc: ChainBroken) -> VerifyResult:
     done = verifier.result()
-    return VerifyResult(False, done.verified_up_to, exc.broken_at, exc.reason, done.checked + 1,
-                        done.head)  # fmt: skip
+    return VerifyResult(
+        False, done.verified_up_to, exc.broken_at, exc.reason, done.checked + 1, done.head
+    )
 
 
 def _head(connection: Connection) -> Anchor | None:
@@ -323,9 +348,14 @@ def verify_jsonl(lines: Iterator[str] | IO[str], *, anchor: Anchor | None = None
             record = AuditRecord.from_dict(json.loads(line))
         except (ValueError, InvalidRecord) as exc:
             done = verifier.result()
-            return VerifyResult(False, done.verified_up_to, done.verified_up_to + 1,
-                                f"line {number} is not an audit record: {exc}", done.checked,
-                                done.head)  # fmt: skip
+            return VerifyResult(
+                False,
+                done.verified_up_to,
+                done.verified_up_to + 1,
+                f"line {number} is not an audit record: {exc}",
+                done.checked,
+                done.head,
+            )
         if not verifier.feed([record]):
             break
         if anchor is not None and record.seq == anchor.seq:

@@ -21,18 +21,52 @@ REDACTED = "[REDACTED]"
 
 SECRET_WORDS = frozenset(
     {
-        "secret", "token", "password", "passwd", "passphrase", "pwd", "key", "apikey",
-        "credential", "credentials", "authorization", "cookie", "privatekey", "bearer",
+        "secret",
+        "token",
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "key",
+        "apikey",
+        "credential",
+        "credentials",
+        "authorization",
+        "cookie",
+        "privatekey",
+        "bearer",
     }
-)  # fmt: skip
+)
 # A last word that describes a secret rather than holding it.
 ABOUT_WORDS = frozenset(
     {
-        "id", "ids", "hash", "sha256", "digest", "fingerprint", "file", "path", "name",
-        "type", "kind", "count", "ttl", "expires", "expiry", "at", "set", "present",
-        "valid", "result", "status", "len", "length", "ref", "source",
+        "id",
+        "ids",
+        "hash",
+        "sha256",
+        "digest",
+        "fingerprint",
+        "file",
+        "path",
+        "name",
+        "type",
+        "kind",
+        "count",
+        "ttl",
+        "expires",
+        "expiry",
+        "at",
+        "set",
+        "present",
+        "valid",
+        "result",
+        "status",
+        "len",
+        "length",
+        "ref",
+        "source",
     }
-)  # fmt: skip
+)
 
 _WORD = re.compile(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z]+[0-9]*|[0-9]+")
 

@@ -34,14 +34,17 @@ def entry(data: dict[str, Any] | None = None, **fields: str) -> AuditEntry:
 
 def independent_hash(record: dict[str, Any]) -> str:
     """The recipe from docs/audit.md, written out separately from the implementation."""
-    fields = {k: record[k] for k in ("seq", "time", "actor", "kind", "subject", "data", "prev_hash")}
+    fields = {
+        k: record[k] for k in ("seq", "time", "actor", "kind", "subject", "data", "prev_hash")
+    }
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def test_hash_follows_the_documented_rule() -> None:
-    record = build_record(seq=1, now=NOW, entry=entry({"ü": "naïve", "list": [1, 2.5]}),
-                          prev_hash=GENESIS_HASH)  # fmt: skip
+    record = build_record(
+        seq=1, now=NOW, entry=entry({"ü": "naïve", "list": [1, 2.5]}), prev_hash=GENESIS_HASH
+    )
     assert record.hash == independent_hash(record.to_dict())
     assert record.prev_hash == "0" * 64
     assert record.time == "2026-11-25T12:00:00.123456Z"
@@ -49,8 +52,9 @@ def test_hash_follows_the_documented_rule() -> None:
 
 def test_hash_of_a_fixed_record_never_changes() -> None:
     # Pinned value: if this changes, every existing trail stops verifying.
-    record = build_record(seq=7, now=NOW, entry=entry({"b": [1, "x"], "a": None}),
-                          prev_hash="ab" * 32)  # fmt: skip
+    record = build_record(
+        seq=7, now=NOW, entry=entry({"b": [1, "x"], "a": None}), prev_hash="ab" * 32
+    )
     canonical = (
         '{"actor":"admin-token:1a2b","data":{"a":null,"b":[1,"x"]},"kind":"revision.detected",'
         '"prev_hash":"' + "ab" * 32 + '","seq":7,"subject":"commit 3f2a",'
@@ -70,8 +74,9 @@ def test_chain_links_each_record_to_the_one_before() -> None:
 
 def test_time_is_converted_to_utc() -> None:
     plus2 = timezone(timedelta(hours=2))
-    record = build_record(seq=1, now=datetime(2026, 1, 1, 14, 0, tzinfo=plus2), entry=entry(),
-                          prev_hash=GENESIS_HASH)  # fmt: skip
+    record = build_record(
+        seq=1, now=datetime(2026, 1, 1, 14, 0, tzinfo=plus2), entry=entry(), prev_hash=GENESIS_HASH
+    )
     assert record.time == "2026-01-01T12:00:00.000000Z"
     assert record.timestamp == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -164,8 +169,12 @@ def test_oversized_data_can_be_truncated_with_a_marker() -> None:
 
 
 def test_secrets_are_redacted_before_hashing_by_default() -> None:
-    data = {"token": "mjt_abc", "token_id": "t1", "nested": {"dbPassword": "pw", "user": "ana"},
-            "items": [{"api_key": "k", "name": "x"}]}  # fmt: skip
+    data = {
+        "token": "mjt_abc",
+        "token_id": "t1",
+        "nested": {"dbPassword": "pw", "user": "ana"},
+        "items": [{"api_key": "k", "name": "x"}],
+    }
     record = build_record(seq=1, now=NOW, entry=entry(data), prev_hash=GENESIS_HASH)
     assert record.data == {
         "token": REDACTED,
@@ -178,8 +187,9 @@ def test_secrets_are_redacted_before_hashing_by_default() -> None:
 
 
 def test_redaction_can_be_turned_off() -> None:
-    record = build_record(seq=1, now=NOW, entry=entry({"token": "t"}), prev_hash=GENESIS_HASH,
-                          redact=False)  # fmt: skip
+    record = build_record(
+        seq=1, now=NOW, entry=entry({"token": "t"}), prev_hash=GENESIS_HASH, redact=False
+    )
     assert record.data == {"token": "t"}
 
 
