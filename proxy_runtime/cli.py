@@ -1,0 +1,66 @@
+"""`meshcd proxy ...`: run the managed proxy. Imports only proxy_runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group("proxy")
+def proxy() -> None:
+    """The managed proxy (data plane)."""
+
+
+@proxy.command("run")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="Snapshot JSON file to serve (static mode). SIGHUP reloads it.")
+@click.option("--state-dir", type=click.Path(path_type=Path),
+              help="Where the last good snapshot is kept; loaded at start without --config.")
+@click.option("--admin-port", type=int, default=15000, show_default=True,
+              help="Admin API port (0: any free port, printed at start).")
+@click.option("--admin-address", default="127.0.0.1", show_default=True)
+@click.option("--drain-seconds", type=float, default=10.0, show_default=True,
+              help="On SIGTERM, how long in-flight requests may take before exit.")
+@click.option("--header-timeout", type=float, default=10.0, show_default=True,
+              help="Seconds a client may take to send request headers (then 408).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def run(config_path: Path | None, state_dir: Path | None, admin_port: int, admin_address: str,
+        drain_seconds: float, header_timeout: float, log_level: str) -> None:
+    """Run a proxy from a snapshot file (or the state dir's last good snapshot)."""
+    from proxy_runtime.config import SnapshotError
+    from proxy_runtime.config.compile import compile_snapshot
+    from proxy_runtime.config.files import loads_snapshot
+
+    if config_path is None and state_dir is None:
+        raise click.UsageError("give --config FILE, or --state-dir DIR holding a snapshot")
+    if config_path is not None:
+        try:
+            text = config_path.read_bytes()
+        except OSError as exc:
+            click.echo(f"error: cannot read {config_path}: {exc.strerror or exc}", err=True)
+            sys.exit(2)
+        try:
+            compile_snapshot(loads_snapshot(text))
+        except SnapshotError as exc:
+            click.echo(f"error: {config_path}: {exc}", err=True)
+            sys.exit(2)
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from proxy_runtime.dataplane.downstream import ServerLimits
+    from proxy_runtime.serve import ProxyProcess
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+    process = ProxyProcess(config_path=config_path, state_dir=state_dir, admin_address=admin_address,
+                           admin_port=admin_port, drain_seconds=drain_seconds,
+                           limits=ServerLimits(header_timeout=header_timeout))
+    sys.exit(asyncio.run(process.run()))

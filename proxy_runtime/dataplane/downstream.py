@@ -1,0 +1,446 @@
+"""Downstream side: the HTTP/1.1 server protocol (httptools at the asyncio.Protocol level).
+
+One protocol per client connection. It parses requests, hands each complete head to the
+server's handler coroutine (one at a time per connection: pipelined requests queue), streams
+the request body to whoever the handler attaches, and enforces the input limits: malformed
+request -> 400, oversized headers -> 431, CL+TE together -> 400 (the parser refuses them),
+header read timeout -> 408. Timeouts are checked by a sweep over all connections every
+fraction of a second, so the hot path arms no timer per request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httptools
+
+from proxy_runtime.dataplane.http1 import LAST_CHUNK, chunk, simple_response
+from proxy_runtime.dataplane.tls import peer_spiffe_ids
+
+log = logging.getLogger("meshcd.proxy")
+Header = tuple[bytes, bytes]
+
+HIGH_WATER = 256 * 1024  # request bytes buffered before we stop reading the client
+
+
+class HeadersTooLarge(Exception):
+    pass
+
+
+class RequestBody:
+    """The request body on its way upstream. Chunks go straight to the attached upstream
+    connection; until one is attached (or while it is being replaced for a retry) they are
+    buffered, up to `replay_limit` for replay, with the client paused past HIGH_WATER."""
+
+    __slots__ = (
+        "chunked", "complete", "conn", "content_length", "has_body", "pending", "pending_size",
+        "replay", "replay_limit", "replay_size", "replayable", "sink",
+    )
+
+    def __init__(self, conn: HttpDownstream, chunked: bool, content_length: int | None,
+                 replay_limit: int) -> None:
+        self.conn = conn
+        self.chunked = chunked
+        self.content_length = content_length
+        self.has_body = chunked or bool(content_length)
+        self.complete = not self.has_body
+        self.sink: Any = None
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.replay: list[bytes] = []
+        self.replay_size = 0
+        self.replay_limit = replay_limit
+        self.replayable = (content_length or 0) <= replay_limit
+
+    def _frame(self, data: bytes) -> bytes:
+        return chunk(data) if self.chunked else data
+
+    def feed(self, data: bytes) -> None:
+        if self.replayable:
+            self.replay.append(data)
+            self.replay_size += len(data)
+            if self.replay_size > self.replay_limit:
+                self.replayable = False
+                self.replay = []
+        sink = self.sink
+        if sink is not None:
+            sink.write(self._frame(data))
+        else:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > HIGH_WATER:
+                self.conn.pause_reading_for_body()
+
+    def finish(self) -> None:
+        self.complete = True
+        if self.sink is not None and self.chunked:
+            self.sink.write(LAST_CHUNK)
+
+    def attach(self, upstream: Any) -> None:
+        """Send the body to `upstream` (an UpstreamConnection): what came so far, then live."""
+        if not self.has_body:
+            return
+        if self.sink is None:
+            chunks = self.pending
+        else:  # a retry: the earlier attempt consumed `pending`; replay the copy
+            chunks = self.replay
+        self.pending = []
+        self.pending_size = 0
+        frame = self._frame
+        for piece in chunks:
+            upstream.write(frame(piece))
+        if self.complete and self.chunked:
+            upstream.write(LAST_CHUNK)
+        self.sink = upstream
+        upstream.body_source = self
+        self.conn.resume_reading_for_body()
+
+    def detach(self) -> None:
+        self.sink = None
+
+    def pause(self) -> None:
+        self.conn.pause_reading_for_body()
+
+    def resume(self) -> None:
+        self.conn.resume_reading_for_body()
+
+
+class Request:
+    __slots__ = ("body", "expect_continue", "headers", "host", "keep_alive", "method", "path",
+                 "started", "url", "version")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.url = b""
+        self.path = b""
+        self.headers: list[Header] = []
+        self.host = b""
+        self.version = "1.1"
+        self.keep_alive = True
+        self.body: RequestBody
+        self.started = 0.0
+        self.expect_continue = False
+
+    def header(self, name: bytes) -> bytes | None:
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+
+Handler = Callable[["HttpDownstream", Request], Awaitable[None]]
+
+
+class ServerLimits:
+    __slots__ = ("header_timeout", "idle_timeout", "max_header_bytes", "replay_limit")
+
+    def __init__(self, *, max_header_bytes: int = 64 * 1024, header_timeout: float = 10.0,
+                 idle_timeout: float = 300.0, replay_limit: int = 64 * 1024) -> None:
+        self.max_header_bytes = max_header_bytes
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.replay_limit = replay_limit
+
+
+class HttpServerState:
+    """What the connections of one listener share: the handler, the limits, the set of
+    connections (for the timeout sweep and for drain) and a coarse clock."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handler: Handler, limits: ServerLimits,
+                 *, tls_identity: bool = False) -> None:
+        self.loop = loop
+        self.handler = handler
+        self.limits = limits
+        self.connections: set[HttpDownstream] = set()
+        self.now = loop.time()
+        self.draining = False
+        self.tls_identity = tls_identity
+        self.in_flight = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep()
+
+    def _sweep(self) -> None:
+        now = self.now = self.loop.time()
+        limits = self.limits
+        for conn in list(self.connections):
+            conn.check_timeouts(now, limits)
+        self._sweeper = self.loop.call_later(0.25, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
+    def drain(self) -> None:
+        """Stop keep-alive: idle connections close now, busy ones after their response."""
+        self.draining = True
+        for conn in list(self.connections):
+            if conn.current is None and not conn.in_headers:
+                conn.close()
+
+
+class HttpDownstream(asyncio.Protocol):
+    def __init__(self, state: HttpServerState) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_ip = ""
+        self.peer_port = 0
+        self.principal: str | None = None  # SPIFFE ID of an mTLS peer
+        self.tls = False
+        self.current: Request | None = None
+        self.parsing: Request | None = None
+        self.queue: deque[Request] = deque()
+        self.in_headers = False
+        self.header_bytes = 0
+        self.too_large = False
+        self.since = state.now  # start of the header read, or of idleness
+        self.fresh = True  # no request yet on this connection
+        self.closing = False
+        self.write_paused = False
+        self.read_paused = False
+        self.feeder: Any = None  # upstream connection streaming a response to us
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.response_started = False
+        self.stop_parsing = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip, self.peer_port = peer[0], peer[1]
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.tls = True
+            ids = peer_spiffe_ids(sslobj.getpeercert())
+            self.principal = ids[0] if ids else None
+        self.since = self.state.now
+        self.state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.state.connections.discard(self)
+        feeder = self.feeder
+        if feeder is not None:
+            # the client went away mid-response: the upstream connection is useless now
+            feeder.abort()
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.stop_parsing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # protocol upgrades (websocket, h2c) are not supported: serve this request, then close
+            self.stop_parsing = True
+            if self.current is not None:
+                self.current.keep_alive = False
+        except httptools.HttpParserError as exc:
+            self.stop_parsing = True
+            if self.too_large:
+                self.reject(431, b"request header fields too large\n")
+            else:
+                detail = str(exc.__context__ or exc) if isinstance(exc, httptools.HttpParserCallbackError) else str(exc)
+                self.reject(400, b"bad request: " + detail.encode(errors="replace") + b"\n")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.feeder is not None:
+            self.feeder.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.feeder is not None:
+            self.feeder.resume_reading()
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    # --- httptools callbacks ----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        req = Request()
+        self.parsing = req
+        self.in_headers = True
+        self.header_bytes = 0
+        self.since = self.state.now
+
+    def on_url(self, url: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        self._count(len(name) + len(value) + 4)
+        lname = name.lower()
+        req.headers.append((lname, value))
+        if lname == b"host":
+            req.host = value
+        elif lname == b"expect" and value.lower() == b"100-continue":
+            req.expect_continue = True
+
+    def _count(self, n: int) -> None:
+        self.header_bytes += n
+        if self.header_bytes > self.state.limits.max_header_bytes:
+            self.too_large = True
+            raise HeadersTooLarge()
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        self.in_headers = False
+        parser = self.parser
+        req.method = parser.get_method()
+        req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive()
+        url = req.url
+        q = url.find(b"?")
+        req.path = url if q < 0 else url[:q]
+        chunked = False
+        length: int | None = None
+        for name, value in req.headers:
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        req.body = RequestBody(self, chunked, length, self.state.limits.replay_limit)
+        req.started = self.loop.time()
+        if self.current is None:
+            self._start(req)
+        else:
+            self.queue.append(req)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        if req is not None:
+            req.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        if req is not None:
+            req.body.finish()
+        self.parsing = None
+
+    # --- request lifecycle ----------------------------------------------------------------
+    def _start(self, req: Request) -> None:
+        self.current = req
+        self.fresh = False
+        self.response_started = False
+        self.state.in_flight += 1
+        if req.expect_continue and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.loop.create_task(self._run(req))
+
+    async def _run(self, req: Request) -> None:
+        try:
+            await self.state.handler(self, req)
+        except Exception:
+            log.exception("request handler failed")
+            if not self.response_started:
+                self.respond(500, b"internal proxy error\n", keep_alive=False)
+            else:
+                self.abort()
+        finally:
+            self.state.in_flight -= 1
+
+    def response_keep_alive(self, req: Request) -> bool:
+        """Whether this response may leave the connection open (drives `connection: close`)."""
+        return req.keep_alive and not self.state.draining and not self.closing and not self.stop_parsing_bad()
+
+    def stop_parsing_bad(self) -> bool:
+        return self.stop_parsing
+
+    def respond(self, status: int, body: bytes, *, keep_alive: bool | None = None,
+                extra: list[Header] | None = None) -> None:
+        """Answer the current request with a small response of the proxy's own."""
+        req = self.current
+        keep = (self.response_keep_alive(req) if req is not None else False) if keep_alive is None else keep_alive
+        if req is not None and not req.body.complete:
+            keep = False  # unread body: we cannot find the next request boundary cheaply
+        self.response_started = True
+        if self.transport is not None and not self.closing:
+            self.transport.write(simple_response(status, body, close=not keep, extra=extra))
+        self.finish_response(keep)
+
+    def finish_response(self, keep_alive: bool) -> None:
+        """The current response is fully written; move on to the next request or close."""
+        req = self.current
+        self.current = None
+        self.feeder = None
+        if req is not None and not req.body.complete:
+            keep_alive = False
+        if not keep_alive or self.closing:
+            self.close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+            return
+        self.since = self.state.now
+        if self.read_paused:
+            self.read_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        self.response_started = True
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def pause_reading_for_body(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading_for_body(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def reject(self, status: int, body: bytes) -> None:
+        """Answer a request we could not parse and close (the stream position is lost)."""
+        if self.current is not None:
+            # a response is in progress for an earlier request: just stop after it
+            self.current.keep_alive = False
+            return
+        if self.transport is not None and not self.closing:
+            self.transport.write(simple_response(status, body, close=True))
+        self.close()
+
+    def check_timeouts(self, now: float, limits: ServerLimits) -> None:
+        if self.current is not None:
+            return
+        if self.in_headers or self.fresh:
+            if now - self.since > limits.header_timeout:
+                if self.in_headers:
+                    self.stop_parsing = True
+                    self.reject(408, b"request header read timeout\n")
+                else:
+                    self.close()
+        elif now - self.since > limits.idle_timeout:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def drained(self) -> None:
+        """Wait until our write buffer is below the high-water mark."""
+        if self.write_paused and not self.closing:
+            self.drain_waiter = self.loop.create_future()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.drain_waiter

@@ -1,0 +1,49 @@
+"""TLS contexts for mTLS from the snapshot's PEM strings, and the peer's SPIFFE ID."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from typing import Any
+
+
+def peer_spiffe_ids(peercert: dict[str, Any] | None) -> list[str]:
+    """URI SANs starting with spiffe:// from ssl's getpeercert() dict."""
+    if not peercert:
+        return []
+    return [v for k, v in peercert.get("subjectAltName", ()) if k == "URI" and v.startswith("spiffe://")]
+
+
+def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    # ssl only loads a chain from files: write them to a private temp dir, load, delete.
+    with tempfile.TemporaryDirectory(prefix="meshcd-tls-") as tmp:
+        cert_path = os.path.join(tmp, "cert.pem")
+        key_path = os.path.join(tmp, "key.pem")
+        for path, data in ((cert_path, cert_pem), (key_path, key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+        ctx.load_cert_chain(cert_path, key_path)
+
+
+def server_context(cert_pem: str, key_pem: str, trust_bundle_pem: str) -> ssl.SSLContext:
+    """Inbound mTLS: present our SVID, require a client certificate the bundle vouches for."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(ctx, cert_pem, key_pem)
+    ctx.load_verify_locations(cadata=trust_bundle_pem)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_context(cert_pem: str, key_pem: str, trust_bundle_pem: str) -> ssl.SSLContext:
+    """Outbound mTLS origination: present our SVID, verify the peer's chain. Identity is
+    checked by SPIFFE ID after the handshake, not by hostname."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    _load_chain(ctx, cert_pem, key_pem)
+    ctx.load_verify_locations(cadata=trust_bundle_pem)
+    return ctx

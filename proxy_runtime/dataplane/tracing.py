@@ -1,0 +1,79 @@
+"""W3C traceparent and B3 propagation. Pure: randomness comes from the `rand` callable the
+caller passes (random.getrandbits in production, a seeded one in tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Header = tuple[bytes, bytes]
+TRACE_HEADERS = frozenset(
+    {b"traceparent", b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-b3-sampled", b"b3"}
+)
+
+
+def _hex(value: int, width: int) -> bytes:
+    return b"%0*x" % (width, value)
+
+
+def _parse_traceparent(value: bytes) -> tuple[bytes, bytes, bool] | None:
+    parts = value.strip().split(b"-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    try:
+        int(parts[1], 16)
+        int(parts[2], 16)
+        flags = int(parts[3], 16)
+    except ValueError:
+        return None
+    if parts[1] == b"0" * 32 or parts[2] == b"0" * 16:
+        return None
+    return parts[1].lower(), parts[2].lower(), bool(flags & 1)
+
+
+def propagate(
+    headers: list[Header],
+    sampling: float,
+    rand: Callable[[int], int],
+) -> tuple[list[Header], bytes, bool]:
+    """Return (headers for the next hop, trace id, sampled).
+
+    An incoming trace keeps its trace id and sampled decision; this hop gets a new span id and
+    the incoming span becomes its parent. With no incoming trace a new one starts and is
+    sampled with probability `sampling` (0..1)."""
+    traceparent: bytes | None = None
+    b3_trace = b3_span = b3_sampled = None
+    rest: list[Header] = []
+    for name, value in headers:
+        if name in TRACE_HEADERS:
+            if name == b"traceparent":
+                traceparent = value
+            elif name == b"x-b3-traceid":
+                b3_trace = value
+            elif name == b"x-b3-spanid":
+                b3_span = value
+            elif name == b"x-b3-sampled":
+                b3_sampled = value
+            # the single `b3` header and x-b3-parentspanid are rewritten below
+            continue
+        rest.append((name, value))
+
+    parent_span: bytes | None = None
+    parsed = _parse_traceparent(traceparent) if traceparent is not None else None
+    if parsed is not None:
+        trace_id, parent_span, sampled = parsed
+    elif b3_trace and len(b3_trace) in (16, 32):
+        trace_id = b3_trace.lower().rjust(32, b"0")
+        parent_span = b3_span.lower() if b3_span else None
+        sampled = b3_sampled in (b"1", b"true") if b3_sampled is not None else rand(32) < sampling * (1 << 32)
+    else:
+        trace_id = _hex(rand(128) or 1, 32)
+        sampled = rand(32) < sampling * (1 << 32)
+    span_id = _hex(rand(64) or 1, 16)
+    flag = b"01" if sampled else b"00"
+    rest.append((b"traceparent", b"00-" + trace_id + b"-" + span_id + b"-" + flag))
+    rest.append((b"x-b3-traceid", trace_id))
+    rest.append((b"x-b3-spanid", span_id))
+    if parent_span:
+        rest.append((b"x-b3-parentspanid", parent_span))
+    rest.append((b"x-b3-sampled", b"1" if sampled else b"0"))
+    return rest, trace_id, sampled

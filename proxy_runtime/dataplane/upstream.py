@@ -1,0 +1,373 @@
+"""Upstream side: one HTTP/1.1 connection to an endpoint (an asyncio.Protocol with an
+httptools response parser) and the per-endpoint keep-alive pool with circuit breaking.
+
+Bodies are streamed: the response body goes straight from this protocol to a sink (the
+downstream connection), and each side pauses the other's reading when its own write buffer
+is full (pause_writing/resume_writing)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httptools
+
+from proxy_runtime.dataplane.tls import peer_spiffe_ids
+
+Header = tuple[bytes, bytes]
+
+
+class UpstreamError(Exception):
+    """The upstream failed. kind: connect-failure | reset | timeout | tls-identity."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+class Overflow(Exception):
+    """A circuit-breaker limit was hit; `limit` names it (max_connections | max_pending_requests)."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class ResponseSink(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def pause_source(self, conn: UpstreamConnection) -> None: ...
+
+
+class ResponseHead:
+    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "reason", "status")
+
+    def __init__(self, status: int, headers: list[Header], keep_alive: bool) -> None:
+        self.status = status
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.chunked = False
+        self.content_length: int | None = None
+        for name, value in headers:
+            if name == b"content-length":
+                try:
+                    self.content_length = int(value)
+                except ValueError:
+                    self.content_length = None
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                self.chunked = True
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One upstream connection, used by one exchange at a time."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.connected: asyncio.Future[None] = self.loop.create_future()
+        self.closed = False
+        self.requests_served = 0
+        # the current exchange
+        self.head_waiter: asyncio.Future[ResponseHead] | None = None
+        self.done_waiter: asyncio.Future[None] | None = None
+        self.sink: Callable[[bytes], None] | None = None
+        self.pending_body: list[bytes] = []
+        self.headers: list[Header] = []
+        self.head: ResponseHead | None = None
+        self.is_head_request = False
+        self.message_done = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.paused_by_sink = False
+        self.body_source: Any = None  # RequestBody feeding us (paused when our buffer is full)
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if not self.connected.done():
+            self.connected.set_exception(UpstreamError("connect-failure", str(exc or "closed")))
+        head = self.head
+        if head is not None and not self.message_done and head.content_length is None and not head.chunked:
+            # read-until-close body: the close is the end of the message
+            self.on_message_complete()
+            return
+        err = UpstreamError("reset", str(exc) if exc else "upstream closed the connection")
+        if self.head_waiter is not None and not self.head_waiter.done():
+            self.head_waiter.set_exception(err)
+        if self.done_waiter is not None and not self.done_waiter.done():
+            self.done_waiter.set_exception(err)
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_waiter is None:
+            # bytes on an idle connection: protocol violation, drop the connection
+            self.abort()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            err = UpstreamError("reset", f"invalid upstream response: {exc}")
+            if self.head_waiter is not None and not self.head_waiter.done():
+                self.head_waiter.set_exception(err)
+            if self.done_waiter is not None and not self.done_waiter.done():
+                self.done_waiter.set_exception(err)
+            self.abort()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        src = self.body_source
+        if src is not None:
+            src.pause()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        src = self.body_source
+        if src is not None:
+            src.resume()
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    # --- httptools callbacks ----------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            return  # informational; the real head follows
+        head = ResponseHead(status, self.headers, self.parser.should_keep_alive())
+        self.head = head
+        waiter = self.head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(head)
+        if self.is_head_request or status in (204, 304):
+            # no body follows; httptools cannot be told so for HEAD, so never reuse it
+            if self.is_head_request:
+                head.keep_alive = False
+            self.on_message_complete()
+
+    def on_body(self, body: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink(body)
+        else:
+            self.pending_body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.head is None:
+            self.headers = []  # end of a 1xx
+            return
+        if self.message_done:
+            return
+        self.message_done = True
+        waiter = self.done_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- used by the exchange ---------------------------------------------------------
+    def begin(self, head: bytes, is_head_request: bool) -> None:
+        """Start an exchange: reset per-exchange state and send the request head."""
+        self.head_waiter = self.loop.create_future()
+        self.done_waiter = self.loop.create_future()
+        self.headers = []
+        self.head = None
+        self.sink = None
+        self.pending_body = []
+        self.message_done = False
+        self.is_head_request = is_head_request
+        self.requests_served += 1
+        assert self.transport is not None
+        self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def attach_sink(self, sink: Callable[[bytes], None]) -> None:
+        """Send the response body (buffered so far and from now on) to `sink`."""
+        for piece in self.pending_body:
+            sink(piece)
+        self.pending_body = []
+        self.sink = sink
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def finish(self) -> bool:
+        """End the exchange; True if the connection may be reused."""
+        reusable = (
+            not self.closed
+            and self.message_done
+            and self.head is not None
+            and self.head.keep_alive
+        )
+        self.head_waiter = None
+        self.done_waiter = None
+        self.sink = None
+        self.body_source = None
+        return reusable
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one endpoint. Circuit breaking as in Envoy: at most
+    `max_connections` open, at most `max_pending_requests` waiting for one; beyond that the
+    request fails fast with Overflow."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        expected_peer_ids: tuple[str, ...] = (),
+        max_connections: int = 1024,
+        max_pending_requests: int = 1024,
+        max_requests_per_connection: int = 0,
+        connect_timeout: float = 1.0,
+        on_connect: Callable[[], None] | None = None,
+        on_connect_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
+        self.expected_peer_ids = expected_peer_ids
+        self.max_connections = max_connections
+        self.max_pending_requests = max_pending_requests
+        self.max_requests_per_connection = max_requests_per_connection
+        self.connect_timeout = connect_timeout
+        self.on_connect = on_connect
+        self.on_connect_failure = on_connect_failure
+        self.idle: list[UpstreamConnection] = []
+        self.open = 0
+        self.waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
+        self._all: set[UpstreamConnection] = set()
+        self.retired = False
+
+    async def acquire(self) -> UpstreamConnection:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        if self.open < self.max_connections:
+            return await self._connect()
+        if len(self.waiters) >= self.max_pending_requests:
+            raise Overflow("max_pending_requests" if self.max_pending_requests else "max_connections")
+        waiter: asyncio.Future[UpstreamConnection | None] = self.loop.create_future()
+        self.waiters.append(waiter)
+        try:
+            got = await waiter
+        except BaseException:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+            raise
+        if got is None:  # a slot freed up but no connection came with it
+            return await self._connect()
+        return got
+
+    async def _connect(self) -> UpstreamConnection:
+        self.open += 1
+        try:
+            _, proto = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.server_hostname if self.ssl_context else None,
+                ),
+                self.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            self.open -= 1
+            self._wake_one()
+            if self.on_connect_failure is not None:
+                self.on_connect_failure()
+            raise UpstreamError("connect-failure", f"{self.host}:{self.port}: {exc or 'timeout'}") from None
+        conn: UpstreamConnection = proto  # type: ignore[assignment]
+        if self.ssl_context is not None and self.expected_peer_ids:
+            assert conn.transport is not None
+            sslobj = conn.transport.get_extra_info("ssl_object")
+            got = peer_spiffe_ids(sslobj.getpeercert() if sslobj else None)
+            if not any(i in self.expected_peer_ids for i in got):
+                conn.abort()
+                self.open -= 1
+                self._wake_one()
+                if self.on_connect_failure is not None:
+                    self.on_connect_failure()
+                raise UpstreamError(
+                    "connect-failure",
+                    f"peer SPIFFE ID {', '.join(got) or '(none)'} is not the expected "
+                    f"{', '.join(self.expected_peer_ids)}",
+                )
+        self._all.add(conn)
+        if self.on_connect is not None:
+            self.on_connect()
+        return conn
+
+    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        if reusable and self.max_requests_per_connection and (
+            conn.requests_served >= self.max_requests_per_connection
+        ):
+            reusable = False
+        if reusable and not self.retired:
+            while self.waiters:
+                waiter = self.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(conn)
+                    return
+            self.idle.append(conn)
+            return
+        conn.abort()  # connection_lost -> forget() frees the slot
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        if conn in self._all:
+            self._all.discard(conn)
+            self.open -= 1
+            if conn in self.idle:
+                self.idle.remove(conn)
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def retire(self) -> None:
+        """No longer in the config: close idle connections, busy ones close on release."""
+        self.retired = True
+        for conn in self.idle:
+            conn.abort()
+        self.idle.clear()
+
+    def close(self) -> None:
+        for conn in list(self._all):
+            conn.abort()
+        self.idle.clear()

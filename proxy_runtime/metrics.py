@@ -1,0 +1,158 @@
+"""Proxy metrics. The hot path only bumps plain dict counters (`Stats.record`); the
+Prometheus text is rendered on scrape by a custom collector, so a request costs a few dict
+operations and no prometheus-client locks."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+
+from proxy_runtime.stats_window import LATENCY_BUCKETS, StatsWindow
+
+# key: (direction, source workload, destination workload, response class)
+Key = tuple[str, str, str, str]
+_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+class Stats:
+    """Counters of one proxy process, plus the rolling per-second window."""
+
+    def __init__(self, window_seconds: int = 60) -> None:
+        self.requests: dict[Key, int] = {}
+        # per key: bucket counts (len(LATENCY_BUCKETS)+1, last is +Inf) and the sum
+        self.durations: dict[Key, list[float]] = {}
+        self.denied: dict[tuple[str, str, str], int] = {}
+        self.upstream_connections: dict[str, int] = {}
+        self.upstream_connect_failures: dict[str, int] = {}
+        self.ejections: dict[str, int] = {}
+        self.overflows: dict[tuple[str, str], int] = {}
+        self.window = StatsWindow(window_seconds)
+        self.config_version = ""
+        self.config_revision = ""
+        self.config_applied_at = 0.0
+        self.nacks = 0
+
+    def record(self, direction: str, source: str, destination: str, status: int,
+               seconds: float, now: float) -> None:
+        key = (direction, source, destination, _CLASS.get(status // 100, "5xx"))
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        hist = self.durations.get(key)
+        if hist is None:
+            hist = self.durations[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        hist[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        hist[-1] += seconds
+        self.window.record(now, status, seconds)
+
+    def record_denied(self, direction: str, source: str, destination: str, now: float) -> None:
+        key = (direction, source, destination)
+        self.denied[key] = self.denied.get(key, 0) + 1
+        self.window.record_denial(now)
+
+    def connection_opened(self, cluster: str) -> None:
+        self.upstream_connections[cluster] = self.upstream_connections.get(cluster, 0) + 1
+
+    def connect_failed(self, cluster: str, now: float) -> None:
+        self.upstream_connect_failures[cluster] = self.upstream_connect_failures.get(cluster, 0) + 1
+        self.window.record_connection_failure(now)
+
+    def ejected(self, cluster: str) -> None:
+        self.ejections[cluster] = self.ejections.get(cluster, 0) + 1
+
+    def overflowed(self, cluster: str, limit: str) -> None:
+        key = (cluster, limit)
+        self.overflows[key] = self.overflows.get(key, 0) + 1
+
+
+class _Collector:
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.process = psutil.Process(os.getpid())
+
+    def collect(self) -> Iterator[Any]:
+        s = self.stats
+        labels = ["direction", "source_workload", "destination_workload", "response_class"]
+        req = CounterMetricFamily("mesh_requests", "Requests proxied, by outcome class.", labels=labels)
+        for key, n in s.requests.items():
+            req.add_metric(list(key), n)
+        yield req
+        hist = HistogramMetricFamily(
+            "mesh_request_duration_seconds", "Request duration seen by the proxy.", labels=labels
+        )
+        for key, counts in s.durations.items():
+            cumulative = 0.0
+            buckets = []
+            for bound, count in zip([*LATENCY_BUCKETS, float("inf")], counts[:-1], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            hist.add_metric(list(key), buckets, counts[-1])
+        yield hist
+        den = CounterMetricFamily(
+            "mesh_requests_denied", "Requests denied by authorization.",
+            labels=["direction", "source_workload", "destination_workload"],
+        )
+        for dkey, n in s.denied.items():
+            den.add_metric(list(dkey), n)
+        yield den
+        for name, doc, data in (
+            ("mesh_upstream_connections", "Upstream connections opened.", s.upstream_connections),
+            ("mesh_upstream_connect_failures", "Upstream connection failures.", s.upstream_connect_failures),
+            ("mesh_upstream_ejections", "Endpoints ejected by outlier detection.", s.ejections),
+        ):
+            fam = CounterMetricFamily(name, doc, labels=["cluster"])
+            for cluster, n in data.items():
+                fam.add_metric([cluster], n)
+            yield fam
+        ovf = CounterMetricFamily(
+            "mesh_upstream_overflows", "Requests refused by a circuit-breaker limit.",
+            labels=["cluster", "limit"],
+        )
+        for okey, n in s.overflows.items():
+            ovf.add_metric(list(okey), n)
+        yield ovf
+        nack = CounterMetricFamily("mesh_config_nacks", "Snapshots rejected.")
+        nack.add_metric([], s.nacks)
+        yield nack
+        info = InfoMetricFamily("mesh_config", "The applied config snapshot.")
+        info.add_metric([], {"version": s.config_version, "revision": s.config_revision})
+        yield info
+        applied = GaugeMetricFamily("mesh_config_applied_timestamp_seconds", "When the snapshot was applied.")
+        applied.add_metric([], s.config_applied_at)
+        yield applied
+        with self.process.oneshot():
+            mem = self.process.memory_info()
+            cpu = self.process.cpu_times()
+        rss = GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size in bytes.")
+        rss.add_metric([], float(mem.rss))
+        yield rss
+        cpu_fam = CounterMetricFamily("process_cpu_seconds", "User and system CPU time spent.")
+        cpu_fam.add_metric([], cpu.user + cpu.system)
+        yield cpu_fam
+        start = GaugeMetricFamily("process_start_time_seconds", "Start time since the epoch.")
+        start.add_metric([], self.process.create_time())
+        yield start
+
+
+class MetricsExporter:
+    def __init__(self, stats: Stats) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(stats))  # type: ignore[arg-type]
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+def wall_clock() -> float:
+    return time.time()

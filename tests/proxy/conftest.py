@@ -1,0 +1,35 @@
+"""Shared fixtures of the proxy tests: certificates (made once per session)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# the repo root, for runs without an installed package (`pytest tests/proxy`)
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from proxy_pki import CA  # noqa: E402
+
+
+class PKI:
+    def __init__(self) -> None:
+        self.ca = CA("meshcd test CA")
+        self.other_ca = CA("some other CA")
+        self.td = "td"
+        self.server_id = "spiffe://td/ns/shop/sa/cart"
+        self.client_id = "spiffe://td/ns/shop/sa/web"
+        self.server = self.ca.svid(self.server_id)
+        self.client = self.ca.svid(self.client_id)
+        self.stranger = self.other_ca.svid(self.client_id)
+        self.expired = self.ca.svid(self.client_id, expired=True)
+        self.intruder_id = "spiffe://td/ns/evil/sa/mallory"
+        self.intruder = self.ca.svid(self.intruder_id)
+
+
+@pytest.fixture(scope="session")
+def pki() -> PKI:
+    return PKI()
