@@ -29,7 +29,8 @@ class AuthzRequest:
     """What the evaluator sees of a request or TCP connection.
 
     principal: the peer's SPIFFE ID without `spiffe://` (`td/ns/<ns>/sa/<sa>`), None for a
-    plaintext peer. namespace: parsed from the principal when not given. headers: lowercased
+    plaintext peer. namespace: parsed from the principal when not given. remote_ip: the
+    original client; None means the source ip. headers: lowercased
     names, several values joined with ",". path: as received (a query string is ignored).
     destination_port: the listener's service port.
     """
@@ -54,8 +55,6 @@ class AuthzRequest:
             object.__setattr__(self, "principal", principal)
         if self.namespace is None and principal:
             object.__setattr__(self, "namespace", namespace_of(principal))
-        if self.remote_ip is None and self.source_ip is not None:
-            object.__setattr__(self, "remote_ip", self.source_ip)
 
 
 def namespace_of(principal: str) -> str | None:
@@ -227,7 +226,7 @@ def _get_source_ip(r: AuthzRequest) -> str | None:
 
 
 def _get_remote_ip(r: AuthzRequest) -> str | None:
-    return r.remote_ip
+    return r.remote_ip if r.remote_ip is not None else r.source_ip
 
 
 def _get_destination_ip(r: AuthzRequest) -> str | None:
