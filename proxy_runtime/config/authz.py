@@ -9,7 +9,11 @@ ports); `evaluate` and `is_allowed` then only call closures. Semantics: docs/pro
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
+from operator import attrgetter
+from types import MappingProxyType
+from typing import NamedTuple
 
 from .errors import SnapshotError
 from .matchers import IpPred, StrPred, ip_matcher, istio_string_matcher, parse_cidr
@@ -20,43 +24,68 @@ DEFAULT_DENY_POLICY = "(mesh default deny)"
 HTTP_ONLY_OPERATION_FIELDS = ("hosts", "not_hosts", "methods", "not_methods", "paths", "not_paths")
 
 
-def _no_headers() -> Mapping[str, str]:
-    return {}
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)  # hand-written __init__: this is built once per request
 class AuthzRequest:
     """What the evaluator sees of a request or TCP connection.
 
     principal: the peer's SPIFFE ID without `spiffe://` (`td/ns/<ns>/sa/<sa>`), None for a
     plaintext peer. namespace: parsed from the principal when not given. remote_ip: the
-    original client; None means the source ip. headers: lowercased
-    names, several values joined with ",". path: as received (a query string is ignored).
-    destination_port: the listener's service port.
+    original client; None means the source ip. headers: lowercased names, several values
+    joined with ",". path: as received (a query string is ignored). destination_port: the
+    listener's service port. is_tcp: a TCP connection (HTTP-only fields of ALLOW rules drop the
+    rule; of DENY/AUDIT rules are ignored).
     """
 
-    principal: str | None = None
-    source_ip: str | None = None
-    remote_ip: str | None = None
-    destination_ip: str | None = None
-    destination_port: int = 0
-    host: str = ""
-    method: str = ""
-    path: str = ""
-    headers: Mapping[str, str] = field(default_factory=_no_headers)
-    sni: str | None = None
-    is_tcp: bool = False
-    namespace: str | None = None
+    principal: str | None
+    source_ip: str | None
+    remote_ip: str | None
+    destination_ip: str | None
+    destination_port: int
+    host: str
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    sni: str | None
+    is_tcp: bool
+    namespace: str | None
 
-    def __post_init__(self) -> None:
-        principal = self.principal
+    def __init__(
+        self,
+        principal: str | None = None,
+        source_ip: str | None = None,
+        remote_ip: str | None = None,
+        destination_ip: str | None = None,
+        destination_port: int = 0,
+        host: str = "",
+        method: str = "",
+        path: str = "",
+        headers: Mapping[str, str] = _NO_HEADERS,
+        sni: str | None = None,
+        is_tcp: bool = False,
+        namespace: str | None = None,
+    ) -> None:
         if principal is not None and principal.startswith("spiffe://"):
             principal = principal[9:]
-            object.__setattr__(self, "principal", principal)
-        if self.namespace is None and principal:
-            object.__setattr__(self, "namespace", namespace_of(principal))
+        if namespace is None and principal:
+            namespace = namespace_of(principal)
+        self.principal = principal
+        self.source_ip = source_ip
+        self.remote_ip = remote_ip
+        self.destination_ip = destination_ip
+        self.destination_port = destination_port
+        self.host = host
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.sni = sni
+        self.is_tcp = is_tcp
+        self.namespace = namespace
 
 
+@lru_cache(maxsize=4096)  # peers repeat: a cache hit is cheaper than splitting
 def namespace_of(principal: str) -> str | None:
     """`td/ns/<ns>/sa/<sa>` -> `<ns>`; None if the principal is not in that form."""
     parts = principal.split("/")
@@ -65,16 +94,14 @@ def namespace_of(principal: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class RuleRef:
+class RuleRef(NamedTuple):
     """A policy rule that matched: the policy name and the rule's index in `rules`."""
 
     policy: str
     rule: int
 
 
-@dataclass(frozen=True, slots=True)
-class AuthzDecision:
+class AuthzDecision(NamedTuple):  # a tuple: cheap to build once per request
     """allowed, and why. reason is one of:
 
     - "deny": a DENY policy matched (policy/rule name it)
@@ -142,14 +169,28 @@ def _all_of(preds: Sequence[ReqPred]) -> ReqPred:
         a, b = preds
         return lambda r: a(r) and b(r)
     ps = tuple(preds)
-    return lambda r: all(p(r) for p in ps)
+
+    def all_of(r: AuthzRequest) -> bool:
+        for p in ps:  # noqa: SIM110 - a loop beats all(<genexpr>) on the hot path
+            if not p(r):
+                return False
+        return True
+
+    return all_of
 
 
 def _any_of(preds: Sequence[ReqPred]) -> ReqPred:
     if len(preds) == 1:
         return preds[0]
     ps = tuple(preds)
-    return lambda r: any(p(r) for p in ps)
+
+    def any_of(r: AuthzRequest) -> bool:
+        for p in ps:  # noqa: SIM110 - a loop beats any(<genexpr>) on the hot path
+            if p(r):
+                return True
+        return False
+
+    return any_of
 
 
 def _values_pred(get: Callable[[AuthzRequest], str | None], match: StrPred) -> ReqPred:
@@ -217,28 +258,23 @@ def _get_principal(r: AuthzRequest) -> str | None:
     return r.principal or None
 
 
-def _get_namespace(r: AuthzRequest) -> str | None:
-    return r.namespace
+_get_namespace: Callable[[AuthzRequest], str | None] = attrgetter("namespace")
 
 
-def _get_source_ip(r: AuthzRequest) -> str | None:
-    return r.source_ip
+_get_source_ip: Callable[[AuthzRequest], str | None] = attrgetter("source_ip")
 
 
 def _get_remote_ip(r: AuthzRequest) -> str | None:
     return r.remote_ip if r.remote_ip is not None else r.source_ip
 
 
-def _get_destination_ip(r: AuthzRequest) -> str | None:
-    return r.destination_ip
+_get_destination_ip: Callable[[AuthzRequest], str | None] = attrgetter("destination_ip")
 
 
-def _get_host(r: AuthzRequest) -> str | None:
-    return r.host
+_get_host: Callable[[AuthzRequest], str | None] = attrgetter("host")
 
 
-def _get_method(r: AuthzRequest) -> str | None:
-    return r.method
+_get_method: Callable[[AuthzRequest], str | None] = attrgetter("method")
 
 
 def _get_path(r: AuthzRequest) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from .errors import SnapshotError
 from .matchers import compile_regex
@@ -197,11 +197,24 @@ def find_virtual_host(compiled: CompiledOutbound, host: str) -> CompiledVirtualH
     return compiled.wildcard
 
 
+def _decode(s: str) -> str:
+    if "+" in s:
+        s = s.replace("+", " ")
+    return unquote(s) if "%" in s else s
+
+
 def parse_query(query: str) -> dict[str, str]:
-    """First value of each parameter, percent-decoded, `+` as space."""
+    """First value of each parameter, percent-decoded, `+` as space (`a&b=` -> a="", b="")."""
     out: dict[str, str] = {}
-    for k, v in parse_qsl(query, keep_blank_values=True):
-        out.setdefault(k, v)
+    if not query:
+        return out
+    for part in query.split("&"):
+        if not part:
+            continue
+        k, _, v = part.partition("=")
+        k = _decode(k)
+        if k not in out:
+            out[k] = _decode(v)
     return out
 
 
