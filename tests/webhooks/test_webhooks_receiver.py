@@ -12,6 +12,7 @@ from conftest import Server
 from webhook_cases import (
     CASES,
     NEW_SHA,
+    PAYLOADS,
     ZERO,
     Case,
     dig,
@@ -52,7 +53,7 @@ def send(client: httpx.Client, server: Server, case: Case, payload: dict[str, An
 def test_valid_push_is_accepted_and_handed_on(client: httpx.Client, server: Server,
                                               name: str) -> None:
     case = CASES[name]
-    body = (case.payload_file and encode(case.payload()))
+    body = encode(case.payload())
     delivery = new_id()
     r = post(client, server, case, body, case.headers(body, delivery))
     assert r.status_code == 202, r.text
@@ -349,10 +350,7 @@ def test_tag_push_is_ignored(client: httpx.Client, server: Server, name: str) ->
 
 def test_gitlab_tag_push_sample_is_ignored(client: httpx.Client, server: Server) -> None:
     case = CASES["gitlab"]
-    body = (case.payload_file and
-            (case.payload_file.replace("push", "tag_push")))
-    from webhook_cases import PAYLOADS
-    raw = (PAYLOADS / body).read_bytes()
+    raw = (PAYLOADS / "gitlab_tag_push.json").read_bytes()
     delivery = new_id()
     headers = case.headers(raw, delivery)
     headers["X-Gitlab-Event"] = "Tag Push Hook"
@@ -381,8 +379,6 @@ def test_branch_deletion_is_recorded_not_acted_on(client: httpx.Client, server: 
 ])
 def test_ping_is_answered_not_deployed(client: httpx.Client, server: Server, name: str,
                                        event: dict[str, str], file: str) -> None:
-    from webhook_cases import PAYLOADS
-
     case = CASES[name]
     body = (PAYLOADS / file).read_bytes()
     delivery = new_id()
@@ -393,6 +389,22 @@ def test_ping_is_answered_not_deployed(client: httpx.Client, server: Server, nam
     rec = server.recorders[name]
     assert rec.updates_for(delivery) == []
     assert [a.result for a in rec.audits_for(delivery)] == ["ping"]
+
+
+def test_conflicting_duplicate_signature_headers_are_400(server: Server) -> None:
+    case = CASES["github"]
+    body = encode(case.payload())
+    delivery = new_id()
+    headers = case.headers(body, delivery)
+    good = headers.pop("X-Hub-Signature-256")
+    head = (f"POST /github/webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            + f"X-Hub-Signature-256: {good}\r\nX-Hub-Signature-256: sha256={'0' * 64}\r\n"
+            + "\r\n").encode("latin-1")
+    status, data = raw_request(server.port, head, [body])
+    assert status == 400 and response_json(data)["reason"] == "ambiguous_header"
+    expect_no_update(server, case, delivery, "rejected", "ambiguous_header")
 
 
 def test_unknown_forge_is_404(client: httpx.Client, server: Server) -> None:

@@ -41,12 +41,12 @@ _REF_KIND = {"branch": BRANCH_PREFIX, "named_branch": BRANCH_PREFIX, "tag": TAG_
 def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ping:
     require_secret(secret)
     h = as_headers(headers)
-    verify_prefixed(h, "x-hub-signature", secret, body)
-    event = h.require("x-event-key")
+    verify_prefixed(h, "X-Hub-Signature", secret, body)
+    event = h.require("X-Event-Key")
     if event not in (CLOUD_PUSH, DC_REFS_CHANGED, DC_PING):
         raise UnsupportedEvent(f"Bitbucket event {printable(event, 40)!r} is not handled")
     require_json(h)
-    delivery = delivery_id(h, ("x-request-uuid", "x-request-id"), body)
+    delivery = delivery_id(h, ("X-Request-UUID", "X-Request-Id"), body)
     payload = loads_object(body)
     if event == DC_PING:
         return Ping(forge=FORGE, delivery_id=delivery, event=event)

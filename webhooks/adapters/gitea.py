@@ -28,14 +28,14 @@ REPO_URL_KEYS = ("clone_url", "ssh_url", "html_url", "original_url")
 
 
 def _parse(forge: str, prefixes: tuple[str, ...], headers: Headers, body: bytes) -> Push:
-    event = headers.first(*(f"x-{p}-event" for p in prefixes))
+    event = headers.first(*(f"X-{p.title()}-Event" for p in prefixes))
     if event is None:
         raise MissingHeader(f"header X-{prefixes[0].title()}-Event is missing")
     if event != "push":
         raise UnsupportedEvent(f"{forge} event {printable(event, 40)!r} is not handled")
     require_json(headers)
     delivery = delivery_id(
-        headers, tuple(f"x-{p}-delivery" for p in prefixes), body, required=True
+        headers, tuple(f"X-{p.title()}-Delivery" for p in prefixes), body, required=True
     )
     payload = loads_object(body)
     repository = payload.obj("repository")
@@ -58,12 +58,12 @@ def _parse(forge: str, prefixes: tuple[str, ...], headers: Headers, body: bytes)
 def parse_gitea(headers: HeaderSource, body: bytes, secret: bytes) -> Push:
     require_secret(secret)
     h = as_headers(headers)
-    verify_bare_hex(h, ("x-gitea-signature",), secret, body)
+    verify_bare_hex(h, ("X-Gitea-Signature",), secret, body)
     return _parse("gitea", ("gitea",), h, body)
 
 
 def parse_forgejo(headers: HeaderSource, body: bytes, secret: bytes) -> Push:
     require_secret(secret)
     h = as_headers(headers)
-    verify_bare_hex(h, ("x-forgejo-signature", "x-gitea-signature"), secret, body)
+    verify_bare_hex(h, ("X-Forgejo-Signature", "X-Gitea-Signature"), secret, body)
     return _parse("forgejo", ("forgejo", "gitea"), h, body)

@@ -31,14 +31,14 @@ REPO_URL_KEYS = ("clone_url", "ssh_url", "git_url", "html_url", "svn_url")
 def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ping:
     require_secret(secret)
     h = as_headers(headers)
-    if h.get("x-hub-signature-256") is None and h.get("x-hub-signature") is not None:
+    if h.get("X-Hub-Signature-256") is None and h.get("X-Hub-Signature") is not None:
         raise UnsupportedAlgorithm("X-Hub-Signature (SHA-1) is never accepted; use SHA-256")
-    verify_prefixed(h, "x-hub-signature-256", secret, body)
-    event = h.require("x-github-event")
+    verify_prefixed(h, "X-Hub-Signature-256", secret, body)
+    event = h.require("X-GitHub-Event")
     if event not in ("push", "ping"):
         raise UnsupportedEvent(f"GitHub event {printable(event, 40)!r} is not handled")
     require_json(h)
-    delivery = delivery_id(h, ("x-github-delivery",), body, required=True)
+    delivery = delivery_id(h, ("X-GitHub-Delivery",), body, required=True)
     payload = loads_object(body)
     if event == "ping":
         return Ping(forge=FORGE, delivery_id=delivery, event=event)

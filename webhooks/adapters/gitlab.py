@@ -36,13 +36,13 @@ REPOSITORY_URL_KEYS = ("git_http_url", "git_ssh_url", "url", "homepage")
 def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push:
     require_secret(secret)
     h = as_headers(headers)
-    verify_token(h, "x-gitlab-token", secret)
-    event = h.require("x-gitlab-event")
+    verify_token(h, "X-Gitlab-Token", secret)
+    event = h.require("X-Gitlab-Event")
     kind = EVENTS.get(event)
     if kind is None:
         raise UnsupportedEvent(f"GitLab event {printable(event, 40)!r} is not handled")
     require_json(h)
-    delivery = delivery_id(h, ("idempotency-key", "x-gitlab-event-uuid"), body)
+    delivery = delivery_id(h, ("Idempotency-Key", "X-Gitlab-Event-UUID"), body)
     payload = loads_object(body)
     object_kind = payload.string("object_kind")
     if object_kind != kind:
