@@ -11,6 +11,7 @@ import click
 # name -> "module:attribute" of a click command. One line per top-level command.
 COMMANDS: dict[str, str] = {
     "proxy": "proxy_runtime.cli:proxy",
+    "webhook": "reconciler.cli.webhook_cmd:webhook",
 }
 
 
