@@ -21,6 +21,7 @@ from reconciler.spec.codes import finding
 from reconciler.spec.findings import Finding
 from reconciler.spec.loader import Document
 from reconciler.spec.model import API_VERSION, KINDS, FieldPath
+from reconciler.spec.schema_fast import Check, compile_schema
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Validators whose subschema's `errorMessage` reads better than jsonschema's own words.
@@ -47,6 +48,12 @@ def validator(kind: str) -> Draft202012Validator:
 
 def is_dns_label(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 63 and _DNS_LABEL.match(value) is not None
+
+
+@cache
+def fast_check(kind: str) -> Check:
+    """The compiled yes/no check of a kind's schema (see schema_fast)."""
+    return compile_schema(json.loads(schema_text(kind)))
 
 
 def check_envelope(doc: Document) -> tuple[str | None, list[Finding]]:
@@ -96,6 +103,8 @@ def _label_msg(field: str, value: object) -> str:
 
 def check_schema(doc: Document, kind: str) -> list[Finding]:
     """Every schema error of the document, in (line, column, message) order."""
+    if fast_check(kind)(doc.data):
+        return []
     v = validator(kind)
     out: list[Finding] = []
     for err in v.iter_errors(doc.data):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,11 +27,43 @@ _GIT_LINK = 0o120000
 _GIT_SUBMODULE = 0o160000
 
 
-@dataclass(frozen=True, slots=True)
 class SourceFile:
-    path: str  # repo-relative, "/"-separated
-    key: str  # Git blob id (hex) of `data`: the cache key
-    data: bytes
+    """One config file: its repo-relative "/"-separated path, its Git blob id (the cache
+    key), and its content, read only when first asked for (a cache hit never reads it)."""
+
+    __slots__ = ("_data", "_reader", "_size", "key", "path")
+
+    def __init__(
+        self,
+        path: str,
+        key: str,
+        data: bytes | None = None,
+        *,
+        reader: Callable[[], bytes] | None = None,
+        size: Callable[[], int] | None = None,
+    ) -> None:
+        self.path = path
+        self.key = key
+        self._data = data
+        self._reader = reader
+        self._size = size
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            assert self._reader is not None
+            self._data = self._reader()
+        return self._data
+
+    @property
+    def size(self) -> int:
+        """Size in bytes, without reading the content when the source can tell."""
+        if self._data is None and self._size is not None:
+            return self._size()
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"SourceFile({self.path!r}, {self.key[:12]})"
 
 
 class SourceError(Exception):
@@ -166,8 +198,9 @@ def _fd_path(fd: int) -> str | None:
 class GitTreeSource:
     """Every non-hidden *.yaml / *.yml in the tree of `rev`, read from the object database.
 
-    Symlink entries are reported (MCD007), submodules are ignored, and a blob's size is
-    checked from its header before its content is read.
+    Symlink entries are reported (MCD007), submodules are ignored. Files are yielded lazily
+    (see SourceFile); the size limit is checked by the pipeline from the blob's header before
+    its content is read.
     """
 
     def __init__(self, repo: Any, rev: str = "HEAD") -> None:
@@ -195,7 +228,6 @@ class GitTreeSource:
         yield from self._walk(self.tree, "", max_file_size)
 
     def _walk(self, tree: Any, rel: str, limit: int) -> Iterator[SourceFile | Finding]:
-        odb = self.repo.odb
         for entry in sorted(tree, key=lambda e: e.name):
             name: str = entry.name
             if name.startswith("."):
@@ -215,8 +247,18 @@ class GitTreeSource:
                 continue
             if not name.endswith(YAML_SUFFIXES):
                 continue
-            _, size = odb.read_header(entry.id)
-            if size > limit:
-                yield _too_big(path, size, limit)
-                continue
-            yield SourceFile(path, str(entry.id), self.repo[entry.id].data)
+            oid = entry.id
+            # Neither size nor content is read here: a cache hit on the blob id needs neither,
+            # and the pipeline checks the size (from the object header) before the content.
+            yield SourceFile(
+                path, str(oid), reader=partial(self._read, oid), size=partial(self._size, oid)
+            )
+
+    def _read(self, oid: Any) -> bytes:
+        return bytes(self.repo[oid].data)
+
+    def _size(self, oid: Any) -> int:
+        try:
+            return int(self.repo.odb.read_header(oid)[1])
+        except KeyError:  # e.g. packed by a concurrent gc: let the repo look again
+            return int(self.repo[oid].size)
