@@ -339,8 +339,11 @@ class CertificateAuthority:
         chain = (
             load_pem_chain(cert_chain) if isinstance(cert_chain, bytes | str) else list(cert_chain)
         )
+        # A TLS stack may hand over only the peer's leaf (Python's ssl does before 3.13); our
+        # own intermediate is known, so offer it as a candidate too.
+        candidates = chain + [c for c in self._intermediates if c not in chain]
         identity = verify_svid_chain(
-            chain, bundle=self._bundle, trust_domain=self._trust_domain, now=now
+            candidates, bundle=self._bundle, trust_domain=self._trust_domain, now=now
         )
         return str(identity)
 
