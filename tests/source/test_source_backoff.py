@@ -49,11 +49,15 @@ def test_bad_policies(kwargs: dict[str, float]) -> None:
 def test_status_through_failures_and_recovery() -> None:
     s = FetchStatus()
     assert s.healthy and s.due(0)
-    s = s.failed(1000, "RemoteUnreachable: refused", temporary=True, policy=NO_JITTER, random=lambda: 0)
+    s = s.failed(
+        1000, "RemoteUnreachable: refused", temporary=True, policy=NO_JITTER, random=lambda: 0
+    )
     assert (s.consecutive_failures, s.last_attempt, s.last_success) == (1, 1000, None)
     assert s.next_attempt_not_before == 1010 and not s.healthy
     assert not s.due(1009) and s.due(1010)
-    s = s.failed(1010, "RemoteUnreachable: refused", temporary=True, policy=NO_JITTER, random=lambda: 0)
+    s = s.failed(
+        1010, "RemoteUnreachable: refused", temporary=True, policy=NO_JITTER, random=lambda: 0
+    )
     assert s.next_attempt_not_before == 1030 and s.last_error == "RemoteUnreachable: refused"
     s = s.succeeded(1031)
     assert s.healthy and s.due(1031)

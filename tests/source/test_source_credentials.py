@@ -78,7 +78,9 @@ def test_https_token_builds_userpass_and_hides_token(tmp_path: Path) -> None:
     assert isinstance(cred, pygit2.UserPass)
     assert cred.credential_tuple == ("x-access-token", TOKEN)
     # The URL's user name wins over the default.
-    assert creds.libgit2_credential("deploy", CredentialType.USERPASS_PLAINTEXT).credential_tuple == (
+    assert creds.libgit2_credential(
+        "deploy", CredentialType.USERPASS_PLAINTEXT
+    ).credential_tuple == (
         "deploy",
         TOKEN,
     )
@@ -91,7 +93,10 @@ def test_token_rotation_is_read_at_use(tmp_path: Path) -> None:
     f.write_text("old-token")
     creds = HttpsToken(SecretRef(file=f))
     f.write_text("new-token")
-    assert creds.libgit2_credential(None, CredentialType.USERPASS_PLAINTEXT).credential_tuple[1] == "new-token"
+    assert (
+        creds.libgit2_credential(None, CredentialType.USERPASS_PLAINTEXT).credential_tuple[1]
+        == "new-token"
+    )
 
 
 def test_token_refused_when_remote_wants_a_key(tmp_path: Path) -> None:
@@ -139,7 +144,9 @@ def test_credentials_from_settings(tmp_path: Path) -> None:
     assert credentials_from_settings({}) == NoCredentials()
     tok = credentials_from_settings({"token_file": "tok", "username": "oauth2"}, base_dir=tmp_path)
     assert tok == HttpsToken(SecretRef(file=tmp_path / "tok"), "oauth2")
-    assert credentials_from_settings({"token_env": "GIT_TOKEN"}) == HttpsToken(SecretRef(env="GIT_TOKEN"))
+    assert credentials_from_settings({"token_env": "GIT_TOKEN"}) == HttpsToken(
+        SecretRef(env="GIT_TOKEN")
+    )
     key = credentials_from_settings(
         {"ssh_key": "/k/id", "ssh_passphrase_env": "PP"}, base_dir=tmp_path
     )

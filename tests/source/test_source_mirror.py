@@ -26,7 +26,9 @@ from reconciler.source.remote_url import parse_remote_url
 TOKEN = "glpat-SECRET-should-never-show"
 
 
-def test_first_fetch_creates_bare_mirror_with_all_branches(tmp_path: Path, upstream: Upstream) -> None:
+def test_first_fetch_creates_bare_mirror_with_all_branches(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     c1 = upstream.commit("first")
     upstream.git("branch", "staging")
     c2 = upstream.commit("second")
