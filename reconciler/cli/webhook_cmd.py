@@ -28,13 +28,14 @@ def webhook() -> None:
 
 
 def _endpoint(url: str, forge: str) -> str:
-    """Accept the full endpoint, or just the server's base URL."""
+    """Accept the full endpoint, or a base URL (then /webhooks/<forge> is appended)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise click.BadParameter("must be an http(s) URL", param_hint="--url")
-    if parts.path in ("", "/"):
-        return urlunsplit(parts._replace(path=f"/webhooks/{forge}"))
-    return url
+    path = parts.path.rstrip("/")
+    if path.rsplit("/", 2)[-2:-1] == ["webhooks"]:
+        return url
+    return urlunsplit(parts._replace(path=f"{path}/webhooks/{forge}"))
 
 
 @webhook.command("test")
@@ -43,7 +44,7 @@ def _endpoint(url: str, forge: str) -> str:
               help="File holding the hook secret (a trailing newline is ignored).")
 @click.option("--url", required=True,
               help="Receiver endpoint, e.g. http://127.0.0.1:8080/webhooks/github "
-                   "(a bare base URL gets /webhooks/<forge> appended).")
+                   "(a base URL gets /webhooks/<forge> appended).")
 @click.option("--repo", default=DEFAULT_SAMPLE_REPO, show_default=True,
               help="Repository URL the sample push names (use the watched one to see 202).")
 @click.option("--branch", default="main", show_default=True)
