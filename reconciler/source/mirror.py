@@ -62,12 +62,25 @@ class GitMirror:
         credentials: Credentials | None = None,
         *,
         environ: Mapping[str, str] | None = None,
+        connect_timeout: float | None = 10.0,
+        io_timeout: float | None = 120.0,
+        proxy: str | bool | None = None,
     ) -> None:
+        """Open (or create) the mirror; nothing is fetched yet.
+
+        `connect_timeout` / `io_timeout` (seconds) bound a fetch against a remote that
+        accepts and then says nothing; they are libgit2 process-wide settings, so the last
+        mirror created sets them (meshcd has one). None leaves libgit2's setting alone.
+        `proxy`: None for a direct connection, True to use the environment's proxy
+        settings, or a proxy URL. `environ` replaces os.environ for token/passphrase lookup.
+        """
         self.path = Path(path)
         self.remote = url if isinstance(url, RemoteUrl) else parse_remote_url(url)
         self.credentials = credentials or NoCredentials()
         self.credentials.check_remote(self.remote)
         self._environ = environ
+        self._proxy = proxy
+        set_network_timeouts(connect_timeout, io_timeout)
         self._read_lock = threading.Lock()
         self._fetch_lock = threading.Lock()
         self._repo = self._open_or_init()
@@ -222,6 +235,18 @@ class GitMirror:
         if not isinstance(obj, pygit2.Commit):
             raise CommitNotFound(f"no commit {oid} in the mirror")
         return obj
+
+
+def set_network_timeouts(connect: float | None, io: float | None) -> None:
+    """Set libgit2's (process-wide) server connect and read/write timeouts, in seconds."""
+    if connect is not None:
+        if connect <= 0:
+            raise SourceConfigError("connect timeout must be positive")
+        pygit2.settings.server_connect_timeout = int(connect * 1000)
+    if io is not None:
+        if io <= 0:
+            raise SourceConfigError("io timeout must be positive")
+        pygit2.settings.server_timeout = int(io * 1000)
 
 
 class _Callbacks(pygit2.RemoteCallbacks):

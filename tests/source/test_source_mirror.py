@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pygit2
@@ -9,6 +12,7 @@ from conftest import Upstream, closed_port
 from reconciler.source import (
     BranchMissing,
     CommitNotFound,
+    Credentials,
     FetchFailed,
     GitMirror,
     HttpsToken,
@@ -20,7 +24,7 @@ from reconciler.source import (
     SourceConfigError,
     SshKey,
 )
-from reconciler.source.mirror import classify_git_error
+from reconciler.source.mirror import classify_git_error, set_network_timeouts
 from reconciler.source.remote_url import parse_remote_url
 
 TOKEN = "glpat-SECRET-should-never-show"
@@ -194,6 +198,63 @@ def test_https_closed_port_is_unreachable_and_never_shows_the_token(tmp_path: Pa
     assert TOKEN not in str(err.value) and TOKEN not in repr(mirror)
     config = (tmp_path / "m.git" / "config").read_text()
     assert TOKEN not in config
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A 127.0.0.1 port that accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("scheme", ["https", "ssh"])
+def test_silent_remote_times_out_as_unreachable(
+    tmp_path: Path, silent_server: int, scheme: str
+) -> None:
+    creds: Credentials
+    if scheme == "https":
+        url, creds = (
+            f"https://127.0.0.1:{silent_server}/org/mesh.git",
+            HttpsToken(SecretRef(env="T")),
+        )
+    else:
+        key = tmp_path / "id"
+        key.write_text("unused")
+        url, creds = f"ssh://git@127.0.0.1:{silent_server}/org/mesh.git", SshKey(key)
+    mirror = GitMirror(
+        tmp_path / "m.git", url, creds, environ={"T": TOKEN}, connect_timeout=1, io_timeout=0.5
+    )
+    try:
+        with pytest.raises(RemoteUnreachable) as err:
+            mirror.fetch()
+        assert TOKEN not in str(err.value)
+    finally:
+        set_network_timeouts(10, 120)
+
+
+def test_bad_timeouts_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SourceConfigError, match="timeout"):
+        GitMirror(tmp_path / "m.git", str(tmp_path / "up"), connect_timeout=0)
 
 
 def test_ssh_closed_port_is_unreachable(tmp_path: Path) -> None:
