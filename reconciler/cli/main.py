@@ -12,6 +12,8 @@ import click
 COMMANDS: dict[str, str] = {
     "proxy": "proxy_runtime.cli:proxy",
     "webhook": "reconciler.cli.webhook_cmd:webhook",
+    "validate": "reconciler.cli.validate_cmd:validate_command",
+    "show": "reconciler.cli.validate_cmd:show_command",
 }
 
 

@@ -215,14 +215,23 @@ class GitTreeSource:
         self.rev = rev
         try:
             obj = repo.revparse_single(rev)
-            commit = obj.peel(pygit2.Commit)
         except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
             raise SourceError(f"unknown revision {rev!r} in {repo.path}") from e
-        self.commit_id = str(commit.id)
-        self.tree = commit.tree
+        # A commit, a tag, or a bare tree (`git write-tree` gives the staged tree: pre-commit).
+        self.commit_id: str | None = None
+        try:
+            commit = obj.peel(pygit2.Commit)
+            self.commit_id = str(commit.id)
+            self.tree = commit.tree
+        except (ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            try:
+                self.tree = obj.peel(pygit2.Tree)
+            except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
+                raise SourceError(f"{rev!r} names neither a commit nor a tree") from e
 
     def describe(self) -> str:
-        return f"{self.rev} ({self.commit_id[:12]})"
+        oid = self.commit_id or str(self.tree.id)
+        return f"{self.rev} ({oid[:12]})" if not oid.startswith(self.rev) else oid[:12]
 
     def files(self, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> Iterator[SourceFile | Finding]:
         yield from self._walk(self.tree, "", max_file_size)

@@ -15,7 +15,6 @@ import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from reconciler.spec import checks
 from reconciler.spec.build import build_resource
 from reconciler.spec.codes import finding
 from reconciler.spec.findings import Finding, Location, Severity
@@ -162,7 +161,9 @@ def validate(
         if gc_was_enabled:
             gc.enable()
     model = ConfigModel.from_resources(resources)
-    findings.extend(checks.run_checks(model))
+    from reconciler.spec.checks import run_checks  # here: the checks import the model package
+
+    findings.extend(run_checks(model))
     return ValidationResult(
         model=model,
         findings=tuple(sort_findings(findings)),
