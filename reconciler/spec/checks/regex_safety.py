@@ -88,15 +88,20 @@ class _Node:
     """Summaries of one parse-tree node: can it match empty, which characters can start a
     match (`first`), which can appear anywhere in one (`chars`)."""
 
-    __slots__ = ("chars", "first", "nullable")
+    __slots__ = ("chars", "first", "max_len", "min_len", "nullable")
 
-    def __init__(self, nullable: bool, first: int, chars: int) -> None:
+    def __init__(
+        self, nullable: bool, first: int, chars: int, min_len: int = 1, max_len: float = 1
+    ) -> None:
         self.nullable = nullable
         self.first = first
         self.chars = chars
+        self.min_len = 0 if nullable else min_len
+        self.max_len = max_len
 
 
-_EMPTY_NODE = _Node(True, 0, 0)
+_INF = float("inf")
+_EMPTY_NODE = _Node(True, 0, 0, 0, 0)
 
 
 def _op(item: tuple[Any, Any]) -> str:
@@ -126,13 +131,17 @@ def _summarize_seq(seq: Sequence[tuple[Any, Any]]) -> _Node:
     nullable = True
     first = 0
     chars = 0
+    lo = 0
+    hi: float = 0
     for item in seq:
         n = _summarize(item)
         if nullable:
             first |= n.first
         nullable = nullable and n.nullable
         chars |= n.chars
-    return _Node(nullable, first, chars)
+        lo += n.min_len
+        hi += n.max_len
+    return _Node(nullable, first, chars, lo, hi)
 
 
 def _summarize(item: tuple[Any, Any]) -> _Node:
@@ -151,9 +160,10 @@ def _summarize(item: tuple[Any, Any]) -> _Node:
         m = _in_mask(av)
         return _Node(False, m, m)
     if name in _REPEATS or name == "POSSESSIVE_REPEAT":
-        lo, _hi, body = av
+        lo, hi, body = av
         n = _summarize_seq(body)
-        return _Node(lo == 0 or n.nullable, n.first, n.chars)
+        top = _INF if hi == _MAXREPEAT or n.max_len == _INF else hi * n.max_len
+        return _Node(lo == 0 or n.nullable, n.first, n.chars, lo * n.min_len, top)
     if name in ("SUBPATTERN", "ATOMIC_GROUP"):
         body = av[-1] if name == "SUBPATTERN" else av
         return _summarize_seq(body)
@@ -163,11 +173,13 @@ def _summarize(item: tuple[Any, Any]) -> _Node:
             any(a.nullable for a in alts),
             _or(a.first for a in alts),
             _or(a.chars for a in alts),
+            min(a.min_len for a in alts),
+            max(a.max_len for a in alts),
         )
     if name in ("AT", "ASSERT", "ASSERT_NOT"):
         return _EMPTY_NODE
     # GROUPREF, GROUPREF_EXISTS and anything new: assume the worst.
-    return _Node(True, _ALL, _ALL)
+    return _Node(True, _ALL, _ALL, 0, _INF)
 
 
 def _or(masks: Any) -> int:
@@ -210,10 +222,9 @@ def _choice_point(seq: Sequence[tuple[Any, Any]], after: int) -> str | None:
         elif name == "BRANCH":
             alts = item[1][1]
             nodes = [_summarize_seq(b) for b in alts]
-            for i, a in enumerate(nodes):
-                for b in nodes[i + 1 :]:
-                    if a.first & b.first and (a.chars & ~b.chars == 0 or b.chars & ~a.chars == 0):
-                        return "an alternation whose branches can match the same text"
+            why = _ambiguous_branches(alts, nodes, follow)
+            if why:
+                return why
             if any(n.nullable for n in nodes):
                 non_empty = _or(n.first for n in nodes)
                 if non_empty & follow:
@@ -222,6 +233,45 @@ def _choice_point(seq: Sequence[tuple[Any, Any]], after: int) -> str | None:
                 inner = _choice_point(alt, follow)
                 if inner:
                     return inner
+    return None
+
+
+_MAX_PAIRWISE = 64  # alternatives compared pair by pair (literal ones are compared sorted)
+
+
+def _literal(seq: Sequence[tuple[Any, Any]]) -> str | None:
+    """The text of a branch made only of literal characters, else None."""
+    out = []
+    for item in seq:
+        if _op(item) != "LITERAL":
+            return None
+        out.append(chr(item[1]))
+    return "".join(out)
+
+
+def _ambiguous_branches(
+    alts: Sequence[Sequence[tuple[Any, Any]]], nodes: Sequence[_Node], follow: int
+) -> str | None:
+    """Two branches that can match the same text, or where one is a prefix of the other and
+    what follows the branch could continue the longer one: `(b|b?)`, `(\\d+|\\w)`, `(a|ab)b`.
+    `(w1|w10)+` is fine: after either branch comes a `w`, never a `0`."""
+    literals = [_literal(a) for a in alts]
+    texts = sorted(t for t in literals if t is not None)
+    for i, p in enumerate(texts):
+        for q in texts[i + 1 :]:
+            if not q.startswith(p):
+                break
+            if q == p or _char_mask(ord(q[len(p)])) & follow:
+                return "an alternation whose branches can match the same text"
+    others = [n for n, t in zip(nodes, literals, strict=True) if t is None][:_MAX_PAIRWISE]
+    lits = [n for n, t in zip(nodes, literals, strict=True) if t is not None][:_MAX_PAIRWISE]
+    for i, a in enumerate(others):
+        for b in [*others[i + 1 :], *lits]:
+            if not (a.first & b.first) or (a.chars & ~b.chars and b.chars & ~a.chars):
+                continue
+            same_length = a.min_len <= b.max_len and b.min_len <= a.max_len
+            if same_length or (a.chars | b.chars) & follow:
+                return "an alternation whose branches can match the same text"
     return None
 
 
