@@ -241,8 +241,9 @@ def _strip_port(host: str) -> str:
 
 
 def _host_matcher(patterns: Sequence[str]) -> StrPred:
-    """Case-insensitive; a pattern without a port is compared with the host without its port."""
-    with_port = [p for p in patterns if _strip_port(p) != p and not p.endswith("*")]
+    """Case-insensitive. A pattern with a port (`cart:8080`, `cart:*`, `*:8080`) is compared with
+    the full host; one without (`cart`, `*.shop`) with the host minus its port."""
+    with_port = [p for p in patterns if _strip_port(p) != p]
     without = [p for p in patterns if p not in with_port]
     m_with = istio_string_matcher(with_port, lower=True)
     m_without = istio_string_matcher(without, lower=True)

@@ -52,10 +52,10 @@ def istio_string_matcher(patterns: Sequence[str], lower: bool = False) -> StrPre
         p = raw.lower() if lower else raw
         if p == "*":
             return _non_empty
-        if p.endswith("*"):
-            prefixes.append(p[:-1])
-        elif p.startswith("*"):
+        if p.startswith("*"):  # checked before the prefix form, as Istio does: `*a*` = suffix "a*"
             suffixes.append(p[1:])
+        elif p.endswith("*"):
+            prefixes.append(p[:-1])
         else:
             exact.add(p)
     ex = frozenset(exact)
