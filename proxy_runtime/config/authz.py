@@ -431,7 +431,11 @@ def _policy_set(
     policies: Sequence[AuthorizationPolicy], default_deny: bool, path: str, tcp: bool
 ) -> PolicySet:
     by_action: dict[Action, list[_CompiledPolicy]] = {"ALLOW": [], "DENY": [], "AUDIT": []}
+    seen: set[str] = set()
     for i, p in enumerate(policies):
+        if p.name in seen:  # decisions name the policy: the name must say which one
+            raise SnapshotError(f"{path}[{i}].name", f"duplicate policy name {p.name!r}")
+        seen.add(p.name)
         by_action[p.action].append(_compile_policy(p, f"{path}[{i}]", tcp))
     if default_deny:
         by_action["ALLOW"].append(_CompiledPolicy(DEFAULT_DENY_POLICY, ()))

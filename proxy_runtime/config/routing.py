@@ -162,6 +162,11 @@ def compile_outbound(outbound: Outbound, path: str = "outbound") -> CompiledOutb
         )
         for k, domain in enumerate(vh.domains):
             d = domain.lower()
+            if "*" in d and d != "*":
+                raise SnapshotError(
+                    f"{vpath}.domains[{k}]",
+                    f"{domain!r}: only the catch-all domain '*' may use a wildcard",
+                )
             if d in owner:
                 raise SnapshotError(
                     f"{vpath}.domains[{k}]", f"{domain!r} is already a domain of {owner[d]!r}"

@@ -292,3 +292,24 @@ def test_compiled_inbound_authorizes_like_the_policies(example: dict[str, Any]) 
     )
     d = evaluate(cfg.inbound.authz, outside)
     assert (d.allowed, d.policy) == (False, "shop/checkout-deny-outside")
+
+
+def test_duplicate_policy_name(example: dict[str, Any]) -> None:
+    example["inbound"]["policies"][1]["name"] = example["inbound"]["policies"][0]["name"]
+    err = _error(example)
+    assert str(err) == "inbound.policies[1].name: duplicate policy name 'shop/checkout-allow-frontend'"
+
+
+def test_wildcard_domains_other_than_star_are_refused(example: dict[str, Any]) -> None:
+    example["outbound"]["virtualHosts"][0]["domains"].append("*.shop")
+    err = _error(example)
+    assert err.path == "outbound.virtualHosts[0].domains[4]"
+    assert "only the catch-all domain" in err.message
+
+
+def test_policies_are_hashable_for_grouping(example: dict[str, Any]) -> None:
+    a = parse_snapshot(example).inbound
+    b = parse_snapshot(example).inbound
+    assert a is not None and b is not None
+    assert a.policies[0] is not b.policies[0]
+    assert {a.policies[0], b.policies[0], a.policies[1]} == {a.policies[0], a.policies[1]}
