@@ -319,8 +319,9 @@ def load_yaml(
 
 def _yaml_error(file: str, data: bytes, e: yaml.YAMLError) -> Finding:
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    if "end of stream" in str(getattr(e, "problem", "")) and getattr(e, "context_mark", None):
-        mark = getattr(e, "context_mark", None)  # an unclosed quote or bracket: where it opened
+    context_mark = getattr(e, "context_mark", None)
+    if context_mark is not None and mark is not None and _at_end(data, mark):
+        mark = context_mark  # an unclosed quote or bracket: point at where it opened
     if isinstance(e, yaml.MarkedYAMLError):
         parts = [p for p in (e.context, e.problem) if p]
         msg = ", ".join(parts) or "invalid YAML"
@@ -332,6 +333,14 @@ def _yaml_error(file: str, data: bytes, e: yaml.YAMLError) -> Finding:
         if isinstance(pos, int):
             loc = _char_loc(file, data, pos)
     return finding("MCD001", f"YAML syntax error: {msg}", loc)
+
+
+def _at_end(data: bytes, mark: Any) -> bool:
+    """Whether a mark is past the last non-blank character."""
+    index = getattr(mark, "index", None)
+    if not isinstance(index, int):
+        return False
+    return index >= len(data.decode("utf-8", "replace").rstrip())
 
 
 def _char_loc(file: str, data: bytes, char_pos: int) -> Location:
