@@ -31,6 +31,9 @@ TOKEN_PREFIX = "mjt_"
 _MAX_TOKEN_CHARS = 256
 _MAX_NAME_CHARS = 253
 
+# PostgreSQL advisory lock key so replicas starting together create the table once.
+SCHEMA_LOCK_KEY = 0x6D657368_746F6B6E
+
 TokenState = Literal["active", "used", "expired", "revoked"]
 
 metadata = sa.MetaData()
@@ -99,7 +102,7 @@ class JoinTokens:
     def __init__(self, engine: Engine, *, create_schema: bool = True) -> None:
         self.engine = engine
         if create_schema:
-            with write_transaction(engine) as connection:
+            with write_transaction(engine, lock_key=SCHEMA_LOCK_KEY) as connection:
                 metadata.create_all(connection, checkfirst=True)
 
     @classmethod

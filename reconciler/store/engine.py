@@ -28,9 +28,10 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from reconciler.store.errors import StoreUnavailable
 
 DEFAULT_DB_FILE = "meshcd.db"
-# How long an SQLite writer waits for another writer's lock before giving up.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long a writer waits for another writer's lock before giving up (both backends).
+LOCK_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "meshcd_write"
+_LOCK_TIMEOUT_OPTION = "meshcd_lock_timeout_ms"
 
 
 def sqlite_url(data_dir: str | os.PathLike[str], filename: str = DEFAULT_DB_FILE) -> str:
@@ -47,13 +48,17 @@ def is_postgresql(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-def open_engine(url: str, *, echo: bool = False) -> Engine:
+def open_engine(url: str, *, echo: bool = False, lock_timeout_ms: int = LOCK_TIMEOUT_MS) -> Engine:
     """An engine for `url` (`sqlite:///path` or `postgresql+psycopg://...`).
 
     For a SQLite file the parent directory is created (mode 0700: it holds the audit
     trail and token hashes). In-memory SQLite is refused: each pooled connection would see
-    a different empty database.
+    a different empty database. `lock_timeout_ms` is how long a writer waits for another
+    writer's lock (SQLite busy timeout; PostgreSQL `lock_timeout` in write transactions)
+    before giving up with `StoreUnavailable`.
     """
+    if lock_timeout_ms < 1:
+        raise ValueError("lock_timeout_ms must be positive")
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -62,24 +67,25 @@ def open_engine(url: str, *, echo: bool = False) -> Engine:
             raise ValueError("SQLite needs a file path (in-memory databases are not shared)")
         Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, echo=echo)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, lock_timeout_ms)
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
             # Plain "postgresql://" would select psycopg2, which meshcd does not ship.
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+        return engine.execution_options(**{_LOCK_TIMEOUT_OPTION: lock_timeout_ms})
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Hand transaction control to SQLAlchemy's begin event (below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
@@ -97,16 +103,21 @@ def write_transaction(engine: Engine, *, lock_key: int | None = None) -> Iterato
     """A transaction that holds the writer's lock from its first statement.
 
     SQLite: `BEGIN IMMEDIATE` takes the database write lock (waiting up to the busy timeout
-    for other writers, in this or any other process). PostgreSQL: when `lock_key` is given,
-    a transaction-scoped advisory lock with that key is taken first, so writers of the same
+    for other writers, in this or any other process). PostgreSQL: the engine's lock timeout
+    applies to every lock the transaction waits for, and when `lock_key` is given a
+    transaction-scoped advisory lock with that key is taken first, so writers of the same
     table queue across controllers; it is released at commit or rollback.
     Commits on success, rolls back on error; database errors come out translated.
     """
     with translate_errors(), engine.connect() as raw:
         connection = raw.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
-            if lock_key is not None and is_postgresql(connection):
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+            if is_postgresql(connection):
+                timeout = int(connection.get_execution_options().get(_LOCK_TIMEOUT_OPTION, 0))
+                if timeout:
+                    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {timeout}")
+                if lock_key is not None:
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
             yield connection
 
 
@@ -128,11 +139,25 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except sa.exc.OperationalError as exc:
+        if _is_permanent_sqlite_error(exc):
+            raise
         raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
     except sa.exc.DBAPIError as exc:
         if exc.connection_invalidated:
             raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
         raise
+
+
+# sqlite3 reports SQL mistakes ("no such table", syntax errors) as OperationalError too;
+# only these messages mean "try again later".
+_SQLITE_TEMPORARY = ("locked", "busy", "unable to open", "disk i/o", "database or disk is full")
+
+
+def _is_permanent_sqlite_error(exc: sa.exc.OperationalError) -> bool:
+    if type(exc.orig).__module__.split(".")[0] != "sqlite3":
+        return False
+    message = str(exc.orig).lower()
+    return not any(marker in message for marker in _SQLITE_TEMPORARY)
 
 
 def _first_line(exc: BaseException) -> str:

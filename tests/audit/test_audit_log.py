@@ -228,3 +228,33 @@ def test_an_unwritable_sqlite_location_is_reported(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(OSError):
         AuditLog.open(sqlite_url(blocker / "data"))
+
+
+def test_a_writer_locked_out_past_the_timeout_gets_a_temporary_error(
+    db_url: str, clock: Any
+) -> None:
+    from reconciler.audit.schema import APPEND_LOCK_KEY
+    from reconciler.store import write_transaction
+
+    AuditLog.open(db_url).close()
+    blocker = open_engine(db_url)
+    impatient = AuditLog(open_engine(db_url, lock_timeout_ms=100))
+    try:
+        with write_transaction(blocker, lock_key=APPEND_LOCK_KEY):
+            with pytest.raises(StoreUnavailable) as caught:
+                impatient.append("a", "x.y", "s", {}, now=clock.now)
+            assert caught.value.temporary
+        # once the other writer is done, the same call succeeds
+        assert impatient.append("a", "x.y", "s", {}, now=clock.now).seq == 1
+    finally:
+        impatient.close()
+        blocker.dispose()
+
+
+def test_sql_mistakes_are_not_reported_as_temporary(log: AuditLog) -> None:
+    with log.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE audit_records")
+    with pytest.raises(sa.exc.DBAPIError):  # a StoreUnavailable here would invite endless retries
+        log.count()
+    with pytest.raises(ValueError):
+        open_engine("sqlite:///x.db", lock_timeout_ms=0)
