@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
 from webhooks.model import RefUpdate
@@ -87,6 +88,7 @@ def canonical_repo_key(url: str, *, fold_path_case: bool = True) -> str:
     return f"{_clean_host(match['host'])}/{_clean_path(match['path'], fold_path_case)}"
 
 
+@lru_cache(maxsize=4096)  # forges repeat the same few URLs in every delivery
 def try_key(url: str, *, fold_path_case: bool = True) -> str | None:
     try:
         return canonical_repo_key(url, fold_path_case=fold_path_case)

@@ -35,12 +35,20 @@ def _finite_float(text: str) -> float:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:40]!r}")
-        out[key] = value
+    out = dict(pairs)  # built in C; only when sizes differ do we look for the culprit
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:40]!r}")
+            seen.add(key)
     return out
+
+
+# One decoder for every body: building it per call costs as much as parsing a small body.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys, parse_constant=_no_constants, parse_float=_finite_float
+)
 
 
 def loads_object(body: bytes) -> Obj:
@@ -50,12 +58,7 @@ def loads_object(body: bytes) -> Obj:
     except UnicodeDecodeError as err:
         raise InvalidJson(f"body is not UTF-8 (byte {err.start})") from None
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_no_constants,
-            parse_float=_finite_float,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise InvalidJson("body nests too deeply") from None
     except ValueError as err:  # JSONDecodeError, our hooks, int digit limits
