@@ -355,6 +355,15 @@ class ProxyRuntime:
         self.close()
         return clean
 
+    async def aclose(self) -> None:
+        """close(), then wait for the background tasks (mirrors, relays) to end."""
+        self.close()
+        tasks = [t for t in self._background if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+
     def close(self) -> None:
         for li in self.listeners.values():
             li.stop_accepting()

@@ -38,7 +38,7 @@ class RequestBody:
 
     __slots__ = (
         "chunked", "complete", "conn", "content_length", "has_body", "pending", "pending_size",
-        "replay", "replay_limit", "replay_size", "replayable", "sink",
+        "replay", "replay_limit", "replay_size", "replayable", "sent", "sink",
     )
 
     def __init__(self, conn: HttpDownstream, chunked: bool, content_length: int | None,
@@ -49,6 +49,7 @@ class RequestBody:
         self.has_body = chunked or bool(content_length)
         self.complete = not self.has_body
         self.sink: Any = None
+        self.sent = False  # some attempt already consumed `pending`
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.replay: list[bytes] = []
@@ -84,10 +85,11 @@ class RequestBody:
         """Send the body to `upstream` (an UpstreamConnection): what came so far, then live."""
         if not self.has_body:
             return
-        if self.sink is None:
+        if not self.sent:
             chunks = self.pending
         else:  # a retry: the earlier attempt consumed `pending`; replay the copy
             chunks = self.replay
+        self.sent = True
         self.pending = []
         self.pending_size = 0
         frame = self._frame

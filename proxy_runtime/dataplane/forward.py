@@ -56,12 +56,7 @@ def request_head(req: Request, headers: list[Header]) -> bytes:
 
 
 def _fail_waiter(up: UpstreamConnection, err: UpstreamError) -> None:
-    w = up.head_waiter
-    if w is not None and not w.done():
-        w.set_exception(err)
-    d = up.done_waiter
-    if d is not None and not d.done():
-        d.set_exception(err)
+    up.fail(err)
 
 
 class Outcome:

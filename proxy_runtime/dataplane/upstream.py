@@ -101,11 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
             # read-until-close body: the close is the end of the message
             self.on_message_complete()
             return
-        err = UpstreamError("reset", str(exc) if exc else "upstream closed the connection")
-        if self.head_waiter is not None and not self.head_waiter.done():
-            self.head_waiter.set_exception(err)
-        if self.done_waiter is not None and not self.done_waiter.done():
-            self.done_waiter.set_exception(err)
+        self.fail(UpstreamError("reset", str(exc) if exc else "upstream closed the connection"))
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
 
@@ -117,11 +113,7 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            err = UpstreamError("reset", f"invalid upstream response: {exc}")
-            if self.head_waiter is not None and not self.head_waiter.done():
-                self.head_waiter.set_exception(err)
-            if self.done_waiter is not None and not self.done_waiter.done():
-                self.done_waiter.set_exception(err)
+            self.fail(UpstreamError("reset", f"invalid upstream response: {exc}"))
             self.abort()
 
     def pause_writing(self) -> None:
@@ -176,6 +168,16 @@ class UpstreamConnection(asyncio.Protocol):
             waiter.set_result(None)
 
     # --- used by the exchange ---------------------------------------------------------
+    def fail(self, err: UpstreamError) -> None:
+        """Fail the exchange at the step it is waiting on (head, else the end of the body)."""
+        w = self.head_waiter
+        if w is not None and not w.done():
+            w.set_exception(err)
+            return
+        d = self.done_waiter
+        if d is not None and not d.done():
+            d.set_exception(err)
+
     def begin(self, head: bytes, is_head_request: bool) -> None:
         """Start an exchange: reset per-exchange state and send the request head."""
         self.head_waiter = self.loop.create_future()

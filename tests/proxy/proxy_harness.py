@@ -104,8 +104,11 @@ class Backend:
     """Answers by path: /status/N, /hang, /reset-mid-body, /chunked, /slow/MS, /big/N, /echo,
     /flaky/N (503 for the first N requests of that path), anything else: 200 JSON of the request."""
 
-    def __init__(self, name: str = "b", ssl_ctx: ssl.SSLContext | None = None) -> None:
+    def __init__(self, name: str = "b", ssl_ctx: ssl.SSLContext | None = None,
+                 fail_status: int | None = None, hang: bool = False) -> None:
         self.name = name
+        self.hang = hang
+        self.fail_status = fail_status
         self.ssl_ctx = ssl_ctx
         self.seen: list[Seen] = []
         self.connections = 0
@@ -134,7 +137,11 @@ class Backend:
         path = seen.path.split("?")[0]
         parts = path.strip("/").split("/")
         self.counts[path] = self.counts.get(path, 0) + 1
-        if parts[0] == "status":
+        if self.hang:
+            return
+        if self.fail_status is not None:
+            p.send(self.fail_status, b"failing")
+        elif parts[0] == "status":
             p.send(int(parts[1]), f"status {parts[1]}".encode())
         elif parts[0] == "hang":
             return

@@ -21,7 +21,7 @@ def test_outbound_routes_to_backend_and_keeps_alive() -> None:
             assert r.status == 200
         await c.close()
         assert b.connections <= 2
-        rt.close()
+        await rt.aclose()
         await b.stop()
 
     run(body)
