@@ -44,6 +44,7 @@ from .errors import (
 )
 from .mirror import GitMirror, branch_ref
 from .model import CommitInfo, FetchResult, Person, RefUpdate
+from .openpgp import OpenPgpError, OpenPgpKeyring, parse_keyring
 from .remote_url import RemoteUrl, parse_remote_url
 from .schedule import PollingSchedule
 from .signature_policy import (
@@ -89,6 +90,8 @@ __all__ = [
     "NewCommit",
     "NoCredentials",
     "NotAllowed",
+    "OpenPgpError",
+    "OpenPgpKeyring",
     "Person",
     "PolicyDecision",
     "PollingSchedule",
@@ -115,6 +118,7 @@ __all__ = [
     "credentials_from_settings",
     "observe_branch",
     "parse_allowed_signers",
+    "parse_keyring",
     "parse_remote_url",
     "verify_commit_signature",
 ]

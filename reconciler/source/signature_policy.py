@@ -18,6 +18,14 @@ from typing import Any, Literal
 
 from .allowed_signers import AllowedSigners, parse_allowed_signers
 from .model import CommitInfo
+from .openpgp import (
+    OpenPgpError,
+    OpenPgpKeyring,
+    UnsupportedOpenPgp,
+    parse_keyring,
+    parse_signature,
+)
+from .openpgp import verify_signature as verify_openpgp
 from .sshsig import (
     ARMOR_BEGIN,
     SshSigError,
@@ -76,6 +84,7 @@ class NotAllowed(_Verdict):
 @dataclass(frozen=True)
 class Unsupported(_Verdict):
     format: str  # "openpgp", "x509", "ssh-certificate", or the key type
+    detail: str = ""
     kind: Literal["unsupported"] = "unsupported"
 
 
@@ -88,15 +97,22 @@ def verify_commit_signature(
     signers: AllowedSigners,
     *,
     verify_time: int,
+    openpgp_keys: OpenPgpKeyring | None = None,
 ) -> SignatureVerdict:
-    """Judge one commit's signature against `signers`, with key validity at `verify_time`."""
+    """Judge one commit's signature against `signers`, with key validity at `verify_time`.
+
+    OpenPGP signatures are checked against `openpgp_keys`; without a keyring they are
+    `Unsupported("openpgp")`.
+    """
     if signature is None or not signature.strip():
         return Unsigned()
     if signed_payload is None:
         return BadSignature("signature without signed content")
     head = signature.lstrip()
     if head.startswith(b"-----BEGIN PGP SIGNATURE-----"):
-        return Unsupported("openpgp")
+        if not openpgp_keys:
+            return Unsupported("openpgp", "no OpenPGP keyring configured")
+        return _verify_openpgp(signature, signed_payload, openpgp_keys)
     if head.startswith(b"-----BEGIN SIGNED MESSAGE-----"):
         return Unsupported("x509")
     if not head.startswith(ARMOR_BEGIN):
@@ -131,6 +147,27 @@ def verify_commit_signature(
     return NotAllowed("; ".join(reasons), sig.fingerprint)
 
 
+def _verify_openpgp(signature: bytes, payload: bytes, keyring: OpenPgpKeyring) -> SignatureVerdict:
+    try:
+        sig = parse_signature(signature)
+    except UnsupportedOpenPgp as exc:
+        return Unsupported("openpgp", str(exc))
+    except OpenPgpError as exc:
+        return BadSignature(str(exc))
+    found = keyring.find(sig.issuer_fingerprint, sig.issuer_key_id)
+    if found is None:
+        return UnknownKey(sig.issuer_fingerprint or sig.issuer_key_id or "no issuer in signature")
+    cert, key = found
+    try:
+        verify_openpgp(sig, payload, key)
+    except UnsupportedOpenPgp as exc:
+        return Unsupported("openpgp", str(exc))
+    except OpenPgpError as exc:
+        return BadSignature(str(exc))
+    principals = cert.user_ids or (cert.primary.fingerprint,)
+    return Verified(principals[0], key.fingerprint, principals)
+
+
 class SignatureMode(enum.Enum):
     OFF = "off"  # do not look at signatures
     RECORD = "record"  # verify and record, deploy whatever the verdict
@@ -157,19 +194,35 @@ class SignaturePolicy:
 
     mode: SignatureMode = SignatureMode.OFF
     signers: AllowedSigners = field(default_factory=AllowedSigners)
+    openpgp_keys: OpenPgpKeyring = field(default_factory=OpenPgpKeyring)
 
     def __post_init__(self) -> None:
-        if self.mode is SignatureMode.REQUIRE and not len(self.signers):
+        if self.mode is SignatureMode.REQUIRE and not (len(self.signers) or len(self.openpgp_keys)):
             # Requiring signatures from nobody would block every commit; say so up front.
-            raise ValueError("signature mode 'require' needs a non-empty allowed-signers file")
+            raise ValueError(
+                "signature mode 'require' needs a non-empty allowed-signers file or OpenPGP keyring"
+            )
 
     @classmethod
-    def from_file(cls, mode: SignatureMode | str, allowed_signers: Path | None) -> SignaturePolicy:
-        """Edge helper: read the allowed-signers file (errors name the line)."""
+    def from_file(
+        cls,
+        mode: SignatureMode | str,
+        allowed_signers: Path | None,
+        openpgp_keyring: Path | None = None,
+    ) -> SignaturePolicy:
+        """Edge helper: read the allowed-signers file and/or an armored OpenPGP keyring."""
         mode = SignatureMode(mode)
-        if allowed_signers is None:
-            return cls(mode)
-        return cls(mode, parse_allowed_signers(allowed_signers.read_text(encoding="utf-8")))
+        signers = (
+            parse_allowed_signers(allowed_signers.read_text(encoding="utf-8"))
+            if allowed_signers is not None
+            else AllowedSigners()
+        )
+        keyring = (
+            parse_keyring(openpgp_keyring.read_bytes())
+            if openpgp_keyring is not None
+            else OpenPgpKeyring()
+        )
+        return cls(mode, signers, keyring)
 
     def decide(
         self, signature: bytes | None, signed_payload: bytes | None, *, verify_time: int
@@ -177,7 +230,11 @@ class SignaturePolicy:
         if self.mode is SignatureMode.OFF:
             return PolicyDecision(None, True, "signature checks are off")
         verdict = verify_commit_signature(
-            signature, signed_payload, self.signers, verify_time=verify_time
+            signature,
+            signed_payload,
+            self.signers,
+            verify_time=verify_time,
+            openpgp_keys=self.openpgp_keys,
         )
         if self.mode is SignatureMode.RECORD:
             return PolicyDecision(verdict, True, f"recorded ({verdict.kind}); not enforced")
@@ -206,5 +263,6 @@ def _describe(verdict: SignatureVerdict) -> str:
     if isinstance(verdict, NotAllowed):
         return f"key {verdict.fingerprint} not allowed: {verdict.reason}"
     if isinstance(verdict, Unsupported):
-        return f"cannot verify {verdict.format} signatures"
+        extra = f" ({verdict.detail})" if verdict.detail else ""
+        return f"cannot verify {verdict.format} signatures{extra}"
     return verdict.kind

@@ -392,7 +392,9 @@ def test_field_tampering(real_sig: tuple[bytes, bytes], keys: dict[str, Key]) ->
 
 def test_other_formats_are_unsupported_not_bad() -> None:
     pgp = b"-----BEGIN PGP SIGNATURE-----\n\niQEz...\n-----END PGP SIGNATURE-----\n"
-    assert verify_commit_signature(pgp, b"p", ANY, verify_time=NOW) == Unsupported("openpgp")
+    assert verify_commit_signature(pgp, b"p", ANY, verify_time=NOW) == Unsupported(
+        "openpgp", "no OpenPGP keyring configured"
+    )
     x509 = b"-----BEGIN SIGNED MESSAGE-----\nMIAG\n-----END SIGNED MESSAGE-----\n"
     assert verify_commit_signature(x509, b"p", ANY, verify_time=NOW) == Unsupported("x509")
     assert verify_commit_signature(None, None, ANY, verify_time=NOW) == Unsigned()
