@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -61,26 +62,34 @@ def build_app(recorders: dict[str, Recorder]) -> FastAPI:
     return app
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[Server]:
-    recorders: dict[str, Recorder] = {}
-    app = build_app(recorders)
+@contextmanager
+def running(app: FastAPI) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on 127.0.0.1:<kernel-picked port>; yield the port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    port = int(sock.getsockname()[1])
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield Server(port, recorders)
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        deadline = time.monotonic() + 20
+        while not srv.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    recorders: dict[str, Recorder] = {}
+    with running(build_app(recorders)) as port:
+        yield Server(port, recorders)
 
 
 @pytest.fixture(scope="session")
