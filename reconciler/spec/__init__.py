@@ -6,13 +6,16 @@
     model = result.model          # ConfigModel
 
 The names below are the public surface; submodules are free to change behind them.
+(git is imported only when a GitTreeSource is made.)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from reconciler.spec.findings import Finding, Location, Severity
+
+# The pipeline is imported eagerly: the function `validate` must win over the submodule of the
+# same name as the package attribute.
+from reconciler.spec.loader import LoadLimits
 from reconciler.spec.model import (
     API_VERSION,
     DEFAULT_NAMESPACE,
@@ -65,39 +68,8 @@ from reconciler.spec.model import (
     parse_duration,
     resolve_service_ref,
 )
-
-if TYPE_CHECKING:
-    from reconciler.spec.loader import LoadLimits
-    from reconciler.spec.sources import DirectorySource, GitTreeSource, SourceError
-    from reconciler.spec.validate import (
-        ValidateOptions,
-        ValidationCache,
-        ValidationResult,
-        validate,
-    )
-
-# Loaded on first use, so that importing the model (as the checks and renderers do) does not
-# pull in YAML, jsonschema and git.
-_LAZY = {
-    "validate": "reconciler.spec.validate",
-    "ValidationResult": "reconciler.spec.validate",
-    "ValidationCache": "reconciler.spec.validate",
-    "ValidateOptions": "reconciler.spec.validate",
-    "LoadLimits": "reconciler.spec.loader",
-    "DirectorySource": "reconciler.spec.sources",
-    "GitTreeSource": "reconciler.spec.sources",
-    "SourceError": "reconciler.spec.sources",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'reconciler.spec' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
+from reconciler.spec.sources import DirectorySource, GitTreeSource, SourceError
+from reconciler.spec.validate import ValidateOptions, ValidationCache, ValidationResult, validate
 
 __all__ = [
     "API_VERSION",

@@ -59,32 +59,37 @@ def process_file(sf: SourceFile, limits: LoadLimits) -> FileResult:
 
 
 class ValidationCache:
-    """Per-file results by (path, blob id, limits). Keeps what the last two runs used, so
-    alternating between two revisions (plan: old vs new) stays warm and memory stays bounded.
+    """Per-file results by (path, blob id, limits).
+
+    An entry survives while it was used by one of the last two runs, so alternating between
+    two revisions (a plan compares old and new) stays warm and memory stays bounded.
     `parsed` counts files actually processed (cache misses), for tests and benchmarks."""
 
     def __init__(self) -> None:
-        self._current: dict[tuple[str, str, LoadLimits], FileResult] = {}
-        self._previous: dict[tuple[str, str, LoadLimits], FileResult] = {}
+        self._entries: dict[tuple[str, str, LoadLimits], tuple[FileResult, int]] = {}
+        self._run = 0
         self.parsed = 0
         self.hits = 0
 
     def get(self, sf: SourceFile, limits: LoadLimits) -> FileResult:
         key = (sf.path, sf.key, limits)
-        hit = self._current.get(key) or self._previous.get(key)
-        if hit is not None:
+        entry = self._entries.get(key)
+        if entry is not None:
             self.hits += 1
+            result = entry[0]
         else:
             self.parsed += 1
-            hit = process_file(sf, limits)
-        self._current[key] = hit
-        return hit
+            result = process_file(sf, limits)
+        self._entries[key] = (result, self._run)
+        return result
 
     def end_run(self) -> None:
-        self._previous, self._current = self._current, {}
+        keep_from = self._run - 1
+        self._entries = {k: v for k, v in self._entries.items() if v[1] >= keep_from}
+        self._run += 1
 
     def __len__(self) -> int:
-        return len(self._current.keys() | self._previous.keys())
+        return len(self._entries)
 
 
 @dataclass(frozen=True)
