@@ -46,7 +46,8 @@ class RelaySide(asyncio.Protocol):
         self.eof = True
         if self.peer is not None:
             self.peer.send_eof()
-        return True  # keep our write side open until the peer finishes
+        # keep our write side open until the peer finishes (TLS transports close anyway)
+        return self.transport is None or self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -80,8 +81,8 @@ class RelaySide(asyncio.Protocol):
             t.write_eof()
             if self.eof:  # both directions finished
                 t.close()
-        else:
-            t.close()
+        # else (TLS): no half-close in asyncio's TLS; the connection stays open until one
+        # side closes it, which closing the other side then follows
 
     def pause(self) -> None:
         if self.transport is not None and not self.closed and not self.paused_reading:
