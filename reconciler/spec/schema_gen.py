@@ -349,7 +349,7 @@ def combined_schema() -> Schema:
     """For editors: any meshcd document, checked against its kind's schema."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": BASE_ID + "meshcd.json",
+        # No $id: editors resolve the relative $refs below against wherever this file is.
         "title": f"meshcd document ({API_VERSION})",
         "type": "object",
         "required": ["kind"],
