@@ -145,23 +145,29 @@ class GitMirror:
                 repo = pygit2.Repository(str(self.path))
             except pygit2.GitError as exc:
                 raise MirrorError(f"cannot open the mirror at {self.path}: {exc}") from None
-            before = _heads(repo)
-            callbacks = _Callbacks(self.credentials, self._environ)
             try:
-                progress = repo.remotes[REMOTE_NAME].fetch(
-                    callbacks=callbacks, prune=FetchPrune.PRUNE
-                )
-            except SourceError as exc:  # raised by our credentials callback
-                raise type(exc)(self._scrub(str(exc))) from None
-            except (pygit2.GitError, KeyError, OSError, ValueError) as exc:
-                raise classify_git_error(str(exc), self.remote, self._secrets()) from None
-            after = _heads(repo)
-            updates = tuple(
-                RefUpdate(name, before.get(name), after.get(name))
-                for name in sorted(before.keys() | after.keys())
-                if before.get(name) != after.get(name)
+                return self._fetch_into(repo)
+            finally:
+                repo.free()  # release its files now, not when the GC gets to it
+
+    def _fetch_into(self, repo: pygit2.Repository) -> FetchResult:
+        before = _heads(repo)
+        callbacks = _Callbacks(self.credentials, self._environ)
+        try:
+            progress = repo.remotes[REMOTE_NAME].fetch(
+                callbacks=callbacks, prune=FetchPrune.PRUNE, proxy=self._proxy
             )
-            return FetchResult(self.remote.display, updates, int(progress.received_objects))
+        except SourceError as exc:  # raised by our credentials callback
+            raise type(exc)(self._scrub(str(exc))) from None
+        except (pygit2.GitError, KeyError, OSError, ValueError) as exc:
+            raise classify_git_error(str(exc), self.remote, self._secrets()) from None
+        after = _heads(repo)
+        updates = tuple(
+            RefUpdate(name, before.get(name), after.get(name))
+            for name in sorted(before.keys() | after.keys())
+            if before.get(name) != after.get(name)
+        )
+        return FetchResult(self.remote.display, updates, int(progress.received_objects))
 
     def _secrets(self) -> list[str]:
         return self.credentials.secrets(self._environ)
