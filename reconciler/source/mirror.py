@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import pygit2
 from pygit2.enums import CredentialType, FetchPrune
@@ -64,7 +65,7 @@ class GitMirror:
         environ: Mapping[str, str] | None = None,
         connect_timeout: float | None = 10.0,
         io_timeout: float | None = 120.0,
-        proxy: str | bool | None = None,
+        proxy: str | Literal[True] | None = None,
     ) -> None:
         """Open (or create) the mirror; nothing is fetched yet.
 
