@@ -25,7 +25,12 @@ from proxy_runtime.config.compile import CompiledConfig, compile_snapshot
 from proxy_runtime.config.files import dump_snapshot_file, loads_snapshot
 from proxy_runtime.dataplane.active import ActiveConfig
 from proxy_runtime.dataplane.clusters import PoolRegistry
-from proxy_runtime.dataplane.downstream import HttpDownstream, HttpServerState, Request, ServerLimits
+from proxy_runtime.dataplane.downstream import (
+    HttpDownstream,
+    HttpServerState,
+    Request,
+    ServerLimits,
+)
 from proxy_runtime.dataplane.forward import Outcome, forward
 from proxy_runtime.dataplane.handlers import make_inbound_handler, make_outbound_handler
 from proxy_runtime.dataplane.tcp_relay import RelaySide, relay_to
@@ -259,7 +264,7 @@ class ProxyRuntime:
             try:
                 await asyncio.wait_for(ready, self.limits.header_timeout)
                 first = csock.recv(1, socket.MSG_PEEK)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 csock.close()
                 return
             finally:
@@ -282,7 +287,7 @@ class ProxyRuntime:
         try:
             await loop.connect_accepted_socket(factory, csock, ssl=ctx,
                                                ssl_handshake_timeout=self.limits.header_timeout if ctx else None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             # plaintext on STRICT, no client cert, an untrusted or expired cert
             log.info("inbound %d: TLS handshake refused: %s", li.port, exc)
             with contextlib.suppress(OSError):

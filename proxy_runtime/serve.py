@@ -85,11 +85,18 @@ class ProxyProcess:
         self.stopped = asyncio.Event()
         stopped = self.stopped
 
+        tasks: set[asyncio.Task[None]] = set()
+
+        def spawn(coro: Any) -> None:
+            task = loop.create_task(coro)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
         def on_term() -> None:
-            loop.create_task(self._drain(runtime, admin, stopped))
+            spawn(self._drain(runtime, admin, stopped))
 
         def on_hup() -> None:
-            loop.create_task(self._reload(runtime))
+            spawn(self._reload(runtime))
 
         loop.add_signal_handler(signal.SIGTERM, on_term)
         loop.add_signal_handler(signal.SIGINT, on_term)

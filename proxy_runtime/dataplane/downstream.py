@@ -85,10 +85,8 @@ class RequestBody:
         """Send the body to `upstream` (an UpstreamConnection): what came so far, then live."""
         if not self.has_body:
             return
-        if not self.sent:
-            chunks = self.pending
-        else:  # a retry: the earlier attempt consumed `pending`; replay the copy
-            chunks = self.replay
+        # on a retry the earlier attempt consumed `pending`: replay the copy
+        chunks = self.replay if self.sent else self.pending
         self.sent = True
         self.pending = []
         self.pending_size = 0

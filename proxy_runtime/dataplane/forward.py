@@ -3,7 +3,6 @@ with per-try and overall timeouts, outlier bookkeeping, and the streamed respons
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -131,9 +130,10 @@ async def forward(
                 req.body.detach()
                 up.finish()
                 up.abort()
-                if exc.kind != "timeout" or retry.per_try_timeout is not None:
-                    if record_result(cluster.outlier, cluster.endpoints, endpoint, 503, loop.time()):
-                        cluster.stats.ejected(cluster.name)
+                if (exc.kind != "timeout" or retry.per_try_timeout is not None) and record_result(
+                    cluster.outlier, cluster.endpoints, endpoint, 503, loop.time()
+                ):
+                    cluster.stats.ejected(cluster.name)
                 overall_expired = deadline is not None and loop.time() >= deadline
                 if (not overall_expired and _can_retry(attempt, retry, req)
                         and should_retry_failure(exc.kind, retry.retry_on)):

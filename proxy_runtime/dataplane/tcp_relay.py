@@ -111,7 +111,7 @@ async def relay_to(
     client.pause()  # hold the client until the upstream exists
     try:
         _, upstream = await connect(RelaySide)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         client.abort()
         return False
     client.peer = upstream

@@ -305,7 +305,7 @@ class UpstreamPool:
                 ),
                 self.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             self.open -= 1
             self._wake_one()
             if self.on_connect_failure is not None:

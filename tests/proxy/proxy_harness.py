@@ -8,6 +8,7 @@ import json
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -279,7 +280,7 @@ async def raw(port: int, data: bytes, *, read_timeout: float = 5.0) -> bytes:
             if not chunk:
                 break
             out += chunk
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         pass
     writer.close()
     return out
@@ -333,8 +334,8 @@ def client_tls(ca_pem: str, cert: Any | None) -> ssl.SSLContext:
     if cert is not None:
         with tempfile.TemporaryDirectory() as d:
             cp, kp = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
-            open(cp, "w").write(cert.cert_pem)
-            open(kp, "w").write(cert.key_pem)
+            Path(cp).write_text(cert.cert_pem)
+            Path(kp).write_text(cert.key_pem)
             ctx.load_cert_chain(cp, kp)
     return ctx
 

@@ -31,7 +31,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
 class CA:
     def __init__(self, name: str) -> None:
         self.key = _key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         self.cert = (
             x509.CertificateBuilder()
@@ -55,7 +55,7 @@ class CA:
 
     def svid(self, spiffe_id: str, *, expired: bool = False) -> Cert:
         key = _key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         if expired:
             start, end = now - dt.timedelta(days=10), now - dt.timedelta(days=1)
         else:

@@ -208,7 +208,7 @@ async def _tcp_roundtrip(port: int, payload: bytes) -> bytes:
     try:
         while len(out) < len(payload) and (data := await asyncio.wait_for(reader.read(65536), 5)):
             out += data
-    except (ConnectionError, asyncio.TimeoutError):
+    except (TimeoutError, ConnectionError):
         pass
     writer.close()
     return out

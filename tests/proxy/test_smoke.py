@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from proxy_runtime.runtime import Ack, ProxyRuntime
 from proxy_harness import Backend, Client, cluster, get, outbound_snapshot, route, run
+
+from proxy_runtime.runtime import Ack, ProxyRuntime
 
 
 def test_outbound_routes_to_backend_and_keeps_alive() -> None:
