@@ -469,3 +469,33 @@ def test_checks_are_deterministic_and_sorted() -> None:
     b = findings_of(dict(reversed(list(files.items()))))
     assert a == b
     assert list(a) == sorted(a, key=Finding.sort_key)
+
+
+def test_memo_reuses_unchanged_resources_but_follows_their_context() -> None:
+    """With a warm ValidationCache, unchanged files give back the same Resource objects and the
+    check memo skips their local checks; findings that depend on other resources (or on the
+    set of namespaces) must still follow a change elsewhere."""
+    from reconciler.spec.checks import LocalMemo
+    from reconciler.spec.validate import ValidationCache
+
+    v1 = base(**{
+        "r.yaml": route("- destinations: [{service: web, weight: 50}]\n"),
+        "p.yaml": policy("rules: [{from: [{source: {namespaces: [prod]}}]}]\n"),
+    })
+    v2 = dict(v1, **{"web.yaml": WEB.replace("namespace: prod", "namespace: dev")})
+    cache = ValidationCache()
+    first = validate(MemorySource(v1), cache=cache)
+    second = validate(MemorySource(v2), cache=cache)
+    assert cache.parsed == len(v1) + 1  # only web.yaml was parsed again
+    fresh = validate(MemorySource(v2))
+    assert second.findings == fresh.findings
+    codes = sorted(f.code for f in second.findings)
+    assert codes == ["MCD101", "MCD101", "MCD104", "MCD114", "MCD114"], [str(f) for f in second.findings]
+    assert [f.code for f in first.findings] == ["MCD104"]
+    # And back: the memo does not keep stale findings either.
+    third = validate(MemorySource(v1), cache=cache)
+    assert third.findings == first.findings
+    # An explicit memo gives the same answer as the process-wide one and as none at all.
+    memo = LocalMemo()
+    assert run_checks(second.model, memo) == run_checks(second.model, memo) == list(fresh.findings)
+    assert len(memo) > 0

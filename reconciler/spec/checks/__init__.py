@@ -15,11 +15,11 @@ Where a check's behaviour is a choice, the module that holds it says why (see
 from __future__ import annotations
 
 from reconciler.spec.checks import authorization, mesh, rollout, routes, services, traffic
-from reconciler.spec.checks.context import CheckContext
+from reconciler.spec.checks.context import MEMO, CheckContext, LocalMemo
 from reconciler.spec.findings import Finding
 from reconciler.spec.model import ConfigModel
 
-__all__ = ["CheckContext", "run_checks"]
+__all__ = ["CheckContext", "LocalMemo", "run_checks"]
 
 _PASSES = (
     mesh.check,
@@ -31,9 +31,17 @@ _PASSES = (
 )
 
 
-def run_checks(model: ConfigModel) -> list[Finding]:
-    """Every semantic finding for `model`, in a stable order (by place, then code)."""
-    ctx = CheckContext(model)
-    for run in _PASSES:
-        run(ctx)
+def run_checks(model: ConfigModel, memo: LocalMemo | None = None) -> list[Finding]:
+    """Every semantic finding for `model`, in a stable order (by place, then code).
+
+    `memo` remembers the per-resource findings that depend on nothing else (default: one
+    process-wide memo), so that validating the next commit re-checks only what changed; the
+    result is the same with or without it."""
+    memo = memo if memo is not None else MEMO
+    ctx = CheckContext(model, memo)
+    try:
+        for run in _PASSES:
+            run(ctx)
+    finally:
+        memo.end_run()
     return sorted(ctx.findings, key=Finding.sort_key)

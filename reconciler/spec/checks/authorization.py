@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
+from functools import partial
 
 from reconciler.spec.checks.context import STRICT, CheckContext, names
 from reconciler.spec.model import AuthorizationPolicy, AuthorizationRule, RuleOperation, Service
@@ -171,26 +172,12 @@ def _tcp_affected(
     return out
 
 
-def _check_rule(
-    ctx: CheckContext,
-    idx: _Indexes,
-    pol: AuthorizationPolicy,
-    i: int,
-    rule: AuthorizationRule,
-    tcp_targets: list[Service],
-    weak_targets: list[Service],
+def _check_namespaces(
+    ctx: CheckContext, idx: _Indexes, pol: AuthorizationPolicy, i: int, rule: AuthorizationRule
 ) -> None:
-    base: tuple[str | int, ...] = ("rules", i)
-    identity_field: tuple[str | int, ...] | None = None
-
+    """MCD114 for one rule: namespaces, principals' namespaces, source.namespace values."""
     for j, f in enumerate(rule.from_):
         src = f.source
-        spath = (*base, "from", j, "source")
-        if identity_field is None and (
-            src.principals or src.not_principals or src.namespaces or src.not_namespaces
-        ):
-            yaml_name = next(y for a, y in _SOURCE_IDENTITY_FIELDS if getattr(src, a))
-            identity_field = (*spath, yaml_name)
         if src.namespaces or src.not_namespaces:
             for yaml_name, values in (("namespaces", src.namespaces), ("notNamespaces", src.not_namespaces)):
                 for k, ns in enumerate(values):
@@ -198,7 +185,7 @@ def _check_rule(
                         ctx.add(
                             "MCD114",
                             f"namespace {ns!r} has no services",
-                            ctx.at(pol, *spath, yaml_name, k),
+                            ctx.at(pol, "rules", i, "from", j, "source", yaml_name, k),
                         )
         if src.principals or src.not_principals:
             for yaml_name, values in (("principals", src.principals), ("notPrincipals", src.not_principals)):
@@ -208,43 +195,9 @@ def _check_rule(
                         ctx.add(
                             "MCD114",
                             f"principal {pr!r} names namespace {ns_!r}, which has no services",
-                            ctx.at(pol, *spath, yaml_name, k),
+                            ctx.at(pol, "rules", i, "from", j, "source", yaml_name, k),
                         )
-        if src.ip_blocks or src.not_ip_blocks:
-            for yaml_name, values in (("ipBlocks", src.ip_blocks), ("notIpBlocks", src.not_ip_blocks)):
-                for k, block in enumerate(values):
-                    if not valid_ip_or_cidr(block):
-                        ctx.add(
-                            "MCD127",
-                            f"{block!r} is not an IP address or CIDR block",
-                            ctx.at(pol, *spath, yaml_name, k),
-                        )
-
-    header_condition: tuple[str | int, ...] | None = None
     for w, cond in enumerate(rule.when):
-        wpath = (*base, "when", w)
-        if not idx.key_supported(cond.key):
-            ctx.add(
-                "MCD126",
-                f"unsupported condition key {cond.key!r} (supported: request.headers[<name>], "
-                + ", ".join(sorted(SUPPORTED_KEYS))
-                + ")",
-                ctx.at(pol, *wpath, "key"),
-            )
-            continue
-        if cond.key.startswith("request.headers[") and header_condition is None:
-            header_condition = (*wpath, "key")
-        if cond.key in _IDENTITY_KEYS and identity_field is None:
-            identity_field = (*wpath, "key")
-        if cond.key in _IP_KEYS:
-            for yaml_name, values in (("values", cond.values), ("notValues", cond.not_values)):
-                for k, v in enumerate(values):
-                    if not valid_ip_or_cidr(v):
-                        ctx.add(
-                            "MCD127",
-                            f"{cond.key} value {v!r} is not an IP address or CIDR block",
-                            ctx.at(pol, *wpath, yaml_name, k),
-                        )
         if cond.key == "source.namespace":
             for yaml_name, values in (("values", cond.values), ("notValues", cond.not_values)):
                 for k, v in enumerate(values):
@@ -252,53 +205,132 @@ def _check_rule(
                         ctx.add(
                             "MCD114",
                             f"namespace {v!r} has no services",
-                            ctx.at(pol, *wpath, yaml_name, k),
+                            ctx.at(pol, "rules", i, "when", w, yaml_name, k),
                         )
 
-    if identity_field is not None and weak_targets:
-        modes = sorted({ctx.effective_mtls((s.namespace, s.name)) for s in weak_targets})
-        ctx.add(
-            "MCD115",
-            f"matches on caller identity, but mTLS is {'/'.join(modes)} (not STRICT) for "
-            f"{names([f'{s.name}.{s.namespace}' for s in weak_targets])}: plaintext callers "
-            "have no identity and never match",
-            ctx.at(pol, *identity_field),
-        )
 
-    if pol.action in ("ALLOW", "DENY") and tcp_targets:
-        code = "MCD116" if pol.action == "DENY" else "MCD125"
-        effect = (
-            "Istio ignores them there, so this deny widens to the whole port"
-            if pol.action == "DENY"
-            else "Istio drops this rule there, so it allows nothing on that port"
+def _identity_field(rule: AuthorizationRule, i: int) -> tuple[str | int, ...] | None:
+    """The path of the first field of `rule` that matches on caller identity, if any."""
+    for j, f in enumerate(rule.from_):
+        for attr, yaml_name in _SOURCE_IDENTITY_FIELDS:
+            if getattr(f.source, attr):
+                return ("rules", i, "from", j, "source", yaml_name)
+    for w, cond in enumerate(rule.when):
+        if cond.key in _IDENTITY_KEYS:
+            return ("rules", i, "when", w, "key")
+    return None
+
+
+def _check_mtls(
+    ctx: CheckContext, pol: AuthorizationPolicy, i: int, rule: AuthorizationRule, weak_targets: list[Service]
+) -> None:
+    """MCD115 for one rule whose policy applies to services without STRICT mTLS."""
+    field = _identity_field(rule, i)
+    if field is None:
+        return
+    modes = sorted({ctx.effective_mtls((s.namespace, s.name)) for s in weak_targets})
+    ctx.add(
+        "MCD115",
+        f"matches on caller identity, but mTLS is {'/'.join(modes)} (not STRICT) for "
+        f"{names([f'{s.name}.{s.namespace}' for s in weak_targets])}: plaintext callers "
+        "have no identity and never match",
+        ctx.at(pol, *field),
+    )
+
+
+def _check_tcp(
+    ctx: CheckContext,
+    idx: _Indexes,
+    pol: AuthorizationPolicy,
+    i: int,
+    rule: AuthorizationRule,
+    tcp_targets: list[Service],
+) -> None:
+    """MCD116 / MCD125 for one ALLOW or DENY rule of a policy that applies to tcp ports."""
+    code = "MCD116" if pol.action == "DENY" else "MCD125"
+    effect = (
+        "Istio ignores them there, so this deny widens to the whole port"
+        if pol.action == "DENY"
+        else "Istio drops this rule there, so it allows nothing on that port"
+    )
+    for k, t in enumerate(rule.to):
+        op = t.operation
+        if not op.uses_http_fields:
+            continue
+        affected = _tcp_affected(idx, tcp_targets, op)
+        if affected:
+            yaml_name = next(y for a, y in _HTTP_FIELDS if getattr(op, a))
+            ctx.add(
+                code,
+                f"{pol.action} rule uses HTTP-only field {yaml_name!r} on a tcp port "
+                f"({names(affected)}): {effect}",
+                ctx.at(pol, "rules", i, "to", k, "operation", yaml_name),
+            )
+    header_key = next(
+        (w for w, c in enumerate(rule.when) if c.key.startswith("request.headers[")), None
+    )
+    if header_key is not None:
+        ops: list[RuleOperation | None] = [t.operation for t in rule.to] or [None]
+        affected = []
+        for op_ in ops:
+            affected = _tcp_affected(idx, tcp_targets, op_)
+            if affected:
+                break
+        if affected:
+            ctx.add(
+                code,
+                f"{pol.action} rule uses an HTTP-only condition (request.headers) on a tcp "
+                f"port ({names(affected)}): {effect}",
+                ctx.at(pol, "rules", i, "when", header_key, "key"),
+            )
+
+
+def _check_policy_namespaces(ctx: CheckContext, idx: _Indexes, pol: AuthorizationPolicy) -> None:
+    for i, rule in enumerate(pol.rules):
+        _check_namespaces(ctx, idx, pol, i, rule)
+
+
+def _check_local(ctx: CheckContext, idx: _Indexes, pol: AuthorizationPolicy) -> None:
+    """The checks of one policy that look at nothing else: MCD117, MCD126, MCD127."""
+    if pol.action == "ALLOW" and not pol.rules:
+        ctx.add(
+            "MCD117",
+            "ALLOW policy with no rules allows nothing: every request to what it selects"
+            " is denied (unless another ALLOW matches)",
+            ctx.at(pol, "rules"),
         )
-        for k, t in enumerate(rule.to):
-            op = t.operation
-            if not op.uses_http_fields:
+    for i, rule in enumerate(pol.rules):
+        for j, f in enumerate(rule.from_):
+            src = f.source
+            if not (src.ip_blocks or src.not_ip_blocks):
                 continue
-            affected = _tcp_affected(idx, tcp_targets, op)
-            if affected:
-                yaml_name = next(y for a, y in _HTTP_FIELDS if getattr(op, a))
+            for yaml_name, values in (("ipBlocks", src.ip_blocks), ("notIpBlocks", src.not_ip_blocks)):
+                for k, block in enumerate(values):
+                    if not valid_ip_or_cidr(block):
+                        ctx.add(
+                            "MCD127",
+                            f"{block!r} is not an IP address or CIDR block",
+                            ctx.at(pol, "rules", i, "from", j, "source", yaml_name, k),
+                        )
+        for w, cond in enumerate(rule.when):
+            wpath = ("rules", i, "when", w)
+            if not idx.key_supported(cond.key):
                 ctx.add(
-                    code,
-                    f"{pol.action} rule uses HTTP-only field {yaml_name!r} on a tcp port "
-                    f"({names(affected)}): {effect}",
-                    ctx.at(pol, *base, "to", k, "operation", yaml_name),
+                    "MCD126",
+                    f"unsupported condition key {cond.key!r} (supported: request.headers[<name>], "
+                    + ", ".join(sorted(SUPPORTED_KEYS))
+                    + ")",
+                    ctx.at(pol, *wpath, "key"),
                 )
-        if header_condition is not None:
-            ops: list[RuleOperation | None] = [t.operation for t in rule.to] or [None]
-            affected = []
-            for op_ in ops:
-                affected = _tcp_affected(idx, tcp_targets, op_)
-                if affected:
-                    break
-            if affected:
-                ctx.add(
-                    code,
-                    f"{pol.action} rule uses an HTTP-only condition (request.headers) on a tcp "
-                    f"port ({names(affected)}): {effect}",
-                    ctx.at(pol, *header_condition),
-                )
+            elif cond.key in _IP_KEYS:
+                for yaml_name, values in (("values", cond.values), ("notValues", cond.not_values)):
+                    for k, v in enumerate(values):
+                        if not valid_ip_or_cidr(v):
+                            ctx.add(
+                                "MCD127",
+                                f"{cond.key} value {v!r} is not an IP address or CIDR block",
+                                ctx.at(pol, *wpath, yaml_name, k),
+                            )
 
 
 def check(ctx: CheckContext) -> None:
@@ -328,15 +360,9 @@ def check(ctx: CheckContext) -> None:
                 pol.loc(("metadata", "namespace")),
             )
 
-        if pol.action == "ALLOW":
-            if not pol.rules:
-                ctx.add(
-                    "MCD117",
-                    "ALLOW policy with no rules allows nothing: every request to what it selects"
-                    " is denied (unless another ALLOW matches)",
-                    ctx.at(pol, "rules"),
-                )
-            elif pol.selector is not None and pol.selector.services:
+        ctx.local(pol, partial(_check_local, ctx, idx, pol))
+        if pol.action == "ALLOW" and pol.rules:
+            if pol.selector is not None and pol.selector.services:
                 allowed.update((s.namespace, s.name) for s in selected)
             elif pol.namespace == ctx.root_namespace:
                 allowed_all = True
@@ -356,8 +382,14 @@ def check(ctx: CheckContext) -> None:
             if idx.tcp_all
             else []
         )
-        for i, rule in enumerate(pol.rules):
-            _check_rule(ctx, idx, pol, i, rule, tcp, weak)
+        # MCD114 depends on the policy and the set of namespaces only.
+        ctx.local(pol, partial(_check_policy_namespaces, ctx, idx, pol), "ns", idx.namespaces)
+        if weak:
+            for i, rule in enumerate(pol.rules):
+                _check_mtls(ctx, pol, i, rule, weak)
+        if tcp and pol.action in ("ALLOW", "DENY"):
+            for i, rule in enumerate(pol.rules):
+                _check_tcp(ctx, idx, pol, i, rule, tcp)
 
     if ctx.default_deny and not allowed_all:
         for key, svc in ctx.model.services_by_key.items():

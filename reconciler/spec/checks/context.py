@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from reconciler.spec import codes
 from reconciler.spec.findings import Finding, Location
@@ -11,11 +11,50 @@ from reconciler.spec.model import ConfigModel, Resource, Service, ServiceRef
 STRICT = "STRICT"
 
 
+class LocalMemo:
+    """Findings of the parts of each resource's checks that depend only on the resource (and
+    on a small token of context, such as the set of namespaces), by resource identity.
+
+    The validation cache hands back the very same Resource objects for files that did not
+    change, so on the next commit only new or changed resources are checked again (checks
+    that depend on other resources in detail always run). Entries hold their resource, so an
+    id is never reused while its entry lives; like the validation cache, entries touched in
+    the last two runs are kept. Concurrent runs are safe: an entry is used only for the
+    identical object and an equal token.
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[tuple[int, str], _Entry] = {}
+        self._previous: dict[tuple[int, str], _Entry] = {}
+
+    def get(self, resource: Resource, tag: str, token: object = None) -> tuple[Finding, ...] | None:
+        key = (id(resource), tag)
+        hit = self._current.get(key) or self._previous.get(key)
+        if hit is None or hit[0] is not resource or hit[1] != token:
+            return None
+        self._current[key] = hit
+        return hit[2]
+
+    def put(self, resource: Resource, tag: str, token: object, findings: tuple[Finding, ...]) -> None:
+        self._current[(id(resource), tag)] = (resource, token, findings)
+
+    def end_run(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def __len__(self) -> int:
+        return len(self._current.keys() | self._previous.keys())
+
+
+_Entry = tuple[Resource, object, tuple[Finding, ...]]
+MEMO = LocalMemo()
+
+
 class CheckContext:
     """Indexes over one model. Built in one pass; every lookup afterwards is a dict hit."""
 
-    def __init__(self, model: ConfigModel) -> None:
+    def __init__(self, model: ConfigModel, memo: LocalMemo | None = None) -> None:
         self.model = model
+        self.memo = memo if memo is not None else LocalMemo()
         self.findings: list[Finding] = []
         self.mesh = model.mesh
         self.mesh_mtls = self.mesh.mtls.mode if self.mesh else STRICT
@@ -46,6 +85,19 @@ class CheckContext:
 
     def add(self, code: str, message: str, location: Location) -> None:
         self.findings.append(codes.finding(code, message, location))
+
+    def local(
+        self, resource: Resource, run: Callable[[], None], tag: str = "", token: object = None
+    ) -> None:
+        """Run `run` (checks of `resource` that depend on nothing else but `token`) unless the
+        memo already has its findings for this very object and an equal token."""
+        hit = self.memo.get(resource, tag, token)
+        if hit is None:
+            start = len(self.findings)
+            run()
+            self.memo.put(resource, tag, token, tuple(self.findings[start:]))
+        else:
+            self.findings.extend(hit)
 
     def at(self, resource: Resource, *path: str | int) -> Location:
         """The location of `spec.<path>` in `resource` (nearest ancestor that has one)."""

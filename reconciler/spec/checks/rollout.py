@@ -8,6 +8,8 @@ the last stage must be `percent: 100` so that every proxy ends up on the new con
 
 from __future__ import annotations
 
+from functools import partial
+
 from reconciler.spec.checks.context import CheckContext, where
 from reconciler.spec.model import RolloutPolicy
 
@@ -51,7 +53,7 @@ def _check_stages(ctx: CheckContext, rp: RolloutPolicy) -> None:
 def check(ctx: CheckContext) -> None:
     covered: dict[tuple[str, str], RolloutPolicy] = {}
     for rp in ctx.model.rollout_policies:
-        _check_stages(ctx, rp)
+        ctx.local(rp, partial(_check_stages, ctx, rp))
         for i, ref in enumerate(rp.services):
             if ctx.service(ref) is None:
                 ctx.add("MCD101", f"unknown service {ref}", ctx.at(rp, "services", i))

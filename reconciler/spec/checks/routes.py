@@ -10,6 +10,8 @@ one that matters. The fix is a separate rule for the writes without `retries`.
 
 from __future__ import annotations
 
+from functools import partial
+
 from reconciler.spec.checks.context import CheckContext, where
 from reconciler.spec.checks.regex_safety import regex_problem
 from reconciler.spec.model import Match, Route, RouteRule, ServiceRef
@@ -77,13 +79,11 @@ def _rule_label(rule: RouteRule, i: int) -> str:
     return f"rule {rule.name!r}" if rule.name else f"rules[{i}]"
 
 
-def _check_rule(ctx: CheckContext, route: Route, i: int, rule: RouteRule) -> None:
-    """Everything about one rule except reachability."""
+def _check_references(ctx: CheckContext, route: Route, i: int, rule: RouteRule) -> None:
+    """MCD101-103 of one rule: they depend on the services, so they always run."""
     ports_of = ctx.port_numbers
     subsets_of = ctx.subset_names
-    total = 0
     for j, d in enumerate(rule.destinations):
-        total += d.weight
         ref = d.service
         key = (ref.namespace, ref.name)
         ports = ports_of.get(key)
@@ -94,6 +94,16 @@ def _check_rule(ctx: CheckContext, route: Route, i: int, rule: RouteRule) -> Non
             or (d.port is not None and d.port not in ports)
         ):
             check_reference(ctx, route, ("rules", i, "destinations", j), ref, d.subset, d.port)
+    if rule.mirror is not None:
+        mr = rule.mirror
+        check_reference(ctx, route, ("rules", i, "mirror"), mr.service, mr.subset, mr.port)
+
+
+def _check_rule(ctx: CheckContext, route: Route, i: int, rule: RouteRule) -> None:
+    """The checks of one rule that look at nothing but the rule."""
+    total = 0
+    for d in rule.destinations:
+        total += d.weight
     if total != 100:
         shown = " + ".join(str(d.weight) for d in rule.destinations)
         ctx.add(
@@ -101,10 +111,6 @@ def _check_rule(ctx: CheckContext, route: Route, i: int, rule: RouteRule) -> Non
             f"destination weights sum to {total} ({shown}), not 100",
             ctx.at(route, "rules", i, "destinations"),
         )
-    if rule.mirror is not None:
-        mr = rule.mirror
-        check_reference(ctx, route, ("rules", i, "mirror"), mr.service, mr.subset, mr.port)
-
     retries = rule.retries
     for j, m in enumerate(rule.matches):
         if (m.path is not None and m.path.regex is not None) or m.headers or m.query_params:
@@ -194,5 +200,11 @@ def check(ctx: CheckContext) -> None:
                 )
     for route in model.routes:
         for i, rule in enumerate(route.rules):
-            _check_rule(ctx, route, i, rule)
-        _check_reachability(ctx, route)
+            _check_references(ctx, route, i, rule)
+        ctx.local(route, partial(_check_local, ctx, route))
+
+
+def _check_local(ctx: CheckContext, route: Route) -> None:
+    for i, rule in enumerate(route.rules):
+        _check_rule(ctx, route, i, rule)
+    _check_reachability(ctx, route)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import partial
 
 from reconciler.spec.checks.context import CheckContext
 from reconciler.spec.model import Endpoint, Service
@@ -44,7 +45,8 @@ def endpoint_problem(ep: Endpoint) -> str | None:
     return None
 
 
-def _check_service(ctx: CheckContext, svc: Service) -> None:
+def _check_local(ctx: CheckContext, svc: Service) -> None:
+    """The checks of one Service that look at nothing else."""
     port_names: dict[str, int] = {}
     port_numbers: dict[int, int] = {}
     for i, port in enumerate(svc.ports):
@@ -88,7 +90,9 @@ def _check_service(ctx: CheckContext, svc: Service) -> None:
     if svc.endpoints:
         for i, subset in enumerate(svc.subsets):
             want = subset.labels  # equal labels first: the common case, and a fast compare
-            if not any(ep.labels == want or ep.in_subset(subset) for ep in svc.endpoints):
+            if not any(ep.labels == want for ep in svc.endpoints) and not any(
+                ep.in_subset(subset) for ep in svc.endpoints
+            ):
                 shown = ", ".join(f"{k}={v}" for k, v in want.items())
                 ctx.add(
                     "MCD112",
@@ -97,6 +101,8 @@ def _check_service(ctx: CheckContext, svc: Service) -> None:
                     ctx.at(svc, "subsets", i, "labels"),
                 )
 
+
+def _check_egress(ctx: CheckContext, svc: Service) -> None:
     own = svc.ref
     ports = ctx.port_numbers
     for i, ref in enumerate(svc.egress or ()):
@@ -118,4 +124,6 @@ def _check_service(ctx: CheckContext, svc: Service) -> None:
 
 def check(ctx: CheckContext) -> None:
     for svc in ctx.model.services:
-        _check_service(ctx, svc)
+        ctx.local(svc, partial(_check_local, ctx, svc))
+        if svc.egress:
+            _check_egress(ctx, svc)
