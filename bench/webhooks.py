@@ -63,25 +63,37 @@ def serve(port: int) -> None:
     def on_audit(record: DeliveryRecord) -> None:
         audit[(record.result, record.reason)] += 1  # keys: a small fixed set of reasons
 
-    settings = ReceiverSettings(watched_repo=REPO, watched_branch="main",
-                                secrets={"github": SECRET}, max_body_bytes=CAP)
+    settings = ReceiverSettings(
+        watched_repo=REPO, watched_branch="main", secrets={"github": SECRET}, max_body_bytes=CAP
+    )
     app = FastAPI()
     app.include_router(make_router(settings, updates.append, on_audit))
 
     @app.get("/bench/stats")
     async def stats() -> dict[str, object]:
-        return {"updates": len(updates),
-                "audit": {f"{r}:{why}": n for (r, why), n in sorted(audit.items())}}
+        return {
+            "updates": len(updates),
+            "audit": {f"{r}:{why}": n for (r, why), n in sorted(audit.items())},
+        }
 
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False, lifespan="off")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
 
 
 # --- client side ------------------------------------------------------------------------
 
 
-def _request(path: str, headers: dict[str, str], body: bytes, *,
-             declared: int | None = None) -> bytes:
+def _request(
+    path: str, headers: dict[str, str], body: bytes, *, declared: int | None = None
+) -> bytes:
     length = len(body) if declared is None else declared
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -105,8 +117,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, fields.get("connection", "").lower() == "close"
 
 
-async def _worker(port: int, queue: collections.deque[bytes], deadline: float,
-                  statuses: collections.Counter[int]) -> None:
+async def _worker(
+    port: int, queue: collections.deque[bytes], deadline: float, statuses: collections.Counter[int]
+) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     while queue and time.monotonic() < deadline:
@@ -129,8 +142,9 @@ async def _worker(port: int, queue: collections.deque[bytes], deadline: float,
         writer.close()
 
 
-async def _run(port: int, requests: list[bytes], seconds: float,
-               connections: int = CONNECTIONS) -> tuple[collections.Counter[int], float]:
+async def _run(
+    port: int, requests: list[bytes], seconds: float, connections: int = CONNECTIONS
+) -> tuple[collections.Counter[int], float]:
     queue = collections.deque(requests)
     statuses: collections.Counter[int] = collections.Counter()
     start = time.monotonic()
@@ -142,16 +156,29 @@ async def _run(port: int, requests: list[bytes], seconds: float,
 def github_push_body(i: int) -> bytes:
     """A push shaped like GitHub's, with three commits (a typical delivery is a few KB)."""
     after = hashlib.sha1(b"%d" % i).hexdigest()
-    payload = push_payload("github", repo_url=REPO, ref="refs/heads/main",
-                           before=hashlib.sha1(b"b%d" % i).hexdigest(), after=after)
-    payload["commits"] = [{
-        "id": after, "tree_id": after, "distinct": True,
-        "message": f"routes: shift {n}% of checkout to v2\n\nReviewed-by: someone",
-        "timestamp": "2026-11-25T18:01:12+01:00", "url": f"{REPO}/commit/{after}",
-        "author": {"name": "Ada Platform", "email": "ada@acme.example", "username": "ada"},
-        "committer": {"name": "Ada Platform", "email": "ada@acme.example", "username": "ada"},
-        "added": [], "removed": [], "modified": [f"routes/checkout-{n}.yaml"],
-    } for n in range(3)]
+    payload = push_payload(
+        "github",
+        repo_url=REPO,
+        ref="refs/heads/main",
+        before=hashlib.sha1(b"b%d" % i).hexdigest(),
+        after=after,
+    )
+    payload["commits"] = [
+        {
+            "id": after,
+            "tree_id": after,
+            "distinct": True,
+            "message": f"routes: shift {n}% of checkout to v2\n\nReviewed-by: someone",
+            "timestamp": "2026-11-25T18:01:12+01:00",
+            "url": f"{REPO}/commit/{after}",
+            "author": {"name": "Ada Platform", "email": "ada@acme.example", "username": "ada"},
+            "committer": {"name": "Ada Platform", "email": "ada@acme.example", "username": "ada"},
+            "added": [],
+            "removed": [],
+            "modified": [f"routes/checkout-{n}.yaml"],
+        }
+        for n in range(3)
+    ]
     payload["head_commit"] = payload["commits"][-1]
     return json.dumps(payload).encode()
 
@@ -160,9 +187,12 @@ def valid_requests(count: int, tag: str) -> list[bytes]:
     out = []
     for i in range(count):
         body = github_push_body(i)
-        headers = {"Content-Type": "application/json", "X-GitHub-Event": "push",
-                   "X-GitHub-Delivery": f"{tag}-{i:08d}",
-                   **signature_headers("github", body, SECRET)}
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": f"{tag}-{i:08d}",
+            **signature_headers("github", body, SECRET),
+        }
         out.append(_request("/webhooks/github", headers, body))
     return out
 
@@ -173,15 +203,39 @@ def flood_requests(count: int) -> list[bytes]:
     deep = b"[" * 100_000
     garbage = os.urandom(4096)
     kinds = [
-        lambda i: _request("/webhooks/github", {**events, "X-Hub-Signature-256":
-                           "sha256=" + "0" * 64, "X-GitHub-Delivery": f"bad-{i}"}, good.body),
-        lambda i: _request("/webhooks/github", {**events, "X-GitHub-Delivery": f"big-{i}",
-                           **signature_headers("github", b"", SECRET)}, b"",
-                           declared=20 * CAP),
-        lambda i: _request("/webhooks/github", {**events, "X-GitHub-Delivery": f"junk-{i}",
-                           **signature_headers("github", garbage, SECRET)}, garbage),
-        lambda i: _request("/webhooks/github", {**events, "X-GitHub-Delivery": f"deep-{i}",
-                           **signature_headers("github", deep, SECRET)}, deep),
+        lambda i: _request(
+            "/webhooks/github",
+            {
+                **events,
+                "X-Hub-Signature-256": "sha256=" + "0" * 64,
+                "X-GitHub-Delivery": f"bad-{i}",
+            },
+            good.body,
+        ),
+        lambda i: _request(
+            "/webhooks/github",
+            {**events, "X-GitHub-Delivery": f"big-{i}", **signature_headers("github", b"", SECRET)},
+            b"",
+            declared=20 * CAP,
+        ),
+        lambda i: _request(
+            "/webhooks/github",
+            {
+                **events,
+                "X-GitHub-Delivery": f"junk-{i}",
+                **signature_headers("github", garbage, SECRET),
+            },
+            garbage,
+        ),
+        lambda i: _request(
+            "/webhooks/github",
+            {
+                **events,
+                "X-GitHub-Delivery": f"deep-{i}",
+                **signature_headers("github", deep, SECRET),
+            },
+            deep,
+        ),
         lambda i: _request("/webhooks/gitlab", {"X-Gitlab-Event": "Push Hook"}, good.body),
         lambda i: _request("/webhooks/nosuchforge", {}, garbage),
         lambda i: _request("/webhooks/github", {"Content-Type": "application/json"}, garbage),
@@ -189,9 +243,17 @@ def flood_requests(count: int) -> list[bytes]:
     out = []
     for i in range(count):
         if i % 100 == 99:  # 1%: a chunked body with no length that runs past the cap
-            out.append(_chunked_request("/webhooks/github", {**events,
-                       "X-GitHub-Delivery": f"chunk-{i}", **signature_headers(
-                           "github", b"", SECRET)}, CAP + 128 * 1024))
+            out.append(
+                _chunked_request(
+                    "/webhooks/github",
+                    {
+                        **events,
+                        "X-GitHub-Delivery": f"chunk-{i}",
+                        **signature_headers("github", b"", SECRET),
+                    },
+                    CAP + 128 * 1024,
+                )
+            )
         else:
             out.append(kinds[i % len(kinds)](i))
     return out
@@ -232,8 +294,9 @@ def _get_stats(port: int) -> dict[str, object]:
 
 def measure(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any] | None:
     port = _free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)],
-                              stdout=log, stderr=log, cwd=ROOT)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port)], stdout=log, stderr=log, cwd=ROOT
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -248,19 +311,20 @@ def measure(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any] | None:
                 time.sleep(0.1)
         try:
             import uvloop
+
             uvloop.install()
         except ImportError:
             pass
         body_size = len(github_push_body(0))
         asyncio.run(_run(port, valid_requests(1000, "warm"), args.seconds))
         rss_start = rss_mb(server.pid)
-        statuses, elapsed = asyncio.run(_run(port, valid_requests(args.valid, "v"),
-                                             args.seconds))
+        statuses, elapsed = asyncio.run(_run(port, valid_requests(args.valid, "v"), args.seconds))
         accepted = statuses[202]
         valid_per_s = accepted / elapsed if elapsed else 0.0
         rss_before = rss_mb(server.pid)
-        flood_statuses, flood_s = asyncio.run(_run(port, flood_requests(args.flood),
-                                                   args.seconds * 6))
+        flood_statuses, flood_s = asyncio.run(
+            _run(port, flood_requests(args.flood), args.seconds * 6)
+        )
         time.sleep(0.5)
         rss_after = rss_mb(server.pid)
         stats = _get_stats(port)
@@ -279,12 +343,18 @@ def measure(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any] | None:
         "flood_sent": sum(flood_statuses.values()),
         "flood_statuses": {str(k): v for k, v in sorted(flood_statuses.items())},
         "flood_seconds": round(flood_s, 3),
-        "rss_mb": {"after_warmup": round(rss_start, 1), "before_flood": round(rss_before, 1),
-                   "after_flood": round(rss_after, 1)},
+        "rss_mb": {
+            "after_warmup": round(rss_start, 1),
+            "before_flood": round(rss_before, 1),
+            "after_flood": round(rss_after, 1),
+        },
         "server_updates": stats["updates"],
         "server_audit": stats["audit"],
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "connections": CONNECTIONS,
     }
 
@@ -309,17 +379,29 @@ def main() -> int:
     valid_per_s = results["valid_per_s"]
     rss = results["rss_mb"]
     rows = [
-        ("machine", f"{results['machine']['cpu']} x {os.cpu_count()} cores, "
-                    f"Python {platform.python_version()}"),
-        ("valid deliveries", f"{results['valid_accepted']} accepted of "
-                             f"{results['valid_sent']} in {results['valid_seconds']:.2f} s "
-                             f"({results['valid_body_bytes']} B bodies, {CONNECTIONS} conns)"),
+        (
+            "machine",
+            f"{results['machine']['cpu']} x {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}",
+        ),
+        (
+            "valid deliveries",
+            f"{results['valid_accepted']} accepted of "
+            f"{results['valid_sent']} in {results['valid_seconds']:.2f} s "
+            f"({results['valid_body_bytes']} B bodies, {CONNECTIONS} conns)",
+        ),
         ("valid deliveries/s", f"{valid_per_s:,.0f}   (target >= 2,000)"),
-        ("flood", f"{results['flood_sent']} invalid in {results['flood_seconds']:.2f} s, "
-                  f"statuses {results['flood_statuses']}"),
-        ("server RSS", f"{rss['after_warmup']:.1f} MB after warm-up, "
-                       f"{rss['before_flood']:.1f} MB before flood, "
-                       f"{rss['after_flood']:.1f} MB after"),
+        (
+            "flood",
+            f"{results['flood_sent']} invalid in {results['flood_seconds']:.2f} s, "
+            f"statuses {results['flood_statuses']}",
+        ),
+        (
+            "server RSS",
+            f"{rss['after_warmup']:.1f} MB after warm-up, "
+            f"{rss['before_flood']:.1f} MB before flood, "
+            f"{rss['after_flood']:.1f} MB after",
+        ),
         ("flood RSS growth", f"{growth:+.2f} MB   (target < 20 MB)"),
         ("server saw", f"{results['server_updates']} on_update calls (incl. 1,000 warm-up)"),
     ]

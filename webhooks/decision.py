@@ -30,8 +30,11 @@ class Decision:
 def decide(push: Push, watched_key: str, watched_ref: str, *, fold_path_case: bool) -> Decision:
     if not push.updates:
         return Decision("ignored", NO_CHANGES, None)
-    ours = [u for u in push.updates if any_matches(u.repo_urls, watched_key,
-                                                   fold_path_case=fold_path_case)]
+    ours = [
+        u
+        for u in push.updates
+        if any_matches(u.repo_urls, watched_key, fold_path_case=fold_path_case)
+    ]
     if not ours:
         return Decision("ignored", REPO_NOT_WATCHED, None)
     on_branch = [u for u in ours if u.ref == watched_ref]

@@ -54,8 +54,14 @@ PATH = "/webhooks/{forge}"
 # Above this size, verifying and parsing could hold the event loop for milliseconds.
 THREAD_PARSE_BYTES = 256 * 1024
 _DELIVERY_HEADERS = (
-    "x-github-delivery", "idempotency-key", "x-gitlab-event-uuid", "x-forgejo-delivery",
-    "x-gitea-delivery", "x-request-uuid", "x-request-id", "x-meshcd-delivery",
+    "x-github-delivery",
+    "idempotency-key",
+    "x-gitlab-event-uuid",
+    "x-forgejo-delivery",
+    "x-gitea-delivery",
+    "x-request-uuid",
+    "x-request-id",
+    "x-meshcd-delivery",
 )
 
 OnUpdate = Callable[[RefUpdate], None]
@@ -124,12 +130,20 @@ class _Receiver:
         close: bool = False,
     ) -> Response:
         delivery_id = ctx.delivery_id
-        self._audit(DeliveryRecord(
-            time=self.clock(), forge=ctx.forge, delivery_id=delivery_id, result=result,
-            reason=reason, status=status, remote_addr=ctx.remote,
-            ref=update.ref if update else None, after=update.after if update else None,
-            body_bytes=ctx.body_bytes,
-        ))
+        self._audit(
+            DeliveryRecord(
+                time=self.clock(),
+                forge=ctx.forge,
+                delivery_id=delivery_id,
+                result=result,
+                reason=reason,
+                status=status,
+                remote_addr=ctx.remote,
+                ref=update.ref if update else None,
+                after=update.after if update else None,
+                body_bytes=ctx.body_bytes,
+            )
+        )
         content: dict[str, object] = {"result": result, "reason": reason}
         if delivery_id is not None:
             content["delivery_id"] = delivery_id
@@ -163,20 +177,32 @@ class _Receiver:
             else:
                 parsed = adapter(headers, body, secret)
         except Rejection as rejection:
-            claimed = next((request.headers[h] for h in _DELIVERY_HEADERS
-                            if h in request.headers), None)
-            ctx = _Delivery(printable(forge, 32), printable(claimed) if claimed else None,
-                            remote, len(body))
-            return self._answer(ctx, "rejected", rejection.reason, rejection.status,
-                                detail=rejection.detail, close=not body_read)
+            claimed = next(
+                (request.headers[h] for h in _DELIVERY_HEADERS if h in request.headers), None
+            )
+            ctx = _Delivery(
+                printable(forge, 32), printable(claimed) if claimed else None, remote, len(body)
+            )
+            return self._answer(
+                ctx,
+                "rejected",
+                rejection.reason,
+                rejection.status,
+                detail=rejection.detail,
+                close=not body_read,
+            )
         ctx = _Delivery(forge, parsed.delivery_id, remote, len(body))
         if isinstance(parsed, Ping):
             return self._answer(ctx, "ping", parsed.event, 200)
         key = f"{forge}:{parsed.delivery_id}"
         if self.recent.check_and_add(key):
             return self._answer(ctx, "duplicate", "delivery_already_seen", 200)
-        decision = decide(parsed, self.watched_key, self.settings.watched_ref,
-                          fold_path_case=self.settings.fold_path_case)
+        decision = decide(
+            parsed,
+            self.watched_key,
+            self.settings.watched_ref,
+            fold_path_case=self.settings.fold_path_case,
+        )
         if decision.result == "ignored" or decision.update is None:
             return self._answer(ctx, "ignored", decision.reason, 200, update=decision.update)
         try:

@@ -48,13 +48,19 @@ def event_headers(forge: str, delivery_id: str, *, tag: bool = False) -> dict[st
     if forge == "github":
         return {"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery_id}
     if forge == "gitlab":
-        return {"X-Gitlab-Event": "Tag Push Hook" if tag else "Push Hook",
-                "X-Gitlab-Event-UUID": delivery_id}
+        return {
+            "X-Gitlab-Event": "Tag Push Hook" if tag else "Push Hook",
+            "X-Gitlab-Event-UUID": delivery_id,
+        }
     if forge == "gitea":
         return {"X-Gitea-Event": "push", "X-Gitea-Delivery": delivery_id}
     if forge == "forgejo":
-        return {"X-Forgejo-Event": "push", "X-Forgejo-Delivery": delivery_id,
-                "X-Gitea-Event": "push", "X-Gitea-Delivery": delivery_id}
+        return {
+            "X-Forgejo-Event": "push",
+            "X-Forgejo-Delivery": delivery_id,
+            "X-Gitea-Event": "push",
+            "X-Gitea-Delivery": delivery_id,
+        }
     if forge == "bitbucket":
         return {"X-Event-Key": "repo:push", "X-Request-UUID": delivery_id}
     if forge == "generic":
@@ -84,11 +90,23 @@ def push_payload(
     name = full_name.rsplit("/", 1)[-1]
     if forge == "github":
         return {
-            "ref": ref, "before": before, "after": after, "created": before == "0" * 40,
-            "deleted": after == "0" * 40, "forced": False, "compare": f"{web}/compare",
-            "commits": [], "head_commit": None,
-            "repository": {"name": name, "full_name": full_name, "html_url": web,
-                           "clone_url": clone, "ssh_url": ssh, "private": True},
+            "ref": ref,
+            "before": before,
+            "after": after,
+            "created": before == "0" * 40,
+            "deleted": after == "0" * 40,
+            "forced": False,
+            "compare": f"{web}/compare",
+            "commits": [],
+            "head_commit": None,
+            "repository": {
+                "name": name,
+                "full_name": full_name,
+                "html_url": web,
+                "clone_url": clone,
+                "ssh_url": ssh,
+                "private": True,
+            },
             "pusher": {"name": pusher, "email": f"{pusher}@example.com"},
             "sender": {"login": pusher},
         }
@@ -96,21 +114,47 @@ def push_payload(
         return {
             "object_kind": "tag_push" if ref.startswith("refs/tags/") else "push",
             "event_name": "tag_push" if ref.startswith("refs/tags/") else "push",
-            "before": before, "after": after, "ref": ref,
+            "before": before,
+            "after": after,
+            "ref": ref,
             "checkout_sha": None if after == "0" * 40 else after,
-            "user_name": pusher, "user_username": pusher,
-            "project": {"name": name, "path_with_namespace": full_name, "web_url": web,
-                        "git_ssh_url": ssh, "git_http_url": clone, "default_branch": "main"},
-            "repository": {"name": name, "url": ssh, "homepage": web,
-                           "git_http_url": clone, "git_ssh_url": ssh},
-            "commits": [], "total_commits_count": 0,
+            "user_name": pusher,
+            "user_username": pusher,
+            "project": {
+                "name": name,
+                "path_with_namespace": full_name,
+                "web_url": web,
+                "git_ssh_url": ssh,
+                "git_http_url": clone,
+                "default_branch": "main",
+            },
+            "repository": {
+                "name": name,
+                "url": ssh,
+                "homepage": web,
+                "git_http_url": clone,
+                "git_ssh_url": ssh,
+            },
+            "commits": [],
+            "total_commits_count": 0,
         }
     if forge in ("gitea", "forgejo"):
         return {
-            "ref": ref, "before": before, "after": after, "compare_url": f"{web}/compare",
-            "commits": [], "total_commits": 0, "head_commit": None,
-            "repository": {"name": name, "full_name": full_name, "html_url": web,
-                           "clone_url": clone, "ssh_url": ssh, "private": True},
+            "ref": ref,
+            "before": before,
+            "after": after,
+            "compare_url": f"{web}/compare",
+            "commits": [],
+            "total_commits": 0,
+            "head_commit": None,
+            "repository": {
+                "name": name,
+                "full_name": full_name,
+                "html_url": web,
+                "clone_url": clone,
+                "ssh_url": ssh,
+                "private": True,
+            },
             "pusher": {"login": pusher, "username": pusher},
             "sender": {"login": pusher, "username": pusher},
         }
@@ -125,16 +169,30 @@ def push_payload(
 
         return {
             "actor": {"type": "user", "display_name": pusher, "nickname": pusher},
-            "repository": {"type": "repository", "full_name": full_name, "name": name,
-                           "scm": "git", "is_private": True,
-                           "links": {"html": {"href": web}}},
-            "push": {"changes": [{"old": state(before), "new": state(after),
-                                  "created": before == "0" * 40, "closed": after == "0" * 40,
-                                  "forced": False, "truncated": False, "commits": []}]},
+            "repository": {
+                "type": "repository",
+                "full_name": full_name,
+                "name": name,
+                "scm": "git",
+                "is_private": True,
+                "links": {"html": {"href": web}},
+            },
+            "push": {
+                "changes": [
+                    {
+                        "old": state(before),
+                        "new": state(after),
+                        "created": before == "0" * 40,
+                        "closed": after == "0" * 40,
+                        "forced": False,
+                        "truncated": False,
+                        "commits": [],
+                    }
+                ]
+            },
         }
     if forge == "generic":
-        return {"repo": repo_url, "ref": ref, "before": before, "after": after,
-                "pusher": pusher}
+        return {"repo": repo_url, "ref": ref, "before": before, "after": after, "pusher": pusher}
     raise ValueError(f"unknown forge {forge!r}; expected one of {', '.join(FORGES)}")
 
 
@@ -156,7 +214,9 @@ def build_sample(
     before = before or _sha(f"before:{delivery}")
     payload = push_payload(forge, repo_url=repo_url, ref=full_ref, before=before, after=after)
     body = json.dumps(payload, separators=(",", ":")).encode()
-    headers = {"Content-Type": JSON, **event_headers(forge, delivery,
-                                                     tag=full_ref.startswith("refs/tags/"))}
+    headers = {
+        "Content-Type": JSON,
+        **event_headers(forge, delivery, tag=full_ref.startswith("refs/tags/")),
+    }
     headers.update(signature_headers(forge, body, secret))
     return SampleDelivery(forge=forge, headers=headers, body=body)

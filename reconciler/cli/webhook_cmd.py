@@ -40,17 +40,29 @@ def _endpoint(url: str, forge: str) -> str:
 
 @webhook.command("test")
 @click.option("--forge", type=click.Choice(FORGES), required=True)
-@click.option("--secret-file", type=click.Path(dir_okay=False), required=True,
-              help="File holding the hook secret (a trailing newline is ignored).")
-@click.option("--url", required=True,
-              help="Receiver endpoint, e.g. http://127.0.0.1:8080/webhooks/github "
-                   "(a base URL gets /webhooks/<forge> appended).")
-@click.option("--repo", default=DEFAULT_SAMPLE_REPO, show_default=True,
-              help="Repository URL the sample push names (use the watched one to see 202).")
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="File holding the hook secret (a trailing newline is ignored).",
+)
+@click.option(
+    "--url",
+    required=True,
+    help="Receiver endpoint, e.g. http://127.0.0.1:8080/webhooks/github "
+    "(a base URL gets /webhooks/<forge> appended).",
+)
+@click.option(
+    "--repo",
+    default=DEFAULT_SAMPLE_REPO,
+    show_default=True,
+    help="Repository URL the sample push names (use the watched one to see 202).",
+)
 @click.option("--branch", default="main", show_default=True)
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds.")
-def test_cmd(forge: str, secret_file: str, url: str, repo: str, branch: str,
-             timeout: float) -> None:
+def test_cmd(
+    forge: str, secret_file: str, url: str, repo: str, branch: str, timeout: float
+) -> None:
     """Send one correctly signed sample push, print the receiver's answer.
 
     Exits 0 on a 2xx answer, 1 on any other status, 2 when the receiver cannot be reached."""
@@ -65,12 +77,17 @@ def test_cmd(forge: str, secret_file: str, url: str, repo: str, branch: str,
         sample = build_sample(forge, secret, repo_url=repo, branch=branch)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--repo") from None
-    delivery = next((v for k, v in sample.headers.items()
-                     if k.lower().endswith(("delivery", "uuid", "request-id"))), "?")
+    delivery = next(
+        (
+            v
+            for k, v in sample.headers.items()
+            if k.lower().endswith(("delivery", "uuid", "request-id"))
+        ),
+        "?",
+    )
     click.echo(f"POST {target}  forge={forge} delivery={delivery} ref=refs/heads/{branch}")
     try:
-        response = httpx.post(target, content=sample.body, headers=sample.headers,
-                              timeout=timeout)
+        response = httpx.post(target, content=sample.body, headers=sample.headers, timeout=timeout)
     except httpx.HTTPError as err:
         click.echo(f"error: could not reach {target}: {err}", err=True)
         sys.exit(2)
@@ -84,25 +101,43 @@ def test_cmd(forge: str, secret_file: str, url: str, repo: str, branch: str,
     if isinstance(answer, dict) and answer.get("detail"):
         click.echo(f"  detail: {answer['detail']}")
     if not 200 <= response.status_code < 300:
-        click.echo(f"error: the receiver refused the delivery ({response.status_code} "
-                   f"{reason or 'no reason given'})", err=True)
+        click.echo(
+            f"error: the receiver refused the delivery ({response.status_code} "
+            f"{reason or 'no reason given'})",
+            err=True,
+        )
         sys.exit(1)
     if result == "ignored":
-        click.echo("  note: signature accepted, but the push was not for the watched "
-                   "repository/branch; pass --repo/--branch to match them.")
+        click.echo(
+            "  note: signature accepted, but the push was not for the watched "
+            "repository/branch; pass --repo/--branch to match them."
+        )
 
 
 @webhook.command("listen")
 @click.option("--repo", required=True, help="Watched repository URL (any form).")
 @click.option("--branch", default="main", show_default=True, help="Watched branch.")
-@click.option("--secret", "secrets", multiple=True, required=True, metavar="FORGE=SOURCE",
-              help="Per forge: FORGE=file:PATH or FORGE=env:NAME. Repeatable.")
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    required=True,
+    metavar="FORGE=SOURCE",
+    help="Per forge: FORGE=file:PATH or FORGE=env:NAME. Repeatable.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--max-body-bytes", type=int, default=MIB, show_default=True)
 @click.option("--body-timeout", type=float, default=10.0, show_default=True, help="Seconds.")
-def listen_cmd(repo: str, branch: str, secrets: tuple[str, ...], host: str, port: int,
-               max_body_bytes: int, body_timeout: float) -> None:
+def listen_cmd(
+    repo: str,
+    branch: str,
+    secrets: tuple[str, ...],
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    body_timeout: float,
+) -> None:
     """Run the webhook receiver alone and print one JSON line per delivery.
 
     Lines with "result": "accepted" are what would trigger a refresh in `meshcd serve`."""
@@ -117,13 +152,19 @@ def listen_cmd(repo: str, branch: str, secrets: tuple[str, ...], host: str, port
     for item in secrets:
         forge, sep, source = item.partition("=")
         if not sep or forge not in FORGES:
-            raise click.BadParameter(f"{item!r}: expected FORGE=SOURCE with FORGE one of "
-                                     f"{', '.join(FORGES)}", param_hint="--secret")
+            raise click.BadParameter(
+                f"{item!r}: expected FORGE=SOURCE with FORGE one of {', '.join(FORGES)}",
+                param_hint="--secret",
+            )
         sources[forge] = source
     try:
         settings = ReceiverSettings.from_sources(
-            watched_repo=repo, watched_branch=branch, secret_sources=sources,
-            max_body_bytes=max_body_bytes, body_timeout_s=body_timeout)
+            watched_repo=repo,
+            watched_branch=branch,
+            secret_sources=sources,
+            max_body_bytes=max_body_bytes,
+            body_timeout_s=body_timeout,
+        )
     except SettingsError as err:
         raise click.UsageError(str(err)) from None
 
@@ -135,6 +176,9 @@ def listen_cmd(repo: str, branch: str, secrets: tuple[str, ...], host: str, port
 
     app = FastAPI(title="meshcd webhook receiver")
     app.include_router(make_router(settings, on_update, on_audit))
-    click.echo(f"listening on http://{host}:{port}/webhooks/{{{','.join(sorted(sources))}}} "
-               f"for {repo} {branch}", err=True)
+    click.echo(
+        f"listening on http://{host}:{port}/webhooks/{{{','.join(sorted(sources))}}} "
+        f"for {repo} {branch}",
+        err=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

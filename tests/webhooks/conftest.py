@@ -49,16 +49,21 @@ def build_app(recorders: dict[str, Recorder]) -> FastAPI:
     for case in CASES.values():
         rec = recorders.setdefault(case.name, Recorder())
         settings = ReceiverSettings(
-            watched_repo=case.watched_repo, watched_branch="main",
-            secrets={case.forge: case.secret}, body_timeout_s=BODY_TIMEOUT_S,
+            watched_repo=case.watched_repo,
+            watched_branch="main",
+            secrets={case.forge: case.secret},
+            body_timeout_s=BODY_TIMEOUT_S,
         )
-        app.include_router(make_router(settings, rec.updates.append, rec.audits.append),
-                           prefix=f"/{case.name}")
+        app.include_router(
+            make_router(settings, rec.updates.append, rec.audits.append), prefix=f"/{case.name}"
+        )
     rec = recorders.setdefault("unconfigured", Recorder())
-    settings = ReceiverSettings(watched_repo="https://github.com/acme/mesh-config",
-                                watched_branch="main", secrets={})
-    app.include_router(make_router(settings, rec.updates.append, rec.audits.append),
-                       prefix="/unconfigured")
+    settings = ReceiverSettings(
+        watched_repo="https://github.com/acme/mesh-config", watched_branch="main", secrets={}
+    )
+    app.include_router(
+        make_router(settings, rec.updates.append, rec.audits.append), prefix="/unconfigured"
+    )
     return app
 
 

@@ -50,19 +50,36 @@ def test_github_published_hmac_vector() -> None:
     secret, body = b"It's a Secret to Everybody", b"Hello, World!"
     expected = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
     assert hmac_sha256_hex(secret, body) == expected
-    verify_prefixed(Headers({"X-Hub-Signature-256": f"sha256={expected}"}),
-                    "x-hub-signature-256", secret, body)
+    verify_prefixed(
+        Headers({"X-Hub-Signature-256": f"sha256={expected}"}), "x-hub-signature-256", secret, body
+    )
     with pytest.raises(BadSignature):
-        verify_prefixed(Headers({"X-Hub-Signature-256": f"sha256={expected}"}),
-                        "x-hub-signature-256", secret, b"Hello, World?")
+        verify_prefixed(
+            Headers({"X-Hub-Signature-256": f"sha256={expected}"}),
+            "x-hub-signature-256",
+            secret,
+            b"Hello, World?",
+        )
     flipped = expected[:-1] + "f"
     with pytest.raises(BadSignature):
-        verify_prefixed(Headers({"x-hub-signature-256": f"sha256={flipped}"}),
-                        "x-hub-signature-256", secret, body)
+        verify_prefixed(
+            Headers({"x-hub-signature-256": f"sha256={flipped}"}),
+            "x-hub-signature-256",
+            secret,
+            body,
+        )
 
 
-@pytest.mark.parametrize("value", ["sha1=abc", "SHA512=" + "0" * 128, "md5=x", "=abc",
-                                   "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sha1=abc",
+        "SHA512=" + "0" * 128,
+        "md5=x",
+        "=abc",
+        "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+    ],
+)
 def test_only_sha256_prefix_is_accepted(value: str) -> None:
     with pytest.raises(UnsupportedAlgorithm):
         verify_prefixed(Headers({"X-Hub-Signature": value}), "x-hub-signature", SECRET, b"{}")
@@ -71,8 +88,9 @@ def test_only_sha256_prefix_is_accepted(value: str) -> None:
 def test_uppercase_hex_signature_is_accepted_and_empty_secret_is_refused() -> None:
     body = b'{"a": 1}'
     sig = hmac_sha256_hex(SECRET, body).upper()
-    verify_prefixed(Headers({"X-Meshcd-Signature": f"sha256={sig}"}), "x-meshcd-signature",
-                    SECRET, body)
+    verify_prefixed(
+        Headers({"X-Meshcd-Signature": f"sha256={sig}"}), "x-meshcd-signature", SECRET, body
+    )
     for parse in ADAPTERS.values():
         with pytest.raises(NotConfigured):
             parse({}, body, b"")
@@ -113,12 +131,28 @@ def test_headers_are_case_insensitive_and_conflicts_are_refused() -> None:
 # --- strict JSON ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    b'{"a": NaN}', b'{"a": -Infinity}', b'{"a": 1e400}', b'{"a": 1, "a": 1}',
-    b'{"a": {"b": 1, "b": 2}}', b'[1]', b'1', b'"x"', b'true', b'null', b"", b"{",
-    b'{"a": 1} trailing', "{\"a\": \"é\"}".encode("utf-16"), b"\xef\xbb\xbf{}",
-    b"[" * 50_000, b'{"a": ' + b"9" * 5000 + b"}",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": NaN}',
+        b'{"a": -Infinity}',
+        b'{"a": 1e400}',
+        b'{"a": 1, "a": 1}',
+        b'{"a": {"b": 1, "b": 2}}',
+        b"[1]",
+        b"1",
+        b'"x"',
+        b"true",
+        b"null",
+        b"",
+        b"{",
+        b'{"a": 1} trailing',
+        '{"a": "é"}'.encode("utf-16"),
+        b"\xef\xbb\xbf{}",
+        b"[" * 50_000,
+        b'{"a": ' + b"9" * 5000 + b"}",
+    ],
+)
 def test_strict_json_refuses(body: bytes) -> None:
     with pytest.raises(InvalidJson):
         loads_object(body)
@@ -145,23 +179,38 @@ def test_sha_shapes_accepted(sha: str) -> None:
     assert loads_object(json.dumps({"x": sha}).encode()).sha("x") == sha.lower()
 
 
-@pytest.mark.parametrize("sha", ["a" * 39, "a" * 41, "a" * 63, "a" * 65, "z" * 40, "",
-                                 " " + "a" * 40])
+@pytest.mark.parametrize(
+    "sha", ["a" * 39, "a" * 41, "a" * 63, "a" * 65, "z" * 40, "", " " + "a" * 40]
+)
 def test_sha_shapes_refused(sha: str) -> None:
     with pytest.raises(InvalidPayload):
         loads_object(json.dumps({"x": sha}).encode()).sha("x")
 
 
-@pytest.mark.parametrize("ref", ["refs/heads/main", "refs/heads/feature/x-1", "refs/tags/v1.0",
-                                 "refs/heads/ünïcode"])
+@pytest.mark.parametrize(
+    "ref", ["refs/heads/main", "refs/heads/feature/x-1", "refs/tags/v1.0", "refs/heads/ünïcode"]
+)
 def test_ref_shapes_accepted(ref: str) -> None:
     assert loads_object(json.dumps({"r": ref}).encode()).ref("r") == ref
 
 
-@pytest.mark.parametrize("ref", ["main", "heads/main", "refs/heads/", "refs/heads/a..b",
-                                 "refs/heads/a b", "refs/heads/a~1", "refs/heads/x.lock",
-                                 "refs/heads/a//b", "refs/heads/.hidden", "refs/heads/a\x00",
-                                 "refs/heads/x@{1}", "refs/heads/" + "x" * 2000])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "main",
+        "heads/main",
+        "refs/heads/",
+        "refs/heads/a..b",
+        "refs/heads/a b",
+        "refs/heads/a~1",
+        "refs/heads/x.lock",
+        "refs/heads/a//b",
+        "refs/heads/.hidden",
+        "refs/heads/a\x00",
+        "refs/heads/x@{1}",
+        "refs/heads/" + "x" * 2000,
+    ],
+)
 def test_ref_shapes_refused(ref: str) -> None:
     with pytest.raises(InvalidPayload):
         loads_object(json.dumps({"r": ref}).encode()).ref("r")
@@ -170,56 +219,84 @@ def test_ref_shapes_refused(ref: str) -> None:
 # --- repository URL keys ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", [
-    "https://github.com/acme/mesh-config",
-    "https://github.com/acme/mesh-config.git",
-    "https://github.com/acme/mesh-config/",
-    "https://github.com/acme/mesh-config.git/",
-    "HTTPS://GitHub.COM/Acme/Mesh-Config.GIT",
-    "http://github.com:80/acme/mesh-config",
-    "https://token:x-oauth@github.com:443/acme/mesh-config.git",
-    "https://github.com/acme/mesh-config.git?x=1#frag",
-    "ssh://git@github.com/acme/mesh-config.git",
-    "ssh://git@github.com:22/acme/mesh-config.git",
-    "git+ssh://git@github.com/acme/mesh-config",
-    "git@github.com:acme/mesh-config.git",
-    "github.com:acme/mesh-config",
-    "git@github.com:/acme/mesh-config.git",
-    "git://github.com/acme/mesh-config.git",
-    "  https://github.com./acme//mesh-config  ",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/acme/mesh-config",
+        "https://github.com/acme/mesh-config.git",
+        "https://github.com/acme/mesh-config/",
+        "https://github.com/acme/mesh-config.git/",
+        "HTTPS://GitHub.COM/Acme/Mesh-Config.GIT",
+        "http://github.com:80/acme/mesh-config",
+        "https://token:x-oauth@github.com:443/acme/mesh-config.git",
+        "https://github.com/acme/mesh-config.git?x=1#frag",
+        "ssh://git@github.com/acme/mesh-config.git",
+        "ssh://git@github.com:22/acme/mesh-config.git",
+        "git+ssh://git@github.com/acme/mesh-config",
+        "git@github.com:acme/mesh-config.git",
+        "github.com:acme/mesh-config",
+        "git@github.com:/acme/mesh-config.git",
+        "git://github.com/acme/mesh-config.git",
+        "  https://github.com./acme//mesh-config  ",
+    ],
+)
 def test_url_forms_share_one_key(url: str) -> None:
     assert canonical_repo_key(url) == "github.com/acme/mesh-config"
 
 
 def test_url_key_details() -> None:
     # GitLab subgroups keep every segment; non-default ports (Bitbucket DC ssh) are dropped.
-    assert canonical_repo_key("ssh://git@gitlab.example.com:2222/g/sub/repo.git") == \
-        "gitlab.example.com/g/sub/repo"
-    assert canonical_repo_key("ssh://git@bb.example:7999/plat/repo.git") == \
-        canonical_repo_key("https://bb.example/plat/repo.git")
+    assert (
+        canonical_repo_key("ssh://git@gitlab.example.com:2222/g/sub/repo.git")
+        == "gitlab.example.com/g/sub/repo"
+    )
+    assert canonical_repo_key("ssh://git@bb.example:7999/plat/repo.git") == canonical_repo_key(
+        "https://bb.example/plat/repo.git"
+    )
     assert canonical_repo_key("git@[::1]:a/b.git") == canonical_repo_key("ssh://[::1]:22/a/b")
     # Local repositories keep their case; network paths fold unless asked not to.
     assert canonical_repo_key("/srv/Git/Repo.git") == "file:/srv/Git/Repo"
     assert canonical_repo_key("file:///srv/Git/Repo.git/") == "file:/srv/Git/Repo"
     assert canonical_repo_key("git@h:Owner/Repo", fold_path_case=False) == "h/Owner/Repo"
-    assert canonical_repo_key("https://github.com/acme/mesh-config") != \
-        canonical_repo_key("https://github.com/acme/mesh-config-2")
-    assert canonical_repo_key("https://github.com/acme/mesh-config") != \
-        canonical_repo_key("https://gitlab.com/acme/mesh-config")
+    assert canonical_repo_key("https://github.com/acme/mesh-config") != canonical_repo_key(
+        "https://github.com/acme/mesh-config-2"
+    )
+    assert canonical_repo_key("https://github.com/acme/mesh-config") != canonical_repo_key(
+        "https://gitlab.com/acme/mesh-config"
+    )
 
 
-@pytest.mark.parametrize("url", ["", "https://github.com", "https://github.com/", "ftp://h/a/b",
-                                 "https://h/a/../b", "not a url", "https://h:99999/a/b",
-                                 "https://h/.git", "git@:a/b", "https://h/a b/c"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "https://github.com",
+        "https://github.com/",
+        "ftp://h/a/b",
+        "https://h/a/../b",
+        "not a url",
+        "https://h:99999/a/b",
+        "https://h/.git",
+        "git@:a/b",
+        "https://h/a b/c",
+    ],
+)
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidRepoUrl):
         canonical_repo_key(url)
 
 
 def test_matches_repo_skips_unusable_urls() -> None:
-    update = RefUpdate("github", ("::garbage::", "git@github.com:acme/x.git"),
-                       "refs/heads/main", "a" * 40, "b" * 40, "d", "p", "push")
+    update = RefUpdate(
+        "github",
+        ("::garbage::", "git@github.com:acme/x.git"),
+        "refs/heads/main",
+        "a" * 40,
+        "b" * 40,
+        "d",
+        "p",
+        "push",
+    )
     assert matches_repo(update, "https://github.com/ACME/x")
     assert not matches_repo(update, "https://github.com/acme/y")
 
@@ -240,24 +317,35 @@ def test_recent_ids_is_bounded_lru() -> None:
     assert len(recent) == 3
 
 
-def _update(ref: str = "refs/heads/main", after: str = "b" * 40,
-            url: str = "https://h/o/r") -> RefUpdate:
+def _update(
+    ref: str = "refs/heads/main", after: str = "b" * 40, url: str = "https://h/o/r"
+) -> RefUpdate:
     return RefUpdate("bitbucket", (url,), ref, "a" * 40, after, "d", "p", "repo:push")
 
 
-@pytest.mark.parametrize(("updates", "result", "reason"), [
-    ((), "ignored", "no_ref_changes"),
-    ((_update(url="https://h/o/other"),), "ignored", "repo_not_watched"),
-    ((_update(ref="refs/heads/dev"),), "ignored", "branch_not_watched"),
-    ((_update(ref="refs/tags/v1"),), "ignored", "tag_push"),
-    ((_update(ref="refs/tags/v1"), _update(ref="refs/heads/dev")), "ignored",
-     "branch_not_watched"),
-    ((_update(after="0" * 40),), "ignored", "branch_deleted"),
-    ((_update(ref="refs/heads/dev"), _update()), "accepted", "push_to_watched_branch"),
-])
+@pytest.mark.parametrize(
+    ("updates", "result", "reason"),
+    [
+        ((), "ignored", "no_ref_changes"),
+        ((_update(url="https://h/o/other"),), "ignored", "repo_not_watched"),
+        ((_update(ref="refs/heads/dev"),), "ignored", "branch_not_watched"),
+        ((_update(ref="refs/tags/v1"),), "ignored", "tag_push"),
+        (
+            (_update(ref="refs/tags/v1"), _update(ref="refs/heads/dev")),
+            "ignored",
+            "branch_not_watched",
+        ),
+        ((_update(after="0" * 40),), "ignored", "branch_deleted"),
+        ((_update(ref="refs/heads/dev"), _update()), "accepted", "push_to_watched_branch"),
+    ],
+)
 def test_decision(updates: tuple[RefUpdate, ...], result: str, reason: str) -> None:
-    decision = decide(Push("bitbucket", "d", "repo:push", updates), "h/o/r", "refs/heads/main",
-                      fold_path_case=True)
+    decision = decide(
+        Push("bitbucket", "d", "repo:push", updates),
+        "h/o/r",
+        "refs/heads/main",
+        fold_path_case=True,
+    )
     assert (decision.result, decision.reason) == (result, reason)
 
 
@@ -289,14 +377,21 @@ def test_secrets_from_files_and_env(tmp_path: Path) -> None:
     assert load_secret(f"file:{path}") == b"from-a-file"
     assert load_secret("env:GH_HOOK", {"GH_HOOK": "from-env"}) == b"from-env"
     (tmp_path / "empty").write_bytes(b"\n")
-    for bad in (f"file:{tmp_path / 'empty'}", f"file:{tmp_path / 'absent'}", "env:UNSET",
-                "plain-secret-on-the-command-line"):
+    for bad in (
+        f"file:{tmp_path / 'empty'}",
+        f"file:{tmp_path / 'absent'}",
+        "env:UNSET",
+        "plain-secret-on-the-command-line",
+    ):
         with pytest.raises(SettingsError):
             load_secret(bad, {})
     settings = ReceiverSettings.from_sources(
-        watched_repo="https://github.com/a/b", watched_branch="main",
-        secret_sources={"github": f"file:{path}", "gitlab": "env:GL"}, environ={"GL": "t"},
-        max_body_bytes=2 * MIB)
+        watched_repo="https://github.com/a/b",
+        watched_branch="main",
+        secret_sources={"github": f"file:{path}", "gitlab": "env:GL"},
+        environ={"GL": "t"},
+        max_body_bytes=2 * MIB,
+    )
     assert dict(settings.secrets) == {"github": b"from-a-file", "gitlab": b"t"}
 
 
@@ -318,21 +413,31 @@ def test_bitbucket_cloud_reports_every_change_creation_and_deletion() -> None:
     tag["new"]["name"] = "v2"
     payload["push"]["changes"] += [created, deleted, tag]
     body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", "X-Event-Key": "repo:push",
-               **signature_headers("bitbucket", body, SECRET)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Event-Key": "repo:push",
+        **signature_headers("bitbucket", body, SECRET),
+    }
     push = bitbucket.parse(headers, body, SECRET)
     assert isinstance(push, Push)
     got = [(u.ref, u.is_creation, u.is_deletion) for u in push.updates]
-    assert got == [("refs/heads/main", False, False), ("refs/heads/feature/new", True, False),
-                   ("refs/heads/old-branch", False, True), ("refs/tags/v2", True, False)]
+    assert got == [
+        ("refs/heads/main", False, False),
+        ("refs/heads/feature/new", True, False),
+        ("refs/heads/old-branch", False, True),
+        ("refs/tags/v2", True, False),
+    ]
     assert push.delivery_id.startswith("sha256:")  # no X-Request-UUID: digest of the body
 
 
 def test_bitbucket_data_center_names_both_clone_urls() -> None:
     body = (PAYLOADS / "bitbucket_dc_refs_changed.json").read_bytes()
-    headers = {"Content-Type": "application/json; charset=UTF-8",
-               "X-Event-Key": "repo:refs_changed", "X-Request-Id": "abc-123",
-               **signature_headers("bitbucket", body, SECRET)}
+    headers = {
+        "Content-Type": "application/json; charset=UTF-8",
+        "X-Event-Key": "repo:refs_changed",
+        "X-Request-Id": "abc-123",
+        **signature_headers("bitbucket", body, SECRET),
+    }
     push = bitbucket.parse(headers, body, SECRET)
     assert isinstance(push, Push)
     (update,) = push.updates
@@ -364,14 +469,19 @@ def test_bad_delivery_id_is_refused_and_github_requires_one() -> None:
     with pytest.raises(BadHeader):
         github.parse(dict(s.headers, **{"X-GitHub-Delivery": "a\tb"}), s.body, SECRET)
     with pytest.raises(Rejection, match="X-GitHub-Delivery"):
-        github.parse({k: v for k, v in s.headers.items() if k != "X-GitHub-Delivery"},
-                     s.body, SECRET)
+        github.parse(
+            {k: v for k, v in s.headers.items() if k != "X-GitHub-Delivery"}, s.body, SECRET
+        )
 
 
 def test_github_ping_and_generic_unknown_keys() -> None:
     body = (PAYLOADS / "github_ping.json").read_bytes()
-    headers = {"Content-Type": "application/json", "X-GitHub-Event": "ping",
-               "X-GitHub-Delivery": "p-1", **signature_headers("github", body, SECRET)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "ping",
+        "X-GitHub-Delivery": "p-1",
+        **signature_headers("github", body, SECRET),
+    }
     assert github.parse(headers, body, SECRET) == Ping("github", "p-1", "ping")
     payload = json.loads((PAYLOADS / "generic_push.json").read_text())
     payload["branch"] = "main"
@@ -383,8 +493,13 @@ def test_github_ping_and_generic_unknown_keys() -> None:
 
 @pytest.mark.parametrize("forge", list(ADAPTERS))
 def test_samples_verify_with_their_adapter(forge: str) -> None:
-    s = build_sample(forge, SECRET, repo_url="git@git.example.com:Team/Repo.git",
-                     branch="release", delivery_id="d-1")
+    s = build_sample(
+        forge,
+        SECRET,
+        repo_url="git@git.example.com:Team/Repo.git",
+        branch="release",
+        delivery_id="d-1",
+    )
     push = ADAPTERS[forge](s.headers, s.body, SECRET)
     assert isinstance(push, Push)
     (update,) = push.updates

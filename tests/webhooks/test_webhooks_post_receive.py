@@ -22,12 +22,14 @@ DOC = ROOT / "docs" / "webhooks.md"
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("git", "curl", "python3")),
-    reason="needs git, curl and python3 on PATH")
+    reason="needs git, curl and python3 on PATH",
+)
 
 
 def git(cwd: Path, *args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, text=True,
-                          capture_output=True)
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, text=True, capture_output=True
+    )
     return done.stdout + done.stderr
 
 
@@ -39,21 +41,31 @@ def test_git_push_through_the_post_receive_hook(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Ada",
-               GIT_AUTHOR_EMAIL="ada@example.com", GIT_COMMITTER_NAME="Ada",
-               GIT_COMMITTER_EMAIL="ada@example.com")
+    env.update(
+        HOME=str(home),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="Ada",
+        GIT_AUTHOR_EMAIL="ada@example.com",
+        GIT_COMMITTER_NAME="Ada",
+        GIT_COMMITTER_EMAIL="ada@example.com",
+    )
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare), env=env)
     shutil.copy(HOOK, bare / "hooks" / "post-receive")
     (bare / "hooks" / "post-receive").chmod(0o755)
 
     rec = Recorder()
-    settings = ReceiverSettings(watched_repo=f"file://{bare.resolve()}/", watched_branch="main",
-                                secrets={"generic": b"hook-secret-for-tests"})
+    settings = ReceiverSettings(
+        watched_repo=f"file://{bare.resolve()}/",
+        watched_branch="main",
+        secrets={"generic": b"hook-secret-for-tests"},
+    )
     app = FastAPI()
     app.include_router(make_router(settings, rec.updates.append, rec.audits.append))
     with running(app) as port:
-        env.update(MESHCD_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/generic",
-                   MESHCD_WEBHOOK_SECRET_FILE=str(secret))
+        env.update(
+            MESHCD_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/generic",
+            MESHCD_WEBHOOK_SECRET_FILE=str(secret),
+        )
         git(tmp_path, "init", "-q", "-b", "main", str(work), env=env)
         (work / "mesh.yaml").write_text("kind: Mesh\n")
         git(work, "add", ".", env=env)
@@ -63,7 +75,8 @@ def test_git_push_through_the_post_receive_hook(tmp_path: Path) -> None:
         head = git(work, "rev-parse", "HEAD", env=env).strip()
         assert "refs/heads/main -> 202" in out, out
         assert [(u.ref, u.after, u.before) for u in rec.updates] == [
-            ("refs/heads/main", head, "0" * 40)]
+            ("refs/heads/main", head, "0" * 40)
+        ]
 
         out = git(work, "push", "-q", "origin", "main:feature", env=env)
         assert "refs/heads/feature -> 200" in out and "branch_not_watched" in out
@@ -82,7 +95,8 @@ def test_git_push_through_the_post_receive_hook(tmp_path: Path) -> None:
 
 
 def test_the_hook_in_the_docs_is_the_shipped_one() -> None:
-    match = re.search(r"```sh\n(#!/bin/sh\n# meshcd post-receive hook.*?)```", DOC.read_text(),
-                      re.S)
+    match = re.search(
+        r"```sh\n(#!/bin/sh\n# meshcd post-receive hook.*?)```", DOC.read_text(), re.S
+    )
     assert match is not None
     assert match.group(1) == HOOK.read_text()

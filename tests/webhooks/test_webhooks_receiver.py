@@ -27,21 +27,22 @@ from webhooks.settings import MIB
 ALL = list(CASES)
 
 
-def post(client: httpx.Client, server: Server, case: Case, body: bytes,
-         headers: dict[str, str]) -> httpx.Response:
+def post(
+    client: httpx.Client, server: Server, case: Case, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
     return client.post(server.url(case.name, case.forge), content=body, headers=headers)
 
 
-def expect_no_update(server: Server, case: Case, delivery: str, result: str,
-                     reason: str) -> None:
+def expect_no_update(server: Server, case: Case, delivery: str, result: str, reason: str) -> None:
     rec = server.recorders[case.name]
     assert rec.updates_for(delivery) == []
     audits = rec.audits_for(delivery)
     assert [(a.result, a.reason) for a in audits] == [(result, reason)]
 
 
-def send(client: httpx.Client, server: Server, case: Case, payload: dict[str, Any],
-         **overrides: str) -> tuple[httpx.Response, str]:
+def send(
+    client: httpx.Client, server: Server, case: Case, payload: dict[str, Any], **overrides: str
+) -> tuple[httpx.Response, str]:
     delivery = new_id()
     body = encode(payload)
     headers = case.headers(body, delivery)
@@ -50,8 +51,9 @@ def send(client: httpx.Client, server: Server, case: Case, payload: dict[str, An
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_valid_push_is_accepted_and_handed_on(client: httpx.Client, server: Server,
-                                              name: str) -> None:
+def test_valid_push_is_accepted_and_handed_on(
+    client: httpx.Client, server: Server, name: str
+) -> None:
     case = CASES[name]
     body = encode(case.payload())
     delivery = new_id()
@@ -86,8 +88,7 @@ def test_bad_signature_is_401(client: httpx.Client, server: Server, name: str) -
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_body_changed_after_signing_is_401(client: httpx.Client, server: Server,
-                                           name: str) -> None:
+def test_body_changed_after_signing_is_401(client: httpx.Client, server: Server, name: str) -> None:
     case = CASES[name]
     if case.forge == "gitlab":
         pytest.skip("GitLab sends a token, not a signature over the body")
@@ -101,27 +102,33 @@ def test_body_changed_after_signing_is_401(client: httpx.Client, server: Server,
     expect_no_update(server, case, delivery, "rejected", "bad_signature")
 
 
-SIGNATURE_HEADERS = {"github": "x-hub-signature-256", "gitlab": "x-gitlab-token",
-                     "gitea": "x-gitea-signature", "forgejo": "x-forgejo-signature",
-                     "bitbucket": "x-hub-signature", "generic": "x-meshcd-signature"}
+SIGNATURE_HEADERS = {
+    "github": "x-hub-signature-256",
+    "gitlab": "x-gitlab-token",
+    "gitea": "x-gitea-signature",
+    "forgejo": "x-forgejo-signature",
+    "bitbucket": "x-hub-signature",
+    "generic": "x-meshcd-signature",
+}
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_missing_signature_header_is_401(client: httpx.Client, server: Server,
-                                         name: str) -> None:
+def test_missing_signature_header_is_401(client: httpx.Client, server: Server, name: str) -> None:
     case = CASES[name]
     body = encode(case.payload())
     delivery = new_id()
-    headers = {k: v for k, v in case.headers(body, delivery).items()
-               if "signature" not in k.lower() and "token" not in k.lower()}
+    headers = {
+        k: v
+        for k, v in case.headers(body, delivery).items()
+        if "signature" not in k.lower() and "token" not in k.lower()
+    }
     r = post(client, server, case, body, headers)
     assert r.status_code == 401 and r.json()["reason"] == "missing_signature"
     expect_no_update(server, case, delivery, "rejected", "missing_signature")
 
 
 @pytest.mark.parametrize("name", ["github", "bitbucket-cloud", "bitbucket-dc", "generic"])
-def test_sha1_signature_is_never_accepted(client: httpx.Client, server: Server,
-                                          name: str) -> None:
+def test_sha1_signature_is_never_accepted(client: httpx.Client, server: Server, name: str) -> None:
     import hashlib
     import hmac
 
@@ -143,8 +150,9 @@ def test_sha1_signature_is_never_accepted(client: httpx.Client, server: Server,
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_replayed_delivery_is_answered_but_not_acted_on(client: httpx.Client, server: Server,
-                                                        name: str) -> None:
+def test_replayed_delivery_is_answered_but_not_acted_on(
+    client: httpx.Client, server: Server, name: str
+) -> None:
     case = CASES[name]
     body = encode(case.payload())
     delivery = new_id()
@@ -160,14 +168,18 @@ def test_replayed_delivery_is_answered_but_not_acted_on(client: httpx.Client, se
 
 @pytest.mark.parametrize("name", ALL)
 def test_oversized_body_declared_by_content_length_is_413_before_reading(
-        server: Server, name: str) -> None:
+    server: Server, name: str
+) -> None:
     case = CASES[name]
     delivery = new_id()
     body = encode(case.payload())
     headers = case.headers(body, delivery)
-    head = (f"POST /{name}/webhooks/{case.forge} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Length: {2 * MIB}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+    head = (
+        f"POST /{name}/webhooks/{case.forge} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {2 * MIB}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode("latin-1")
     # Only the first bytes are ever sent: the answer must not wait for the rest.
     status, data = raw_request(server.port, head, [body])
     assert status == 413 and response_json(data)["reason"] == "body_too_large"
@@ -180,9 +192,12 @@ def test_oversized_chunked_body_is_413(server: Server, name: str) -> None:
     case = CASES[name]
     delivery = new_id()
     headers = case.headers(b"{}", delivery)
-    head = (f"POST /{name}/webhooks/{case.forge} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "Transfer-Encoding: chunked\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+    head = (
+        f"POST /{name}/webhooks/{case.forge} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Transfer-Encoding: chunked\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode("latin-1")
     piece = b" " * (64 * 1024)
     chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
     status, data = raw_request(server.port, head, [chunk] * 24)  # 1.5 MiB > 1 MiB cap
@@ -196,9 +211,12 @@ def test_slow_body_is_408(server: Server, name: str) -> None:
     delivery = new_id()
     body = encode(case.payload())
     headers = case.headers(body, delivery)
-    head = (f"POST /{name}/webhooks/{case.forge} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode("latin-1")
+    head = (
+        f"POST /{name}/webhooks/{case.forge} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode("latin-1")
     # Half the body, then silence: the server gives up after its body time limit.
     status, data = raw_request(server.port, head, [body[: len(body) // 2]])
     assert status == 408 and response_json(data)["reason"] == "body_timeout"
@@ -207,23 +225,22 @@ def test_slow_body_is_408(server: Server, name: str) -> None:
 
 BAD_JSON = [
     pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
-    pytest.param(lambda b: b"{\"ref\": NaN}", id="nan"),
-    pytest.param(lambda b: b"{\"ref\": 1e999}", id="infinity"),
-    pytest.param(lambda b: b"{\"ref\": \"a\", \"ref\": \"b\"}", id="duplicate-key"),
+    pytest.param(lambda b: b'{"ref": NaN}', id="nan"),
+    pytest.param(lambda b: b'{"ref": 1e999}', id="infinity"),
+    pytest.param(lambda b: b'{"ref": "a", "ref": "b"}', id="duplicate-key"),
     pytest.param(lambda b: b[:-1] + b"," + b[1:], id="every-key-twice"),
     pytest.param(lambda b: b"\xff\xfe" + b, id="not-utf8"),
     pytest.param(lambda b: b"", id="empty"),
     pytest.param(lambda b: b"[" * 100_000, id="deep-nesting"),
     pytest.param(lambda b: b"[]", id="array-top-level"),
-    pytest.param(lambda b: b"\"push\"", id="string-top-level"),
+    pytest.param(lambda b: b'"push"', id="string-top-level"),
     pytest.param(lambda b: b"null", id="null-top-level"),
 ]
 
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("spoil", BAD_JSON)
-def test_invalid_json_is_400(client: httpx.Client, server: Server, name: str,
-                             spoil: Any) -> None:
+def test_invalid_json_is_400(client: httpx.Client, server: Server, name: str, spoil: Any) -> None:
     case = CASES[name]
     body = spoil(encode(case.payload()))
     delivery = new_id()
@@ -245,8 +262,9 @@ def test_missing_field_is_422(client: httpx.Client, server: Server, name: str) -
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_string_where_an_array_belongs_is_422(client: httpx.Client, server: Server,
-                                              name: str) -> None:
+def test_string_where_an_array_belongs_is_422(
+    client: httpx.Client, server: Server, name: str
+) -> None:
     case = CASES[name]
     payload = case.payload()
     node, key = dig(payload, case.array_path)
@@ -268,8 +286,9 @@ BAD_SHAPES = [
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("change", BAD_SHAPES)
-def test_bad_ref_or_sha_shape_is_422(client: httpx.Client, server: Server, name: str,
-                                     change: dict[str, str]) -> None:
+def test_bad_ref_or_sha_shape_is_422(
+    client: httpx.Client, server: Server, name: str, change: dict[str, str]
+) -> None:
     case = CASES[name]
     if name == "bitbucket-cloud" and "ref" in change:
         pytest.skip("Bitbucket Cloud sends branch names, not refs")
@@ -304,10 +323,13 @@ def test_missing_event_header_is_400(client: httpx.Client, server: Server, name:
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain",
-                                          "application/json; charset=utf-16"])
-def test_wrong_content_type_is_415(client: httpx.Client, server: Server, name: str,
-                                   content_type: str) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-16"],
+)
+def test_wrong_content_type_is_415(
+    client: httpx.Client, server: Server, name: str, content_type: str
+) -> None:
     case = CASES[name]
     r, delivery = send(client, server, case, case.payload(), **{"Content-Type": content_type})
     assert r.status_code == 415 and r.json()["reason"] == "unsupported_media_type"
@@ -321,7 +343,10 @@ def test_other_repository_is_ignored(client: httpx.Client, server: Server, name:
     case.mutate(payload, ref=None, after=None, repo="https://github.com/acme/other-config.git")
     r, delivery = send(client, server, case, payload)
     assert r.status_code == 200 and r.json() == {
-        "result": "ignored", "reason": "repo_not_watched", "delivery_id": delivery}
+        "result": "ignored",
+        "reason": "repo_not_watched",
+        "delivery_id": delivery,
+    }
     expect_no_update(server, case, delivery, "ignored", "repo_not_watched")
 
 
@@ -360,8 +385,9 @@ def test_gitlab_tag_push_sample_is_ignored(client: httpx.Client, server: Server)
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_branch_deletion_is_recorded_not_acted_on(client: httpx.Client, server: Server,
-                                                  name: str) -> None:
+def test_branch_deletion_is_recorded_not_acted_on(
+    client: httpx.Client, server: Server, name: str
+) -> None:
     case = CASES[name]
     payload = case.payload()
     case.mutate(payload, ref=None, after=ZERO, repo=None)
@@ -373,12 +399,16 @@ def test_branch_deletion_is_recorded_not_acted_on(client: httpx.Client, server: 
     assert audit.ref == "refs/heads/main" and audit.after == ZERO
 
 
-@pytest.mark.parametrize(("name", "event", "file"), [
-    ("github", {"X-GitHub-Event": "ping"}, "github_ping.json"),
-    ("bitbucket-dc", {"X-Event-Key": "diagnostics:ping"}, "bitbucket_dc_ping.json"),
-])
-def test_ping_is_answered_not_deployed(client: httpx.Client, server: Server, name: str,
-                                       event: dict[str, str], file: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "event", "file"),
+    [
+        ("github", {"X-GitHub-Event": "ping"}, "github_ping.json"),
+        ("bitbucket-dc", {"X-Event-Key": "diagnostics:ping"}, "bitbucket_dc_ping.json"),
+    ],
+)
+def test_ping_is_answered_not_deployed(
+    client: httpx.Client, server: Server, name: str, event: dict[str, str], file: str
+) -> None:
     case = CASES[name]
     body = (PAYLOADS / file).read_bytes()
     delivery = new_id()
@@ -397,40 +427,48 @@ def test_conflicting_duplicate_signature_headers_are_400(server: Server) -> None
     delivery = new_id()
     headers = case.headers(body, delivery)
     good = headers.pop("X-Hub-Signature-256")
-    head = (f"POST /github/webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            + f"X-Hub-Signature-256: {good}\r\nX-Hub-Signature-256: sha256={'0' * 64}\r\n"
-            + "\r\n").encode("latin-1")
+    head = (
+        f"POST /github/webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + f"X-Hub-Signature-256: {good}\r\nX-Hub-Signature-256: sha256={'0' * 64}\r\n"
+        + "\r\n"
+    ).encode("latin-1")
     status, data = raw_request(server.port, head, [body])
     assert status == 400 and response_json(data)["reason"] == "ambiguous_header"
     expect_no_update(server, case, delivery, "rejected", "ambiguous_header")
 
 
 def test_unknown_forge_is_404(client: httpx.Client, server: Server) -> None:
-    r = client.post(f"http://127.0.0.1:{server.port}/github/webhooks/sourceforge",
-                    content=b"{}", headers={"Content-Type": "application/json"})
+    r = client.post(
+        f"http://127.0.0.1:{server.port}/github/webhooks/sourceforge",
+        content=b"{}",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 404 and r.json()["reason"] == "unknown_forge"
 
 
-@pytest.mark.parametrize("forge", ["github", "gitlab", "gitea", "forgejo", "bitbucket",
-                                   "generic"])
-def test_forge_without_secret_refuses_even_valid_deliveries(client: httpx.Client,
-                                                            server: Server, forge: str) -> None:
+@pytest.mark.parametrize("forge", ["github", "gitlab", "gitea", "forgejo", "bitbucket", "generic"])
+def test_forge_without_secret_refuses_even_valid_deliveries(
+    client: httpx.Client, server: Server, forge: str
+) -> None:
     case = next(c for c in CASES.values() if c.forge == forge)
     body = encode(case.payload())
     delivery = new_id()
-    r = client.post(f"http://127.0.0.1:{server.port}/unconfigured/webhooks/{forge}",
-                    content=body, headers=case.headers(body, delivery))
+    r = client.post(
+        f"http://127.0.0.1:{server.port}/unconfigured/webhooks/{forge}",
+        content=body,
+        headers=case.headers(body, delivery),
+    )
     assert r.status_code == 403 and r.json()["reason"] == "forge_not_configured"
     rec = server.recorders["unconfigured"]
     assert rec.updates_for(delivery) == []
     assert [(a.result, a.reason) for a in rec.audits_for(delivery)] == [
-        ("rejected", "forge_not_configured")]
+        ("rejected", "forge_not_configured")
+    ]
 
 
-def test_a_forge_secret_does_not_open_another_forge(client: httpx.Client,
-                                                    server: Server) -> None:
+def test_a_forge_secret_does_not_open_another_forge(client: httpx.Client, server: Server) -> None:
     # The github case's receiver has only a GitHub secret: GitLab deliveries are refused.
     case = CASES["gitlab"]
     body = encode(case.payload())
@@ -439,7 +477,8 @@ def test_a_forge_secret_does_not_open_another_forge(client: httpx.Client,
 
 
 def test_accepted_answer_is_quick_and_audit_time_comes_from_the_clock(
-        client: httpx.Client, server: Server) -> None:
+    client: httpx.Client, server: Server
+) -> None:
     case = CASES["generic"]
     before = time.time()
     r, delivery = send(client, server, case, case.payload())

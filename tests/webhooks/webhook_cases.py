@@ -43,8 +43,15 @@ def _gitlab_set(p: Payload, *, ref: str | None, after: str | None, repo: str | N
     if repo is not None:
         for node in (p["project"], p["repository"]):
             for key in list(node):
-                if key in ("web_url", "git_ssh_url", "git_http_url", "url", "homepage",
-                           "ssh_url", "http_url"):
+                if key in (
+                    "web_url",
+                    "git_ssh_url",
+                    "git_http_url",
+                    "url",
+                    "homepage",
+                    "ssh_url",
+                    "http_url",
+                ):
                     node[key] = repo
 
 
@@ -115,8 +122,9 @@ class Case:
         data: Payload = json.loads((PAYLOADS / self.payload_file).read_text())
         return copy.deepcopy(data)
 
-    def headers(self, body: bytes, delivery: str | None = None,
-                secret: bytes | None = None) -> dict[str, str]:
+    def headers(
+        self, body: bytes, delivery: str | None = None, secret: bytes | None = None
+    ) -> dict[str, str]:
         h = {"Content-Type": "application/json", **self.event_headers(delivery or new_id())}
         h.update(signature_headers(self.forge, body, self.secret if secret is None else secret))
         return h
@@ -129,32 +137,83 @@ def new_id() -> str:
 CASES: dict[str, Case] = {
     c.name: c
     for c in [
-        Case("github", "github", "github_push.json", "git@github.com:ACME/Mesh-Config.git",
-             lambda d: {"X-GitHub-Event": "push", "X-GitHub-Delivery": d}, _github_set,
-             ("commits",), ("ref",), {"X-GitHub-Event": "issues"}),
-        Case("gitlab", "gitlab", "gitlab_push.json",
-             "https://GitLab.example.com/platform/mesh/mesh-config/",
-             lambda d: {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Event-UUID": d}, _gitlab_set,
-             ("commits",), ("after",), {"X-Gitlab-Event": "Merge Request Hook"}),
-        Case("gitea", "gitea", "gitea_push.json",
-             "git@gitea.example.com:platform/mesh-config.git",
-             lambda d: {"X-Gitea-Event": "push", "X-Gitea-Delivery": d}, _gitea_set,
-             ("commits",), ("repository",), {"X-Gitea-Event": "issues"}),
-        Case("forgejo", "forgejo", "forgejo_push.json",
-             "https://codeberg.org/platform/mesh-config.git",
-             lambda d: {"X-Forgejo-Event": "push", "X-Forgejo-Delivery": d}, _gitea_set,
-             ("commits",), ("before",), {"X-Forgejo-Event": "pull_request"}),
-        Case("bitbucket-cloud", "bitbucket", "bitbucket_cloud_push.json",
-             "git@bitbucket.org:acme/mesh-config.git",
-             lambda d: {"X-Event-Key": "repo:push", "X-Request-UUID": d}, _bb_cloud_set,
-             ("push", "changes"), ("push",), {"X-Event-Key": "pullrequest:created"}),
-        Case("bitbucket-dc", "bitbucket", "bitbucket_dc_refs_changed.json",
-             "https://bitbucket.acme.example/scm/PLAT/mesh-config.git",
-             lambda d: {"X-Event-Key": "repo:refs_changed", "X-Request-Id": d}, _bb_dc_set,
-             ("changes",), ("changes",), {"X-Event-Key": "pr:opened"}),
-        Case("generic", "generic", "generic_push.json", "file:///srv/git/mesh-config.git",
-             lambda d: {"X-Meshcd-Delivery": d}, _generic_set,
-             ("repo",), ("after",), None),
+        Case(
+            "github",
+            "github",
+            "github_push.json",
+            "git@github.com:ACME/Mesh-Config.git",
+            lambda d: {"X-GitHub-Event": "push", "X-GitHub-Delivery": d},
+            _github_set,
+            ("commits",),
+            ("ref",),
+            {"X-GitHub-Event": "issues"},
+        ),
+        Case(
+            "gitlab",
+            "gitlab",
+            "gitlab_push.json",
+            "https://GitLab.example.com/platform/mesh/mesh-config/",
+            lambda d: {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Event-UUID": d},
+            _gitlab_set,
+            ("commits",),
+            ("after",),
+            {"X-Gitlab-Event": "Merge Request Hook"},
+        ),
+        Case(
+            "gitea",
+            "gitea",
+            "gitea_push.json",
+            "git@gitea.example.com:platform/mesh-config.git",
+            lambda d: {"X-Gitea-Event": "push", "X-Gitea-Delivery": d},
+            _gitea_set,
+            ("commits",),
+            ("repository",),
+            {"X-Gitea-Event": "issues"},
+        ),
+        Case(
+            "forgejo",
+            "forgejo",
+            "forgejo_push.json",
+            "https://codeberg.org/platform/mesh-config.git",
+            lambda d: {"X-Forgejo-Event": "push", "X-Forgejo-Delivery": d},
+            _gitea_set,
+            ("commits",),
+            ("before",),
+            {"X-Forgejo-Event": "pull_request"},
+        ),
+        Case(
+            "bitbucket-cloud",
+            "bitbucket",
+            "bitbucket_cloud_push.json",
+            "git@bitbucket.org:acme/mesh-config.git",
+            lambda d: {"X-Event-Key": "repo:push", "X-Request-UUID": d},
+            _bb_cloud_set,
+            ("push", "changes"),
+            ("push",),
+            {"X-Event-Key": "pullrequest:created"},
+        ),
+        Case(
+            "bitbucket-dc",
+            "bitbucket",
+            "bitbucket_dc_refs_changed.json",
+            "https://bitbucket.acme.example/scm/PLAT/mesh-config.git",
+            lambda d: {"X-Event-Key": "repo:refs_changed", "X-Request-Id": d},
+            _bb_dc_set,
+            ("changes",),
+            ("changes",),
+            {"X-Event-Key": "pr:opened"},
+        ),
+        Case(
+            "generic",
+            "generic",
+            "generic_push.json",
+            "file:///srv/git/mesh-config.git",
+            lambda d: {"X-Meshcd-Delivery": d},
+            _generic_set,
+            ("repo",),
+            ("after",),
+            None,
+        ),
     ]
 }
 
@@ -170,8 +229,9 @@ def encode(p: Payload) -> bytes:
     return json.dumps(p).encode()
 
 
-def raw_request(port: int, head: bytes, body_parts: list[bytes], *, read_timeout: float = 15.0
-                ) -> tuple[int, bytes]:
+def raw_request(
+    port: int, head: bytes, body_parts: list[bytes], *, read_timeout: float = 15.0
+) -> tuple[int, bytes]:
     """Send a hand-built request over a plain socket; return (status, whole response).
 
     Stops sending as soon as the server has answered (it may refuse before the body ends)."""

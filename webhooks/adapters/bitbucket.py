@@ -34,8 +34,12 @@ FORGE = "bitbucket"
 CLOUD_PUSH = "repo:push"
 DC_REFS_CHANGED = "repo:refs_changed"
 DC_PING = "diagnostics:ping"
-_REF_KIND = {"branch": BRANCH_PREFIX, "named_branch": BRANCH_PREFIX, "tag": TAG_PREFIX,
-             "annotated_tag": TAG_PREFIX}
+_REF_KIND = {
+    "branch": BRANCH_PREFIX,
+    "named_branch": BRANCH_PREFIX,
+    "tag": TAG_PREFIX,
+    "annotated_tag": TAG_PREFIX,
+}
 
 
 def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ping:
@@ -112,17 +116,36 @@ def _cloud_updates(payload: Obj, urls: list[str], delivery: str, event: str) -> 
         # A null side is the zero commit, as long as the other side's hash.
         after = new[1] if new else "0" * len(old[1] if old else "")
         before = old[1] if old else "0" * len(after)
-        out.append(ref_update(forge=FORGE, repo_urls=urls, ref=ref, before=before, after=after,
-                              delivery=delivery, pusher=_actor(payload), event=event,
-                              path=change.path))
+        out.append(
+            ref_update(
+                forge=FORGE,
+                repo_urls=urls,
+                ref=ref,
+                before=before,
+                after=after,
+                delivery=delivery,
+                pusher=_actor(payload),
+                event=event,
+                path=change.path,
+            )
+        )
     return out
 
 
 def _dc_updates(payload: Obj, urls: list[str], delivery: str, event: str) -> list[RefUpdate]:
     out: list[RefUpdate] = []
     for change in payload.objs("changes"):
-        out.append(ref_update(forge=FORGE, repo_urls=urls, ref=change.ref("refId"),
-                              before=change.sha("fromHash"), after=change.sha("toHash"),
-                              delivery=delivery, pusher=_actor(payload), event=event,
-                              path=change.path))
+        out.append(
+            ref_update(
+                forge=FORGE,
+                repo_urls=urls,
+                ref=change.ref("refId"),
+                before=change.sha("fromHash"),
+                after=change.sha("toHash"),
+                delivery=delivery,
+                pusher=_actor(payload),
+                event=event,
+                path=change.path,
+            )
+        )
     return out

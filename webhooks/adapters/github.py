@@ -59,4 +59,3 @@ def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ping:
         path=payload.path,
     )
     return Push(forge=FORGE, delivery_id=delivery, event=event, updates=(update,))
-
