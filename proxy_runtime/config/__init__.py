@@ -7,9 +7,6 @@ See docs/proxy-snapshot.md.
 
 from __future__ import annotations
 
-from importlib import resources
-from typing import Any
-
 from .authz import (
     AuthzDecision,
     AuthzRequest,
@@ -30,6 +27,7 @@ from .compile import (
     load_config,
 )
 from .errors import SnapshotError
+from .files import snapshot_schema
 from .model import (
     AuthorizationPolicy,
     Cluster,
@@ -72,16 +70,6 @@ from .routing import (
     find_virtual_host,
     select_route,
 )
-
-
-def snapshot_schema() -> dict[str, Any]:
-    """The JSON Schema (Draft 2020-12) of a snapshot."""
-    import json
-
-    text = resources.files(__package__).joinpath("snapshot.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
 
 __all__ = [
     "AuthorizationPolicy",

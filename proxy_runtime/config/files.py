@@ -1,9 +1,10 @@
-"""The only I/O of the config package: read and write snapshot files."""
+"""The only I/O of the config package: read and write snapshot files, read the schema."""
 
 from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,10 @@ def dump_snapshot_file(snapshot: Snapshot, path: str | os.PathLike[str]) -> None
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def snapshot_schema() -> dict[str, Any]:
+    """The JSON Schema (Draft 2020-12) of a snapshot, shipped as snapshot.schema.json."""
+    text = resources.files(__package__).joinpath("snapshot.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
