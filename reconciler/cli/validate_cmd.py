@@ -162,11 +162,15 @@ def validate_command(
 def summary_line(result: ValidationResult, counts: dict[str, int]) -> str:
     scope = (f"{result.source}: {_plural(result.files, 'file')}, "
              f"{_plural(result.documents, 'document')}")
-    parts = [_plural(counts["errors"], "error"), _plural(counts["warnings"], "warning")]
+    parts = []
+    if counts["errors"]:
+        parts.append(_plural(counts["errors"], "error"))
+    if counts["warnings"]:
+        parts.append(_plural(counts["warnings"], "warning"))
     if counts["infos"]:
         parts.append(f"{counts['infos']} info")
     verdict = "ok" if counts["errors"] == 0 else "FAILED"
-    return f"{scope}: {', '.join(parts)}: {verdict}"
+    return f"{scope}: {', '.join(parts) or 'no findings'}: {verdict}"
 
 
 def to_json(result: ValidationResult) -> dict[str, Any]:

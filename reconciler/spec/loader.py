@@ -17,7 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.spec.codes import finding
 from reconciler.spec.findings import Finding, Location, Severity
-from reconciler.spec.model import FieldPath, Positions
+from reconciler.spec.model import FieldPath, Positions, Spot
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -105,16 +105,16 @@ def _offset_loc(file: str, data: bytes, offset: int) -> Location:
 
 
 class _Builder:
-    """Turns one document's node graph into plain values and positions."""
+    """Turns one document's node graph into plain values. Positions are not copied out: the
+    node graph is kept and walked only for the fields a finding names (see _NodeLookup)."""
 
-    __slots__ = ("budget", "depth_limit", "file", "findings", "spots")
+    __slots__ = ("budget", "depth_limit", "file", "findings")
 
     def __init__(self, file: str, budget: int, depth_limit: int) -> None:
         self.file = file
         self.budget = budget
         self.depth_limit = depth_limit
         self.findings: list[Finding] = []
-        self.spots: dict[FieldPath, tuple[int, int, int, int]] = {}
 
     def loc(self, node: Node) -> Location:
         return _mark_loc(self.file, node.start_mark)
@@ -122,7 +122,7 @@ class _Builder:
     def bad(self, code: str, msg: str, node: Node) -> None:
         self.findings.append(finding(code, msg, self.loc(node)))
 
-    def build(self, node: Node, path: FieldPath, depth: int) -> Any:
+    def build(self, node: Node, depth: int) -> Any:
         self.budget -= 1
         if self.budget < 0:
             self.bad(
@@ -143,19 +143,13 @@ class _Builder:
             if tag != _MAP:
                 self.bad("MCD015", f"{self.tag_words(tag)} cannot be held in JSON", node)
                 return None
-            return self.mapping(node, path, depth)
+            return self.mapping(node, depth)
         if isinstance(node, SequenceNode):
             if tag != _SEQ:
                 self.bad("MCD015", f"{self.tag_words(tag)} cannot be held in JSON", node)
                 return None
-            out: list[Any] = []
-            spots = self.spots
-            for i, item in enumerate(node.value):
-                p = (*path, i)
-                m = item.start_mark
-                spots[p] = (m.line + 1, m.column + 1, m.line + 1, m.column + 1)
-                out.append(self.build(item, p, depth + 1))
-            return out
+            build = self.build
+            return [build(item, depth + 1) for item in node.value]
         raise AssertionError(f"unknown node {node!r}")  # pragma: no cover
 
     @staticmethod
@@ -182,9 +176,8 @@ class _Builder:
         self.bad("MCD015", f"{self.tag_words(tag)} cannot be held in JSON", node)
         return None
 
-    def mapping(self, node: MappingNode, path: FieldPath, depth: int) -> dict[str, Any]:
+    def mapping(self, node: MappingNode, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        spots = self.spots
         pairs = node.value
         if any(k.tag == _MERGE for k, _ in pairs):
             pairs = self.merged(node)
@@ -195,22 +188,20 @@ class _Builder:
                 self.bad("MCD015", f"mapping key {what} is not a string (quote it)", knode)
                 continue
             key = knode.value
-            p = (*path, key)
             if key in out:
-                first = spots[p]
+                first = next(k for k, _ in pairs if k.tag == _STR and k.value == key).start_mark
                 self.bad(
                     "MCD002",
-                    f"duplicate key {key!r} (first at line {first[0]}, column {first[1]})",
+                    f"duplicate key {key!r} (first at line {first.line + 1}, column "
+                    f"{first.column + 1})",
                     knode,
                 )
                 continue
-            km, vm = knode.start_mark, vnode.start_mark
-            spots[p] = (km.line + 1, km.column + 1, vm.line + 1, vm.column + 1)
             if vnode.tag == _STR and isinstance(vnode, ScalarNode):  # the common case, inlined
                 self.budget -= 1
                 out[key] = vnode.value
             else:
-                out[key] = build(vnode, p, depth + 1)
+                out[key] = build(vnode, depth + 1)
         if self.budget < 0:
             self.bad("MCD003", "document expands to too many nodes (alias/anchor bomb?); not "
                      "loaded", node)
@@ -250,6 +241,51 @@ class _Builder:
                 seen.add(name)
             out.append((k, v))
         return out
+
+
+def _spot(key: Node, value: Node) -> Spot:
+    k, v = key.start_mark, value.start_mark
+    return (k.line + 1, k.column + 1, v.line + 1, v.column + 1)
+
+
+def _pairs(node: MappingNode, depth: int = 0) -> list[tuple[Node, Node]]:
+    """A mapping's key/value nodes as the builder saw them: merge keys expanded, explicit keys
+    first. Only documents that loaded cleanly are looked up, so no budget is needed."""
+    pairs: list[tuple[Node, Node]] = [(k, v) for k, v in node.value if k.tag != _MERGE]
+    if depth > 50:
+        return pairs
+    for k, v in node.value:
+        if k.tag == _MERGE:
+            for src in v.value if isinstance(v, SequenceNode) else [v]:
+                if isinstance(src, MappingNode):
+                    pairs.extend(_pairs(src, depth + 1))
+    return pairs
+
+
+class _NodeLookup:
+    """Finds the spot of a field path by walking a document's node graph."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Node) -> None:
+        self.root = root
+
+    def __call__(self, path: FieldPath) -> Spot | None:
+        node = self.root
+        key: Node = node
+        for part in path:
+            if isinstance(node, MappingNode) and isinstance(part, str):
+                for k, v in _pairs(node):
+                    if isinstance(k, ScalarNode) and k.value == part and k.tag == _STR:
+                        key, node = k, v
+                        break
+                else:
+                    return None
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = key = node.value[part]
+            else:
+                return None
+        return _spot(key, node)
 
 
 def load_yaml(
@@ -295,10 +331,8 @@ def load_yaml(
             if isinstance(node, ScalarNode) and node.tag == _NULL and node.value in ("", "~", "null"):
                 continue  # an empty document
             b = _Builder(file, budget, limits.max_depth)
-            m = node.start_mark
-            b.spots[()] = (m.line + 1, m.column + 1, m.line + 1, m.column + 1)
             try:
-                value = b.build(node, (), 0)
+                value = b.build(node, 0)
             except _Stop:
                 value = None
             budget = max(b.budget, 0)
@@ -307,7 +341,7 @@ def load_yaml(
                 if budget == 0:
                     break
                 continue
-            docs.append(Document(file, this, value, Positions(file, b.spots)))
+            docs.append(Document(file, this, value, Positions(file, lookup=_NodeLookup(node))))
     except yaml.YAMLError as e:
         findings.append(_yaml_error(file, data, e))
     except RecursionError:  # pragma: no cover - max_depth keeps far below the limit

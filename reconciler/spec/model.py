@@ -17,7 +17,7 @@ the repo compare equal (so a plan does not see a moved line as a change).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -73,21 +73,30 @@ EMPTY: FrozenDict[str, str] = FrozenDict()
 # --- positions ------------------------------------------------------------------------------
 
 
+Spot = tuple[int, int, int, int]  # key line, key column, value line, value column (1-based)
+
+
 class Positions:
     """Where each field of one document sits. Never part of equality or hashing.
 
-    `spots[path]` is (key line, key column, value line, value column), 1-based: the key is the
-    mapping key that holds `path` (for a sequence item, the item's start) and the value is
-    where the value itself starts.
+    A spot is (key line, key column, value line, value column), 1-based: the key is the
+    mapping key that holds the path (for a sequence item, the item's start) and the value is
+    where the value itself starts. Spots come from `spots`, or are looked up on first use by
+    `lookup` (the loader passes one that walks the parsed YAML, so that documents nobody
+    reports on cost nothing) and then remembered.
     """
 
-    __slots__ = ("file", "spots")
+    __slots__ = ("_lookup", "file", "spots")
 
     def __init__(
-        self, file: str, spots: dict[FieldPath, tuple[int, int, int, int]] | None = None
+        self,
+        file: str,
+        spots: dict[FieldPath, Spot] | None = None,
+        lookup: Callable[[FieldPath], Spot | None] | None = None,
     ) -> None:
         self.file = file
-        self.spots: dict[FieldPath, tuple[int, int, int, int]] = spots if spots is not None else {}
+        self.spots: dict[FieldPath, Spot] = spots if spots is not None else {}
+        self._lookup = lookup
 
     def loc(self, path: Sequence[str | int] = ()) -> Location:
         """The key's place for `path`, or of its nearest ancestor that has one."""
@@ -100,12 +109,20 @@ class Positions:
         return Location(self.file, s[2], s[3]) if s else Location(self.file)
 
     def has(self, path: Sequence[str | int]) -> bool:
-        return tuple(path) in self.spots
+        """Whether `path` was written in the YAML (not a default)."""
+        return self._get(tuple(path)) is not None
 
-    def _find(self, p: FieldPath) -> tuple[int, int, int, int] | None:
-        spots = self.spots
+    def _get(self, p: FieldPath) -> Spot | None:
+        s = self.spots.get(p)
+        if s is None and self._lookup is not None:
+            s = self._lookup(p)
+            if s is not None:
+                self.spots[p] = s
+        return s
+
+    def _find(self, p: FieldPath) -> Spot | None:
         while True:
-            s = spots.get(p)
+            s = self._get(p)
             if s is not None or not p:
                 return s
             p = p[:-1]
@@ -117,7 +134,7 @@ class Positions:
         return 0
 
     def __repr__(self) -> str:
-        return f"Positions({self.file!r}, {len(self.spots)} fields)"
+        return f"Positions({self.file!r})"
 
 
 # --- service references and durations -------------------------------------------------------
