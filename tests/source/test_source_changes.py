@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Upstream
+from source_helpers import Upstream
 
 from reconciler.source import (
     BranchDeleted,

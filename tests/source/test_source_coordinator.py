@@ -5,7 +5,7 @@ from concurrent.futures import Future, wait
 from pathlib import Path
 
 import pytest
-from conftest import Upstream
+from source_helpers import Upstream
 
 from reconciler.source import (
     BackoffPolicy,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pygit2
 import pytest
-from conftest import Upstream, closed_port
+from source_helpers import Upstream, closed_port
 
 from reconciler.source import (
     BranchMissing,

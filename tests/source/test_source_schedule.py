@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
-from conftest import Upstream
+from source_helpers import Upstream
 
 from reconciler.source import FetchCoordinator, FetchOutcome, GitMirror, PollingSchedule
 from reconciler.source.schedule import JOB_ID

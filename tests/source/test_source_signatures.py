@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pygit2
 import pytest
-from conftest import Upstream
+from source_helpers import Upstream
 
 from reconciler.source import (
     AllowedSigners,
