@@ -297,7 +297,9 @@ def test_compiled_inbound_authorizes_like_the_policies(example: dict[str, Any]) 
 def test_duplicate_policy_name(example: dict[str, Any]) -> None:
     example["inbound"]["policies"][1]["name"] = example["inbound"]["policies"][0]["name"]
     err = _error(example)
-    assert str(err) == "inbound.policies[1].name: duplicate policy name 'shop/checkout-allow-frontend'"
+    assert (
+        str(err) == "inbound.policies[1].name: duplicate policy name 'shop/checkout-allow-frontend'"
+    )
 
 
 def test_wildcard_domains_other_than_star_are_refused(example: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +363,6 @@ BAD: list[tuple[str, Any, str, str]] = [
 
 
 def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    import re
 
     parts: list[str | int] = []
     for seg in dotted.split("."):
@@ -417,3 +417,37 @@ def test_loads_rejects_bad_json() -> None:
         loads_snapshot('{"tcp": [], "tcp": []}')
     with pytest.raises(SnapshotError, match="NaN is not valid JSON"):
         loads_snapshot('{"telemetry": {"tracingSamplingPercent": NaN}}')
+
+
+def _properties(node: Any, path: str = "") -> list[tuple[str, str, dict[str, Any]]]:
+    """(path, field name, schema) of every object property in the schema."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        for name, sub in node.get("properties", {}).items():
+            out.append((f"{path}.{name}", name, sub))
+        for key, sub in node.items():
+            if key != "properties" or not isinstance(sub, dict):
+                out.extend(_properties(sub, f"{path}/{key}"))
+            else:
+                for name, prop in sub.items():
+                    out.extend(_properties(prop, f"{path}.{name}"))
+    elif isinstance(node, list):
+        for i, sub in enumerate(node):
+            out.extend(_properties(sub, f"{path}[{i}]"))
+    return out
+
+
+def test_every_field_is_described_in_schema_and_docs() -> None:
+    schema = snapshot_schema()
+    docs = (Path(__file__).parents[2] / "docs" / "proxy-snapshot.md").read_text("utf-8")
+    props = _properties(schema)
+    assert len(props) > 100
+    for where, name, sub in props:
+        if "$ref" in sub:
+            target = schema["$defs"][sub["$ref"].rsplit("/", 1)[1]]
+            assert target.get("description"), f"{where}: referenced definition has no description"
+        elif name not in ("source", "operation"):  # the Istio wrappers of from/to entries
+            assert sub.get("description"), f"{where}: no description"
+        assert re.search(rf"(?<![A-Za-z]){re.escape(name)}(?![A-Za-z])", docs), (
+            f"{where}: field {name!r} not mentioned in docs/proxy-snapshot.md"
+        )
