@@ -39,6 +39,7 @@ class PollingSchedule:
         first_run_now: bool = True,
         wait_timeout: float | None = 600.0,
         scheduler: BackgroundScheduler | None = None,
+        job_id: str = JOB_ID,
     ) -> None:
         if interval <= 0:
             raise ValueError("poll interval must be positive")
@@ -52,11 +53,17 @@ class PollingSchedule:
         self._wait_timeout = wait_timeout
         self._owns_scheduler = scheduler is None
         self._scheduler = scheduler or BackgroundScheduler(daemon=True)
+        self._job_id = job_id
         self._started = False
 
     @property
     def running(self) -> bool:
         return self._started
+
+    @property
+    def job(self) -> Any:
+        """The APScheduler Job while started (for status pages and tests), else None."""
+        return self._scheduler.get_job(self._job_id)
 
     def start(self) -> None:
         if self._started:
@@ -69,7 +76,7 @@ class PollingSchedule:
         self._scheduler.add_job(
             self._tick,
             trigger,
-            id=JOB_ID,
+            id=self._job_id,
             replace_existing=True,
             max_instances=1,
             coalesce=True,
@@ -84,13 +91,13 @@ class PollingSchedule:
         if not self._started:
             return
         self._started = False
-        if self._scheduler.get_job(JOB_ID) is not None:
-            self._scheduler.remove_job(JOB_ID)
+        if self._scheduler.get_job(self._job_id) is not None:
+            self._scheduler.remove_job(self._job_id)
         if self._owns_scheduler and self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
 
     def next_run_time(self) -> Any:
-        job = self._scheduler.get_job(JOB_ID)
+        job = self.job
         return None if job is None else job.next_run_time
 
     def _tick(self) -> None:

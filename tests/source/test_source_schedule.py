@@ -26,7 +26,7 @@ def test_first_poll_runs_at_start_and_job_is_single_and_coalesced() -> None:
     schedule.start()
     try:
         assert polled.wait(WAIT)
-        job = schedule._scheduler.get_job(JOB_ID)
+        job = schedule.job
         assert job.max_instances == 1 and job.coalesce is True
         assert job.trigger.interval == timedelta(seconds=60)
         assert job.trigger.jitter == 7
@@ -34,7 +34,7 @@ def test_first_poll_runs_at_start_and_job_is_single_and_coalesced() -> None:
     finally:
         schedule.stop()
     assert not schedule.running
-    assert schedule._scheduler.get_job(JOB_ID) is None
+    assert schedule.job is None
     assert not schedule._scheduler.running
 
 
@@ -47,10 +47,15 @@ def test_shared_scheduler_is_left_running() -> None:
     scheduler.start()
     try:
         schedule = PollingSchedule(lambda: None, scheduler=scheduler, first_run_now=False)
+        other = PollingSchedule(lambda: None, scheduler=scheduler, job_id="second-repo")
         schedule.start()
+        other.start()
         assert scheduler.get_job(JOB_ID) is not None
+        assert scheduler.get_job("second-repo") is not None
         schedule.stop()
         assert scheduler.get_job(JOB_ID) is None and scheduler.running
+        assert other.job is not None
+        other.stop()
     finally:
         scheduler.shutdown(wait=False)
 
