@@ -1,1 +1,19 @@
 """Pure functions from the spec model to per-proxy native config, plus exporters."""
+
+from __future__ import annotations
+
+from .fleet import Fleet, InboundPort, Proxy, ProxyPorts, default_fleet
+from .native import RenderedSnapshot, RenderKey, RenderResult, RenderState, render
+
+__all__ = [
+    "Fleet",
+    "InboundPort",
+    "Proxy",
+    "ProxyPorts",
+    "RenderKey",
+    "RenderResult",
+    "RenderState",
+    "RenderedSnapshot",
+    "default_fleet",
+    "render",
+]
