@@ -1,0 +1,164 @@
+"""A plan as text (terminal), markdown (a pull-request comment) or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from .access import AccessFlip
+from .plan import Plan
+
+MAX_FLIP_LINES = 200
+MAX_FIELD_LINES = 200
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "(none)"
+    return json.dumps(v, ensure_ascii=False, sort_keys=True)
+
+
+def _short(version: str | None) -> str:
+    return version[:12] if version else "(none)"
+
+
+def _rev(r: str | None) -> str:
+    return r if r is not None else "(nothing)"
+
+
+_SIGN = {"added": "+", "changed": "~", "removed": "-"}
+
+
+def _folded_flips(flips: Iterable[AccessFlip]) -> list[tuple[AccessFlip, list[str]]]:
+    """Flips that differ only in port/method/path/host, folded into one line each."""
+    groups: dict[tuple[Any, ...], tuple[AccessFlip, list[str]]] = {}
+    for f in flips:
+        k = (f.granted, f.destination, f.sources, f.source_count, f.before, f.after)
+        what = f"{f.port} {f.method} {f.path}" + (f" host={f.host}" if f.host != "*" else "")
+        groups.setdefault(k, (f, []))[1].append(what)
+    return list(groups.values())
+
+
+def _sources(f: AccessFlip) -> str:
+    more = f.source_count - len(f.sources)
+    text = ", ".join(f.sources)
+    return f"{text} (+{more} more)" if more > 0 else text
+
+
+def _counts(plan: Plan) -> tuple[int, int, int]:
+    rs = plan.resources
+    return (sum(r.change == "added" for r in rs), sum(r.change == "changed" for r in rs),
+            sum(r.change == "removed" for r in rs))
+
+
+def format_text(plan: Plan) -> str:
+    out: list[str] = [f"Plan: {_rev(plan.from_rev)} -> {_rev(plan.to_rev)}", ""]
+    a, c, r = _counts(plan)
+    out.append(f"Resources: {a} added, {c} changed, {r} removed")
+    field_lines = 0
+    for rc in plan.resources:
+        out.append(f"  {_SIGN[rc.change]} {rc.kind} {rc.namespace}/{rc.name}  ({rc.file})")
+        for fc in rc.fields:
+            field_lines += 1
+            if field_lines > MAX_FIELD_LINES:
+                continue
+            out.append(f"      {fc.path}: {_value(fc.old)} -> {_value(fc.new)}  ({fc.location})")
+    if field_lines > MAX_FIELD_LINES:
+        out.append(f"      ... {field_lines - MAX_FIELD_LINES} more field changes not shown")
+    pd = plan.proxies
+    n_changed = len(pd.changes)
+    out += ["", f"Proxies: {n_changed} of {pd.total} change; {pd.unchanged} unchanged"]
+    for sc in pd.services:
+        parts = [f"{n} {k}" for k, n in (("changed", sc.changed), ("added", sc.added),
+                                         ("removed", sc.removed)) if n]
+        out.append(f"  {sc.service:<40} {', '.join(parts)} (of {sc.proxies})")
+    if pd.changes:
+        listed = pd.changes[: plan.limits.max_proxies]
+        out.append("  proxies: " + ", ".join(f"{_SIGN[p.change]}{p.proxy}" for p in listed)
+                   + (f" ... (+{n_changed - len(listed)} more)" if n_changed > len(listed) else ""))
+        out.append(f"  distinct snapshot changes: {pd.distinct_changes}"
+                   + (f" (first {len(pd.diffs)} shown)" if pd.distinct_changes > len(pd.diffs) else ""))
+    for i, d in enumerate(pd.diffs, 1):
+        out.append(f"  --- change {i}: {d.proxies} prox{'y' if d.proxies == 1 else 'ies'} of "
+                   f"{', '.join(d.services)}: {_short(d.old)} -> {_short(d.new)}")
+        out.extend("    " + line for line in d.diff.rstrip("\n").splitlines())
+    ad = plan.access
+    out += ["", f"Access: {len(ad.granted)} granted, {len(ad.revoked)} revoked "
+            f"({ad.changed_destinations} of {ad.destinations} destinations with changed inputs, "
+            f"{ad.groups} groups, {ad.evaluations} evaluations)"]
+    folded = _folded_flips(ad.flips)
+    for f, whats in folded[:MAX_FLIP_LINES]:
+        sign = "+" if f.granted else "-"
+        out.append(f"  {sign} {_sources(f)} -> {f.destination} [{'; '.join(whats)}]")
+        out.append(f"      {f.before} => {f.after}")
+    if len(folded) > MAX_FLIP_LINES:
+        out.append(f"  ... {len(folded) - MAX_FLIP_LINES} more not shown (use --format json)")
+    if ad.conditional:
+        out.append("  note: policies of " + ", ".join(ad.conditional) + " use header/IP "
+                   "conditions; the matrix assumes requests without those headers and addresses")
+    return "\n".join(out) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def format_markdown(plan: Plan) -> str:
+    a, c, r = _counts(plan)
+    pd, ad = plan.proxies, plan.access
+    out = [f"### meshcd plan `{_rev(plan.from_rev)}` \u2192 `{_rev(plan.to_rev)}`", ""]
+    out.append(f"**Resources:** {a} added, {c} changed, {r} removed  ")
+    out.append(f"**Proxies:** {len(pd.changes)} of {pd.total} change  ")
+    out.append(f"**Access:** {len(ad.granted)} granted, {len(ad.revoked)} revoked")
+    if plan.resources:
+        out += ["", "#### Resources", "", "| | kind | resource | file |", "|---|---|---|---|"]
+        for rc in plan.resources:
+            out.append(f"| {_SIGN[rc.change]} | {rc.kind} | {rc.namespace}/{rc.name} | `{rc.file}` |")
+        fields = [(rc, fc) for rc in plan.resources for fc in rc.fields]
+        if fields:
+            out += ["", f"<details><summary>Field changes ({len(fields)})</summary>", "",
+                    "| resource | field | old | new | at |", "|---|---|---|---|---|"]
+            for rc, fc in fields[:MAX_FIELD_LINES]:
+                out.append(f"| {rc.kind} {rc.namespace}/{rc.name} | `{fc.path}` | "
+                           f"`{_md_escape(_value(fc.old))}` | `{_md_escape(_value(fc.new))}` | `{fc.location}` |")
+            if len(fields) > MAX_FIELD_LINES:
+                out.append(f"\n{len(fields) - MAX_FIELD_LINES} more not shown.")
+            out += ["", "</details>"]
+    if pd.changes:
+        out += ["", "#### Proxies", "", "| service | proxies | changed | added | removed |",
+                "|---|---|---|---|---|"]
+        for sc in pd.services:
+            out.append(f"| {sc.service} | {sc.proxies} | {sc.changed} | {sc.added} | {sc.removed} |")
+        for i, d in enumerate(pd.diffs, 1):
+            out += ["", f"<details><summary>Change {i}: {d.proxies} prox{'y' if d.proxies == 1 else 'ies'}"
+                    f" of {', '.join(d.services)} (<code>{_short(d.old)}</code> \u2192 "
+                    f"<code>{_short(d.new)}</code>, {d.lines} diff lines)</summary>", "", "```diff",
+                    d.diff.rstrip("\n"), "```", "", "</details>"]
+        if pd.distinct_changes > len(pd.diffs):
+            out.append(f"\n{pd.distinct_changes - len(pd.diffs)} more distinct changes not shown.")
+    if ad.flips:
+        out += ["", "#### Access matrix", "", "| | source | destination | requests | before | after |",
+                "|---|---|---|---|---|---|"]
+        folded = _folded_flips(ad.flips)
+        for f, whats in folded[:MAX_FLIP_LINES]:
+            sign = "\u2705 granted" if f.granted else "\u26d4 revoked"
+            out.append(f"| {sign} | {_md_escape(_sources(f))} | {f.destination} | "
+                       f"{_md_escape('; '.join(whats))} | {f.before} | {f.after} |")
+        if len(folded) > MAX_FLIP_LINES:
+            out.append(f"\n{len(folded) - MAX_FLIP_LINES} more not shown.")
+    if ad.conditional:
+        out.append("\n_Policies of " + ", ".join(ad.conditional) + " use header/IP conditions; the "
+                   "matrix assumes requests without those headers and addresses._")
+    return "\n".join(out) + "\n"
+
+
+def format_plan(plan: Plan, fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps(plan.to_json(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    if fmt == "markdown":
+        return format_markdown(plan)
+    return format_text(plan)
+
+
+__all__ = ["format_markdown", "format_plan", "format_text"]
