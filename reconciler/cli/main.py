@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "webhook": "reconciler.cli.webhook_cmd:webhook",
     "validate": "reconciler.cli.validate_cmd:validate_command",
     "show": "reconciler.cli.validate_cmd:show_command",
+    "plan": "reconciler.cli.plan_cmd:plan",
 }
 
 
