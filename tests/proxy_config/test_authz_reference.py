@@ -259,7 +259,7 @@ REQUEST = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policies(), st.booleans(), REQUEST)
 def test_compiled_evaluator_agrees_with_reference(
     raw: list[dict[str, Any]], default_deny: bool, r: dict[str, Any]
