@@ -8,7 +8,8 @@ do not retry together. The random source is passed in; time is passed in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class FetchStatus:
     @property
     def healthy(self) -> bool:
         return self.consecutive_failures == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """For the status API and the audit (the error text is already scrubbed)."""
+        return {**asdict(self), "healthy": self.healthy}
 
     def succeeded(self, now: float) -> FetchStatus:
         return replace(

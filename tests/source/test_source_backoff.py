@@ -63,3 +63,4 @@ def test_status_through_failures_and_recovery() -> None:
     assert s.healthy and s.due(1031)
     assert (s.last_success, s.last_error, s.next_attempt_not_before) == (1031, None, None)
     assert (s.total_fetches, s.total_failures) == (3, 2)
+    assert s.to_dict()["healthy"] is True and s.to_dict()["last_success"] == 1031

@@ -407,3 +407,38 @@ def test_unsupported_key_type(real_sig: tuple[bytes, bytes]) -> None:
     assert verify_commit_signature(
         _rebuild(sig, public_key=odd_key), payload, ANY, verify_time=NOW
     ) == Unsupported("ssh-dss")
+
+
+def test_the_loop_the_pipeline_will_run(
+    tmp_path: Path, upstream: Upstream, keys: dict[str, Key]
+) -> None:
+    """Coordinator -> fetch -> observe_branch -> policy, as `meshcd serve` wires it."""
+    from reconciler.source import FetchCoordinator, FetchOutcome, FetchResult, observe_branch
+
+    mirror = GitMirror(tmp_path / "mirror.git", str(upstream.path))
+    policy = SignaturePolicy(
+        SignatureMode.REQUIRE, signers(f"ops@example.com {keys['ed25519'].public_line}")
+    )
+    deployed: list[str] = []
+    recorded: list[dict[str, object]] = []
+
+    def after_fetch(outcome: FetchOutcome[FetchResult]) -> None:
+        assert outcome.ok, outcome.error
+        previous = deployed[-1] if deployed else None
+        seen = observe_branch(mirror, "main", previous, policy, now=NOW)
+        recorded.append(seen.to_dict())
+        if seen.deployable and seen.commit is not None:
+            deployed.append(seen.commit.id)
+
+    with FetchCoordinator(mirror.fetch, on_outcome=after_fetch) as coord:
+        good = signed_commit(upstream, keys["ed25519"], "signed route change")
+        coord.refresh("webhook").result(30)
+        assert deployed == [good]
+
+        upstream.commit("unsigned sneaky change")
+        coord.refresh("webhook").result(30)
+        assert deployed == [good]  # recorded, never deployed
+        last = recorded[-1]
+        assert last["event"]["kind"] == "new_commit"  # type: ignore[index]
+        assert last["signature"]["verdict"]["kind"] == "unsigned"  # type: ignore[index]
+        assert last["signature"]["deployable"] is False  # type: ignore[index]
