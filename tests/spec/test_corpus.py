@@ -310,3 +310,74 @@ def test_every_corpus_file_is_valid_utf8_yaml_or_expected_text() -> None:
         if p.is_file():
             p.read_bytes().decode("utf-8")  # the corpus itself stays plain text in git
             assert not p.is_symlink()
+
+
+# --- mutations of the example: whatever a typo does, validation reports, never raises -------
+
+EXAMPLE = REPO / "repo_layout_example"
+
+
+class _Files:
+    """A repo in memory (path -> bytes), read like a directory."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.data = files
+
+    def describe(self) -> str:
+        return "mutated example"
+
+    def files(self, max_file_size: int = 1 << 20) -> Iterator[Any]:
+        from reconciler.spec.sources import SourceFile, blob_id
+
+        for path in sorted(self.data):
+            yield SourceFile(path, blob_id(self.data[path]), self.data[path])
+
+
+def _mutate(rng: Any, text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return text
+    i = rng.randrange(len(lines))
+    op = rng.randrange(7)
+    if op == 0:
+        del lines[i]  # a lost line
+    elif op == 1:
+        lines.insert(i, lines[i])  # a duplicated line (duplicate keys, duplicate entries)
+    elif op == 2:
+        lines[i] = " " + lines[i]  # an indentation slip
+    elif op == 3:  # a number changed
+        lines[i] = "".join(str(rng.randrange(-5, 300)) if c.isdigit() else c for c in lines[i])
+    elif op == 4:  # a name changed (dangling references, non-DNS names)
+        words = ["cart", "v3", "Cart_Svc", "", "*", "shop.nowhere", "10.0.0.0/33", "[::1]:x"]
+        lines[i] = lines[i].replace(rng.choice(["cart", "catalog", "v1", "v2", "shop", "8080"]), rng.choice(words))
+    elif op == 5:
+        lines = lines[:i]  # a truncated file
+    else:
+        j = rng.randrange(len(lines))
+        lines[i], lines[j] = lines[j], lines[i]  # two lines swapped
+    return "".join(lines)
+
+
+def test_mutated_example_never_raises() -> None:
+    import random
+
+    from reconciler.spec.validate import ValidationCache
+
+    rng = random.Random(2)
+    base = {
+        str(p.relative_to(EXAMPLE)): p.read_bytes()
+        for p in sorted(EXAMPLE.rglob("*.yaml"))
+    }
+    cache = ValidationCache()
+    codes: set[str] = set()
+    for _ in range(150):
+        files = dict(base)
+        for _k in range(rng.randrange(1, 4)):
+            path = rng.choice(sorted(files))
+            files[path] = _mutate(rng, files[path].decode()).encode()
+        result = validate(_Files(files), cache=cache)  # must not raise
+        for f in result.findings:
+            assert f.location.file in files or f.location.file == "."
+            codes.add(f.code)
+    # The mutations reach both the loader/schema and the semantic checks.
+    assert any(c < "MCD100" for c in codes) and any(c >= "MCD100" for c in codes), codes
