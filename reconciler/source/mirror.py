@@ -93,10 +93,17 @@ class GitMirror:
     def repository(self) -> pygit2.Repository:
         """The underlying repository, for readers of trees and blobs (the Load stage).
 
-        Not thread-safe on its own: use it from one thread, or open your own
-        `pygit2.Repository(mirror.path)`.
+        Shared with this mirror's reads, which lock around it; a reader on another
+        thread should use `open_repository()` instead.
         """
         return self._repo
+
+    def open_repository(self) -> pygit2.Repository:
+        """A fresh handle on the mirror, for one thread's exclusive use (e.g. the loader)."""
+        try:
+            return pygit2.Repository(str(self.path))
+        except pygit2.GitError as exc:
+            raise MirrorError(f"cannot open the mirror at {self.path}: {exc}") from None
 
     # -- setup -------------------------------------------------------------------------
 
@@ -142,10 +149,7 @@ class GitMirror:
         Raises a SourceError subclass; the message never holds a credential.
         """
         with self._fetch_lock:
-            try:
-                repo = pygit2.Repository(str(self.path))
-            except pygit2.GitError as exc:
-                raise MirrorError(f"cannot open the mirror at {self.path}: {exc}") from None
+            repo = self.open_repository()
             try:
                 return self._fetch_into(repo)
             finally:

@@ -107,6 +107,11 @@ def test_commit_info(tmp_path: Path, upstream: Upstream) -> None:
     assert info.summary == "Route: shift 10% to v2"
     assert info.message.endswith("Because the canary is healthy.\n")
     assert info.signature is None and info.signed_payload is None and not info.signed
+    # A reader on another thread gets its own handle that sees the same objects.
+    own = mirror.open_repository()
+    assert own is not mirror.repository and own.is_bare
+    commit = own.get(oid)
+    assert isinstance(commit, pygit2.Commit) and str(commit.tree_id) == info.tree
 
 
 def test_bad_commit_ids(tmp_path: Path, upstream: Upstream) -> None:
