@@ -399,6 +399,12 @@ def _load_user_root(
         raise CAConfigError(f"{cert_file} is not a CA certificate (basicConstraints cA=true)")
     if constraints.path_length is not None and constraints.path_length < 1:
         raise CAConfigError(f"{cert_file} may not sign an intermediate (pathLen 0)")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None  # allowed (RFC 5280); `openssl req -x509` roots have none
+    if usage is not None and not usage.key_cert_sign:
+        raise CAConfigError(f"{cert_file}'s keyUsage does not allow signing certificates")
     if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
         raise CAConfigError(
             f"{cert_file} is not valid now (valid until {cert.not_valid_after_utc.isoformat()})"

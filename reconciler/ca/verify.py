@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from reconciler.ca.errors import InvalidSpiffeId, SVIDRejected
 from reconciler.ca.spiffe import SpiffeId, parse_spiffe_id
@@ -56,6 +63,7 @@ def verify_svid_chain(
         .store(Store(list(bundle)))
         .time(now)
         .max_chain_depth(MAX_CHAIN_DEPTH)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=ExtensionPolicy.webpki_defaults_ee())
         .build_client_verifier()
     )
     try:
@@ -69,6 +77,19 @@ def verify_svid_chain(
             f"not {trust_domain!r}"
         )
     return identity
+
+
+def _ca_key_usage(_policy: Policy, _cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("a CA certificate's keyUsage must allow keyCertSign")
+
+
+# The Web PKI profile, except that a CA certificate may omit keyUsage: roots made with
+# `openssl req -x509` do, RFC 5280 allows it, and OpenSSL (which does the TLS handshakes)
+# accepts them. When keyUsage is present it must allow certificate signing.
+_CA_POLICY = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+    x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage
+)
 
 
 def _check_leaf_shape(leaf: x509.Certificate) -> None:

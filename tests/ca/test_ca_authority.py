@@ -536,3 +536,55 @@ def test_a_ca_made_without_the_root_is_not_silently_switched(
         CertificateAuthority.load_or_create(
             tmp_path / "data", TD, now=now, root_cert_file=cert_file, root_key_file=key_file
         )
+
+
+def plain_root(tmp_path: Path, now: datetime, usage: x509.KeyUsage | None) -> tuple[Path, Path]:
+    """A root like `openssl req -x509` makes: basicConstraints and key ids, keyUsage optional."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Corp Root")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if usage is not None:
+        builder = builder.add_extension(usage, critical=True)
+    cert_file, key_file = tmp_path / "plain.crt", tmp_path / "plain.key"
+    cert_file.write_bytes(
+        builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    )
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_a_root_without_key_usage_works(tmp_path: Path, now: datetime) -> None:
+    cert_file, key_file = plain_root(tmp_path, now, None)
+    ca = CertificateAuthority.load_or_create(
+        tmp_path / "data", TD, now=now, root_cert_file=cert_file, root_key_file=key_file
+    )
+    assert ca.verify_svid(ca.issue_svid(csr_pem(new_ec()), WEB, now=now), now=now) == WEB
+
+
+def test_a_root_whose_key_usage_forbids_signing_is_refused(tmp_path: Path, now: datetime) -> None:
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+    cert_file, key_file = plain_root(tmp_path, now, usage)
+    with pytest.raises(CAConfigError, match="keyUsage"):
+        CertificateAuthority.load_or_create(
+            tmp_path / "data", TD, now=now, root_cert_file=cert_file, root_key_file=key_file
+        )
