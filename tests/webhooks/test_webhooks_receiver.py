@@ -3,7 +3,6 @@ with its status, a JSON reason, an audit record, and no on_update call."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -87,11 +86,10 @@ def test_bad_signature_is_401(client: httpx.Client, server: Server, name: str) -
     expect_no_update(server, case, delivery, "rejected", "bad_signature")
 
 
-@pytest.mark.parametrize("name", ALL)
+# GitLab sends a token, not a signature over the body: nothing to tamper with there.
+@pytest.mark.parametrize("name", [n for n in ALL if CASES[n].forge != "gitlab"])
 def test_body_changed_after_signing_is_401(client: httpx.Client, server: Server, name: str) -> None:
     case = CASES[name]
-    if case.forge == "gitlab":
-        pytest.skip("GitLab sends a token, not a signature over the body")
     payload = case.payload()
     body = encode(payload)
     delivery = new_id()
@@ -290,8 +288,6 @@ def test_bad_ref_or_sha_shape_is_422(
     client: httpx.Client, server: Server, name: str, change: dict[str, str]
 ) -> None:
     case = CASES[name]
-    if name == "bitbucket-cloud" and "ref" in change:
-        pytest.skip("Bitbucket Cloud sends branch names, not refs")
     payload = case.payload()
     case.mutate(payload, ref=change.get("ref"), after=change.get("after"), repo=None)
     r, delivery = send(client, server, case, payload)
@@ -474,14 +470,3 @@ def test_a_forge_secret_does_not_open_another_forge(client: httpx.Client, server
     body = encode(case.payload())
     r = client.post(server.url("github", "gitlab"), content=body, headers=case.headers(body))
     assert r.status_code == 403
-
-
-def test_accepted_answer_is_quick_and_audit_time_comes_from_the_clock(
-    client: httpx.Client, server: Server
-) -> None:
-    case = CASES["generic"]
-    before = time.time()
-    r, delivery = send(client, server, case, case.payload())
-    assert r.status_code == 202
-    (audit,) = server.recorders["generic"].audits_for(delivery)
-    assert before - 1 <= audit.time <= time.time() + 1
