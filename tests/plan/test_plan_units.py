@@ -1,0 +1,113 @@
+"""Resource diff and access matrix on small models built in memory."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from reconciler.plan import access_diff, resource_diff
+from reconciler.plan.access import OTHER, identities
+from reconciler.spec import model as sm
+from reconciler.spec.model import Positions, ServiceRef
+
+MESH = sm.Mesh(name="mesh", trust_domain="t.example", authorization=sm.AuthorizationSettings("deny"))
+
+
+def svc(name: str, ns: str = "a", sa: str | None = None, tcp: bool = False) -> sm.Service:
+    ports = (sm.Port("http", 8080),) + ((sm.Port("db", 5432, "tcp"),) if tcp else ())
+    return sm.Service(name=name, namespace=ns, ports=ports, identity=sm.Identity(sa or name))
+
+
+def allow(name: str, target: str, *, principals: tuple[str, ...] = (), namespaces: tuple[str, ...] = (),
+          methods: tuple[str, ...] = (), paths: tuple[str, ...] = (), ns: str = "a",
+          action: str = "ALLOW") -> sm.AuthorizationPolicy:
+    op = sm.RuleOperation(methods=methods, paths=paths)
+    return sm.AuthorizationPolicy(
+        name=name, namespace=ns, action=action, selector=sm.Selector((ServiceRef(target, ns),)),
+        rules=(sm.AuthorizationRule(
+            from_=(sm.RuleFrom(sm.RuleSource(principals=principals, namespaces=namespaces)),)
+            if principals or namespaces else (),
+            to=(sm.RuleTo(op),) if methods or paths else (),
+        ),),
+    )
+
+
+def model(*resources: sm.Resource) -> sm.ConfigModel:
+    return sm.ConfigModel.from_resources([MESH, *resources])
+
+
+def test_moved_document_is_not_a_change() -> None:
+    s = svc("x")
+    moved = dataclasses.replace(s, positions=Positions("elsewhere.yaml", {(): (9, 1, 9, 1)}))
+    assert resource_diff(model(s), model(moved)) == ()
+
+
+def test_field_changes_use_yaml_names_and_durations() -> None:
+    rule = sm.RouteRule(destinations=(sm.Destination(ServiceRef("x", "a")),), timeout=2.0,
+                        retries=sm.Retries(1, per_try_timeout=0.25))
+    r1 = sm.Route(name="x", namespace="a", host=ServiceRef("x", "a"), rules=(rule,))
+    r2 = dataclasses.replace(r1, rules=(dataclasses.replace(rule, timeout=3.0, retries=sm.Retries(1, 0.5)),))
+    (change,) = resource_diff(model(svc("x"), r1), model(svc("x"), r2))
+    assert [(f.path, f.old, f.new) for f in change.fields] == [
+        ("spec.rules[0].retries.perTryTimeout", "250ms", "500ms"),
+        ("spec.rules[0].timeout", "2s", "3s"),
+    ]
+
+
+def test_identity_classes_do_not_enumerate_every_source() -> None:
+    callers = [svc(f"c{i}") for i in range(50)]
+    target = svc("t")
+    before = model(target, *callers, allow("t-1", "t", principals=("t.example/ns/a/sa/c1",)))
+    after = model(target, *callers, allow("t-1", "t", principals=("t.example/ns/a/sa/c1", "t.example/ns/a/sa/c2")))
+    diff = access_diff(before, after)
+    assert [(f.sources, f.granted) for f in diff.flips] == [(("ns/a/sa/c2",), True)]
+    # classes: c1, c2, everyone else (49 callers + OTHER), at two revisions: 3 x 2 evaluations
+    assert diff.evaluations == 6
+    assert diff.identities == 52
+
+
+def test_a_wildcard_grant_covers_the_unnamed_class() -> None:
+    target, c = svc("t"), svc("c", ns="b")
+    before = model(target, c, allow("t-1", "t", principals=("t.example/ns/b/sa/c",)))
+    after = model(target, c, allow("t-1", "t", namespaces=("*",)))
+    flips = access_diff(before, after).granted
+    assert len(flips) == 1
+    assert set(flips[0].sources) == {"ns/a/sa/t", OTHER}
+
+
+def test_methods_and_paths_are_classes_only_when_used() -> None:
+    target, c = svc("t"), svc("c")
+    before = model(target, c, allow("t-1", "t", principals=("t.example/ns/a/sa/c",), methods=("GET",)))
+    after = model(target, c, allow("t-1", "t", principals=("t.example/ns/a/sa/c",), methods=("GET", "POST"),
+                                   paths=("/api/*", "/health")))
+    diff = access_diff(before, after)
+    got = {(f.method, f.path, f.granted) for f in diff.flips if f.sources == ("ns/a/sa/c",)}
+    assert got == {
+        ("GET", "other", False), ("POST", "/api/*", True), ("POST", "/health", True),
+    }
+
+
+def test_deny_wins_and_tcp_ignores_http_fields() -> None:
+    target, c = svc("t", tcp=True), svc("c")
+    base = allow("t-1", "t", principals=("t.example/ns/a/sa/c",))
+    deny = allow("t-2", "t", principals=("t.example/ns/a/sa/c",), methods=("DELETE",), action="DENY")
+    diff = access_diff(model(target, c, base), model(target, c, base, deny))
+    revoked = {(f.port, f.method) for f in diff.revoked}
+    # on http: only DELETE is denied; on tcp the HTTP-only DENY applies to the whole port
+    assert revoked == {(8080, "DELETE"), (5432, "*")}
+    assert all(f.after == "denied by a/t-2" for f in diff.revoked)
+
+
+def test_removed_service_revokes_everything_it_allowed() -> None:
+    target, c = svc("t"), svc("c")
+    before = model(target, c, allow("t-1", "t", principals=("t.example/ns/a/sa/c",)))
+    diff = access_diff(before, model(c))
+    assert [(f.destination, f.sources, f.after) for f in diff.revoked] == [
+        ("t.a", ("ns/a/sa/c",), "absent (no such service)")
+    ]
+
+
+def test_shared_service_accounts_are_one_identity() -> None:
+    ids = identities([model(svc("x", sa="shared"), svc("y", sa="shared"), svc("z"))])
+    assert [(i.label, i.services) for i in ids] == [
+        ("ns/a/sa/shared", ("x.a", "y.a")), ("ns/a/sa/z", ("z.a",)), (OTHER, ()),
+    ]
