@@ -3,17 +3,21 @@ bodies parsed off the event loop, and the pure core staying free of web imports.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import running
 from fastapi import FastAPI
+from starlette.requests import Request
 from webhook_cases import CASES, encode, new_id
 
+from webhooks.errors import BodyTooLarge
 from webhooks.model import DeliveryRecord, RefUpdate
-from webhooks.receiver import THREAD_PARSE_BYTES, make_router
+from webhooks.receiver import THREAD_PARSE_BYTES, make_router, read_body
 from webhooks.settings import ReceiverSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +96,18 @@ def test_pure_core_imports_no_web_framework() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_read_body_stops_pulling_as_soon_as_the_cap_is_passed() -> None:
+    pulled = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}  # endless
+
+    scope = {"type": "http", "method": "POST", "headers": [], "path": "/"}
+    request = Request(scope, receive)
+    with pytest.raises(BodyTooLarge):
+        asyncio.run(read_body(request, cap=10_000, timeout_s=5))
+    assert pulled == 11  # 11,000 bytes > 10,000: refused at the first chunk over the cap
