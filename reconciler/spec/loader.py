@@ -108,13 +108,14 @@ class _Builder:
     """Turns one document's node graph into plain values. Positions are not copied out: the
     node graph is kept and walked only for the fields a finding names (see _NodeLookup)."""
 
-    __slots__ = ("budget", "depth_limit", "file", "findings")
+    __slots__ = ("budget", "depth_limit", "file", "findings", "merges")
 
-    def __init__(self, file: str, budget: int, depth_limit: int) -> None:
+    def __init__(self, file: str, budget: int, depth_limit: int, merges: bool = True) -> None:
         self.file = file
         self.budget = budget
         self.depth_limit = depth_limit
         self.findings: list[Finding] = []
+        self.merges = merges  # False when the text has no "<<": skip looking for merge keys
 
     def loc(self, node: Node) -> Location:
         return _mark_loc(self.file, node.start_mark)
@@ -179,7 +180,7 @@ class _Builder:
     def mapping(self, node: MappingNode, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         pairs = node.value
-        if any(k.tag == _MERGE for k, _ in pairs):
+        if self.merges and any(k.tag == _MERGE for k, _ in pairs):
             pairs = self.merged(node)
         build = self.build
         for knode, vnode in pairs:
@@ -310,6 +311,7 @@ def load_yaml(
         text = text[1:]
     docs: list[Document] = []
     budget = limits.node_budget
+    merges = "<<" in text
     try:
         loader = _Loader(text)
     except yaml.YAMLError as e:  # pragma: no cover - the C reader checks lazily
@@ -330,7 +332,7 @@ def load_yaml(
             index += 1
             if isinstance(node, ScalarNode) and node.tag == _NULL and node.value in ("", "~", "null"):
                 continue  # an empty document
-            b = _Builder(file, budget, limits.max_depth)
+            b = _Builder(file, budget, limits.max_depth, merges)
             try:
                 value = b.build(node, 0)
             except _Stop:

@@ -72,7 +72,7 @@ def check_envelope(doc: Document) -> tuple[str | None, list[Finding]]:
                else f"unknown apiVersion {api!r} (expected {API_VERSION})")
         out.append(finding("MCD011", msg, pos.value_loc(("apiVersion",))))
     kind = data.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         known = ", ".join(KINDS)
         msg = (f"missing kind (one of {known})" if kind is None
                else f"unknown kind {kind!r} (one of {known})")

@@ -267,3 +267,41 @@ def test_example_repo_builds_a_model() -> None:
     assert len(result.model.services) >= 5
     for r in result.model.resources():
         assert r.location.line >= 1 and r.file.endswith((".yaml", ".yml"))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_schema_valid_mutation_builds(seed: int) -> None:
+    """The builder relies on the schema only: whatever passes it must build without error."""
+    import random
+
+    from test_schema_spec import FULL, _mutations
+
+    from reconciler.spec.loader import Document
+    from reconciler.spec.model import Positions
+    from reconciler.spec.schema import check_envelope, fast_check
+
+    rng = random.Random(seed)
+    docs, _ = load_yaml("f.yaml", FULL.encode())
+    built = 0
+    for _ in range(400):
+        d = rng.choice(docs)
+        data = _mutations(d.data, rng)
+        if rng.random() < 0.5:
+            data = _mutations(data, rng)
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if not isinstance(kind, str) or kind not in schema_kinds():
+            continue
+        doc = Document("f.yaml", 0, data, Positions("f.yaml"))
+        _, env = check_envelope(doc)
+        if env or not fast_check(kind)(data):
+            continue
+        r = build_resource(data, Positions("f.yaml"))
+        assert r.KIND == kind
+        built += 1
+    assert built > 20
+
+
+def schema_kinds() -> set[str]:
+    from reconciler.spec.model import KINDS
+
+    return set(KINDS)

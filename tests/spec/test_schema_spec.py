@@ -241,6 +241,9 @@ def test_combined_schema_dispatches_on_kind() -> None:
         ("apiVersion: meshcd.dev/v1alpha1\nkind: Service\nmetadata:\n  name: " + "a" * 64 + "\n",
          "MCD014", (4, 9)),
         ("apiVersion: meshcd.dev/v1alpha1\nkind: Service\nmetadata: {name: 42}\n", "MCD014", (3, 18)),
+        ("apiVersion: meshcd.dev/v1alpha1\nkind: [Service]\nmetadata: {name: a}\n", "MCD012", (2, 7)),
+        ("apiVersion: meshcd.dev/v1alpha1\nkind: {a: 1}\nmetadata: {name: a}\n", "MCD012", (2, 7)),
+        ("apiVersion: [1]\nkind: Mesh\nmetadata: {name: a}\n", "MCD011", (1, 13)),
     ],
 )
 def test_envelope_codes(text: str, code: str, where: tuple[int, int]) -> None:
