@@ -296,7 +296,7 @@ def test_every_schema_valid_mutation_builds(seed: int) -> None:
         if env or not fast_check(kind)(data):
             continue
         r = build_resource(data, Positions("f.yaml"))
-        assert r.KIND == kind
+        assert r.kind == kind
         built += 1
     assert built > 20
 
