@@ -240,3 +240,24 @@ def test_directory_and_git_give_the_same_result(tmp_path: Path, repo: pygit2.Rep
     assert from_dir.findings == from_git.findings
     assert from_dir.model.services == from_git.model.services
     assert cache.parsed == 3  # the same blob ids: the git run was served from the cache
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "line"),
+    [
+        (b"a: 1\nb: caf\xe9\n", "MCD004", 2),
+        (b"a: 1\n\x00\x01\x02", "MCD005", 2),
+        (b"a: 1\na: 2\n", "MCD002", 2),
+        (b"a: [\n", "MCD001", 1),
+    ],
+)
+def test_bad_bytes_from_git_and_directory_alike(
+    content: bytes, code: str, line: int, tmp_path: Path, repo: pygit2.Repository
+) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "bad.yaml").write_bytes(content)
+    commit_tree(repo, {"bad.yaml": (content, BLOB)})
+    for src in (DirectorySource(tmp_path / "d"), GitTreeSource(repo, "main")):
+        result = validate(src)
+        got = [(f.code, f.location.file, f.location.line) for f in result.findings if f.code < "MCD100"]
+        assert got == [(code, "bad.yaml", line)], src
