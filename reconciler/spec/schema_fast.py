@@ -80,6 +80,7 @@ class _Compiler:
 
         self.refs[pointer] = deferred
         slot.append(self.compile(target))
+        self.refs[pointer] = slot[0]  # later users call it directly
         return slot[0]
 
     def compile(self, schema: Any) -> Check:
@@ -99,12 +100,18 @@ class _Compiler:
             checks.append(self._string(s))  # type, pattern and lengths in one function
         elif typ == "object" and "properties" in s:
             pass  # the object check below also checks the type
+        elif typ in _FAST_TYPES:
+            checks.append(_FAST_TYPES[typ])
         elif typ is not None:
             types = tuple(typ) if isinstance(typ, list) else (typ,)
             checks.append(lambda v: any(_is_type(v, t) for t in types))
         if "enum" in s:
             options = list(s["enum"])
-            checks.append(lambda v: any(_json_equal(v, o) for o in options))
+            if all(type(o) is str for o in options):
+                names = frozenset(options)
+                checks.append(lambda v: type(v) is str and v in names)
+            else:
+                checks.append(lambda v: any(_json_equal(v, o) for o in options))
         if "const" in s:
             const = s["const"]
             checks.append(lambda v: _json_equal(v, const))
@@ -178,8 +185,24 @@ class _Compiler:
         extra_check = None if extra is True else self.compile(extra)
         required = tuple(s.get("required", ()))
         names = self.compile(s["propertyNames"]) if "propertyNames" in s else None
+        # With "type": "object" the object check is also the type check.
         strict = s.get("type") == "object" and "properties" in s
-        if props or extra is not True or required or names is not None:
+        if extra is False and names is None:  # the common case: a closed object
+
+            def check_closed_object(v: Any) -> bool:
+                if not isinstance(v, dict):
+                    return not strict
+                for r in required:
+                    if r not in v:
+                        return False
+                for k, item in v.items():
+                    c = props.get(k)
+                    if c is None or not c(item):
+                        return False
+                return True
+
+            checks.append(check_closed_object)
+        elif props or extra is not True or required or names is not None:
 
             def check_object(v: Any) -> bool:
                 if not isinstance(v, dict):
@@ -253,6 +276,15 @@ class _Compiler:
             other = self.compile(s.get("else", True))
             checks.append(lambda v: then(v) if cond(v) else other(v))
 
+
+_FAST_TYPES: dict[str, Check] = {
+    "integer": lambda v: type(v) is int or (type(v) is float and v.is_integer()),
+    "number": lambda v: type(v) is int or type(v) is float,
+    "array": lambda v: type(v) is list,
+    "boolean": lambda v: type(v) is bool,
+    "object": lambda v: type(v) is dict,
+    "null": lambda v: v is None,
+}
 
 _KNOWN = frozenset(
     {"$ref", "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum",
