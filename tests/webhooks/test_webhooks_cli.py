@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import Server
 from webhook_cases import CASES
+from webhook_server import Server
 
 from reconciler.cli.main import cli
 

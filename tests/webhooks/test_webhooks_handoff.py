@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import running
 from fastapi import FastAPI
 from starlette.requests import Request
 from webhook_cases import CASES, encode, new_id
+from webhook_server import running
 
 from webhooks.errors import BodyTooLarge
 from webhooks.model import DeliveryRecord, RefUpdate

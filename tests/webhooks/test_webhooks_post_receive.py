@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Recorder, running
 from fastapi import FastAPI
+from webhook_server import Recorder, running
 
 from webhooks.receiver import make_router
 from webhooks.settings import ReceiverSettings

@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server
 from webhook_cases import (
     CASES,
     NEW_SHA,
@@ -20,6 +19,7 @@ from webhook_cases import (
     raw_request,
     response_json,
 )
+from webhook_server import Server
 
 from webhooks.settings import MIB
 
