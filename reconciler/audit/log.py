@@ -28,8 +28,9 @@ from reconciler.audit.record import (
     AuditEntry,
     AuditRecord,
     Oversize,
-    build_chain,
     canonical_json,
+    link_entries,
+    prepare_entries,
 )
 from reconciler.audit.schema import APPEND_LOCK_KEY, audit_records, create_audit_schema
 from reconciler.store.engine import open_engine, read_transaction, write_transaction
@@ -102,32 +103,20 @@ class AuditLog:
         oversize: Oversize = "reject",
     ) -> list[AuditRecord]:
         """Append a burst of records in one transaction (all stored, or none)."""
-        entries = list(entries)
         if not entries:
             return []
-        # Validate before taking the lock, so bad input never holds up other writers.
-        build_chain(
-            first_seq=1,
-            prev_hash=GENESIS_HASH,
-            entries=entries,
-            now=now,
-            redact=redact,
-            oversize=oversize,
-        )
+        # Validate and serialise before taking the lock: bad input never holds up writers.
+        prepared = prepare_entries(entries, now=now, redact=redact, oversize=oversize)
         for attempt in range(_APPEND_ATTEMPTS):
             try:
                 with write_transaction(self.engine, lock_key=APPEND_LOCK_KEY) as connection:
-                    head = _head(connection)
-                    seq, prev = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-                    records = build_chain(
-                        first_seq=seq + 1,
-                        prev_hash=prev,
-                        entries=entries,
-                        now=now,
-                        redact=redact,
-                        oversize=oversize,
+                    tail = _tail_link(connection)
+                    seq, prev, tail_time = tail if tail else (0, GENESIS_HASH, None)
+                    records = link_entries(
+                        prepared, first_seq=seq + 1, prev_hash=prev, not_before=tail_time
                     )
-                    connection.execute(_T.insert(), [_to_row(r) for r in records])
+                    rows = [_to_row(r, p.data_json) for r, p in zip(records, prepared, strict=True)]
+                    connection.execute(_T.insert(), rows)
                 return records
             except sa.exc.IntegrityError as exc:
                 if attempt == _APPEND_ATTEMPTS - 1:
@@ -190,14 +179,34 @@ class AuditLog:
             query = query.where(_T.c.actor == actor)
         if subject is not None:
             query = query.where(_T.c.subject == subject)
-        if since is not None:
-            query = query.where(_T.c.time >= _instant(since, "since"))
-        if until is not None:
-            query = query.where(_T.c.time < _instant(until, "until"))
         if before_seq is not None:
             query = query.where(_T.c.seq < before_seq)
-        query = query.order_by(_T.c.seq.desc()).limit(limit)
+        since_text = _instant(since, "since") if since is not None else None
+        until_text = _instant(until, "until") if until is not None else None
         with read_transaction(self.engine) as connection:
+            # Times never decrease along the chain, so a time window is a seq range: find its
+            # ends on the (time, seq) index, then walk seq newest first as for any page.
+            if since_text is not None:
+                first = connection.execute(
+                    sa.select(_T.c.seq)
+                    .where(_T.c.time >= since_text)
+                    .order_by(_T.c.time, _T.c.seq)
+                    .limit(1)
+                ).scalar_one_or_none()
+                if first is None:
+                    return []
+                query = query.where(_T.c.seq >= first, _T.c.time >= since_text)
+            if until_text is not None:
+                last = connection.execute(
+                    sa.select(_T.c.seq)
+                    .where(_T.c.time < until_text)
+                    .order_by(_T.c.time.desc(), _T.c.seq.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+                if last is None:
+                    return []
+                query = query.where(_T.c.seq <= last, _T.c.time < until_text)
+            query = query.order_by(_T.c.seq.desc()).limit(limit)
             return [_from_row(row) for row in connection.execute(query)]
 
     def iter_records(
@@ -290,6 +299,14 @@ def _corrupt_result(verifier: ChainVerifier, exc: ChainBroken) -> VerifyResult:
     )
 
 
+def _tail_link(connection: Connection) -> tuple[int, str, str] | None:
+    """(seq, hash, time) of the newest record: what the next record links to."""
+    row = connection.execute(
+        sa.select(_T.c.seq, _T.c.hash, _T.c.time).order_by(_T.c.seq.desc()).limit(1)
+    ).first()
+    return (int(row.seq), str(row.hash), str(row.time)) if row is not None else None
+
+
 def _head(connection: Connection) -> Anchor | None:
     row = connection.execute(
         sa.select(_T.c.seq, _T.c.hash).order_by(_T.c.seq.desc()).limit(1)
@@ -297,14 +314,14 @@ def _head(connection: Connection) -> Anchor | None:
     return Anchor(int(row.seq), str(row.hash)) if row is not None else None
 
 
-def _to_row(record: AuditRecord) -> dict[str, Any]:
+def _to_row(record: AuditRecord, data_json: str) -> dict[str, Any]:
     return {
         "seq": record.seq,
         "time": record.time,
         "actor": record.actor,
         "kind": record.kind,
         "subject": record.subject,
-        "data": canonical_json(record.data).decode("utf-8"),
+        "data": data_json,  # canonical JSON of record.data, made once in prepare_entries
         "prev_hash": record.prev_hash,
         "hash": record.hash,
     }

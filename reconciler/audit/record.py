@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from reconciler.audit.errors import InvalidRecord, RecordTooLarge
@@ -145,6 +147,13 @@ def prepare_data(
     `{"_truncated": true, "original_bytes": N, "original_sha256": H, "preview": ...}` so a
     holder of the original can still prove it matches.
     """
+    return _prepare_data(data, redact=redact, oversize=oversize, limit=limit)[0]
+
+
+def _prepare_data(
+    data: dict[str, Any] | None, *, redact: bool, oversize: Oversize, limit: int = MAX_DATA_BYTES
+) -> tuple[dict[str, Any], str]:
+    """`prepare_data`, plus the canonical JSON text of the result."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -157,15 +166,16 @@ def prepare_data(
     if len(encoded) > limit:
         if oversize != "truncate":
             raise RecordTooLarge(len(encoded), limit)
-        text = encoded.decode("utf-8")
-        return {
+        marker = {
             "_truncated": True,
             "original_bytes": len(encoded),
             "original_sha256": hashlib.sha256(encoded).hexdigest(),
-            "preview": text[:TRUNCATED_PREVIEW_CHARS],
+            "preview": encoded.decode("utf-8")[:TRUNCATED_PREVIEW_CHARS],
         }
-    result: dict[str, Any] = json.loads(encoded)
-    return result
+        encoded = canonical_json(marker)
+    text = encoded.decode("utf-8")
+    result: dict[str, Any] = json.loads(text)
+    return result, text
 
 
 def check_entry_fields(actor: str, kind: str, subject: str) -> None:
@@ -190,6 +200,93 @@ def check_entry_fields(actor: str, kind: str, subject: str) -> None:
             raise InvalidRecord(f"{name} is not valid Unicode text") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """An entry checked and ready to be linked: time formatted, data final (and as text)."""
+
+    time: str
+    actor: str
+    kind: str
+    subject: str
+    data: dict[str, Any]
+    data_json: str
+
+
+def prepare_entries(
+    entries: Sequence[AuditEntry],
+    *,
+    now: datetime,
+    redact: bool = True,
+    oversize: Oversize = "reject",
+) -> list[PreparedEntry]:
+    """Everything about new records that does not depend on the chain's tail.
+
+    Done before the writers' lock is taken, so bad input fails fast and the lock is held
+    only for `link_entries` (hashing) and the insert.
+    """
+    try:
+        time = format_instant(now)
+    except ValueError as exc:
+        raise InvalidRecord(str(exc)) from exc
+    prepared = []
+    for entry in entries:
+        check_entry_fields(entry.actor, entry.kind, entry.subject)
+        data, data_json = _prepare_data(entry.data, redact=redact, oversize=oversize)
+        prepared.append(
+            PreparedEntry(time, entry.actor, entry.kind, entry.subject, data, data_json)
+        )
+    return prepared
+
+
+def link_entries(
+    prepared: Sequence[PreparedEntry],
+    *,
+    first_seq: int,
+    prev_hash: str,
+    not_before: str | None = None,
+) -> list[AuditRecord]:
+    """Chain prepared entries onto (first_seq - 1, prev_hash).
+
+    `not_before` is the tail record's time: a record's time is never earlier than the one
+    before it (clocks of different controllers disagree a little; the trail reads forward).
+    """
+    if first_seq < 1:
+        raise InvalidRecord("seq starts at 1")
+    if not is_hash(prev_hash):
+        raise InvalidRecord("prev_hash must be 64 lowercase hex digits")
+    records = []
+    for offset, entry in enumerate(prepared):
+        time = entry.time if not_before is None or entry.time >= not_before else not_before
+        seq = first_seq + offset
+        digest = _hash_with_data_text(
+            seq, time, entry.actor, entry.kind, entry.subject, entry.data_json, prev_hash
+        )
+        records.append(
+            AuditRecord(
+                seq, time, entry.actor, entry.kind, entry.subject, entry.data, prev_hash, digest
+            )
+        )
+        prev_hash = digest
+    return records
+
+
+def _hash_with_data_text(
+    seq: int, time: str, actor: str, kind: str, subject: str, data_json: str, prev_hash: str
+) -> str:
+    """`record_hash` for a record whose data is already canonical JSON text.
+
+    The same bytes as `canonical_json` of the whole record (keys in sorted order: actor,
+    data, kind, prev_hash, seq, subject, time), without serialising the data a second time.
+    """
+
+    q = encode_basestring  # what json.dumps(ensure_ascii=False) uses for strings
+    body = (
+        f'{{"actor":{q(actor)},"data":{data_json},"kind":{q(kind)},'
+        f'"prev_hash":{q(prev_hash)},"seq":{seq},"subject":{q(subject)},"time":{q(time)}}}'
+    )
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
 def build_record(
     *,
     seq: int,
@@ -200,49 +297,19 @@ def build_record(
     oversize: Oversize = "reject",
 ) -> AuditRecord:
     """The record that extends a chain whose tail hash is `prev_hash`."""
-    if seq < 1:
-        raise InvalidRecord("seq starts at 1")
-    if not is_hash(prev_hash):
-        raise InvalidRecord("prev_hash must be 64 lowercase hex digits")
-    check_entry_fields(entry.actor, entry.kind, entry.subject)
-    try:
-        time = format_instant(now)
-    except ValueError as exc:
-        raise InvalidRecord(str(exc)) from exc
-    data = prepare_data(entry.data, redact=redact, oversize=oversize)
-    unsigned = AuditRecord(
-        seq=seq,
-        time=time,
-        actor=entry.actor,
-        kind=entry.kind,
-        subject=entry.subject,
-        data=data,
-        prev_hash=prev_hash,
-        hash="",
-    )
-    return replace(unsigned, hash=unsigned.computed_hash())
+    prepared = prepare_entries([entry], now=now, redact=redact, oversize=oversize)
+    return link_entries(prepared, first_seq=seq, prev_hash=prev_hash)[0]
 
 
 def build_chain(
     *,
     first_seq: int,
     prev_hash: str,
-    entries: list[AuditEntry],
+    entries: Sequence[AuditEntry],
     now: datetime,
     redact: bool = True,
     oversize: Oversize = "reject",
 ) -> list[AuditRecord]:
     """Records for `entries`, chained one after the other from (first_seq, prev_hash)."""
-    records: list[AuditRecord] = []
-    for offset, entry in enumerate(entries):
-        record = build_record(
-            seq=first_seq + offset,
-            now=now,
-            entry=entry,
-            prev_hash=prev_hash,
-            redact=redact,
-            oversize=oversize,
-        )
-        records.append(record)
-        prev_hash = record.hash
-    return records
+    prepared = prepare_entries(entries, now=now, redact=redact, oversize=oversize)
+    return link_entries(prepared, first_seq=first_seq, prev_hash=prev_hash)

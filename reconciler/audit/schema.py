@@ -35,7 +35,7 @@ audit_records = sa.Table(
     sa.Index("ix_audit_records_kind_seq", "kind", "seq"),
     sa.Index("ix_audit_records_actor_seq", "actor", "seq"),
     sa.Index("ix_audit_records_subject_seq", "subject", "seq"),
-    sa.Index("ix_audit_records_time", "time"),
+    sa.Index("ix_audit_records_time_seq", "time", "seq"),
 )
 
 # Key of the PostgreSQL advisory lock that serialises appends ("meshcd audit" in ASCII).

@@ -115,17 +115,18 @@ def test_a_lost_race_for_the_next_seq_is_retried(
     # sees a stale head, its insert hits the primary key, and the append retries.
     for n in range(3):
         log.append("a", "x.y", "s", {"n": n}, now=clock.now)
-    real_head = log_module._head
+    real_tail = log_module._tail_link
     calls = {"n": 0}
 
     def stale_once(connection: Any) -> Any:
         calls["n"] += 1
-        head = real_head(connection)
-        if calls["n"] == 1 and head is not None:
-            return log_module.Anchor(head.seq - 1, log.get(head.seq - 1).hash)
-        return head
+        tail = real_tail(connection)
+        if calls["n"] == 1 and tail is not None:
+            before = log.get(tail[0] - 1)
+            return before.seq, before.hash, before.time
+        return tail
 
-    monkeypatch.setattr(log_module, "_head", stale_once)
+    monkeypatch.setattr(log_module, "_tail_link", stale_once)
     record = log.append("b", "x.y", "s", {}, now=clock.now)
     assert calls["n"] == 2
     assert record.seq == 4
@@ -137,7 +138,7 @@ def test_an_append_that_keeps_losing_gives_up_with_a_temporary_error(
     log: AuditLog, clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log.append("a", "x.y", "s", {}, now=clock.now)
-    monkeypatch.setattr(log_module, "_head", lambda connection: None)  # always "empty"
+    monkeypatch.setattr(log_module, "_tail_link", lambda connection: None)  # always "empty"
     with pytest.raises(AppendConflict) as caught:
         log.append("b", "x.y", "s", {}, now=clock.now)
     assert caught.value.temporary

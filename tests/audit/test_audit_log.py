@@ -58,6 +58,16 @@ def test_append_returns_what_is_stored(log: AuditLog, clock: Any) -> None:
     assert log.count() == 2
 
 
+def test_time_never_goes_backwards(log: AuditLog, clock: Any) -> None:
+    # Another controller's clock may lag: its record takes the previous record's time.
+    first = log.append("a", "x.y", "s", now=clock.tick(10))
+    lagging = log.append("b", "x.y", "s", now=clock.now - timedelta(seconds=3))
+    assert lagging.time == first.time
+    later = log.append("c", "x.y", "s", now=clock.tick(1))
+    assert later.timestamp == clock.now
+    assert log.verify().ok
+
+
 def test_secrets_never_reach_the_table(log: AuditLog, clock: Any) -> None:
     log.append(
         "cli", "token.issued", "svc", {"token": "mjt_SECRET", "token_id": "t1"}, now=clock.now
