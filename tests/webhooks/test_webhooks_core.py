@@ -489,6 +489,13 @@ def test_github_ping_and_generic_unknown_keys() -> None:
     headers = {"Content-Type": "application/json", **signature_headers("generic", body, SECRET)}
     with pytest.raises(InvalidPayload, match="unknown keys: branch"):
         generic.parse(headers, body, SECRET)
+    del payload["branch"]
+    for bad_repo in ("", "not a url", "https://host-only.example"):
+        payload["repo"] = bad_repo
+        body = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", **signature_headers("generic", body, SECRET)}
+        with pytest.raises(InvalidPayload, match="repo is not a repository URL"):
+            generic.parse(headers, body, SECRET)
 
 
 @pytest.mark.parametrize("forge", list(ADAPTERS))

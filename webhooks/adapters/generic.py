@@ -23,6 +23,7 @@ from webhooks.adapters._common import (
 )
 from webhooks.errors import InvalidPayload
 from webhooks.model import Push
+from webhooks.repo_url import InvalidRepoUrl, canonical_repo_key
 from webhooks.signatures import verify_prefixed
 from webhooks.strict_json import loads_object
 
@@ -44,8 +45,10 @@ def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push:
     if unknown:
         raise InvalidPayload(f"unknown keys: {', '.join(sorted(k[:40] for k in unknown)[:5])}")
     repo = payload.string("repo")
-    if not repo.strip():
-        raise InvalidPayload("$.repo is empty")
+    try:  # we own this format, so an unusable URL is the sender's error, not a mismatch
+        canonical_repo_key(repo)
+    except InvalidRepoUrl as err:
+        raise InvalidPayload(f"$.repo is not a repository URL: {err}") from None
     update = ref_update(
         forge=FORGE,
         repo_urls=[repo],
