@@ -10,15 +10,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import psutil
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-)
-
 from proxy_runtime.stats_window import LATENCY_BUCKETS, StatsWindow
 
 # key: (direction, source workload, destination workload, response class)
@@ -46,15 +37,22 @@ class Stats:
 
     def record(self, direction: str, source: str, destination: str, status: int,
                seconds: float, now: float) -> None:
-        key = (direction, source, destination, _CLASS.get(status // 100, "5xx"))
+        cls = _CLASS.get(status // 100, "5xx")
+        key = (direction, source, destination, cls)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
         hist = self.durations.get(key)
         if hist is None:
             hist = self.durations[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        hist[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        hist[bucket] += 1
         hist[-1] += seconds
-        self.window.record(now, status, seconds)
+        window = self.window
+        slot = window._last if int(now) == window._last_second else window._slot(now)
+        if cls != "1xx":
+            slot.classes[cls] += 1
+        slot.latency_buckets[bucket] += 1
+        slot.latency_sum += seconds
 
     def record_denied(self, direction: str, source: str, destination: str, now: float) -> None:
         key = (direction, source, destination)
@@ -78,10 +76,19 @@ class Stats:
 
 class _Collector:
     def __init__(self, stats: Stats) -> None:
+        import psutil
+
         self.stats = stats
         self.process = psutil.Process(os.getpid())
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            InfoMetricFamily,
+        )
+
         s = self.stats
         labels = ["direction", "source_workload", "destination_workload", "response_class"]
         req = CounterMetricFamily("mesh_requests", "Requests proxied, by outcome class.", labels=labels)
@@ -146,11 +153,19 @@ class _Collector:
 
 
 class MetricsExporter:
+    """Prometheus text for /metrics. prometheus-client and psutil are imported on the first
+    scrape, so a proxy nobody scrapes does not carry them (about 2 MB of RSS)."""
+
     def __init__(self, stats: Stats) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(stats))  # type: ignore[arg-type]
+        self.stats = stats
+        self.registry: Any = None
 
     def render(self) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self.registry is None:
+            self.registry = CollectorRegistry(auto_describe=False)
+            self.registry.register(_Collector(self.stats))
         return bytes(generate_latest(self.registry))
 
 

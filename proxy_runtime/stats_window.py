@@ -3,6 +3,7 @@ analysis. Pure: the caller passes the current time in; nothing here reads a cloc
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +16,7 @@ CLASSES: tuple[str, ...] = ("2xx", "3xx", "4xx", "5xx")
 
 def bucket_index(seconds: float) -> int:
     """Index of the first bucket whose upper bound holds `seconds` (len(LATENCY_BUCKETS) = +Inf)."""
-    for i, bound in enumerate(LATENCY_BUCKETS):
-        if seconds <= bound:
-            return i
-    return len(LATENCY_BUCKETS)
+    return bisect_left(LATENCY_BUCKETS, seconds)
 
 
 def status_class(status: int) -> str:
@@ -57,9 +55,13 @@ class StatsWindow:
     def __init__(self, size: int = 60) -> None:
         self.size = size
         self._slots: dict[int, SecondStats] = {}
+        self._last_second = -1
+        self._last = SecondStats(-1)
 
     def _slot(self, now: float) -> SecondStats:
         second = int(now)
+        if second == self._last_second:
+            return self._last
         slot = self._slots.get(second)
         if slot is None:
             slot = SecondStats(second)
@@ -67,12 +69,14 @@ class StatsWindow:
             if len(self._slots) > self.size + 1:
                 for old in sorted(self._slots)[: len(self._slots) - self.size - 1]:
                     del self._slots[old]
+        self._last_second = second
+        self._last = slot
         return slot
 
-    def record(self, now: float, status: int, latency: float) -> None:
+    def record(self, now: float, status: int, latency: float, bucket: int | None = None) -> None:
         slot = self._slot(now)
         slot.classes[status_class(status)] += 1
-        slot.latency_buckets[bucket_index(latency)] += 1
+        slot.latency_buckets[bisect_left(LATENCY_BUCKETS, latency) if bucket is None else bucket] += 1
         slot.latency_sum += latency
 
     def record_denial(self, now: float) -> None:

@@ -101,6 +101,14 @@ class ActiveConfig:
                 li = cl.listener
                 app = Cluster(name=f"inbound|{li.port}", endpoints=(Endpoint(li.local_address),))
                 self.inbound_by_port[li.port] = (cl, ClusterRuntime(app, registry, None, stats))
+        # Authorization decisions by (principal, peer ip, port, host, method, path): valid while
+        # no policy looks at request headers (they are not in the key). Bounded; per config.
+        self.authz_cache: dict[tuple[object, ...], bool] | None = None
+        if compiled.inbound is not None and not any(
+            cond.key.startswith("request.headers")
+            for pol in compiled.inbound.inbound.policies for rule in pol.rules for cond in rule.when
+        ):
+            self.authz_cache = {}
         self._extras: dict[int, RouteExtras] = {}
         if compiled.outbound is not None:
             for vh in {id(v): v for v in [*compiled.outbound.hosts.values(),

@@ -22,10 +22,15 @@ class EndpointState:
     consecutive_5xx: int = 0
     ejected_until: float = 0.0
     times_ejected: int = 0
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = f"{self.address}:{self.port}"
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.address, self.port)
+
 
 
 def _smooth_weighted_order(weights: Sequence[int]) -> list[int]:

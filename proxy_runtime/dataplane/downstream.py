@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httptools
@@ -25,6 +25,7 @@ log = logging.getLogger("meshcd.proxy")
 Header = tuple[bytes, bytes]
 
 HIGH_WATER = 256 * 1024  # request bytes buffered before we stop reading the client
+DISCARD_LIMIT = 1024 * 1024  # unread request body we still read and drop to keep the connection
 
 
 class HeadersTooLarge(Exception):
@@ -37,7 +38,7 @@ class RequestBody:
     buffered, up to `replay_limit` for replay, with the client paused past HIGH_WATER."""
 
     __slots__ = (
-        "chunked", "complete", "conn", "content_length", "has_body", "pending", "pending_size",
+        "chunked", "complete", "conn", "content_length", "discard", "has_body", "pending", "pending_size",
         "replay", "replay_limit", "replay_size", "replayable", "sent", "sink",
     )
 
@@ -50,6 +51,7 @@ class RequestBody:
         self.complete = not self.has_body
         self.sink: Any = None
         self.sent = False  # some attempt already consumed `pending`
+        self.discard = False  # answered already: the rest of the body is read and dropped
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.replay: list[bytes] = []
@@ -61,6 +63,8 @@ class RequestBody:
         return chunk(data) if self.chunked else data
 
     def feed(self, data: bytes) -> None:
+        if self.discard:
+            return
         if self.replayable:
             self.replay.append(data)
             self.replay_size += len(data)
@@ -109,9 +113,31 @@ class RequestBody:
         self.conn.resume_reading_for_body()
 
 
+class _NoBody(RequestBody):
+    """The body of a request without one: shared, never changes."""
+
+    def __init__(self) -> None:
+        super().__init__(None, False, None, 0)  # type: ignore[arg-type]
+
+    def feed(self, data: bytes) -> None:  # pragma: no cover - the parser sends no body
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def attach(self, upstream: Any) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+
+NO_BODY = _NoBody()
+
+
 class Request:
-    __slots__ = ("body", "expect_continue", "headers", "host", "keep_alive", "method", "path",
-                 "started", "url", "version")
+    __slots__ = ("body", "chunked", "content_length", "expect_continue", "headers", "host",
+                 "keep_alive", "method", "path", "started", "url", "version")
 
     def __init__(self) -> None:
         self.method = b""
@@ -121,9 +147,11 @@ class Request:
         self.host = b""
         self.version = "1.1"
         self.keep_alive = True
-        self.body: RequestBody
+        self.body: RequestBody = NO_BODY
         self.started = 0.0
         self.expect_continue = False
+        self.content_length: int | None = None
+        self.chunked = False
 
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:
@@ -132,7 +160,9 @@ class Request:
         return None
 
 
-Handler = Callable[["HttpDownstream", Request], Awaitable[None]]
+# Called with each request head. It answers (now or later) through conn.respond / conn.write
+# + conn.finish_response; slow work goes to conn.spawn(coroutine).
+Handler = Callable[["HttpDownstream", Request], None]
 
 
 class ServerLimits:
@@ -225,6 +255,9 @@ class HttpDownstream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.state.connections.discard(self)
+        if self.current is not None:
+            self.current = None
+            self.state.in_flight -= 1
         feeder = self.feeder
         if feeder is not None:
             # the client went away mid-response: the upstream connection is useless now
@@ -271,19 +304,27 @@ class HttpDownstream(asyncio.Protocol):
         self.since = self.state.now
 
     def on_url(self, url: bytes) -> None:
-        req = self.parsing
-        assert req is not None
+        req: Request = self.parsing  # type: ignore[assignment]
         req.url += url
-        self._count(len(url))
+        self.header_bytes += len(url)
+        if self.header_bytes > self.state.limits.max_header_bytes:
+            self.too_large = True
+            raise HeadersTooLarge()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.parsing
-        assert req is not None
-        self._count(len(name) + len(value) + 4)
+        req: Request = self.parsing  # type: ignore[assignment]
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.state.limits.max_header_bytes:
+            self.too_large = True
+            raise HeadersTooLarge()
         lname = name.lower()
         req.headers.append((lname, value))
         if lname == b"host":
             req.host = value
+        elif lname == b"content-length":
+            req.content_length = int(value)  # the parser already refused a malformed one
+        elif lname == b"transfer-encoding":
+            req.chunked = b"chunked" in value.lower()
         elif lname == b"expect" and value.lower() == b"100-continue":
             req.expect_continue = True
 
@@ -294,8 +335,7 @@ class HttpDownstream(asyncio.Protocol):
             raise HeadersTooLarge()
 
     def on_headers_complete(self) -> None:
-        req = self.parsing
-        assert req is not None
+        req: Request = self.parsing  # type: ignore[assignment]
         self.in_headers = False
         parser = self.parser
         req.method = parser.get_method()
@@ -304,17 +344,14 @@ class HttpDownstream(asyncio.Protocol):
         url = req.url
         q = url.find(b"?")
         req.path = url if q < 0 else url[:q]
-        chunked = False
-        length: int | None = None
-        for name, value in req.headers:
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-        req.body = RequestBody(self, chunked, length, self.state.limits.replay_limit)
+        if req.chunked or req.content_length:
+            req.body = RequestBody(self, req.chunked, req.content_length, self.state.limits.replay_limit)
         req.started = self.loop.time()
         if self.current is None:
-            self._start(req)
+            # after this poll's other reads: requests read together are sent upstream
+            # together, which saves the proxy and its peers a context switch per request
+            self.current = req
+            self.loop.call_soon(self._start, req)
         else:
             self.queue.append(req)
 
@@ -337,34 +374,39 @@ class HttpDownstream(asyncio.Protocol):
         self.state.in_flight += 1
         if req.expect_continue and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.loop.create_task(self._run(req))
-
-    async def _run(self, req: Request) -> None:
         try:
-            await self.state.handler(self, req)
+            self.state.handler(self, req)
         except Exception:
-            log.exception("request handler failed")
-            if not self.response_started:
-                self.respond(500, b"internal proxy error\n", keep_alive=False)
-            else:
-                self.abort()
-        finally:
-            self.state.in_flight -= 1
+            self._handler_failed()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Continue the current request in a task (errors answer 500 or cut the client off)."""
+        self.loop.create_task(self._run(coro))
+
+    async def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception:
+            self._handler_failed()
+
+    def _handler_failed(self) -> None:
+        log.exception("request handler failed")
+        if self.current is None:
+            return
+        if not self.response_started:
+            self.respond(500, b"internal proxy error\n", keep_alive=False)
+        else:
+            self.abort()
 
     def response_keep_alive(self, req: Request) -> bool:
         """Whether this response may leave the connection open (drives `connection: close`)."""
-        return req.keep_alive and not self.state.draining and not self.closing and not self.stop_parsing_bad()
-
-    def stop_parsing_bad(self) -> bool:
-        return self.stop_parsing
+        return req.keep_alive and not self.state.draining and not self.closing and not self.stop_parsing
 
     def respond(self, status: int, body: bytes, *, keep_alive: bool | None = None,
                 extra: list[Header] | None = None) -> None:
         """Answer the current request with a small response of the proxy's own."""
         req = self.current
         keep = (self.response_keep_alive(req) if req is not None else False) if keep_alive is None else keep_alive
-        if req is not None and not req.body.complete:
-            keep = False  # unread body: we cannot find the next request boundary cheaply
         self.response_started = True
         if self.transport is not None and not self.closing:
             self.transport.write(simple_response(status, body, close=not keep, extra=extra))
@@ -375,8 +417,18 @@ class HttpDownstream(asyncio.Protocol):
         req = self.current
         self.current = None
         self.feeder = None
-        if req is not None and not req.body.complete:
-            keep_alive = False
+        if req is not None:
+            self.state.in_flight -= 1
+            body = req.body
+            if not body.complete:
+                # answered before the body ended: read the rest and drop it if it is small,
+                # otherwise close (reading megabytes nobody wants is worse)
+                if keep_alive and (body.content_length or 0) <= DISCARD_LIMIT:
+                    body.discard = True
+                    body.sink = None
+                    body.pending = []
+                else:
+                    keep_alive = False
         if not keep_alive or self.closing:
             self.close()
             return
@@ -435,6 +487,9 @@ class HttpDownstream(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closing = True
+        if self.current is not None:
+            self.current = None
+            self.state.in_flight -= 1
         if self.transport is not None:
             self.transport.abort()
 

@@ -1,6 +1,7 @@
 """Per-request logic of the HTTP listeners: outbound (route, fault, mirror, forward) and
 inbound (authorize, forward to the local app). Each request reads the active config once at
-its start, so a swap never changes a request in flight."""
+its start, so a swap never changes a request in flight. Handlers are plain functions: the
+common case completes in protocol callbacks; only delays and slow paths spawn a task."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import random
 from typing import TYPE_CHECKING
 
 from proxy_runtime.config.authz import AuthzRequest, evaluate, is_allowed
-from proxy_runtime.config.routing import choose_cluster, find_virtual_host, select_route
+from proxy_runtime.config.routing import CompiledRoute, choose_cluster, find_virtual_host, select_route
 from proxy_runtime.dataplane.downstream import HttpDownstream, Request
-from proxy_runtime.dataplane.forward import NO_RETRY, Outcome, RetrySettings, forward
+from proxy_runtime.dataplane.forward import NO_RETRY, Outcome, start_forward
 from proxy_runtime.dataplane.headers import StrHeaders
 from proxy_runtime.dataplane.tracing import propagate
 
 if TYPE_CHECKING:
     from proxy_runtime.dataplane.active import ActiveConfig, RouteExtras
+    from proxy_runtime.dataplane.downstream import Handler
     from proxy_runtime.runtime import ProxyRuntime
 
 access_log = logging.getLogger("meshcd.access")
@@ -49,119 +51,138 @@ def _log_access(cfg: ActiveConfig, direction: str, req: Request, conn: HttpDowns
     }, separators=(",", ":")))
 
 
-def make_outbound_handler(runtime: ProxyRuntime):  # type: ignore[no-untyped-def]
+def make_outbound_handler(runtime: ProxyRuntime) -> Handler:
     loop = runtime.loop
     stats = runtime.stats
 
-    async def handle(conn: HttpDownstream, req: Request) -> None:
+    def record(cfg: ActiveConfig, src: str, dst: str, req: Request, conn: HttpDownstream,
+               outcome: Outcome, trace_id: bytes) -> None:
+        now = loop.time()
+        seconds = now - req.started
+        stats.record("outbound", src, dst, outcome.status or 500, seconds, now + runtime.wall_offset)
+        if cfg.access_log_rate and _rand() < cfg.access_log_rate:
+            _log_access(cfg, "outbound", req, conn, outcome, seconds, trace_id, dst)
+
+    def handle(conn: HttpDownstream, req: Request) -> None:
         cfg = runtime.active
         assert cfg is not None
         outbound = cfg.compiled.outbound
-        outcome = Outcome()
         if outbound is None:
             conn.respond(404, b"no outbound listener configured\n")
             return
         host = req.host.decode("latin-1")
-        hv = StrHeaders(req.headers)
-        sel = select_route(outbound, host, req.method.decode("latin-1"), req.url.decode("latin-1"), hv)
+        sel = select_route(outbound, host, req.method.decode("latin-1"), req.url.decode("latin-1"),
+                           StrHeaders(req.headers))
         if sel is None:
             if find_virtual_host(outbound, host) is None:
                 body = f"meshcd: no virtual host for Host {host!r}\n".encode()
             else:
-                body = f"meshcd: no route matched {req.method.decode('latin-1')} {req.path.decode('latin-1')} on {host!r}\n".encode()
+                body = (f"meshcd: no route matched {req.method.decode('latin-1')} "
+                        f"{req.path.decode('latin-1')} on {host!r}\n").encode()
+            outcome = Outcome()
             outcome.status = 404
             outcome.flags = "NR"
             conn.respond(404, body)
-            _finish(cfg, "outbound", cfg.workload, "unknown", req, conn, outcome, "")
+            record(cfg, cfg.workload, "unknown", req, conn, outcome, b"")
             return
-        _, route = sel
-        extras: RouteExtras = cfg.route_extras(route)
+        route = sel[1]
+        extras = cfg.route_extras(route)
         fault = extras.fault
-        if fault is not None:
-            if fault.delay is not None and _rand() * 100.0 < fault.delay.percent:
-                await asyncio.sleep(fault.delay.fixed_ms / 1000.0)
-            if fault.abort is not None and _rand() * 100.0 < fault.abort.percent:
-                outcome.status = fault.abort.http_status
-                outcome.flags = "FI"
-                conn.respond(fault.abort.http_status, b"fault filter abort")
-                _finish(cfg, "outbound", cfg.workload, route.clusters[0], req, conn, outcome, "")
-                return
+        if fault is not None and fault.delay is not None and _rand() * 100.0 < fault.delay.percent:
+            conn.spawn(_delayed(fault.delay.fixed_ms / 1000.0, conn, req, cfg, route, extras))
+            return
+        proceed(conn, req, cfg, route, extras)
+
+    async def _delayed(seconds: float, conn: HttpDownstream, req: Request, cfg: ActiveConfig,
+                       route: CompiledRoute, extras: RouteExtras) -> None:
+        await asyncio.sleep(seconds)
+        proceed(conn, req, cfg, route, extras)
+
+    def proceed(conn: HttpDownstream, req: Request, cfg: ActiveConfig, route: CompiledRoute,
+                extras: RouteExtras) -> None:
+        fault = extras.fault
+        if fault is not None and fault.abort is not None and _rand() * 100.0 < fault.abort.percent:
+            outcome = Outcome()
+            outcome.status = fault.abort.http_status
+            outcome.flags = "FI"
+            conn.respond(fault.abort.http_status, b"fault filter abort")
+            record(cfg, cfg.workload, route.clusters[0], req, conn, outcome, b"")
+            return
         name = route.clusters[0] if len(route.clusters) == 1 else choose_cluster(route, _rand())
         cluster = cfg.clusters[name]
         headers = req.headers
         if extras.request_edit is not None:
             headers = extras.request_edit(headers)
         headers, trace_id, _ = propagate(headers, cfg.trace_sampling, _bits)
-        hash_key = cfg.hash_key_of(cluster, req, conn)
-        try:
-            await forward(conn, req, cluster, headers, retry=extras.retry, timeout=extras.timeout,
-                          response_edit=extras.response_edit, hash_key=hash_key, outcome=outcome)
-        finally:
-            _finish(cfg, "outbound", cfg.workload, name, req, conn, outcome, trace_id)
         mirror = extras.mirror
-        if mirror is not None and req.body.replayable and req.body.complete and (
-            _rand() * 100.0 < mirror.percent
-        ):
-            runtime.mirror(cfg, mirror.cluster, req, headers)
 
-    def _finish(cfg: ActiveConfig, direction: str, src: str, dst: str, req: Request,
-                conn: HttpDownstream, outcome: Outcome, trace_id: bytes | str) -> None:
-        now = loop.time()
-        seconds = now - req.started
-        stats.record(direction, src, dst, outcome.status or 500, seconds, now + runtime.wall_offset)
-        if cfg.access_log_rate and _rand() < cfg.access_log_rate:
-            _log_access(cfg, direction, req, conn, outcome, seconds,
-                        trace_id if isinstance(trace_id, bytes) else b"", dst)
+        def done(outcome: Outcome) -> None:
+            record(cfg, cfg.workload, name, req, conn, outcome, trace_id)
+            if mirror is not None and req.body.replayable and req.body.complete and (
+                _rand() * 100.0 < mirror.percent
+            ):
+                runtime.mirror(cfg, mirror.cluster, req, headers)
+
+        start_forward(conn, req, cluster, headers, retry=extras.retry, timeout=extras.timeout,
+                      response_edit=extras.response_edit,
+                      hash_key=cfg.hash_key_of(cluster, req, conn), outcome=Outcome(), done=done)
 
     return handle
 
 
-def make_inbound_handler(runtime: ProxyRuntime, port_key: int):  # type: ignore[no-untyped-def]
+def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
     loop = runtime.loop
     stats = runtime.stats
 
-    async def handle(conn: HttpDownstream, req: Request) -> None:
+    def handle(conn: HttpDownstream, req: Request) -> None:
         cfg = runtime.active
         assert cfg is not None
         inbound = cfg.inbound_by_port.get(port_key)
-        outcome = Outcome()
         source = conn.principal or "unknown"
-        if inbound is None:
+        if inbound is None or cfg.compiled.inbound is None:
             conn.respond(503, b"meshcd: listener is being removed\n", keep_alive=False)
             return
         listener, cluster = inbound
-        authz = cfg.compiled.inbound.authz  # type: ignore[union-attr]
-        areq = AuthzRequest(
-            principal=conn.principal,
-            source_ip=conn.peer_ip,
-            destination_port=listener.service_port,
-            host=req.host.decode("latin-1"),
-            method=req.method.decode("latin-1"),
-            path=req.path.decode("latin-1"),
-            headers=StrHeaders(req.headers),
-        )
-        if authz.http.audit:
-            decision = evaluate(authz, areq)
-            allowed = decision.allowed
-            for ref in decision.audit:
-                audit_log.info(json.dumps({
-                    "audit_policy": ref.policy, "rule": ref.rule, "principal": conn.principal,
-                    "method": areq.method, "path": areq.path, "allowed": allowed,
-                }))
-        else:
-            allowed = is_allowed(authz, areq)
+        authz = cfg.compiled.inbound.authz
+        cache = cfg.authz_cache
+        allowed: bool | None = None
+        key = None
+        if cache is not None and not authz.http.audit:
+            key = (conn.principal, conn.peer_ip, listener.service_port, req.host, req.method, req.path)
+            allowed = cache.get(key)
+        if allowed is None:
+            areq = AuthzRequest(
+                principal=conn.principal,
+                source_ip=conn.peer_ip,
+                destination_port=listener.service_port,
+                host=req.host.decode("latin-1"),
+                method=req.method.decode("latin-1"),
+                path=req.path.decode("latin-1"),
+                headers=StrHeaders(req.headers),
+            )
+            if authz.http.audit:
+                decision = evaluate(authz, areq)
+                allowed = decision.allowed
+                for ref in decision.audit:
+                    audit_log.info(json.dumps({
+                        "audit_policy": ref.policy, "rule": ref.rule, "principal": conn.principal,
+                        "method": areq.method, "path": areq.path, "allowed": allowed,
+                    }))
+            else:
+                allowed = is_allowed(authz, areq)
+                if cache is not None:
+                    if len(cache) >= 4096:
+                        cache.clear()
+                    cache[key] = allowed
         if not allowed:
             now = loop.time()
             stats.record_denied("inbound", source, cfg.workload, now + runtime.wall_offset)
-            outcome.status = 403
-            outcome.flags = "RBAC"
             conn.respond(403, DENIED_BODY)
             stats.record("inbound", source, cfg.workload, 403, now - req.started, now + runtime.wall_offset)
             return
         headers, trace_id, _ = propagate(req.headers, cfg.trace_sampling, _bits)
-        try:
-            await forward(conn, req, cluster, headers, retry=NO_RETRY, outcome=outcome)
-        finally:
+
+        def done(outcome: Outcome) -> None:
             now = loop.time()
             seconds = now - req.started
             stats.record("inbound", source, cfg.workload, outcome.status or 500, seconds,
@@ -169,7 +190,10 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int):  # type: ignore[
             if cfg.access_log_rate and _rand() < cfg.access_log_rate:
                 _log_access(cfg, "inbound", req, conn, outcome, seconds, trace_id, cluster.name)
 
+        start_forward(conn, req, cluster, headers, retry=NO_RETRY, timeout=None, response_edit=None,
+                      hash_key=None, outcome=Outcome(), done=done)
+
     return handle
 
 
-__all__ = ["DENIED_BODY", "RetrySettings", "make_inbound_handler", "make_outbound_handler"]
+__all__ = ["DENIED_BODY", "make_inbound_handler", "make_outbound_handler"]

@@ -39,7 +39,23 @@ def propagate(
 
     An incoming trace keeps its trace id and sampled decision; this hop gets a new span id and
     the incoming span becomes its parent. With no incoming trace a new one starts and is
-    sampled with probability `sampling` (0..1)."""
+    sampled with probability `sampling` (0..1). Without incoming trace headers the list is
+    extended in place (the hot path); otherwise a new list is returned."""
+    for name, _ in headers:
+        if name in TRACE_HEADERS:
+            break
+    else:
+        trace_id = b"%032x" % (rand(128) or 1)
+        span_id = b"%016x" % (rand(64) or 1)
+        sampled = rand(32) < sampling * 4294967296.0
+        headers += (
+            (b"traceparent", b"00-" + trace_id + b"-" + span_id + (b"-01" if sampled else b"-00")),
+            (b"x-b3-traceid", trace_id),
+            (b"x-b3-spanid", span_id),
+            (b"x-b3-sampled", b"1" if sampled else b"0"),
+        )
+        return headers, trace_id, sampled
+
     traceparent: bytes | None = None
     b3_trace = b3_span = b3_sampled = None
     rest: list[Header] = []

@@ -36,28 +36,69 @@ class Overflow(Exception):
         self.limit = limit
 
 
-class ResponseSink(Protocol):
-    def write(self, data: bytes) -> None: ...
-    def pause_source(self, conn: UpstreamConnection) -> None: ...
-
-
 class ResponseHead:
-    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "reason", "status")
+    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status")
 
-    def __init__(self, status: int, headers: list[Header], keep_alive: bool) -> None:
+    def __init__(self, status: int, headers: list[Header], keep_alive: bool,
+                 content_length: int | None = None, chunked: bool = False) -> None:
         self.status = status
         self.headers = headers
         self.keep_alive = keep_alive
-        self.chunked = False
-        self.content_length: int | None = None
-        for name, value in headers:
-            if name == b"content-length":
-                try:
-                    self.content_length = int(value)
-                except ValueError:
-                    self.content_length = None
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                self.chunked = True
+        self.content_length = content_length
+        self.chunked = chunked
+
+
+class Exchange(Protocol):
+    """What an upstream connection reports to while it serves one request."""
+
+    def on_head(self, head: ResponseHead) -> None: ...
+    def on_body(self, data: bytes) -> None: ...
+    def on_done(self) -> None: ...
+    def on_error(self, err: UpstreamError) -> None: ...
+    def flush(self) -> None: ...
+
+
+class FutureExchange:
+    """Exchange for coroutine code: the head and the end become futures; the body buffers
+    until a sink is attached."""
+
+    __slots__ = ("done", "head", "pending", "sink")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.head: asyncio.Future[ResponseHead] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.sink: Callable[[bytes], None] | None = None
+        self.pending: list[bytes] = []
+
+    def on_head(self, head: ResponseHead) -> None:
+        if not self.head.done():
+            self.head.set_result(head)
+
+    def on_body(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink(data)
+        else:
+            self.pending.append(data)
+
+    def on_done(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def on_error(self, err: UpstreamError) -> None:
+        if not self.head.done():
+            self.head.set_exception(err)
+        elif not self.done.done():
+            self.done.set_exception(err)
+
+    def flush(self) -> None:
+        pass
+
+    def attach_sink(self, sink: Callable[[bytes], None]) -> None:
+        """Send the response body (buffered so far and from now on) to `sink`."""
+        for piece in self.pending:
+            sink(piece)
+        self.pending = []
+        self.sink = sink
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -68,53 +109,49 @@ class UpstreamConnection(asyncio.Protocol):
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.connected: asyncio.Future[None] = self.loop.create_future()
         self.closed = False
         self.requests_served = 0
-        # the current exchange
-        self.head_waiter: asyncio.Future[ResponseHead] | None = None
-        self.done_waiter: asyncio.Future[None] | None = None
-        self.sink: Callable[[bytes], None] | None = None
-        self.pending_body: list[bytes] = []
+        self.ex: Any = None  # the current Exchange
         self.headers: list[Header] = []
+        self.content_length: int | None = None
+        self.chunked = False
         self.head: ResponseHead | None = None
         self.is_head_request = False
         self.message_done = False
         self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
-        self.paused_by_sink = False
         self.body_source: Any = None  # RequestBody feeding us (paused when our buffer is full)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if not self.connected.done():
-            self.connected.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if not self.connected.done():
-            self.connected.set_exception(UpstreamError("connect-failure", str(exc or "closed")))
+        ex = self.ex
+        if ex is None or self.message_done:
+            return
         head = self.head
-        if head is not None and not self.message_done and head.content_length is None and not head.chunked:
+        if head is not None and head.content_length is None and not head.chunked:
             # read-until-close body: the close is the end of the message
             self.on_message_complete()
+            ex.flush()
             return
-        self.fail(UpstreamError("reset", str(exc) if exc else "upstream closed the connection"))
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
+        ex.on_error(UpstreamError("reset", str(exc) if exc else "upstream closed the connection"))
 
     def data_received(self, data: bytes) -> None:
-        if self.head_waiter is None:
+        ex = self.ex
+        if ex is None:
             # bytes on an idle connection: protocol violation, drop the connection
             self.abort()
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self.fail(UpstreamError("reset", f"invalid upstream response: {exc}"))
             self.abort()
+            ex.on_error(UpstreamError("reset", f"invalid upstream response: {exc}"))
+            return
+        ex.flush()  # one write downstream per read upstream
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -127,22 +164,24 @@ class UpstreamConnection(asyncio.Protocol):
         src = self.body_source
         if src is not None:
             src.resume()
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
 
     # --- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        lname = name.lower()
+        self.headers.append((lname, value))
+        if lname == b"content-length":
+            self.content_length = int(value)
+        elif lname == b"transfer-encoding":
+            self.chunked = b"chunked" in value.lower()
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             return  # informational; the real head follows
-        head = ResponseHead(status, self.headers, self.parser.should_keep_alive())
+        head = ResponseHead(status, self.headers, self.parser.should_keep_alive(),
+                            self.content_length, self.chunked)
         self.head = head
-        waiter = self.head_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(head)
+        self.ex.on_head(head)
         if self.is_head_request or status in (204, 304):
             # no body follows; httptools cannot be told so for HEAD, so never reuse it
             if self.is_head_request:
@@ -150,42 +189,33 @@ class UpstreamConnection(asyncio.Protocol):
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        sink = self.sink
-        if sink is not None:
-            sink(body)
-        else:
-            self.pending_body.append(body)
+        self.ex.on_body(body)
 
     def on_message_complete(self) -> None:
         if self.head is None:
             self.headers = []  # end of a 1xx
+            self.content_length = None
+            self.chunked = False
             return
         if self.message_done:
             return
         self.message_done = True
-        waiter = self.done_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.ex.on_done()
 
     # --- used by the exchange ---------------------------------------------------------
     def fail(self, err: UpstreamError) -> None:
-        """Fail the exchange at the step it is waiting on (head, else the end of the body)."""
-        w = self.head_waiter
-        if w is not None and not w.done():
-            w.set_exception(err)
-            return
-        d = self.done_waiter
-        if d is not None and not d.done():
-            d.set_exception(err)
+        """Fail the current exchange (a timeout, say)."""
+        ex = self.ex
+        if ex is not None and not self.message_done:
+            ex.on_error(err)
 
-    def begin(self, head: bytes, is_head_request: bool) -> None:
+    def begin(self, head: bytes, is_head_request: bool, ex: Any) -> None:
         """Start an exchange: reset per-exchange state and send the request head."""
-        self.head_waiter = self.loop.create_future()
-        self.done_waiter = self.loop.create_future()
+        self.ex = ex
         self.headers = []
+        self.content_length = None
+        self.chunked = False
         self.head = None
-        self.sink = None
-        self.pending_body = []
         self.message_done = False
         self.is_head_request = is_head_request
         self.requests_served += 1
@@ -195,13 +225,6 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
-
-    def attach_sink(self, sink: Callable[[bytes], None]) -> None:
-        """Send the response body (buffered so far and from now on) to `sink`."""
-        for piece in self.pending_body:
-            sink(piece)
-        self.pending_body = []
-        self.sink = sink
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -213,15 +236,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def finish(self) -> bool:
         """End the exchange; True if the connection may be reused."""
-        reusable = (
-            not self.closed
-            and self.message_done
-            and self.head is not None
-            and self.head.keep_alive
-        )
-        self.head_waiter = None
-        self.done_waiter = None
-        self.sink = None
+        head = self.head
+        reusable = not self.closed and self.message_done and head is not None and head.keep_alive
+        self.ex = None
         self.body_source = None
         return reusable
 
@@ -269,6 +286,17 @@ class UpstreamPool:
         self.waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
         self._all: set[UpstreamConnection] = set()
         self.retired = False
+
+    def take_idle(self) -> UpstreamConnection | None:
+        """An idle keep-alive connection, without waiting; None if there is none."""
+        if self.retired:
+            return None
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
 
     async def acquire(self) -> UpstreamConnection:
         idle = self.idle
