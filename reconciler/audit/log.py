@@ -264,6 +264,13 @@ class AuditLog:
             prev_hash = str(prev)
         verifier = ChainVerifier(start=start, prev_hash=prev_hash)
         anchor_hash: str | None = None
+        if anchor is not None and anchor.seq < start:
+            # Before the verified range: compare with the stored hash as it is.
+            with read_transaction(self.engine) as connection:
+                stored = connection.execute(
+                    sa.select(_T.c.hash).where(_T.c.seq == anchor.seq)
+                ).scalar_one_or_none()
+            anchor_hash = str(stored) if stored is not None else "(missing)"
         try:
             for record in self.iter_records(start=start, batch=batch):
                 if not verifier.feed([record]):

@@ -242,6 +242,9 @@ def test_verify_from_a_later_start(chain: AuditLog) -> None:
     assert (later.ok, later.verified_up_to, later.checked) == (True, N, N - 4)
     with pytest.raises(ValueError):
         chain.verify(start=0)
+    # an anchor before the start is still compared with what is stored
+    assert not chain.verify(start=5, anchor=Anchor(2, row(chain, 2)["hash"][::-1])).ok
+    assert chain.verify(start=5, anchor=Anchor(3, row(chain, 3)["hash"])).ok
 
 
 def test_a_tampered_export_is_caught(chain: AuditLog, tmp_path: Any) -> None:
