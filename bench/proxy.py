@@ -68,7 +68,7 @@ class Proc:
     def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.port = port
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         self.p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         try:
             wait_port(port)
@@ -82,6 +82,15 @@ class Proc:
             proc = psutil.Process(self.p.pid)
             procs = [proc, *proc.children(recursive=True)]
             return sum(p.memory_info().rss for p in procs) / 1e6
+        except psutil.Error:
+            return 0.0
+
+    def uss_mb(self) -> float:
+        """Unique memory (not shared with other processes): what one more proxy costs."""
+        try:
+            proc = psutil.Process(self.p.pid)
+            procs = [proc, *proc.children(recursive=True)]
+            return sum(p.memory_full_info().uss for p in procs) / 1e6
         except psutil.Error:
             return 0.0
 
@@ -232,7 +241,14 @@ def meshcd_outbound_snapshot(port: int, upstream: int, pki: Any | None = None,
 
 
 def meshcd_server_snapshot(port: int, upstream: int, pki: Any) -> dict[str, Any]:
-    from proxy_runtime.config import Identity, Inbound, InboundListener, Snapshot, Telemetry, snapshot_to_json
+    from proxy_runtime.config import (
+        Identity,
+        Inbound,
+        InboundListener,
+        Snapshot,
+        Telemetry,
+        snapshot_to_json,
+    )
 
     snap = Snapshot(
         identity=Identity(spiffe_id=pki.server_id, certificate_pem=pki.server.cert_pem,
@@ -316,6 +332,7 @@ def main() -> int:
     procs: list[Proc] = []
     results: dict[str, dict[str, Any]] = {}
     idle: dict[str, float] = {}
+    idle_uss: dict[str, float] = {}
 
     def start(p: Proc) -> Proc:
         procs.append(p)
@@ -326,6 +343,7 @@ def main() -> int:
         time.sleep(0.3)
         for pr in proxies:
             idle[pr.name] = pr.rss_mb()
+            idle_uss[pr.name] = pr.uss_mb()
         print(f"  {name}: wrk {args.duration:g}s x {args.connections} connections ...", flush=True)
         results[name] = wrk(port, args.duration, args.connections, proxies)
         for pr in proxies:
@@ -351,10 +369,10 @@ def main() -> int:
                      [start(meshcd(tmp, "meshcd_outbound", meshcd_outbound_snapshot(port, be_port), port))])
         if only is None or "mtls" in only:
             pki = BenchPKI()
-            for fname, data in (("ca.pem", pki.ca.pem),
+            for filename, data in (("ca.pem", pki.ca.pem),
                                 ("server.pem", pki.server.cert_pem + pki.server.key_pem),
                                 ("client.pem", pki.client.cert_pem + pki.client.key_pem)):
-                (tmp / fname).write_text(data)
+                (tmp / filename).write_text(data)
             # HAProxy -> HAProxy
             sport, cport = free_port(), free_port()
             hs = start(haproxy(tmp, "haproxy_mtls_server", sport, be_port,
@@ -374,7 +392,7 @@ def main() -> int:
             p.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    report = build_report(results, idle, args)
+    report = build_report(results, idle, idle_uss, args)
     print_table(report, results)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
@@ -386,12 +404,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def build_report(results: dict[str, dict[str, Any]], idle: dict[str, float], args: Any) -> dict[str, Any]:
+def build_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
+                 idle_uss: dict[str, float], args: Any) -> dict[str, Any]:
     plain = [k for k in ("none", "haproxy", "nginx", "meshcd", "meshcd_outbound") if k in results]
     rss: dict[str, Any] = {}
-    for name, r in results.items():
+    for r in results.values():
         for proc, peak in r["rss_load_mb"].items():
-            rss[proc] = {"idle": round(idle.get(proc, 0.0), 1), "load": round(peak, 1)}
+            rss[proc] = {"idle": round(idle.get(proc, 0.0), 1), "load": round(peak, 1),
+                         "uss_idle": round(idle_uss.get(proc, 0.0), 1)}
     mtls: dict[str, Any] = {}
     if "mtls_haproxy" in results and "mtls_meshcd" in results:
         h, m = results["mtls_haproxy"], results["mtls_meshcd"]
@@ -425,9 +445,9 @@ def print_table(report: dict[str, Any], results: dict[str, dict[str, Any]]) -> N
     print(f"{'case':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
     for name, r in results.items():
         print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9.0f}")
-    print(f"\n{'process':<22}{'RSS idle MB':>12}{'RSS load MB':>12}")
+    print(f"\n{'process':<22}{'RSS idle MB':>12}{'RSS load MB':>12}{'USS idle MB':>12}")
     for proc, v in report["rss_mb"].items():
-        print(f"{proc:<22}{v['idle']:>12.1f}{v['load']:>12.1f}")
+        print(f"{proc:<22}{v['idle']:>12.1f}{v['load']:>12.1f}{v['uss_idle']:>12.1f}")
     print(f"\nmeshcd/HAProxy plain: rps x{report['ratio_rps_vs_haproxy']}, p99 x{report['ratio_p99_vs_haproxy']}")
     if report["mtls"]:
         print(f"meshcd/HAProxy mTLS:  rps x{report['mtls']['ratio_rps_vs_haproxy']}, "

@@ -207,7 +207,7 @@ class ProxyRuntime:
         """The actual port of a listener (differs from the configured one for port 0)."""
         for (r, _, port), li in self.listeners.items():
             if (r == role or r.startswith(role + ":")) and port == configured_port:
-                return li.port
+                return int(li.port)
         return None
 
     # --- serving ---------------------------------------------------------------------------
@@ -260,7 +260,11 @@ class ProxyRuntime:
         if mode == "PERMISSIVE":
             # sniff without consuming: a TLS handshake record starts with 0x16
             ready = loop.create_future()
-            loop.add_reader(csock.fileno(), lambda: ready.done() or ready.set_result(None))
+            def readable() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            loop.add_reader(csock.fileno(), readable)
             try:
                 await asyncio.wait_for(ready, self.limits.header_timeout)
                 first = csock.recv(1, socket.MSG_PEEK)
@@ -449,7 +453,7 @@ async def _shadow(loop: asyncio.AbstractEventLoop, cluster: Any, req: Request,
     copy.body = body
     copy.started = loop.time()
     with contextlib.suppress(Exception):
-        await forward(sink, copy, cluster, headers, outcome=Outcome())  # type: ignore[arg-type]
+        await forward(sink, copy, cluster, headers, outcome=Outcome())
 
 
 class _InboundTcp(RelaySide):

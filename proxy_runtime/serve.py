@@ -4,6 +4,7 @@ Used by `meshcd proxy run` (static mode); the agent (#5) will reuse `ProxyProces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -62,10 +63,8 @@ def release_startup_memory() -> None:
     gc.freeze()  # startup objects live forever: keep them out of every later collection
     name = ctypes.util.find_library("c")
     if name:
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
             ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
 
 
 class ProxyProcess:
@@ -96,7 +95,7 @@ class ProxyProcess:
             return 2
         admin = await start_admin(admin_routes(runtime), self.admin_address, self.admin_port)
         release_startup_memory()
-        admin_port = admin.sockets[0].getsockname()[1]
+        admin_port = admin.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         listeners = " ".join(f"{k[0]}={li.port}" for k, li in runtime.listeners.items())
         print(f"meshcd proxy: config {result.version[:12]} applied; admin on "
               f"{self.admin_address}:{admin_port}; listeners {listeners}", flush=True)

@@ -12,7 +12,12 @@ import random
 from typing import TYPE_CHECKING
 
 from proxy_runtime.config.authz import AuthzRequest, evaluate, is_allowed
-from proxy_runtime.config.routing import CompiledRoute, choose_cluster, find_virtual_host, select_route
+from proxy_runtime.config.routing import (
+    CompiledRoute,
+    choose_cluster,
+    find_virtual_host,
+    select_route,
+)
 from proxy_runtime.dataplane.downstream import HttpDownstream, Request
 from proxy_runtime.dataplane.forward import NO_RETRY, Outcome, start_forward
 from proxy_runtime.dataplane.headers import StrHeaders
@@ -146,7 +151,7 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
         authz = cfg.compiled.inbound.authz
         cache = cfg.authz_cache
         allowed: bool | None = None
-        key = None
+        key: tuple[object, ...] = ()
         if cache is not None and not authz.http.audit:
             key = (conn.principal, conn.peer_ip, listener.service_port, req.host, req.method, req.path)
             allowed = cache.get(key)

@@ -339,7 +339,7 @@ class UpstreamPool:
             if self.on_connect_failure is not None:
                 self.on_connect_failure()
             raise UpstreamError("connect-failure", f"{self.host}:{self.port}: {exc or 'timeout'}") from None
-        conn: UpstreamConnection = proto  # type: ignore[assignment]
+        conn: UpstreamConnection = proto
         if self.ssl_context is not None and self.expected_peer_ids:
             assert conn.transport is not None
             sslobj = conn.transport.get_extra_info("ssl_object")
