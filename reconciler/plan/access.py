@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from proxy_runtime.config import (
@@ -192,6 +193,16 @@ def _pattern_classes(patterns: Iterable[str], other: tuple[str, str], *, sep: st
     return [*out.items(), other]
 
 
+def _by_signature(classes: list[tuple[str, str]], patterns: list[str]) -> list[tuple[str, list[str]]]:
+    """Classes whose representatives match the same patterns decide the same way: evaluate one
+    representative per signature, report every label. (representative, labels) pairs."""
+    matchers = [istio_string_matcher([p]) for p in sorted(set(patterns))]
+    groups: dict[tuple[bool, ...], tuple[str, list[str]]] = {}
+    for label, rep in classes:
+        groups.setdefault(tuple(m(rep) for m in matchers), (rep, []))[1].append(label)
+    return list(groups.values())
+
+
 def _uses(policies: Sequence[pc.AuthorizationPolicy], *names: str) -> list[str]:
     vals: list[str] = []
     for p in policies:
@@ -235,14 +246,14 @@ class _Evaluator:
     count: int = 0
 
     def policies(self, prof: Profile) -> CompiledPolicies:
-        k = (prof.policies, prof.default_deny)
+        k = (prof.policies, prof.default_deny)  # hashing policies is deep: once per group
         c = self.compiled.get(k)
         if c is None:
             c = self.compiled[k] = compile_policies(prof.policies, prof.default_deny)
         return c
 
-    def decide(self, prof: Profile, ident: Identity, port: int, method: str, path: str,
-               host: str) -> Decision:
+    def decide(self, prof: Profile, compiled: CompiledPolicies, ident: Identity, port: int,
+               method: str, path: str, host: str) -> Decision:
         if not prof.exists:
             return Decision(False, "absent (no such service)")
         tcp = prof.port(port)
@@ -256,7 +267,7 @@ class _Evaluator:
             principal=None if plaintext else _principal(ident, prof.trust_domain),
             destination_port=port, host=host, method=method, path=path, is_tcp=tcp,
         )
-        d = evaluate(self.policies(prof), req)
+        d = evaluate(compiled, req)
         if d.reason == "allow":
             return Decision(True, f"allowed by {d.policy}")
         if d.reason == "no-allow-policy":
@@ -269,10 +280,38 @@ class _Evaluator:
         return Decision(False, "denied (no ALLOW policy matched)")
 
 
-def _source_classes(
-    idents: Sequence[Identity], profs: Sequence[Profile]
-) -> list[list[int]]:
-    """Identities split by which principal/namespace patterns of `profs` they match."""
+@dataclass
+class _Universe:
+    """The identities of a plan, indexed once: by namespace and by principal per trust domain."""
+
+    idents: list[Identity]
+    by_value: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    indexed_tds: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for i, ident in enumerate(self.idents):
+            if ident.namespace is not None:
+                self.by_value.setdefault(("n", ident.namespace), []).append(i)
+
+    def lookup(self, kind: str, value: str, td: str) -> list[int]:
+        if kind == "p" and td not in self.indexed_tds:
+            self.indexed_tds.add(td)
+            for i, ident in enumerate(self.idents):
+                if ident.namespace is not None:
+                    self.by_value.setdefault(("p", _principal(ident, td) or ""), []).append(i)
+        return self.by_value.get((kind, value), [])
+
+
+@dataclass(frozen=True, slots=True)
+class _Class:
+    rep: Identity
+    labels: tuple[str, ...]  # the first MAX_SOURCES_LISTED, sorted
+    count: int
+
+
+def _source_classes(universe: _Universe, profs: Sequence[Profile], plaintext: bool) -> list[_Class]:
+    """Identities split by which principal/namespace patterns of `profs` they match. Only the
+    identities some pattern matches are looked at one by one; the rest are one class."""
     patterns: dict[tuple[str, tuple[str, ...]], int] = {}
     for prof in profs:
         for pol in prof.policies:
@@ -288,40 +327,46 @@ def _source_classes(
                         if ckind and vals:
                             patterns.setdefault((ckind, vals), len(patterns))
     tds = sorted({p.trust_domain for p in profs if p.exists})
+    idents = universe.idents
     sig: dict[int, set[tuple[str, int]]] = {}
-    by_value: dict[tuple[str, str], list[int]] = {}
-    for i, ident in enumerate(idents):
-        if ident.namespace is None:
-            continue
-        by_value.setdefault(("n", ident.namespace), []).append(i)
-        for td in tds:
-            by_value.setdefault(("p", f"{td}/ns/{ident.namespace}/sa/{ident.account}"), []).append(i)
     for (kind, vals), pid in patterns.items():
-        if all("*" not in v for v in vals):
+        if all("*" not in v for v in vals):  # exact names: look them up
             for v in vals:
-                for i in by_value.get((kind, v), ()):
-                    sig.setdefault(i, set()).add(("", pid))
+                for td in tds if kind == "p" else [""]:
+                    for i in universe.lookup(kind, v, td):
+                        sig.setdefault(i, set()).add(("", pid))
             continue
         match = istio_string_matcher(vals)
         for i, ident in enumerate(idents):
             if ident.namespace is None:
                 continue
             for td in tds if kind == "p" else [""]:
-                value = ident.namespace if kind == "n" else f"{td}/ns/{ident.namespace}/sa/{ident.account}"
+                value = ident.namespace if kind == "n" else _principal(ident, td) or ""
                 if match(value):
                     sig.setdefault(i, set()).add((td, pid))
-    classes: dict[Any, list[int]] = {}
-    for i, ident in enumerate(idents):
-        key: Any = "plain" if ident.namespace is None else frozenset(sig.get(i, ()))
-        classes.setdefault(key, []).append(i)
-    return list(classes.values())
+    grouped: dict[frozenset[tuple[str, int]], list[int]] = {}
+    for i in sorted(sig):
+        grouped.setdefault(frozenset(sig[i]), []).append(i)
+    out = [
+        _Class(idents[m[0]], tuple(sorted(idents[i].label for i in m)[:MAX_SOURCES_LISTED]), len(m))
+        for m in grouped.values()
+    ]
+    # Everyone no pattern names: one class, with no need to list them all.
+    rest = len(idents) - len(sig)
+    if rest:
+        first = list(islice((x for i, x in enumerate(idents) if i not in sig), MAX_SOURCES_LISTED))
+        labels = tuple(sorted(x.label for x in first))
+        out.append(_Class(first[0], labels, rest))
+    if plaintext:
+        out.append(_Class(Identity(PLAINTEXT, None, None), (PLAINTEXT,), 1))
+    return out
 
 
 def access_diff(old: sm.ConfigModel | None, new: sm.ConfigModel) -> AccessDiff:
     refs = sorted(
         {s.ref for m in (old, new) if m is not None for s in m.services_by_key.values()}
     )
-    idents = identities([old, new])
+    universe = _Universe(identities([old, new]))
     groups: dict[tuple[Profile, Profile, str], list[sm.ServiceRef]] = {}
     conditional: list[str] = []
     for ref in refs:
@@ -335,7 +380,7 @@ def access_diff(old: sm.ConfigModel | None, new: sm.ConfigModel) -> AccessDiff:
     ev = _Evaluator()
     flips: list[AccessFlip] = []
     for (a, b, _), dests in groups.items():
-        flips.extend(_group_flips(ev, old, new, a, b, dests, idents))
+        flips.extend(_group_flips(ev, old, new, a, b, dests, universe))
     flips.sort(key=lambda f: (not f.granted, f.destination, f.port, f.method, f.path, f.host, f.sources))
     return AccessDiff(
         flips=tuple(flips),
@@ -344,56 +389,59 @@ def access_diff(old: sm.ConfigModel | None, new: sm.ConfigModel) -> AccessDiff:
         groups=len(groups),
         evaluations=ev.count,
         conditional=tuple(conditional),
-        identities=len(idents),
+        identities=len(universe.idents),
     )
 
 
 def _group_flips(
     ev: _Evaluator, old: sm.ConfigModel | None, new: sm.ConfigModel, a: Profile, b: Profile,
-    dests: Sequence[sm.ServiceRef], idents: Sequence[Identity],
+    dests: Sequence[sm.ServiceRef], universe: _Universe,
 ) -> list[AccessFlip]:
     profs = (a, b)
     pols = a.policies + b.policies
     plaintext_possible = any(p.exists and p.mtls != "STRICT" for p in profs)
-    members = list(idents)
-    if plaintext_possible:
-        members.append(Identity(PLAINTEXT, None, None))
-    classes = _source_classes(members, profs)
+    classes = _source_classes(universe, profs, plaintext_possible)
+    ca, cb = ev.policies(a), ev.policies(b)
     ports = sorted({n for p in profs for n, _ in p.ports})
+    method_patterns = _uses(pols, "methods", "not_methods")
     methods = (
-        _pattern_classes(_uses(pols, "methods", "not_methods"), ("other", "(OTHER)"))
-        if _uses(pols, "methods", "not_methods") else [("*", "GET")]
+        _by_signature(_pattern_classes(method_patterns, ("other", "(OTHER)")), method_patterns)
+        if method_patterns else [("GET", ["*"])]
     )
-    if _uses(pols, "paths", "not_paths"):
+    path_patterns = _uses(pols, "paths", "not_paths")
+    if path_patterns:
         route_paths = [p for r in dests for m in (old, new) for p in _route_paths(m, r)]
-        paths = _pattern_classes(_uses(pols, "paths", "not_paths") + route_paths, ("other", "/(other)"))
+        paths = _by_signature(
+            _pattern_classes(path_patterns + route_paths, ("other", "/(other)")), path_patterns)
     else:
-        paths = [("*", "/")]
+        paths = [("/", ["*"])]
     host_patterns = _uses(pols, "hosts", "not_hosts")
     out: list[AccessFlip] = []
     for ref in dests:
         hosts = (
-            _pattern_classes(host_patterns, ("other", "(other-host)"), sep="x")
-            if host_patterns else [("*", f"{ref.name}.{ref.namespace}")]
+            [(rep, [label]) for label, rep in
+             _pattern_classes(host_patterns, ("other", "(other-host)"), sep="x")]
+            if host_patterns else [(f"{ref.name}.{ref.namespace}", ["*"])]
         )
         for cls in classes:
-            rep = members[cls[0]]
             for port in ports:
                 if a.port(port) is False or b.port(port) is False:  # http at some revision
                     dims = [(m, p, h) for m in methods for p in paths for h in hosts]
                 else:  # tcp only: methods, paths and hosts do not exist
-                    dims = [(("*", "GET"), ("*", "/"), ("*", f"{ref.name}.{ref.namespace}"))]
-                for (ml, mr), (pl, pr), (hl, hr) in dims:
-                    before = ev.decide(a, rep, port, mr, pr, hr)
-                    after = ev.decide(b, rep, port, mr, pr, hr)
+                    dims = [(("GET", ["*"]), ("/", ["*"]), (f"{ref.name}.{ref.namespace}", ["*"]))]
+                for (mr, mls), (pr, pls), (hr, hls) in dims:
+                    before = ev.decide(a, ca, cls.rep, port, mr, pr, hr)
+                    after = ev.decide(b, cb, cls.rep, port, mr, pr, hr)
                     if before.allowed == after.allowed:
                         continue
-                    labels = sorted(members[i].label for i in cls)
-                    out.append(AccessFlip(
-                        destination=str(ref), port=port, method=ml, path=pl, host=hl,
-                        sources=tuple(labels[:MAX_SOURCES_LISTED]), source_count=len(labels),
-                        granted=after.allowed, before=before.text, after=after.text,
-                    ))
+                    out.extend(
+                        AccessFlip(
+                            destination=str(ref), port=port, method=ml, path=pl, host=hl,
+                            sources=cls.labels, source_count=cls.count,
+                            granted=after.allowed, before=before.text, after=after.text,
+                        )
+                        for ml in mls for pl in pls for hl in hls
+                    )
     return out
 
 

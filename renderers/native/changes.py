@@ -17,6 +17,7 @@ document that appears, disappears or moves to another target invalidates the rig
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
 from reconciler.spec import model as sm
 
@@ -24,8 +25,10 @@ Token = tuple[str, ...]
 ResourceKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
+@lru_cache(maxsize=4)  # a model is diffed as the new one, then again as the old one
 def resources_by_key(model: sm.ConfigModel) -> dict[ResourceKey, sm.Resource]:
-    """Every resource by (kind, namespace, name); the first of duplicates wins, as in the model."""
+    """Every resource by (kind, namespace, name); the first of duplicates wins, as in the model.
+    Cached: read only."""
     out: dict[ResourceKey, sm.Resource] = {}
     for r in model.resources():
         out.setdefault(r.key, r)

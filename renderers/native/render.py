@@ -90,6 +90,11 @@ class RenderState:
         default_factory=dict
     )
     reach: dict[tuple[str, str], tuple[sm.ServiceRef, ...]] | None = None
+    # Which proxies got which key, and the answer itself: reused as is when a change cannot
+    # move a proxy to another key (no Service, TrafficPolicy or Mesh changed).
+    members: dict[RenderKey, list[str]] = field(default_factory=dict)
+    assigned: dict[str, RenderedSnapshot] = field(default_factory=dict)
+    unknown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,15 +259,21 @@ def _keep(cache: dict[Any, Any], changed: frozenset[Token], deps_of: Any) -> dic
     return {k: v for k, v in cache.items() if changed.isdisjoint(deps_of(v))}
 
 
-def _carry_over(previous: RenderState, model: sm.ConfigModel, fleet: Fleet) -> RenderState:
-    """The previous caches minus whatever the change from previous.model to `model` touches."""
+_ASSIGNMENT_TOKENS = frozenset({"mesh", "svc", "svc-any", "tp"})
+
+
+def _carry_over(
+    previous: RenderState, model: sm.ConfigModel, fleet: Fleet
+) -> tuple[RenderState, bool]:
+    """The previous caches minus whatever the change from previous.model to `model` touches,
+    and whether every proxy keeps its RenderKey."""
     if previous.model is model:
         changed: frozenset[Token] = frozenset()
     else:
         changed = changed_tokens(previous.model, model)
     if ("mesh",) in changed:
-        return RenderState(model, fleet)
-    return RenderState(
+        return RenderState(model, fleet), False
+    state = RenderState(
         model=model,
         fleet=fleet,
         snapshots=_keep(previous.snapshots, changed, lambda s: s.deps),
@@ -271,6 +282,8 @@ def _carry_over(previous: RenderState, model: sm.ConfigModel, fleet: Fleet) -> R
         callees=_keep(previous.callees, changed, lambda c: c[1]),
         reach=previous.reach if changed.isdisjoint(_REACH_TOKENS) else None,
     )
+    same_keys = previous.fleet is fleet and not any(t[0] in _ASSIGNMENT_TOKENS for t in changed)
+    return state, same_keys
 
 
 def render(
@@ -280,10 +293,26 @@ def render(
     With `previous` (the `state` of an earlier result) only what changed is rebuilt."""
     if not isinstance(fleet, Fleet):
         fleet = Fleet.of(fleet)
-    state = _carry_over(previous, model, fleet) if previous is not None else RenderState(model, fleet)
+    if previous is None:
+        state, same_keys = RenderState(model, fleet), False
+    else:
+        state, same_keys = _carry_over(previous, model, fleet)
     r = _Renderer(model, state)
-    out: dict[str, RenderedSnapshot] = {}
+    if same_keys and previous is not None:
+        # Every proxy keeps its key: only the keys whose snapshot was dropped are rebuilt.
+        out = dict(previous.assigned)
+        state.members, state.unknown = previous.members, previous.unknown
+        for key, pids in previous.members.items():
+            if key not in state.snapshots:
+                snap = r.snapshot(model.services_by_key[key.service], key)
+                for pid in pids:
+                    out[pid] = snap
+        state.assigned = out
+        reused = len(previous.members) - r.rendered
+        return RenderResult(out, state, state.unknown, r.rendered, reused)
+    out = {}
     unknown: list[str] = []
+    members: dict[RenderKey, list[str]] = {}
     # Per service: the Service and its inbound mode when no subset override can change it.
     info: dict[tuple[str, str], tuple[sm.Service, str | None] | None] = {}
     for proxy in fleet:
@@ -305,11 +334,11 @@ def render(
         svc, mode = hit
         key = RenderKey(skey, mode or proxy_mtls(model, svc, proxy.labels), proxy.ports)
         out[proxy.id] = state.snapshots.get(key) or r.snapshot(svc, key)
+        members.setdefault(key, []).append(proxy.id)
     # Snapshots no proxy uses any more are dropped, so the state does not grow without bound.
-    used = {id(s) for s in out.values()}
-    state.snapshots = {k: s for k, s in state.snapshots.items() if id(s) in used}
-    reused = len({id(s) for s in out.values()}) - r.rendered
-    return RenderResult(out, state, tuple(unknown), r.rendered, max(reused, 0))
+    state.snapshots = {k: s for k, s in state.snapshots.items() if k in members}
+    state.members, state.assigned, state.unknown = members, out, tuple(unknown)
+    return RenderResult(out, state, tuple(unknown), r.rendered, len(members) - r.rendered)
 
 
 __all__ = [
