@@ -32,15 +32,8 @@ def ref_ip(cidr: str, ip: str | None) -> bool:
     return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr, strict=False)
 
 
-def host_without_port(host: str) -> str:
-    head, sep, tail = host.rpartition(":")
-    return head if sep and tail.isdigit() else host
-
-
 def ref_host(pattern: str, host: str) -> bool:
-    pattern, host = pattern.lower(), host.lower()
-    has_port = ":" in pattern
-    return ref_str(pattern, host if has_port else host_without_port(host))
+    return ref_str(pattern.lower(), host.lower())
 
 
 def field_ok(
