@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterable
 from importlib import metadata
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -149,7 +150,7 @@ def validate_command(
     if fmt == "json":
         click.echo(json.dumps(to_json(result), indent=2))
     elif fmt == "sarif":
-        click.echo(json.dumps(to_sarif(result), indent=2))
+        click.echo(json.dumps(to_sarif(result, _sarif_base(source)), indent=2))
     else:
         for f in result.findings:
             click.echo(f"{_display_file(source, str(f.location))}: {f.severity.value} {f.code}: "
@@ -198,8 +199,22 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
 _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
 
-def to_sarif(result: ValidationResult) -> dict[str, Any]:
+def _sarif_base(source: Source) -> tuple[str, str | None]:
+    """(prefix for result URIs, absolute root URI or None). A directory given as a relative
+    path (`meshcd validate config/` in CI) gives URIs relative to the current directory,
+    which is what code-scanning services expect; otherwise URIs are relative to the root."""
+    if isinstance(source, DirectorySource):
+        root = str(source.root)
+        if not os.path.isabs(root):
+            prefix = "" if os.path.normpath(root) == "." else os.path.normpath(root) + "/"
+            return prefix.replace(os.sep, "/"), None
+        return "", Path(root).resolve().as_uri() + "/"
+    return "", None
+
+
+def to_sarif(result: ValidationResult, base: tuple[str, str | None] = ("", None)) -> dict[str, Any]:
     """SARIF 2.1.0: one run, the whole catalogue as rules, one result per finding."""
+    prefix, root_uri = base
     codes = sorted(CATALOGUE)
     index = {c: i for i, c in enumerate(codes)}
     try:
@@ -208,7 +223,9 @@ def to_sarif(result: ValidationResult) -> dict[str, Any]:
         version = "0"
     results = []
     for f in result.findings:
-        loc: dict[str, Any] = {"artifactLocation": {"uri": f.location.file, "uriBaseId": "SRCROOT"}}
+        loc: dict[str, Any] = {
+            "artifactLocation": {"uri": prefix + f.location.file, "uriBaseId": "SRCROOT"}
+        }
         if f.location.line > 0:
             loc["region"] = {"startLine": f.location.line,
                              "startColumn": max(f.location.column, 1)}
@@ -219,10 +236,14 @@ def to_sarif(result: ValidationResult) -> dict[str, Any]:
             "message": {"text": f.message},
             "locations": [{"physicalLocation": loc}],
         })
+    run: dict[str, Any] = {}
+    if root_uri is not None:
+        run["originalUriBaseIds"] = {"SRCROOT": {"uri": root_uri}}
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
+            **run,
             "tool": {"driver": {
                 "name": "meshcd",
                 "version": version,

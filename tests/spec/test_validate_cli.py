@@ -287,6 +287,17 @@ def test_sarif_format(tmp_path: Path) -> None:
     assert loc["region"] == {"startLine": 9, "startColumn": 19}
     big = by_rule["MCD006"]["locations"][0]["physicalLocation"]
     assert big["artifactLocation"]["uri"] == "big.yaml" and "region" not in big
+    assert run_["originalUriBaseIds"]["SRCROOT"]["uri"] == root.resolve().as_uri() + "/"
+
+
+def test_sarif_uris_follow_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = clean_repo(tmp_path / "config")
+    write(root, {"routes/cart.yaml": BAD_ROUTE})
+    monkeypatch.chdir(tmp_path)
+    sarif = json.loads(run("validate", "--format", "sarif", "config").output)
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            for r in sarif["runs"][0]["results"]}
+    assert "config/routes/cart.yaml" in uris
 
 
 def test_explain_and_list_codes() -> None:
