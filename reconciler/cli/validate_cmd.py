@@ -132,8 +132,8 @@ def validate_command(
 ) -> None:
     if list_codes:
         for code in sorted(CATALOGUE):
-            c = CATALOGUE[code]
-            click.echo(f"{c.code}  {c.severity.value:<7}  {c.summary}")
+            entry = CATALOGUE[code]
+            click.echo(f"{entry.code}  {entry.severity.value:<7}  {entry.summary}")
         return
     if explain is not None:
         c = CATALOGUE.get(explain.strip().upper())
