@@ -1,0 +1,602 @@
+"""The fleet listener: proxies hold an mTLS WebSocket stream; the controller pushes snapshots,
+the proxies ACK/NACK, stream stats and renew their certificates over it. See docs/fleet.md.
+
+I/O shell around the pure `ledger.ProxyRecord`: sockets, TLS, the push workers, the batched
+ledger and audit writes. Decisions (what to push, what a state is) live in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from proxy_runtime.config.fleet_protocol import (
+    FLEET_PATH,
+    MAX_TO_CONTROLLER_BYTES,
+    SUBPROTOCOL,
+    Ack,
+    Certificate,
+    Csr,
+    Error,
+    Hello,
+    Nack,
+    ProtocolError,
+    Stats,
+    decode_to_controller,
+    encode,
+    encode_snapshot,
+)
+from reconciler.audit import AuditLog
+from reconciler.ca import (
+    DEFAULT_SVID_TTL,
+    CAError,
+    CertificateAuthority,
+    ServerCredentials,
+    parse_spiffe_id,
+)
+from reconciler.fleet.audit_buffer import AuditBuffer
+from reconciler.fleet.ledger import (
+    AckOutcome,
+    DesiredSnapshot,
+    LedgerEntry,
+    ProxyRecord,
+    count_states,
+)
+from reconciler.fleet.ledger_store import LedgerStore
+from reconciler.fleet.tls import server_context
+
+log = logging.getLogger("meshcd.fleet")
+
+TLS_REFUSALS_AUDITED_PER_MINUTE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyInfo:
+    """A proxy whose hello was accepted (given to `on_hello`)."""
+
+    proxy_id: str
+    service: str
+    namespace: str
+    labels: dict[str, str]
+    running_version: str | None
+    spiffe_id: str
+    peer: str
+
+
+class _Conn:
+    __slots__ = ("proxy_id", "spiffe_id", "ws")
+
+    def __init__(self, ws: ServerConnection, proxy_id: str, spiffe_id: str) -> None:
+        self.ws = ws
+        self.proxy_id = proxy_id
+        self.spiffe_id = spiffe_id
+
+
+class _Waiter:
+    __slots__ = ("future", "remaining", "results", "version")
+
+    def __init__(self, version: str, ids: Iterable[str], future: asyncio.Future[None]) -> None:
+        self.version = version
+        self.remaining = set(ids)
+        self.results: dict[str, AckOutcome] = {}
+        self.future = future
+
+
+class _Refused(Exception):
+    """Internal: end a stream with an `error` message (and an audit record)."""
+
+
+class FleetServer:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        audit: AuditLog | None,
+        ledger_store: LedgerStore | None,
+        *,
+        epoch: int,
+        clock: Callable[[], datetime],
+        push_concurrency: int = 64,
+        credentials: ServerCredentials | None = None,
+        hostnames: tuple[str, ...] = ("localhost",),
+        ips: tuple[str, ...] = ("127.0.0.1",),
+        on_hello: Callable[[ProxyInfo], Any] | None = None,
+        on_stats: Callable[[str, dict[str, Any]], Any] | None = None,
+        on_ack: Callable[[str, str, float | None], Any] | None = None,
+        on_nack: Callable[[str, str, str], Any] | None = None,
+        on_disconnect: Callable[[str], Any] | None = None,
+        ping_interval: float = 15.0,
+        ping_timeout: float = 15.0,
+        hello_timeout: float = 10.0,
+        svid_ttl: timedelta = DEFAULT_SVID_TTL,
+        flush_interval: float = 0.5,
+        seen_flush_interval: float = 30.0,
+    ) -> None:
+        if epoch < 0:
+            raise ValueError("epoch must be a non-negative integer")
+        if push_concurrency < 1:
+            raise ValueError("push_concurrency must be at least 1")
+        self.ca = ca
+        self.epoch = epoch
+        self.clock = clock
+        self.push_concurrency = push_concurrency
+        self.credentials = credentials or ca.issue_server_cert(hostnames, ips, now=clock())
+        self.on_hello, self.on_stats, self.on_ack = on_hello, on_stats, on_ack
+        self.on_nack, self.on_disconnect = on_nack, on_disconnect
+        self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
+        self.hello_timeout = hello_timeout
+        self.svid_ttl = svid_ttl
+        self.flush_interval, self.seen_flush_interval = flush_interval, seen_flush_interval
+        self._store = ledger_store
+        self._audit = AuditBuffer(audit)
+        self._records: dict[str, ProxyRecord] = {}
+        if ledger_store is not None:
+            for entry in ledger_store.load():
+                self._records[entry.proxy_id] = ProxyRecord.from_entry(entry)
+        self._conns: dict[str, _Conn] = {}
+        self._dirty: set[str] = set()
+        self._queue: asyncio.Queue[str] | None = None
+        self._queued: set[str] = set()
+        self._waiters: list[_Waiter] = []
+        self._nonce = 0
+        self._ssl = server_context(self.credentials, client_ca_pem=ca.trust_bundle_pem())
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handshaking: set[asyncio.Transport] = set()
+        self._tls_refusals: list[float] = []
+        self.tls_refusals_unaudited = 0
+        self._host = "127.0.0.1"
+        self._port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int, *, advertise: str | None = None) -> None:
+        """Listen on host:port (0: any free port; see `bound_port`). `advertise` is the host
+        name put in `url` (default: `host`, or 127.0.0.1 for a wildcard address)."""
+        if self._server is not None:
+            raise RuntimeError("the fleet server is already started")
+        self._queue = asyncio.Queue()
+        server = self
+
+        class FleetConnection(ServerConnection):
+            """Does its own TLS handshake so that refused handshakes can be audited."""
+
+            tls_done = False
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                if self.tls_done:
+                    super().connection_made(transport)
+                    return
+                assert isinstance(transport, asyncio.Transport)
+                transport.pause_reading()
+                server._handshaking.add(transport)
+                server._spawn(self._start_tls(transport))
+
+            async def _start_tls(self, raw: asyncio.Transport) -> None:
+                loop = asyncio.get_running_loop()
+                peer = _peer(raw.get_extra_info("peername"))
+                try:
+                    tls = await loop.start_tls(raw, self, server._ssl, server_side=True,
+                                               ssl_handshake_timeout=10.0)
+                except (ssl.SSLError, OSError, TimeoutError) as exc:
+                    raw.abort()
+                    server._tls_refused(peer, exc)
+                    return
+                finally:
+                    server._handshaking.discard(raw)
+                if tls is None:  # pragma: no cover - only on a closed loop
+                    raw.abort()
+                    return
+                self.tls_done = True
+                self.connection_made(tls)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if self.tls_done:
+                    super().connection_lost(exc)
+
+            def data_received(self, data: bytes) -> None:
+                if self.tls_done:
+                    super().data_received(data)
+
+            def eof_received(self) -> None:
+                if self.tls_done:
+                    super().eof_received()
+
+        self._server = await serve(
+            self._handle, host, port,
+            create_connection=FleetConnection,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            compression=None,  # a zlib context per stream would cost far more than 50 KB
+            max_size=MAX_TO_CONTROLLER_BYTES,
+            max_queue=4,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            open_timeout=self.hello_timeout,
+            backlog=4096,
+        )
+        sock = next(iter(self._server.sockets))
+        self._port = sock.getsockname()[1]
+        self._host = advertise or ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
+        for _ in range(self.push_concurrency):
+            self._spawn(self._push_worker())
+        self._spawn(self._flush_loop())
+        log.info("fleet listener on %s:%d (epoch %d)", host, self._port, self.epoch)
+
+    async def stop(self) -> None:
+        """Close every stream (each is audited as disconnected), then write the ledger."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        for t in list(self._handshaking):
+            t.abort()
+        server.close(close_connections=True)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 10.0)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+        now = self.clock()
+        for rec in self._records.values():
+            if rec.connected:
+                rec.disconnect(now)
+                self._dirty.add(rec.proxy_id)
+        for w in self._waiters:
+            if not w.future.done():
+                w.future.set_result(None)
+        await self._flush(all_seen=True)
+
+    @property
+    def bound_port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"wss://{self._host}:{self._port}{FLEET_PATH}"
+
+    # -- the API for the controller ----------------------------------------------------------
+
+    def set_desired(self, assignments: Mapping[str, DesiredSnapshot]) -> None:
+        """What each named proxy should run (connected or not). Latest wins; proxies that
+        already acked that version are not touched."""
+        for proxy_id, desired in assignments.items():
+            if not isinstance(desired, DesiredSnapshot):
+                raise TypeError(f"{proxy_id}: expected a DesiredSnapshot, got {type(desired).__name__}")
+            rec = self._records.get(proxy_id)
+            if rec is None:
+                rec = self._records[proxy_id] = ProxyRecord(proxy_id)
+            if rec.desired is desired or (rec.desired is not None and rec.desired == desired):
+                continue
+            rec.set_desired(desired)
+            self._dirty.add(proxy_id)
+            self._enqueue(proxy_id)
+            self._notify(proxy_id)
+
+    def clear_desired(self, proxy_ids: Iterable[str]) -> None:
+        for proxy_id in proxy_ids:
+            rec = self._records.get(proxy_id)
+            if rec is not None:
+                rec.set_desired(None)
+                self._dirty.add(proxy_id)
+
+    def forget(self, proxy_id: str) -> bool:
+        """Drop a disconnected proxy from the ledger (False if unknown or connected)."""
+        rec = self._records.get(proxy_id)
+        if rec is None or rec.connected:
+            return False
+        del self._records[proxy_id]
+        self._dirty.discard(proxy_id)
+        if self._store is not None:
+            self._store.delete(proxy_id)
+        return True
+
+    def ledger(self) -> list[LedgerEntry]:
+        return [self._records[k].entry() for k in sorted(self._records)]
+
+    def entry(self, proxy_id: str) -> LedgerEntry | None:
+        rec = self._records.get(proxy_id)
+        return rec.entry() if rec is not None else None
+
+    def counts(self) -> dict[str, int]:
+        return count_states(self._records.values())
+
+    def connected(self) -> list[str]:
+        return sorted(self._conns)
+
+    async def wait_acked(self, proxy_ids: Iterable[str], version: str,
+                         timeout: float) -> dict[str, AckOutcome]:
+        """Wait until every listed proxy acked or nacked `version`, or `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(version, proxy_ids, loop.create_future())
+        for proxy_id in list(waiter.remaining):
+            self._check_waiter(waiter, proxy_id, None)
+        if waiter.remaining:
+            self._waiters.append(waiter)
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        for proxy_id in waiter.remaining:
+            waiter.results[proxy_id] = AckOutcome("timeout")
+        return waiter.results
+
+    # -- one stream ------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        peer = _peer(ws.remote_address)
+        conn: _Conn | None = None
+        try:
+            conn = await self._accept(ws, peer)
+            await self._serve(conn)
+        except _Refused as exc:
+            with contextlib.suppress(Exception):
+                await ws.send(encode(Error(str(exc))))
+                await ws.close(1008, str(exc)[:120])
+        except ConnectionClosed:
+            pass
+        finally:
+            if conn is not None:
+                self._disconnected(conn)
+
+    async def _accept(self, ws: ServerConnection, peer: str) -> _Conn:
+        now = self.clock()
+        if ws.request is None or ws.request.path != FLEET_PATH:
+            raise self._refuse(peer, None, "wrong path (the fleet stream is at /fleet)")
+        sslobj = ws.transport.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if not der:
+            raise self._refuse(peer, None, "no client certificate")
+        try:
+            spiffe = self.ca.verify_svid([x509.load_der_x509_certificate(der)], now=now)
+        except (CAError, ValueError) as exc:
+            raise self._refuse(peer, None, f"client certificate refused: {exc}") from None
+        try:
+            frame = await asyncio.wait_for(ws.recv(), self.hello_timeout)
+            hello = decode_to_controller(frame)
+        except TimeoutError:
+            raise self._refuse(peer, spiffe, f"no hello within {self.hello_timeout:g} s") from None
+        except ProtocolError as exc:
+            raise self._refuse(peer, spiffe, str(exc)) from None
+        if not isinstance(hello, Hello):
+            raise self._refuse(peer, spiffe, f"the first message must be hello, not {hello.type}")
+        workload = parse_spiffe_id(spiffe).workload
+        if workload != (hello.namespace, hello.service):
+            raise self._refuse(peer, spiffe, f"identity mismatch: certificate {spiffe} may not "
+                               f"speak for service {hello.service!r} in namespace {hello.namespace!r}",
+                               proxy_id=hello.proxy_id)
+        rec = self._records.get(hello.proxy_id)
+        if rec is not None and rec.connected and (rec.namespace, rec.service) != workload:
+            raise self._refuse(peer, spiffe, f"proxy id {hello.proxy_id!r} is connected as another "
+                               "service", proxy_id=hello.proxy_id)
+        old = self._conns.get(hello.proxy_id)
+        if old is not None:  # the same proxy reconnected before we noticed the old stream die
+            self._disconnected(old)
+            with contextlib.suppress(Exception):
+                await old.ws.send(encode(Error("replaced by a newer stream from the same proxy id")))
+            self._spawn(old.ws.close(1008, "replaced"))
+        if rec is None:
+            rec = self._records[hello.proxy_id] = ProxyRecord(hello.proxy_id)
+        now = self.clock()
+        rec.connect(hello.service, hello.namespace, hello.labels, hello.running_version, now)
+        conn = _Conn(ws, hello.proxy_id, spiffe)
+        self._conns[hello.proxy_id] = conn
+        self._dirty.add(hello.proxy_id)
+        self._audit.add(f"proxy:{hello.proxy_id}", "proxy.connected", hello.proxy_id,
+                        {"spiffe_id": spiffe, "peer": peer, "running_version": hello.running_version,
+                         "labels": hello.labels}, now)
+        if self.on_hello is not None:
+            info = ProxyInfo(hello.proxy_id, hello.service, hello.namespace, dict(hello.labels),
+                             hello.running_version, spiffe, peer)
+            desired = await self._call(self.on_hello, info)
+            if isinstance(desired, DesiredSnapshot):
+                rec.set_desired(desired)
+        self._enqueue(hello.proxy_id)
+        self._notify(hello.proxy_id)
+        return conn
+
+    async def _serve(self, conn: _Conn) -> None:
+        rec = self._records[conn.proxy_id]
+        loop = asyncio.get_running_loop()
+        async for frame in conn.ws:
+            rec.last_seen = self.clock()
+            try:
+                msg = decode_to_controller(frame)
+            except ProtocolError as exc:
+                raise self._refuse(_peer(conn.ws.remote_address), conn.spiffe_id, str(exc),
+                                   proxy_id=conn.proxy_id) from None
+            if isinstance(msg, Ack):
+                answer = rec.ack(msg.nonce, msg.version)
+                if answer.matched:
+                    seconds = loop.time() - answer.sent_at if answer.sent_at is not None else None
+                    self._dirty.add(conn.proxy_id)
+                    self._notify(conn.proxy_id, seconds)
+                    if self.on_ack is not None:
+                        await self._call(self.on_ack, conn.proxy_id, msg.version, seconds)
+                    self._enqueue(conn.proxy_id)
+            elif isinstance(msg, Nack):
+                answer = rec.nack(msg.nonce, msg.error)
+                if answer.matched:
+                    self._dirty.add(conn.proxy_id)
+                    self._notify(conn.proxy_id)
+                    if self.on_nack is not None:
+                        await self._call(self.on_nack, conn.proxy_id, answer.version or msg.version,
+                                         msg.error)
+                    self._enqueue(conn.proxy_id)
+            elif isinstance(msg, Stats):
+                if self.on_stats is not None:
+                    for window in msg.windows:
+                        await self._call(self.on_stats, conn.proxy_id, window)
+            elif isinstance(msg, Csr):
+                await self._renew(conn, msg)
+            else:
+                raise self._refuse(_peer(conn.ws.remote_address), conn.spiffe_id,
+                                   f"unexpected {msg.type} after hello", proxy_id=conn.proxy_id)
+
+    async def _renew(self, conn: _Conn, msg: Csr) -> None:
+        now = self.clock()
+        try:
+            # the identity is the one this stream was verified with, never what the CSR asks
+            chain = self.ca.issue_svid(msg.csr_pem, conn.spiffe_id, now=now, ttl=self.svid_ttl)
+        except (CAError, ValueError) as exc:
+            raise self._refuse(_peer(conn.ws.remote_address), conn.spiffe_id,
+                               f"certificate renewal refused: {exc}", proxy_id=conn.proxy_id) from None
+        await conn.ws.send(encode(Certificate(chain.decode("ascii"),
+                                              self.ca.trust_bundle_pem().decode("ascii"))))
+        self._audit.add(f"proxy:{conn.proxy_id}", "certificate.renewed", conn.spiffe_id,
+                        {"proxy_id": conn.proxy_id}, now)
+
+    def _disconnected(self, conn: _Conn) -> None:
+        if self._conns.get(conn.proxy_id) is not conn:
+            return
+        del self._conns[conn.proxy_id]
+        now = self.clock()
+        rec = self._records.get(conn.proxy_id)
+        if rec is not None:
+            rec.disconnect(now)
+            self._dirty.add(conn.proxy_id)
+        self._audit.add(f"proxy:{conn.proxy_id}", "proxy.disconnected", conn.proxy_id,
+                        {"spiffe_id": conn.spiffe_id}, now)
+        if self.on_disconnect is not None:
+            self._spawn(self._call(self.on_disconnect, conn.proxy_id))
+
+    def _refuse(self, peer: str, spiffe: str | None, reason: str, *,
+                proxy_id: str | None = None) -> _Refused:
+        log.warning("fleet stream from %s refused: %s", peer, reason)
+        self._audit.add(f"proxy:{proxy_id}" if proxy_id else "fleet", "fleet.refused",
+                        proxy_id or peer, {"peer": peer, "spiffe_id": spiffe, "reason": reason},
+                        self.clock())
+        return _Refused(reason)
+
+    def _tls_refused(self, peer: str, exc: BaseException) -> None:
+        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+        log.info("fleet TLS handshake from %s refused: %s", peer, exc)
+        now = time.monotonic()
+        self._tls_refusals = [t for t in self._tls_refusals if now - t < 60.0]
+        if len(self._tls_refusals) >= TLS_REFUSALS_AUDITED_PER_MINUTE:
+            self.tls_refusals_unaudited += 1
+            return
+        self._tls_refusals.append(now)
+        self._audit.add("fleet", "fleet.refused", peer,
+                        {"peer": peer, "stage": "tls", "reason": str(reason)[:500],
+                         "unaudited_before": self.tls_refusals_unaudited}, self.clock())
+
+    # -- pushing -----------------------------------------------------------------------------
+
+    def _enqueue(self, proxy_id: str) -> None:
+        rec = self._records.get(proxy_id)
+        if (self._queue is None or rec is None or proxy_id in self._queued
+                or proxy_id not in self._conns or not rec.needs_push()):
+            return
+        self._queued.add(proxy_id)
+        self._queue.put_nowait(proxy_id)
+
+    async def _push_worker(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            proxy_id = await self._queue.get()
+            self._queued.discard(proxy_id)
+            conn = self._conns.get(proxy_id)
+            rec = self._records.get(proxy_id)
+            if conn is None or rec is None:
+                continue
+            self._nonce += 1
+            push = rec.start_push(f"{self.epoch}.{self._nonce}", loop.time())
+            if push is None:
+                continue
+            self._dirty.add(proxy_id)
+            d = push.desired
+            frame = encode_snapshot(push.nonce, self.epoch, d.version, d.revision, d.config_json)
+            try:
+                await conn.ws.send(frame, text=True)
+            except ConnectionClosed:
+                rec.push_failed()
+            except Exception:  # keep the worker alive whatever one stream does
+                log.exception("push to %s failed", proxy_id)
+                rec.push_failed()
+
+    # -- waiting for ACKs -----------------------------------------------------------------------
+
+    def _notify(self, proxy_id: str, seconds: float | None = None) -> None:
+        for w in self._waiters:
+            if proxy_id in w.remaining:
+                self._check_waiter(w, proxy_id, seconds)
+
+    def _check_waiter(self, w: _Waiter, proxy_id: str, seconds: float | None) -> None:
+        rec = self._records.get(proxy_id)
+        if rec is None:
+            return
+        if rec.acked_version == w.version:
+            w.results[proxy_id] = AckOutcome("acked", None, seconds)
+        elif rec.nacked_version == w.version:
+            w.results[proxy_id] = AckOutcome("nacked", rec.last_error, seconds)
+        else:
+            return
+        w.remaining.discard(proxy_id)
+        if not w.remaining and not w.future.done():
+            w.future.set_result(None)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        last_seen_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            all_seen = time.monotonic() - last_seen_flush >= self.seen_flush_interval
+            if all_seen:
+                last_seen_flush = time.monotonic()
+            try:
+                await self._flush(all_seen=all_seen)
+            except Exception:
+                log.exception("fleet ledger flush failed")
+
+    async def _flush(self, *, all_seen: bool) -> None:
+        if all_seen:
+            self._dirty.update(self._conns)
+        if self._store is None:
+            self._dirty.clear()
+        elif self._dirty:
+            ids, self._dirty = self._dirty, set()
+            entries = [self._records[i].entry() for i in ids if i in self._records]
+            try:
+                await asyncio.to_thread(self._store.save, entries)
+            except Exception:
+                self._dirty |= ids  # try again next time
+                raise
+        await self._audit.flush(self.clock())
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except Exception:
+            log.exception("fleet callback %s failed", getattr(fn, "__name__", fn))
+            return None
+
+
+def _peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
