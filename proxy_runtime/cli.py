@@ -64,3 +64,6 @@ def run(config_path: Path | None, state_dir: Path | None, admin_port: int, admin
                            admin_port=admin_port, drain_seconds=drain_seconds,
                            limits=ServerLimits(header_timeout=header_timeout))
     sys.exit(asyncio.run(process.run()))
+
+
+proxy.add_command(__import__("proxy_runtime.agent.cli", fromlist=["join"]).join)  # meshcd proxy join
