@@ -228,12 +228,16 @@ def _check_mtls(
     field = _identity_field(rule, i)
     if field is None:
         return
-    modes = sorted({ctx.effective_mtls((s.namespace, s.name)) for s in weak_targets})
+    # Only a few targets are named, so a mesh-wide policy costs O(1) here, not O(services).
+    shown = weak_targets[:3]
+    modes = sorted({ctx.effective_mtls((s.namespace, s.name)) for s in shown})
+    more = len(weak_targets) - len(shown)
     ctx.add(
         "MCD115",
         f"matches on caller identity, but mTLS is {'/'.join(modes)} (not STRICT) for "
-        f"{names([f'{s.name}.{s.namespace}' for s in weak_targets])}: plaintext callers "
-        "have no identity and never match",
+        f"{', '.join(f'{s.name}.{s.namespace}' for s in shown)}"
+        + (f" and {more} more" if more > 0 else "")
+        + ": plaintext callers have no identity and never match",
         ctx.at(pol, *field),
     )
 
