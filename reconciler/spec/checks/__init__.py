@@ -8,8 +8,14 @@ using the dict indexes of `CheckContext` for lookups, so the whole run is linear
 Every finding points at the offending field (`resource.loc(("spec", ...))`, the YAML path)
 so that the CLI can print `file:line:col: severity MCDxxx: message`.
 
-Where a check's behaviour is a choice, the module that holds it says why (see
-`authorization.py` for MCD111/MCD118, `traffic.py` for MCD119).
+Where a check's behaviour is a choice, the module that holds it says why: `routes.py` for
+MCD111 (explicit POST/PATCH only), `authorization.py` for MCD118 (entry points need an ALLOW
+too) and MCD116/125 (rules limited to http ports are fine), `traffic.py` for MCD119 (only a
+weakening is reported), `rollout.py` for MCD120, `regex_safety.py` for MCD109.
+
+Per-resource results that depend on nothing else are memoized by object identity
+(`LocalMemo`), so with the validation cache a one-file change re-checks only that file's
+resources plus the cross-resource checks.
 """
 
 from __future__ import annotations
