@@ -194,6 +194,9 @@ def _to_findings(doc: Document, err: ValidationError) -> list[Finding]:
         n = err.validator_value
         word = "at least" if v == "minItems" else "at most"
         detail = f"needs {word} {n} item{'s' if n != 1 else ''}, has {len(err.instance)}"
+    elif v in ("exclusiveMaximum", "exclusiveMinimum"):
+        word = "less" if v == "exclusiveMaximum" else "greater"
+        detail = f"{_short(err.instance)} must be {word} than {err.validator_value}"
     elif v == "uniqueItems":
         detail = f"{_short(err.instance)} has repeated items"
     elif v in ("oneOf", "anyOf", "not"):

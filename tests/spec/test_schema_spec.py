@@ -348,6 +348,15 @@ def test_hash_on_needs_consistent_hash() -> None:
     ]
 
 
+def test_exclusive_bounds_read_plainly() -> None:
+    text = ("apiVersion: meshcd.dev/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: r}\nspec:\n"
+            "  stages: [{percent: 0, bake: 1s}]\n  analysis: {confidence: 1}\n")
+    assert [m for m, _, _ in mcd020(text)] == [
+        "spec.stages[0].percent: 0 must be greater than 0",
+        "spec.analysis.confidence: 1 must be less than 1",
+    ]
+
+
 def test_missing_spec_is_reported() -> None:
     text = "apiVersion: meshcd.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\n"
     assert mcd020(text) == [("(document): missing required field 'spec'", 1, 1)]
