@@ -7,7 +7,7 @@ document that appears, disappears or moves to another target invalidates the rig
 - ("mesh",)                 the Mesh (everything depends on it)
 - ("svc", ns, name)         a Service document; ("svc-any",) any Service
 - ("route", ns, name)       the Route(s) of a host
-- ("tp", ns, name)          the TrafficPolicy of a service
+- ("tp", ns, name)          the TrafficPolicy of a service; ("tp-any",) any TrafficPolicy
 - ("authz-svc", ns, name)   policies whose selector names the service
 - ("authz-ns", ns)          namespace-wide policies of a namespace
 - ("authz-mesh",)           mesh-wide policies (rootNamespace, no selector)
@@ -54,6 +54,7 @@ def _tokens(r: sm.Resource, root_ns: str) -> Iterator[Token]:
         yield ("route", *r.host.key)
     elif isinstance(r, sm.TrafficPolicy):
         yield ("tp", *r.service.key)
+        yield ("tp-any",)
     elif isinstance(r, sm.AuthorizationPolicy):
         yield ("authz-any",)
         if r.selector is not None and r.selector.services:

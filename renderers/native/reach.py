@@ -119,7 +119,9 @@ def callees(
         refs = sorted({r for r in svc.egress if model.service(r) is not None})
         deps = {("mesh",), ("svc", *svc.ref.key)} | {("svc", *r.key) for r in svc.egress}
         return tuple(refs), frozenset(deps)
-    return open_reach.get(svc.ref.key, ()), frozenset({("mesh",), ("authz-any",), ("svc-any",)})
+    return open_reach.get(svc.ref.key, ()), frozenset(
+        {("mesh",), ("authz-any",), ("svc-any",), ("tp-any",)}
+    )
 
 
 __all__ = ["callees", "callers", "reachable"]

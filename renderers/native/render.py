@@ -38,7 +38,8 @@ from .tojson import policy_json, to_json
 MANAGED_OUTBOUND_PORT = 15001
 MANAGED_INBOUND_BASE = 15006  # inbound listener k of a managed proxy listens on 15006 + k
 
-_REACH_TOKENS = frozenset({("mesh",), ("authz-any",), ("svc-any",)})
+# Policy-derived callee sets read every policy, service and (for DISABLE mode) traffic policy.
+_REACH_TOKENS = frozenset({("mesh",), ("authz-any",), ("svc-any",), ("tp-any",)})
 
 
 class RenderKey(NamedTuple):  # a tuple: built and hashed once per proxy per render
@@ -259,7 +260,7 @@ def _keep(cache: dict[Any, Any], changed: frozenset[Token], deps_of: Any) -> dic
     return {k: v for k, v in cache.items() if changed.isdisjoint(deps_of(v))}
 
 
-_ASSIGNMENT_TOKENS = frozenset({"mesh", "svc", "svc-any", "tp"})
+_ASSIGNMENT_TOKENS = frozenset({"mesh", "svc", "svc-any", "tp", "tp-any"})
 
 
 def _carry_over(

@@ -196,3 +196,27 @@ def test_a_policy_change_rerenders_the_selected_service_only() -> None:
     after = render(changed, fleet, previous=before.state)
     assert after.rendered == 3  # the three catalog proxies (every caller has an egress list)
     assert_same(after, render(changed, fleet))
+
+
+def test_reachability_follows_a_traffic_policy_mtls_change() -> None:
+    """A callee going plaintext (DISABLE) can no longer match principal rules: callers without
+    an egress list lose the route, incrementally as in a full render."""
+    mesh = sm.Mesh(name="mesh", trust_domain="t.example", authorization=sm.AuthorizationSettings("deny"))
+
+    def svc(name: str) -> sm.Service:
+        return sm.Service(name=name, namespace="a", ports=(sm.Port("http", 8080),),
+                          identity=sm.Identity(name))
+
+    policy = sm.AuthorizationPolicy(
+        name="b-from-a", namespace="a", selector=sm.Selector((sm.ServiceRef("b", "a"),)),
+        rules=(sm.AuthorizationRule(from_=(sm.RuleFrom(sm.RuleSource(principals=("t.example/ns/a/sa/a",))),)),),
+    )
+    before = sm.ConfigModel.from_resources([mesh, svc("a"), svc("b"), policy])
+    tp = sm.TrafficPolicy(name="b", namespace="a", service=sm.ServiceRef("b", "a"), mtls=sm.MtlsSettings("DISABLE"))
+    after = sm.ConfigModel.from_resources([mesh, svc("a"), svc("b"), policy, tp])
+    fleet = Fleet.of([Proxy("a-0", sm.ServiceRef("a", "a")), Proxy("b-0", sm.ServiceRef("b", "a"))])
+    first = render(before, fleet)
+    assert first.snapshots["a-0"].callees == (sm.ServiceRef("b", "a"),)
+    inc = render(after, fleet, previous=first.state)
+    assert inc.snapshots["a-0"].callees == ()
+    assert_same(inc, render(after, fleet))
