@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reconciler.spec.findings import Location, Severity
 from reconciler.spec.loader import LoadLimits, load_yaml
@@ -198,4 +200,30 @@ def test_findings_are_errors() -> None:
 )
 def test_odd_inputs_never_raise(data: bytes) -> None:
     docs, found = load_yaml("f.yaml", data)
+    assert isinstance(docs, list) and isinstance(found, list)
+
+
+_YAMLISH = st.text(
+    alphabet=st.sampled_from([*"ab:-[]{}&*!<>'\"#|>?,.% \n\t0123456789~@`", "\u00e9", "\x85"]),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_YAMLISH)
+def test_fuzz_yamlish_text_never_raises(text: str) -> None:
+    from reconciler.spec.sources import SourceFile, blob_id
+    from reconciler.spec.validate import process_file
+
+    data = text.encode("utf-8")
+    result = process_file(SourceFile("f.yaml", blob_id(data), data), LoadLimits(node_budget=5000))
+    for f in result.findings:
+        assert f.location.file == "f.yaml"
+        assert f.location.line >= 0 and f.code.startswith("MCD")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_bytes_never_raise(data: bytes) -> None:
+    docs, found = load_yaml("f.yaml", data, LoadLimits(node_budget=5000))
     assert isinstance(docs, list) and isinstance(found, list)
