@@ -426,20 +426,27 @@ def _group_flips(
         for cls in classes:
             for port in ports:
                 if a.port(port) is False or b.port(port) is False:  # http at some revision
-                    dims = [(m, p, h) for m in methods for p in paths for h in hosts]
+                    dims = [(m, paths, h) for m in methods for h in hosts]
                 else:  # tcp only: methods, paths and hosts do not exist
-                    dims = [(("GET", ["*"]), ("/", ["*"]), (f"{ref.name}.{ref.namespace}", ["*"]))]
-                for (mr, mls), (pr, pls), (hr, hls) in dims:
-                    before = ev.decide(a, ca, cls.rep, port, mr, pr, hr)
-                    after = ev.decide(b, cb, cls.rep, port, mr, pr, hr)
-                    if before.allowed == after.allowed:
-                        continue
+                    dims = [(("GET", ["*"]), [("/", ["*"])], (f"{ref.name}.{ref.namespace}", ["*"]))]
+                for (mr, mls), path_groups, (hr, hls) in dims:
+                    decided = [
+                        (pls, ev.decide(a, ca, cls.rep, port, mr, pr, hr),
+                         ev.decide(b, cb, cls.rep, port, mr, pr, hr))
+                        for pr, pls in path_groups
+                    ]
+                    flipped = [(pls, x, y) for pls, x, y in decided if x.allowed != y.allowed]
+                    if len(path_groups) > 1 and len(flipped) == len(decided) and len(
+                        {(x, y) for _, x, y in flipped}
+                    ) == 1:
+                        flipped = [(["*"], flipped[0][1], flipped[0][2])]  # every path alike
                     out.extend(
                         AccessFlip(
                             destination=str(ref), port=port, method=ml, path=pl, host=hl,
                             sources=cls.labels, source_count=cls.count,
                             granted=after.allowed, before=before.text, after=after.text,
                         )
+                        for pls, before, after in flipped
                         for ml in mls for pl in pls for hl in hls
                     )
     return out
