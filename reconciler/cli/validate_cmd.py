@@ -33,7 +33,8 @@ _STAGE = {"0": "loader and schema", "1": "semantic check"}
 _VALIDATE_HELP = """Validate a config repo: YAML, schema, and semantic checks.
 
 PATH is a directory (default: the current one). With --repo, files are read from a Git
-revision instead (a commit, branch, tag, or tree id), without a checkout.
+revision instead (a commit, branch, tag, or tree id), without a checkout; PATH is then
+the config folder inside that tree (default: its top).
 
 Findings print like a compiler's, `file:line:col: severity CODE: message`, then a summary.
 Exit status: 0 clean, 1 errors (or warnings with --strict), 2 usage or I/O error.
@@ -49,9 +50,11 @@ As a pre-commit hook (https://pre-commit.com), in .pre-commit-config.yaml:
             language: system
             pass_filenames: false
             files: '\\.ya?ml$'
+(add the config folder to `entry` when the config is not at the top of the repo).
 Or as a plain Git hook that checks exactly what is staged, .git/hooks/pre-commit:
     #!/bin/sh
     exec meshcd validate --repo . --rev "$(git write-tree)"
+(append the config folder, e.g. `config`, when it is not the top of the repo).
 """
 
 
@@ -61,13 +64,11 @@ def _fail(message: str) -> NoReturn:
 
 
 def _source(path: str | None, repo: str | None, rev: str | None) -> Source:
-    if repo is not None and path is not None:
-        raise click.UsageError("give either PATH or --repo/--rev, not both")
     if rev is not None and repo is None:
         raise click.UsageError("--rev needs --repo")
     try:
         if repo is not None:
-            return GitTreeSource(repo, rev or "HEAD")
+            return GitTreeSource(repo, rev or "HEAD", subdir=path or "")
         return DirectorySource(path or ".")
     except SourceError as e:
         _fail(str(e))
@@ -91,7 +92,7 @@ def _limits(max_file_size: int | None, max_documents: int | None) -> LoadLimits:
 def _source_options(f: Any) -> Any:
     f = click.option("--rev", metavar="REV", help="Revision to read with --repo (default HEAD).")(f)
     f = click.option("--repo", metavar="GITDIR", help="Read from this Git repository (bare or not).")(f)
-    f = click.argument("path", required=False, type=click.Path(file_okay=False, dir_okay=True))(f)
+    f = click.argument("path", required=False)(f)
     return f
 
 

@@ -203,7 +203,10 @@ class GitTreeSource:
     its content is read.
     """
 
-    def __init__(self, repo: Any, rev: str = "HEAD") -> None:
+    def __init__(self, repo: Any, rev: str = "HEAD", subdir: str = "") -> None:
+        """`repo`: a pygit2.Repository or a path; `rev`: anything `git rev-parse` takes that
+        names a commit or a tree; `subdir`: the config root inside the tree (file paths in
+        findings are relative to it, as for a DirectorySource of that folder)."""
         import pygit2  # here, so that directory-only users never import git
 
         if isinstance(repo, (str, os.PathLike)):
@@ -228,10 +231,23 @@ class GitTreeSource:
                 self.tree = obj.peel(pygit2.Tree)
             except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
                 raise SourceError(f"{rev!r} names neither a commit nor a tree") from e
+        parts = [p for p in subdir.replace("\\", "/").split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise SourceError(f"{subdir!r} leaves the repository")
+        self.subdir = "/".join(parts)
+        if self.subdir:
+            try:
+                entry = self.tree[self.subdir]
+            except KeyError as e:
+                raise SourceError(f"no directory {self.subdir!r} in {rev!r}") from e
+            if entry.filemode != _GIT_TREE:
+                raise SourceError(f"{self.subdir!r} is not a directory in {rev!r}")
+            self.tree = repo[entry.id]
 
     def describe(self) -> str:
         oid = self.commit_id or str(self.tree.id)
-        return f"{self.rev} ({oid[:12]})" if not oid.startswith(self.rev) else oid[:12]
+        where = f"{self.rev} ({oid[:12]})" if not oid.startswith(self.rev) else oid[:12]
+        return f"{where}:{self.subdir}" if self.subdir else where
 
     def files(self, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> Iterator[SourceFile | Finding]:
         yield from self._walk(self.tree, "", max_file_size)

@@ -230,8 +230,22 @@ def test_usage_and_io_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     repo = git_commit(root)
     r = CliRunner().invoke(cli, ["validate", "--repo", repo.workdir, "--rev", "nope"])
     assert r.exit_code == 2 and "unknown revision 'nope'" in r.output
-    r = CliRunner().invoke(cli, ["validate", str(root), "--repo", repo.workdir])
-    assert r.exit_code == 2
+    r = CliRunner().invoke(cli, ["validate", "nowhere", "--repo", repo.workdir])
+    assert r.exit_code == 2 and "no directory 'nowhere'" in r.output
+    r = CliRunner().invoke(cli, ["validate", "../x", "--repo", repo.workdir])
+    assert r.exit_code == 2 and "leaves the repository" in r.output
+
+
+def test_git_subdirectory_as_config_root(tmp_path: Path) -> None:
+    top = tmp_path / "r"
+    clean_repo(top / "config")
+    write(top, {"config/routes/cart.yaml": BAD_ROUTE, "ci/other.yaml": b"not: meshcd\n"})
+    git_commit(top)
+    r = run("validate", "--repo", str(top), "--rev", "HEAD", "config")
+    assert r.exit_code == 1
+    assert r.output.startswith("routes/cart.yaml:9:19: error MCD020")
+    assert "5 files" in r.output  # ci/ is outside the config root
+    assert "HEAD (" in r.output and "):config:" in r.output
 
 
 def test_git_revision_and_staged_tree(tmp_path: Path) -> None:
