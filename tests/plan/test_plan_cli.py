@@ -79,3 +79,18 @@ def test_usage_and_io_errors_exit_2_without_traceback(tmp_path: Path) -> None:
         assert code == 2, (args, out, err)
         assert message in err
         assert "Traceback" not in out + err
+
+
+def test_invalid_from_revision_only_warns(tmp_path: Path) -> None:
+    path, _, b, c = _repo(tmp_path)
+    code, out, err = run("--repo", str(path), "--from", c, "--to", b)
+    assert code == 0
+    assert f"--from {c} has" in err and "warning" in err
+    assert "Plan:" in out
+
+
+def test_json_output_is_deterministic(tmp_path: Path) -> None:
+    path, a, b, _ = _repo(tmp_path)
+    first = run("--repo", str(path), "--from", a, "--to", b, "--format", "json")
+    second = run("--repo", str(path), "--from", a, "--to", b, "--format", "json")
+    assert first == second and first[0] == 0
