@@ -108,7 +108,9 @@ class ProxyRuntime:
         self.registry = PoolRegistry(self.loop, self.stats)
         self.active: ActiveConfig | None = None
         self.listeners: dict[ListenerKey, Listener] = {}
-        self.wall_offset = time.time() - self.loop.time()
+        # request timing uses time.monotonic (uvloop's loop.time() ticks in milliseconds);
+        # adding this offset gives wall-clock seconds for the stats window
+        self.wall_offset = time.time() - time.monotonic()
         self.draining = False
         self.last_nack: str | None = None
         self._apply_lock = asyncio.Lock()
@@ -328,7 +330,7 @@ class ProxyRuntime:
             return t, p
 
         if not await relay_to(side, connect):
-            self.stats.connect_failed(cluster_name, loop.time() + self.wall_offset)
+            self.stats.connect_failed(cluster_name, time.time())
 
     def mirror(self, cfg: ActiveConfig, cluster_name: str, req: Request, headers: list[tuple[bytes, bytes]]) -> None:
         """Fire-and-forget copy of a finished request; its answer is read and dropped."""
@@ -451,7 +453,7 @@ async def _shadow(loop: asyncio.AbstractEventLoop, cluster: Any, req: Request,
         body.feed(piece)
     body.finish()
     copy.body = body
-    copy.started = loop.time()
+    copy.started = time.monotonic()
     with contextlib.suppress(Exception):
         await forward(sink, copy, cluster, headers, outcome=Outcome())
 
@@ -481,7 +483,7 @@ class _InboundTcp(RelaySide):
         areq = AuthzRequest(principal=principal, source_ip=peer[0],
                             destination_port=listener.service_port, is_tcp=True)
         source = principal or "unknown"
-        now = rt.loop.time() + rt.wall_offset
+        now = time.time()
         if not is_allowed(cfg.compiled.inbound.authz, areq):
             rt.stats.record_denied("inbound", source, cfg.workload, now)
             transport.abort()  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def admin_routes(runtime: ProxyRuntime) -> dict[str, Route]:
                 seconds = max(1, int(query["seconds"][0]))
             except ValueError:
                 return 400, b"text/plain", b"seconds must be an integer\n"
-        now = runtime.loop.time() + runtime.wall_offset
+        now = time.time()
         return json_body(runtime.stats.window.as_document(now, seconds))
 
     return {"/healthz": healthz, "/ready": ready, "/config_dump": config_dump,

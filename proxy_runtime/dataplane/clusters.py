@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 from proxy_runtime.dataplane.balancer import Balancer, EndpointState, OutlierPolicy
@@ -98,7 +99,7 @@ class PoolRegistry:
                 max_connections=limits[0], max_pending_requests=limits[1],
                 max_requests_per_connection=limits[2], connect_timeout=limits[3] / 1000.0,
                 on_connect=lambda: stats.connection_opened(cluster),
-                on_connect_failure=lambda: stats.connect_failed(cluster, loop.time()),
+                on_connect_failure=lambda: stats.connect_failed(cluster, time.time()),
             )
             self._pools[key] = pool
         return pool

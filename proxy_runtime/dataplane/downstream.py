@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -22,6 +23,7 @@ from proxy_runtime.dataplane.http1 import LAST_CHUNK, chunk, simple_response
 from proxy_runtime.dataplane.tls import peer_spiffe_ids
 
 log = logging.getLogger("meshcd.proxy")
+_monotonic = time.monotonic
 Header = tuple[bytes, bytes]
 
 HIGH_WATER = 256 * 1024  # request bytes buffered before we stop reading the client
@@ -346,7 +348,7 @@ class HttpDownstream(asyncio.Protocol):
         req.path = url if q < 0 else url[:q]
         if req.chunked or req.content_length:
             req.body = RequestBody(self, req.chunked, req.content_length, self.state.limits.replay_limit)
-        req.started = self.loop.time()
+        req.started = _monotonic()
         if self.current is None:
             # after this poll's other reads: requests read together are sent upstream
             # together, which saves the proxy and its peers a context switch per request

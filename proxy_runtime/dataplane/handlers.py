@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from typing import TYPE_CHECKING
 
 from proxy_runtime.config.authz import AuthzRequest, evaluate, is_allowed
@@ -32,6 +33,7 @@ access_log = logging.getLogger("meshcd.access")
 audit_log = logging.getLogger("meshcd.audit")
 
 _rand = random.random
+_monotonic = time.monotonic
 _bits = random.getrandbits
 
 DENIED_BODY = b"RBAC: access denied"
@@ -57,12 +59,11 @@ def _log_access(cfg: ActiveConfig, direction: str, req: Request, conn: HttpDowns
 
 
 def make_outbound_handler(runtime: ProxyRuntime) -> Handler:
-    loop = runtime.loop
     stats = runtime.stats
 
     def record(cfg: ActiveConfig, src: str, dst: str, req: Request, conn: HttpDownstream,
                outcome: Outcome, trace_id: bytes) -> None:
-        now = loop.time()
+        now = _monotonic()
         seconds = now - req.started
         stats.record("outbound", src, dst, outcome.status or 500, seconds, now + runtime.wall_offset)
         if cfg.access_log_rate and _rand() < cfg.access_log_rate:
@@ -136,7 +137,6 @@ def make_outbound_handler(runtime: ProxyRuntime) -> Handler:
 
 
 def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
-    loop = runtime.loop
     stats = runtime.stats
 
     def handle(conn: HttpDownstream, req: Request) -> None:
@@ -180,7 +180,7 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
                         cache.clear()
                     cache[key] = allowed
         if not allowed:
-            now = loop.time()
+            now = _monotonic()
             stats.record_denied("inbound", source, cfg.workload, now + runtime.wall_offset)
             conn.respond(403, DENIED_BODY)
             stats.record("inbound", source, cfg.workload, 403, now - req.started, now + runtime.wall_offset)
@@ -188,7 +188,7 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
         headers, trace_id, _ = propagate(req.headers, cfg.trace_sampling, _bits)
 
         def done(outcome: Outcome) -> None:
-            now = loop.time()
+            now = _monotonic()
             seconds = now - req.started
             stats.record("inbound", source, cfg.workload, outcome.status or 500, seconds,
                          now + runtime.wall_offset)

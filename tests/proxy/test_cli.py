@@ -10,8 +10,10 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import pytest
 from proxy_harness import Backend, cluster, get, outbound_snapshot, route, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,14 +46,18 @@ def test_invalid_file_exits_2_with_the_path_of_the_problem(tmp_path: Path) -> No
 
 class _Proc:
     def __init__(self, *args: str) -> None:
+        # stderr (the access log) goes to a file: an unread pipe would fill up and block the proxy
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.p = subprocess.Popen(
             [sys.executable, "-m", "proxy_runtime", "run", "--admin-port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+            stdout=subprocess.PIPE, stderr=self.err, text=True, env=ENV,
         )
         assert self.p.stdout is not None
         line = self.p.stdout.readline()
         m = re.search(r"admin on 127\.0\.0\.1:(\d+); listeners outbound=(\d+)", line)
-        assert m, (line, self.p.stderr.read() if self.p.poll() is not None else "")  # type: ignore[union-attr]
+        if not m:
+            self.err.seek(0)
+            raise AssertionError(f"proxy did not start: {line!r} {self.err.read()[-2000:]!r}")
         self.admin = int(m.group(1))
         self.port = int(m.group(2))
 
@@ -63,6 +69,7 @@ class _Proc:
         if self.p.poll() is None:
             self.p.kill()
         self.p.wait(10)
+        self.err.close()
 
 
 def test_run_reload_drain_and_restart_from_state_dir(tmp_path: Path) -> None:
@@ -107,5 +114,37 @@ def test_run_reload_drain_and_restart_from_state_dir(tmp_path: Path) -> None:
             proc2.p.send_signal(signal.SIGTERM)
             await asyncio.to_thread(proc2.p.wait, 15)
             proc2.stop()
+
+    run(body)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/wrk").exists(), reason="wrk is not installed")
+def test_config_swaps_under_wrk_load_lose_no_request(tmp_path: Path) -> None:
+    config = tmp_path / "snap.json"
+
+    async def body() -> None:
+        a, b = await Backend("a").start(), await Backend("b").start()
+        clusters = [cluster("A", a.address), cluster("B", b.address)]
+        to_a = json.dumps(outbound_snapshot([route("A")], clusters))
+        to_b = json.dumps(outbound_snapshot([route("B")], clusters))
+        config.write_text(to_a)
+        proc = await asyncio.to_thread(_Proc, "--config", str(config))
+        try:
+            wrk = await asyncio.create_subprocess_exec(
+                "/usr/bin/wrk", "-t1", "-c8", "-d3s", "-H", "Host: svc", f"http://127.0.0.1:{proc.port}/load",
+                stdout=asyncio.subprocess.PIPE)
+            for i in range(8):
+                await asyncio.sleep(0.3)
+                config.write_text(to_b if i % 2 == 0 else to_a)
+                proc.p.send_signal(signal.SIGHUP)
+                assert "reloaded config" in await asyncio.to_thread(proc.line)
+            out = (await wrk.communicate())[0].decode()
+            total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+            assert total > 100, out
+            assert "Non-2xx" not in out and "Socket errors" not in out, out
+            assert len(a.seen) + len(b.seen) >= total
+            assert len(a.seen) > 0 and len(b.seen) > 0
+        finally:
+            proc.stop()
 
     run(body)
