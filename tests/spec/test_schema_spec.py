@@ -467,3 +467,32 @@ def test_finding_location_type() -> None:
     [f] = check_schema(d, "Route")
     assert f.location == Location("f.yaml", 6, 10)
     assert f.code == "MCD020"
+
+
+def _doc_examples() -> list[tuple[str, str]]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "config-language.md").read_text(encoding="utf-8")
+    blocks = text.split("```yaml\n")[1:]
+    out = []
+    for block in blocks:
+        body = block.split("```", 1)[0]
+        if "spec: {...}" in body or "yaml-language-server" in body:
+            continue  # the envelope sketch and the editor-comment snippet
+        out.append((body.splitlines()[0], body))
+    return out
+
+
+@pytest.mark.parametrize(("first_line", "body"), _doc_examples())
+def test_language_doc_examples_pass_the_schema(first_line: str, body: str) -> None:
+    """Every kind's example in docs/config-language.md is valid against the shipped schema."""
+    data = yaml.safe_load(body)
+    data.setdefault("apiVersion", "meshcd.dev/v1alpha1")
+    text = yaml.safe_dump(data)
+    d = doc_of(text)
+    kind, env = check_envelope(d)
+    assert env == [] and kind is not None
+    assert [f.message for f in check_schema(d, kind)] == []
+
+
+def test_language_doc_has_an_example_of_every_kind() -> None:
+    kinds = {yaml.safe_load(body)["kind"] for _, body in _doc_examples()}
+    assert kinds == set(KINDS)
