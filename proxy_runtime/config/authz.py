@@ -34,7 +34,7 @@ class AuthzRequest:
     principal: the peer's SPIFFE ID without `spiffe://` (`td/ns/<ns>/sa/<sa>`), None for a
     plaintext peer. namespace: parsed from the principal when not given. remote_ip: the
     original client; None means the source ip. headers: lowercased names, several values
-    joined with ",". path: as received (a query string is ignored). destination_port: the
+    joined with ",". path: as received; a query string is dropped here. destination_port: the
     listener's service port. is_tcp: a TCP connection (HTTP-only fields of ALLOW rules drop the
     rule; of DENY/AUDIT rules are ignored).
     """
@@ -67,10 +67,17 @@ class AuthzRequest:
         is_tcp: bool = False,
         namespace: str | None = None,
     ) -> None:
-        if principal is not None and principal.startswith("spiffe://"):
-            principal = principal[9:]
-        if namespace is None and principal:
-            namespace = namespace_of(principal)
+        # Normalize once here so that every matcher is a plain attribute read.
+        if principal is not None:
+            if principal.startswith("spiffe://"):
+                principal = principal[9:]
+            if not principal:
+                principal = None
+            elif namespace is None:
+                namespace = namespace_of(principal)
+        q = path.find("?")
+        if q != -1:
+            path = path[:q]
         self.principal = principal
         self.source_ip = source_ip
         self.remote_ip = remote_ip
@@ -80,7 +87,7 @@ class AuthzRequest:
         self.method = method
         self.path = path
         self.headers = headers
-        self.sni = sni
+        self.sni = sni or None
         self.is_tcp = is_tcp
         self.namespace = namespace
 
@@ -124,13 +131,31 @@ ReqPred = Callable[[AuthzRequest], bool]
 @dataclass(frozen=True, slots=True)
 class _CompiledPolicy:
     name: str
-    rules: tuple[tuple[int, ReqPred], ...]  # (index in the source policy, predicate)
+    action: Action
+    # (index in the source policy, predicate, the decision it makes when nothing is audited)
+    rules: tuple[tuple[int, ReqPred, AuthzDecision], ...]
 
     def first_match(self, req: AuthzRequest) -> int | None:
-        for index, pred in self.rules:
+        for index, pred, _ in self.rules:
             if pred(req):
                 return index
         return None
+
+
+def _make_policy(
+    name: str, action: Action, rules: Sequence[tuple[int, ReqPred]]
+) -> _CompiledPolicy:
+    reason = "deny" if action == "DENY" else "allow"
+    allowed = action != "DENY"
+    return _CompiledPolicy(
+        name,
+        action,
+        tuple((i, pred, AuthzDecision(allowed, reason, name, i)) for i, pred in rules),
+    )
+
+
+_NO_ALLOW_POLICY = AuthzDecision(True, "no-allow-policy")
+_NO_ALLOW_MATCH = AuthzDecision(False, "no-allow-match")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +264,7 @@ def _host_matcher(patterns: Sequence[str]) -> StrPred:
     return lambda host: m(host.lower())
 
 
-def _get_principal(r: AuthzRequest) -> str | None:
-    return r.principal or None
+_get_principal: Callable[[AuthzRequest], str | None] = attrgetter("principal")
 
 
 _get_namespace: Callable[[AuthzRequest], str | None] = attrgetter("namespace")
@@ -262,14 +286,10 @@ _get_host: Callable[[AuthzRequest], str | None] = attrgetter("host")
 _get_method: Callable[[AuthzRequest], str | None] = attrgetter("method")
 
 
-def _get_path(r: AuthzRequest) -> str | None:
-    p = r.path
-    q = p.find("?")
-    return p if q == -1 else p[:q]
+_get_path: Callable[[AuthzRequest], str | None] = attrgetter("path")
 
 
-def _get_sni(r: AuthzRequest) -> str | None:
-    return r.sni or None
+_get_sni: Callable[[AuthzRequest], str | None] = attrgetter("sni")
 
 
 def _compile_source(src: Source, path: str) -> ReqPred:
@@ -408,7 +428,7 @@ def _compile_policy(policy: AuthorizationPolicy, path: str, tcp: bool) -> _Compi
         if tcp and policy.action == "ALLOW" and rule_uses_http_fields(rule):
             continue  # Istio: an ALLOW rule with HTTP-only fields is dropped on TCP (allows less)
         rules.append((i, _compile_rule(rule, f"{path}.rules[{i}]", tcp)))
-    return _CompiledPolicy(policy.name, tuple(rules))
+    return _make_policy(policy.name, policy.action, rules)
 
 
 def _policy_set(
@@ -422,7 +442,7 @@ def _policy_set(
         seen.add(p.name)
         by_action[p.action].append(_compile_policy(p, f"{path}[{i}]", tcp))
     if default_deny:
-        by_action["ALLOW"].append(_CompiledPolicy(DEFAULT_DENY_POLICY, ()))
+        by_action["ALLOW"].append(_make_policy(DEFAULT_DENY_POLICY, "ALLOW", ()))
     return PolicySet(
         deny=tuple(by_action["DENY"]),
         allow=tuple(by_action["ALLOW"]),
@@ -452,38 +472,43 @@ def evaluate(compiled: CompiledPolicies, req: AuthzRequest) -> AuthzDecision:
     """Istio order: a matching DENY denies; no ALLOW policy allows; a matching ALLOW allows;
     otherwise deny. AUDIT policies are only reported."""
     ps = compiled.tcp if req.is_tcp else compiled.http
-    audit: tuple[RuleRef, ...] = ()
     if ps.audit:
         hits = []
         for p in ps.audit:
             i = p.first_match(req)
             if i is not None:
                 hits.append(RuleRef(p.name, i))
-        audit = tuple(hits)
+        if hits:
+            return _decide(ps, req)._replace(audit=tuple(hits))
+    return _decide(ps, req)
+
+
+def _decide(ps: PolicySet, req: AuthzRequest) -> AuthzDecision:
+    # Decisions are built at compile time: the hot path returns a prepared tuple.
     for p in ps.deny:
-        i = p.first_match(req)
-        if i is not None:
-            return AuthzDecision(False, "deny", p.name, i, audit)
+        for _, pred, decision in p.rules:
+            if pred(req):
+                return decision
     if not ps.allow:
-        return AuthzDecision(True, "no-allow-policy", None, None, audit)
+        return _NO_ALLOW_POLICY
     for p in ps.allow:
-        i = p.first_match(req)
-        if i is not None:
-            return AuthzDecision(True, "allow", p.name, i, audit)
-    return AuthzDecision(False, "no-allow-match", None, None, audit)
+        for _, pred, decision in p.rules:
+            if pred(req):
+                return decision
+    return _NO_ALLOW_MATCH
 
 
 def is_allowed(compiled: CompiledPolicies, req: AuthzRequest) -> bool:
     """`evaluate(...).allowed` without building a decision or checking AUDIT: the hot path."""
     ps = compiled.tcp if req.is_tcp else compiled.http
     for p in ps.deny:
-        for _, pred in p.rules:
+        for _, pred, _d in p.rules:
             if pred(req):
                 return False
     if not ps.allow:
         return True
     for p in ps.allow:
-        for _, pred in p.rules:
+        for _, pred, _d in p.rules:
             if pred(req):
                 return True
     return False
