@@ -173,12 +173,14 @@ class FleetServer:
             """Does its own TLS handshake so that refused handshakes can be audited."""
 
             tls_done = False
+            early: list[bytes]
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 if self.tls_done:
                     super().connection_made(transport)
                     return
                 assert isinstance(transport, asyncio.Transport)
+                self.early = []
                 transport.pause_reading()
                 server._handshaking.add(transport)
                 server._spawn(self._start_tls(transport))
@@ -200,6 +202,9 @@ class FleetServer:
                     return
                 self.tls_done = True
                 self.connection_made(tls)
+                early, self.early = self.early, []
+                for chunk in early:
+                    super().data_received(chunk)
 
             def connection_lost(self, exc: Exception | None) -> None:
                 if self.tls_done:
@@ -208,6 +213,8 @@ class FleetServer:
             def data_received(self, data: bytes) -> None:
                 if self.tls_done:
                     super().data_received(data)
+                else:  # the client's first request can arrive with its last handshake record
+                    self.early.append(data)
 
             def eof_received(self) -> None:
                 if self.tls_done:

@@ -1,0 +1,177 @@
+"""The fleet stream end to end over real mTLS on 127.0.0.1: push, ACK, NACK, latest wins,
+reconnects, stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleet_helpers import Controller, desired, run, start_agent, until
+
+from reconciler.fleet import ProxyState
+
+
+def test_push_ack_and_ledger(tmp_path: Path) -> None:
+    async def main() -> None:
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        sd = ctl.enroll(tmp_path / "p1", "web", "shop")
+        a = await start_agent(sd, fleet.url, "web-1", "web", "shop", labels={"track": "stable"})
+        try:
+            await until(lambda: fleet.connected() == ["web-1"], what="connect")
+            assert ctl.hellos[0].spiffe_id == "spiffe://mesh.test/ns/shop/sa/web"
+            assert ctl.hellos[0].labels == {"track": "stable"}
+            d = desired(1)
+            fleet.set_desired({"web-1": d})
+            out = await fleet.wait_acked(["web-1"], d.version, timeout=10)
+            assert out["web-1"].status == "acked"
+            assert out["web-1"].seconds is not None and out["web-1"].seconds >= 0
+            entry = fleet.entry("web-1")
+            assert entry is not None
+            assert entry.state is ProxyState.SYNCED
+            assert entry.acked_version == d.version and entry.desired_revision == "rev1"
+            assert entry.labels == {"track": "stable"}
+            # the proxy runs the config with its own identity injected
+            dump = a.runtime.config_dump()
+            assert dump["revision"] == "rev1"
+            assert dump["snapshot"]["identity"]["spiffeId"] == "spiffe://mesh.test/ns/shop/sa/web"
+            assert dump["snapshot"]["telemetry"]["statsIntervalSeconds"] == 1.0
+            assert a.agent.config_version == d.version
+            # stats arrive every interval
+            await until(lambda: any(pid == "web-1" for pid, _ in ctl.stats), what="stats")
+            pid, window = ctl.stats[0]
+            assert {"second", "requests", "latency_buckets"} <= set(window)
+            # same desired again: not pushed again (the nonce stays)
+            nonce = fleet.entry("web-1").sent_nonce  # type: ignore[union-attr]
+            fleet.set_desired({"web-1": desired(1)})
+            await fleet.wait_acked(["web-1"], d.version, timeout=5)
+            assert fleet.entry("web-1").sent_nonce == nonce  # type: ignore[union-attr]
+            assert fleet.counts() == {"SYNCED": 1, "STALE": 0, "NACKED": 0, "DISCONNECTED": 0}
+        finally:
+            await a.stop()
+            await ctl.stop()
+        assert "proxy.connected" in ctl.kinds() and "proxy.disconnected" in ctl.kinds()
+        # persisted: a new controller on the same database knows the proxy's acked version
+        restored = {e.proxy_id: e for e in ctl.ledger_store.load()}
+        assert restored["web-1"].acked_version == d.version
+        assert restored["web-1"].state is ProxyState.DISCONNECTED
+        assert ctl.audit.verify().ok
+
+    run(main())
+
+
+def test_nack_keeps_old_config(tmp_path: Path) -> None:
+    async def main() -> None:
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        a = await start_agent(ctl.enroll(tmp_path / "p", "web"), fleet.url, "web-1", "web")
+        try:
+            good = desired(1)
+            fleet.set_desired({"web-1": good})
+            assert (await fleet.wait_acked(["web-1"], good.version, 10))["web-1"].status == "acked"
+            bad = desired(2, broken=True)
+            fleet.set_desired({"web-1": bad})
+            out = await fleet.wait_acked(["web-1"], bad.version, 10)
+            assert out["web-1"].status == "nacked"
+            assert "no-such-cluster" in (out["web-1"].error or "")
+            entry = fleet.entry("web-1")
+            assert entry is not None and entry.state is ProxyState.NACKED
+            assert entry.acked_version == good.version
+            assert "no-such-cluster" in (entry.last_error or "")
+            assert a.runtime.config_dump()["revision"] == "rev1"  # still the old config
+            assert a.agent.config_version == good.version
+            # a fixed config after the NACK goes through
+            fixed = desired(3)
+            fleet.set_desired({"web-1": fixed})
+            assert (await fleet.wait_acked(["web-1"], fixed.version, 10))["web-1"].status == "acked"
+            assert fleet.entry("web-1").state is ProxyState.SYNCED  # type: ignore[union-attr]
+            assert fleet.entry("web-1").last_error is None  # type: ignore[union-attr]
+        finally:
+            await a.stop()
+            await ctl.stop()
+
+    run(main())
+
+
+def test_latest_wins_under_rapid_updates(tmp_path: Path) -> None:
+    async def main() -> None:
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        a = await start_agent(ctl.enroll(tmp_path / "p", "web"), fleet.url, "web-1", "web")
+        applied: list[str] = []
+        real_apply = a.runtime.apply
+
+        async def slow_apply(doc):  # type: ignore[no-untyped-def]
+            import asyncio
+
+            await asyncio.sleep(0.05)  # so that newer desires pile up behind the in-flight one
+            result = await real_apply(doc)
+            applied.append(doc["revision"])
+            return result
+
+        a.runtime.apply = slow_apply  # type: ignore[method-assign]
+        try:
+            await until(lambda: fleet.connected() == ["web-1"])
+            acks: list[tuple[str, ProxyState]] = []
+            fleet.on_ack = lambda pid, v, s: acks.append((v, fleet.entry(pid).state))  # type: ignore[union-attr]
+            versions = [desired(i) for i in range(1, 21)]
+            fleet.set_desired({"web-1": versions[0]})
+            await until(lambda: fleet.entry("web-1").sent_nonce is not None, what="first push")  # type: ignore[union-attr]
+            for d in versions[1:]:  # all while the first is being applied
+                fleet.set_desired({"web-1": d})
+                assert fleet.entry("web-1").state is ProxyState.STALE  # type: ignore[union-attr]
+            last = versions[-1]
+            out = await fleet.wait_acked(["web-1"], last.version, 10)
+            assert out["web-1"].status == "acked"
+            assert a.agent.config_version == last.version
+            # one in flight, then only the newest: the 18 in between were never sent
+            assert applied == ["rev1", "rev20"]
+            # the ACK of the first nonce recorded v1 and left the proxy STALE (v20 desired)
+            assert acks == [(versions[0].version, ProxyState.STALE), (last.version, ProxyState.SYNCED)]
+            entry = fleet.entry("web-1")
+            assert entry is not None and entry.acked_version == last.version
+        finally:
+            await a.stop()
+            await ctl.stop()
+
+    run(main())
+
+
+def test_reconnect_after_controller_restart(tmp_path: Path) -> None:
+    async def main() -> None:
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        port = fleet.bound_port
+        a = await start_agent(ctl.enroll(tmp_path / "p", "web"), fleet.url, "web-1", "web")
+        try:
+            d = desired(1)
+            fleet.set_desired({"web-1": d})
+            assert (await fleet.wait_acked(["web-1"], d.version, 10))["web-1"].status == "acked"
+            await ctl.stop()
+            await until(lambda: not a.agent.connected.is_set(), what="agent notices")
+            # controller away: the proxy keeps serving its config (static stability)
+            assert a.runtime.active is not None and a.runtime.config_dump()["revision"] == "rev1"
+            # a new controller (next epoch) on the same port and database
+            ctl2 = Controller(tmp_path / "ctl", epoch=2)
+            fleet2 = await ctl2.start(port=port)
+            try:
+                before = fleet2.entry("web-1")
+                assert before is not None and before.state is ProxyState.DISCONNECTED
+                assert before.acked_version == d.version
+                await until(lambda: fleet2.connected() == ["web-1"], what="reconnect")
+                # the agent reported its running version: nothing to push
+                assert ctl2.hellos[-1].running_version == d.version
+                fleet2.set_desired({"web-1": d})
+                entry = fleet2.entry("web-1")
+                assert entry is not None and entry.state is ProxyState.SYNCED
+                assert entry.sent_nonce is None  # not touched
+                d2 = desired(2)
+                fleet2.set_desired({"web-1": d2})
+                out = await fleet2.wait_acked(["web-1"], d2.version, 10)
+                assert out["web-1"].status == "acked"
+                assert a.agent.epoch == 2
+            finally:
+                await ctl2.stop()
+        finally:
+            await a.stop()
+
+    run(main())
