@@ -108,7 +108,7 @@ class RuleRef(NamedTuple):
     rule: int
 
 
-class AuthzDecision(NamedTuple):  # a tuple: cheap to build once per request
+class AuthzDecision(NamedTuple):  # a tuple, mostly prepared at compile time
     """allowed, and why. reason is one of:
 
     - "deny": a DENY policy matched (policy/rule name it)
@@ -465,6 +465,15 @@ def compile_policies(
     )
 
 
+@lru_cache(maxsize=4096)
+def compile_policies_cached(
+    policies: tuple[AuthorizationPolicy, ...], default_deny: bool = False
+) -> CompiledPolicies:
+    """compile_policies memoized on the (hashable) policies: for callers that meet the same
+    policy set again and again, like the plan computing an access matrix over many workloads."""
+    return compile_policies(policies, default_deny)
+
+
 # --- evaluating -----------------------------------------------------------------------------
 
 
@@ -522,6 +531,7 @@ __all__ = [
     "PolicySet",
     "RuleRef",
     "compile_policies",
+    "compile_policies_cached",
     "evaluate",
     "is_allowed",
     "namespace_of",

@@ -315,3 +315,14 @@ def test_policies_are_hashable_for_grouping(example: dict[str, Any]) -> None:
     assert a is not None and b is not None
     assert a.policies[0] is not b.policies[0]
     assert {a.policies[0], b.policies[0], a.policies[1]} == {a.policies[0], a.policies[1]}
+
+
+def test_compile_policies_cached_reuses_identical_policy_sets(example: dict[str, Any]) -> None:
+    from proxy_runtime.config.authz import compile_policies_cached
+
+    a = parse_snapshot(example).inbound
+    b = parse_snapshot(example).inbound
+    assert a is not None and b is not None
+    first = compile_policies_cached(a.policies, False)
+    assert compile_policies_cached(b.policies, False) is first  # equal content, one compile
+    assert compile_policies_cached(b.policies, True) is not first
