@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import click
 
-from reconciler.spec.codes import CATALOGUE
+from reconciler.spec.codes import CATALOGUE, DETAILS
 from reconciler.spec.findings import Finding, Severity
 from reconciler.spec.loader import LoadLimits
 from reconciler.spec.model import (
@@ -142,7 +142,13 @@ def validate_command(
             _fail(f"unknown code {explain!r}; `meshcd validate --list-codes` lists them")
         click.echo(f"{c.code} ({c.severity.value}, {_STAGE.get(c.code[3], 'check')})")
         click.echo(f"  {c.summary}")
-        click.echo("  Findings with this code are reported as `file:line:col: "
+        detail = DETAILS.get(c.code)
+        if detail:
+            click.echo("")
+            for line in detail.splitlines():
+                click.echo(f"  {line}")
+        click.echo("")
+        click.echo("  Reported as `file:line:col: "
                    f"{c.severity.value} {c.code}: ...`; see docs/config-language.md.")
         return
     source = _source(path, repo, rev)

@@ -81,3 +81,39 @@ CATALOGUE: dict[str, Code] = {
 def finding(code: str, message: str, location: Location) -> Finding:
     """A finding with the catalogue's severity for its code."""
     return Finding(code, CATALOGUE[code].severity, message, location)
+
+
+# Longer help for `meshcd validate --explain CODE`: what triggers the code and how to fix it.
+# Codes without an entry print their summary only.
+DETAILS: dict[str, str] = {
+    "MCD001": "The file is not valid YAML. The position is where the parser gave up; for an\n"
+              "unclosed quote or bracket it is where it opened. Indent with spaces, never tabs.",
+    "MCD002": "A mapping names the same key twice. YAML parsers disagree on which one wins, so\n"
+              "meshcd refuses both: delete one. The finding points at the second key.",
+    "MCD003": "Anchors and aliases (&a / *a) expand to more nodes than the budget (400,000 per\n"
+              "file). Real config never comes close; this stops 'billion laughs' bombs.",
+    "MCD004": "The file is not UTF-8 (the byte is named). Save it as UTF-8.",
+    "MCD005": "The file contains NUL bytes: it is binary, or UTF-16. Save it as UTF-8.",
+    "MCD006": "The file is larger than the limit (default 1 MiB, --max-file-size) and was not\n"
+              "read. Split it into several files.",
+    "MCD007": "A symlink in the config tree. Symlinks are never followed, so that a config repo\n"
+              "cannot make meshcd read files outside it. Replace it with the file itself.",
+    "MCD008": "More documents than the limit: 1,000 per file, 200,000 per repo\n"
+              "(--max-documents). The documents past the limit were not read.",
+    "MCD009": "A path that resolves outside the configured root, or that cannot be read.",
+    "MCD010": "A YAML document (between --- lines) that is a list or a plain value. Every\n"
+              "document must be a mapping with apiVersion, kind, metadata and spec.",
+    "MCD011": "apiVersion is missing or not meshcd.dev/v1alpha1.",
+    "MCD012": "kind is missing or not one of Mesh, Service, Route, TrafficPolicy,\n"
+              "AuthorizationPolicy, RolloutPolicy (spelled exactly so).",
+    "MCD013": "metadata or metadata.name is missing.",
+    "MCD014": "A name or namespace that is not a DNS-1123 label: lowercase letters, digits and\n"
+              "'-', starting and ending with a letter or digit, at most 63 characters.",
+    "MCD015": "A value JSON cannot hold. Common causes: an unquoted date (2024-01-01 is a\n"
+              "timestamp: quote it), a key YAML 1.1 reads as a boolean (on, off, yes, no: quote\n"
+              "it), a number used as a key, .inf/.nan, or a tag such as !!binary or !Ref.",
+    "MCD016": "Mappings and lists nested deeper than 200 levels.",
+    "MCD020": "The document does not match its kind's JSON Schema: an unknown field (often a\n"
+              "typo), a wrong type, a missing required field, or a value out of range. The\n"
+              "message names the field path; the schemas are in reconciler/spec/schemas/.",
+}

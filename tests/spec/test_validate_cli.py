@@ -319,6 +319,8 @@ def test_explain_and_list_codes() -> None:
     assert r.exit_code == 0
     assert r.output.startswith("MCD104 (error, semantic check)")
     assert CATALOGUE["MCD104"].summary in r.output
+    r = run("validate", "--explain", "MCD002")
+    assert "second key" in r.output  # the longer help of a loader code
     r = run("validate", "--list-codes")
     assert r.exit_code == 0
     lines = r.output.splitlines()
