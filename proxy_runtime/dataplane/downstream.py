@@ -353,6 +353,7 @@ class HttpDownstream(asyncio.Protocol):
             # after this poll's other reads: requests read together are sent upstream
             # together, which saves the proxy and its peers a context switch per request
             self.current = req
+            self.state.in_flight += 1
             self.loop.call_soon(self._start, req)
         else:
             self.queue.append(req)
@@ -370,10 +371,11 @@ class HttpDownstream(asyncio.Protocol):
 
     # --- request lifecycle ----------------------------------------------------------------
     def _start(self, req: Request) -> None:
-        self.current = req
+        """Run the handler for `req`, already counted in flight and set as current."""
+        if self.current is not req or self.closing:
+            return  # the connection went away before its turn
         self.fresh = False
         self.response_started = False
-        self.state.in_flight += 1
         if req.expect_continue and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
@@ -435,7 +437,10 @@ class HttpDownstream(asyncio.Protocol):
             self.close()
             return
         if self.queue:
-            self._start(self.queue.popleft())
+            nxt = self.queue.popleft()
+            self.current = nxt
+            self.state.in_flight += 1
+            self._start(nxt)
             return
         self.since = self.state.now
         if self.read_paused:

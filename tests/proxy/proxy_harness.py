@@ -251,6 +251,8 @@ class Client:
                     break
                 raise ConnectionError("connection closed before the response ended")
             rp.p.feed_data(data)
+            if rp.done and rp.resp is not None and 100 <= rp.resp.status < 200:
+                rp.done = False  # an interim response: the real one follows
             if head_only and rp.resp is not None and rp.resp.status:
                 break
         assert rp.resp is not None

@@ -154,3 +154,31 @@ def test_streams_chunked_and_large_bodies_both_ways() -> None:
         await b.stop()
 
     run(body)
+
+
+def test_pipelined_requests_are_answered_in_order_and_http10_closes() -> None:
+    async def body() -> None:
+        b = await Backend().start()
+        rt, port = await _proxy(b)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /slow/100 HTTP/1.1\r\nHost: svc\r\n\r\nGET /second HTTP/1.1\r\nHost: svc\r\n\r\n"
+                     b"GET /third HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert data.count(b"HTTP/1.1 200 ") == 3
+        assert data.index(b"slow") < data.index(b"/second") < data.index(b"/third")
+        out = await raw(port, b"GET /old HTTP/1.0\r\nHost: svc\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200 ") and b'"/old"' in out  # and the proxy closed it
+        c = Client(port)
+        r = await c.request("POST", "/echo", headers={"expect": "100-continue"}, body=b"abc")
+        assert r.status == 200 and r.body == b"abc"
+        await c.close()
+        for _ in range(50):  # the proxy sees the close a moment later
+            if rt.in_flight() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert rt.in_flight() == 0
+        await rt.aclose()
+        await b.stop()
+
+    run(body)
