@@ -65,6 +65,7 @@ async def until(pred: Callable[[], bool], timeout: float = 15.0, what: str = "co
 class Controller:
     data_dir: Path
     epoch: int = 1
+    ca_created: datetime | None = None
     ca: CertificateAuthority = field(init=False)
     audit: AuditLog = field(init=False)
     tokens: JoinTokens = field(init=False)
@@ -75,7 +76,8 @@ class Controller:
     stats: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.ca = CertificateAuthority.load_or_create(self.data_dir, TD, now=now())
+        self.ca = CertificateAuthority.load_or_create(self.data_dir, TD,
+                                                  now=self.ca_created or now())
         engine = open_engine(sqlite_url(self.data_dir))
         self.audit = AuditLog(engine)
         self.tokens = JoinTokens(engine)
