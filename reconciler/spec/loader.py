@@ -9,6 +9,7 @@ a Finding: nothing but a bug raises out of `load_yaml`.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +59,11 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
             return tag
         return _SEQ if kind is SequenceNode else _MAP
 
-    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
-        pass  # no path resolvers
-
-    def ascend_resolver(self) -> None:
-        pass
+    # The composer calls these two for every node; with no path resolvers they do nothing.
+    # C builtins that take the same arguments and do nothing are cheaper than Python no-ops
+    # (builtins are not descriptors, so they are called without `self`).
+    descend_resolver = operator.is_
+    ascend_resolver = tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,9 @@ class _Builder:
     def scalar(self, node: ScalarNode, tag: str) -> Any:
         try:
             if tag == _INT:
+                v = node.value
+                if v.isdigit() and (v[0] != "0" or len(v) == 1) and v.isascii():
+                    return int(v)  # the common case; YAML 1.1's 0x, 0o, 010, 1_000, 1:30 below
                 return _constructor.construct_yaml_int(node)
             if tag == _BOOL:
                 return _constructor.construct_yaml_bool(node)

@@ -227,3 +227,17 @@ def test_fuzz_yamlish_text_never_raises(text: str) -> None:
 def test_fuzz_bytes_never_raise(data: bytes) -> None:
     docs, found = load_yaml("f.yaml", data, LoadLimits(node_budget=5000))
     assert isinstance(docs, list) and isinstance(found, list)
+
+
+@pytest.mark.parametrize(
+    "text", ["0", "7", "010", "0x1f", "0o17", "1_000", "1:30", "-5", "+3", "1e3", "1.5", "-.5",
+             "123456789012345678901234567890", "yes", "No", "~", "Null", "\u0663"],
+)
+def test_scalars_read_as_pyyaml_safe_load_reads_them(text: str) -> None:
+    import yaml
+
+    docs, found = load_yaml("f.yaml", f"a: {text}\n".encode())
+    assert found == []
+    expected = yaml.safe_load(f"a: {text}\n")["a"]
+    got = docs[0].data["a"]
+    assert got == expected and type(got) is type(expected)
