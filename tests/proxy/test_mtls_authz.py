@@ -254,3 +254,39 @@ def test_tcp_over_mtls_with_l4_authorization(pki: Any) -> None:
         echo.close()
 
     run(body)
+
+
+def test_audit_policies_only_log_and_access_log_follows_sampling(pki: Any, caplog: Any) -> None:
+    import logging
+
+    from proxy_runtime.config import Telemetry
+
+    audit = (AuthorizationPolicy(name="shop/audit-admin", action="AUDIT",
+                                 rules=(Rule(operations=(Operation(paths=("/admin*",)),)),)),)
+
+    async def body() -> None:
+        app = await Backend("app").start()
+        for sampling, expect_lines in ((0.0, 0), (100.0, 2)):
+            snap = Snapshot(
+                identity=identity(pki.ca.pem, pki.server, pki.server_id),
+                inbound=inbound("cart", "shop", [inbound_listener(app.address, "PERMISSIVE")], audit),
+                telemetry=Telemetry(access_log_sampling_percent=sampling),
+            )
+            rt = ProxyRuntime(asyncio.get_running_loop())
+            assert isinstance(await rt.apply(snapshot_to_json(snap)), Ack)
+            port = rt.port_of("inbound-http", 0)
+            assert port
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                assert (await get(port, "/admin/x")).status == 200  # AUDIT never denies
+                assert (await get(port, "/public")).status == 200
+            audits = [r for r in caplog.records if r.name == "meshcd.audit"]
+            assert len(audits) == 1 and "shop/audit-admin" in audits[0].getMessage()
+            access = [r for r in caplog.records if r.name == "meshcd.access"]
+            assert len(access) == expect_lines
+            if access:
+                line = __import__("json").loads(access[0].getMessage())
+                assert line["status"] == 200 and line["direction"] == "inbound"
+            await rt.aclose()
+
+    run(body)
