@@ -64,7 +64,8 @@ class ValidationCache:
 
     An entry survives while it was used by one of the last two runs, so alternating between
     two revisions (a plan compares old and new) stays warm and memory stays bounded.
-    `parsed` counts files actually processed (cache misses), for tests and benchmarks."""
+    `parsed` counts files actually processed (cache misses), for tests and benchmarks.
+    Not thread-safe: give each thread its own, or validate from one thread."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str, LoadLimits], tuple[FileResult, int]] = {}
