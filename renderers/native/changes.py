@@ -6,6 +6,9 @@ document that appears, disappears or moves to another target invalidates the rig
 
 - ("mesh",)                 the Mesh (everything depends on it)
 - ("svc", ns, name)         a Service document; ("svc-any",) any Service
+- ("identities",)           a Service added or removed, or its service account changed
+- ("reach", ns, name)       what the policies let a service without `egress` call moved
+                            (derived by the renderer, see reach.py); ("reach-all",) for all
 - ("route", ns, name)       the Route(s) of a host
 - ("tp", ns, name)          the TrafficPolicy of a service; ("tp-any",) any TrafficPolicy
 - ("authz-svc", ns, name)   policies whose selector names the service
@@ -73,10 +76,17 @@ def changed_tokens(old: sm.ConfigModel, new: sm.ConfigModel) -> frozenset[Token]
     new_root = new.mesh.root_namespace if new.mesh else "meshcd-system"
     out: set[Token] = set()
     for key in changed_keys(old_by, new_by):
-        if (o := old_by.get(key)) is not None:
+        o, n = old_by.get(key), new_by.get(key)
+        if o is not None:
             out.update(_tokens(o, old_root))
-        if (n := new_by.get(key)) is not None:
+        if n is not None:
             out.update(_tokens(n, new_root))
+        same_identity = (
+            isinstance(o, sm.Service) and isinstance(n, sm.Service)
+            and o.service_account == n.service_account
+        )
+        if key[0] == "Service" and not same_identity:
+            out.add(("identities",))  # a service (so an identity) came, went or changed
     return frozenset(out)
 
 

@@ -88,40 +88,94 @@ def callers(
     return frozenset(out)
 
 
-def reachable(model: sm.ConfigModel) -> dict[tuple[str, str], tuple[sm.ServiceRef, ...]]:
-    """For every service without an `egress` list, the services it may call (sorted)."""
-    mesh = model.mesh
-    services = sorted(model.services_by_key.values(), key=lambda s: s.ref.key)
-    open_callers = [s for s in services if s.egress is None]
-    if not open_callers:
-        return {}
-    td = mesh.trust_domain if mesh else "cluster.local"
-    everyone = tuple(Caller(s.ref.key, f"{td}/ns/{s.namespace}/sa/{s.service_account}") for s in services)
-    by_principal: dict[str, list[Caller]] = {}
-    for c in everyone:
-        by_principal.setdefault(c.principal, []).append(c)
-    frozen = {k: tuple(v) for k, v in by_principal.items()}
-    may_call: dict[tuple[str, str], list[sm.ServiceRef]] = {s.ref.key: [] for s in open_callers}
-    for dest in services:
-        allowed = callers(model, dest, everyone, frozen)
-        for src in open_callers:
-            if allowed is None or src.ref.key in allowed:
-                may_call[src.ref.key].append(dest.ref)
-    return {k: tuple(v) for k, v in may_call.items()}
+class Reach:
+    """Policy-derived reachability for a model: for every destination, the services that could
+    be allowed to call it (None: everyone), and inverted, what each service may call.
+
+    `updated` carries it over to the next model, recomputing only the destinations whose
+    policies or mTLS mode a change touches, and says which callers' answers moved."""
+
+    def __init__(self, model: sm.ConfigModel,
+                 previous: Reach | None = None, dirty: frozenset[tuple[str, str]] = frozenset()) -> None:
+        self.model = model
+        mesh = model.mesh
+        td = mesh.trust_domain if mesh else "cluster.local"
+        self.services = sorted(model.services_by_key.values(), key=lambda s: s.ref.key)
+        self.everyone = tuple(
+            Caller(s.ref.key, f"{td}/ns/{s.namespace}/sa/{s.service_account}") for s in self.services
+        )
+        by_principal: dict[str, list[Caller]] = {}
+        for c in self.everyone:
+            by_principal.setdefault(c.principal, []).append(c)
+        self.by_principal = {k: tuple(v) for k, v in by_principal.items()}
+        self.callers: dict[tuple[str, str], frozenset[tuple[str, str]] | None] = {}
+        for dest in self.services:
+            k = dest.ref.key
+            if previous is not None and k not in dirty and k in previous.callers:
+                self.callers[k] = previous.callers[k]
+            else:
+                self.callers[k] = callers(model, dest, self.everyone, self.by_principal)
+        self._may_call: dict[tuple[str, str], list[sm.ServiceRef]] | None = None
+        self._open: list[sm.ServiceRef] = []
+
+    def callees_of(self, key: tuple[str, str]) -> tuple[sm.ServiceRef, ...]:
+        """What the service `key` may call, sorted."""
+        if self._may_call is None:
+            may: dict[tuple[str, str], list[sm.ServiceRef]] = {}
+            for dest in self.services:
+                allowed = self.callers[dest.ref.key]
+                if allowed is None:
+                    self._open.append(dest.ref)
+                else:
+                    for src in allowed:
+                        may.setdefault(src, []).append(dest.ref)
+            self._may_call = may
+        return tuple(sorted({*self._may_call.get(key, ()), *self._open}))
+
+    def updated(
+        self, model: sm.ConfigModel, changed: frozenset[Token]
+    ) -> tuple[Reach, frozenset[tuple[str, str]] | None]:
+        """This reachability for `model`, and the callers whose answers changed (None: all).
+        Valid only when neither the Mesh nor any service identity changed."""
+        dirty = frozenset(
+            s.ref.key for s in model.services_by_key.values()
+            if ("authz-svc", *s.ref.key) in changed or ("authz-ns", s.namespace) in changed
+            or ("authz-mesh",) in changed or ("tp", *s.ref.key) in changed
+        )
+        new = Reach(model, self, dirty)
+        affected: set[tuple[str, str]] = set()
+        for k in dirty:
+            old, now = self.callers.get(k), new.callers.get(k)
+            if old == now:
+                continue
+            if old is None or now is None:
+                return new, None
+            affected |= old ^ now
+        return new, frozenset(affected)
 
 
 def callees(
-    model: sm.ConfigModel, svc: sm.Service,
-    open_reach: Mapping[tuple[str, str], tuple[sm.ServiceRef, ...]],
+    model: sm.ConfigModel, svc: sm.Service, reach: Reach | None,
 ) -> tuple[tuple[sm.ServiceRef, ...], frozenset[Token]]:
-    """The services `svc` may call, and what that answer depends on."""
+    """The services `svc` may call, and what that answer depends on. `reach` is needed (only)
+    for a service without an egress list."""
     if svc.egress is not None:
         refs = sorted({r for r in svc.egress if model.service(r) is not None})
         deps = {("mesh",), ("svc", *svc.ref.key)} | {("svc", *r.key) for r in svc.egress}
         return tuple(refs), frozenset(deps)
-    return open_reach.get(svc.ref.key, ()), frozenset(
-        {("mesh",), ("authz-any",), ("svc-any",), ("tp-any",)}
+    assert reach is not None
+    return reach.callees_of(svc.ref.key), frozenset(
+        {("mesh",), ("identities",), ("reach-all",), ("svc", *svc.ref.key), ("reach", *svc.ref.key)}
     )
 
 
-__all__ = ["callees", "callers", "reachable"]
+def reachable(model: sm.ConfigModel) -> dict[tuple[str, str], tuple[sm.ServiceRef, ...]]:
+    """For every service without an `egress` list, the services it may call (sorted)."""
+    reach = Reach(model)
+    return {
+        s.ref.key: reach.callees_of(s.ref.key)
+        for s in reach.services if s.egress is None
+    }
+
+
+__all__ = ["Reach", "callees", "callers", "reachable"]

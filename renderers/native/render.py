@@ -32,14 +32,14 @@ from ..fleet import Fleet, ProxyPorts
 from .changes import Token, changed_tokens, inbound_tokens
 from .outbound import ClusterPiece, OutboundPiece, build_cluster, build_outbound, tcp_port
 from .policies import default_deny, proxy_mtls, proxy_policies, traffic_policy
-from .reach import callees, reachable
+from .reach import Reach, callees
 from .tojson import policy_json, to_json
 
 MANAGED_OUTBOUND_PORT = 15001
 MANAGED_INBOUND_BASE = 15006  # inbound listener k of a managed proxy listens on 15006 + k
 
-# Policy-derived callee sets read every policy, service and (for DISABLE mode) traffic policy.
-_REACH_TOKENS = frozenset({("mesh",), ("authz-any",), ("svc-any",), ("tp-any",)})
+# Policy-derived reachability is rebuilt from scratch when these change (else updated in place).
+_REACH_RESET = frozenset({("mesh",), ("identities",)})
 
 
 class RenderKey(NamedTuple):  # a tuple: built and hashed once per proxy per render
@@ -90,7 +90,7 @@ class RenderState:
     callees: dict[tuple[str, str], tuple[tuple[sm.ServiceRef, ...], frozenset[Token]]] = field(
         default_factory=dict
     )
-    reach: dict[tuple[str, str], tuple[sm.ServiceRef, ...]] | None = None
+    reach: Reach | None = None
     # Which proxies got which key, and the answer itself: reused as is when a change cannot
     # move a proxy to another key (no Service, TrafficPolicy or Mesh changed).
     members: dict[RenderKey, list[str]] = field(default_factory=dict)
@@ -144,8 +144,8 @@ class _Renderer:
         hit = self.state.callees.get(svc.ref.key)
         if hit is None:
             if svc.egress is None and self.state.reach is None:
-                self.state.reach = reachable(self.model)
-            hit = callees(self.model, svc, self.state.reach or {})
+                self.state.reach = Reach(self.model)
+            hit = callees(self.model, svc, self.state.reach)
             self.state.callees[svc.ref.key] = hit
         return hit
 
@@ -274,6 +274,11 @@ def _carry_over(
         changed = changed_tokens(previous.model, model)
     if ("mesh",) in changed:
         return RenderState(model, fleet), False
+    reach = None
+    if previous.reach is not None and changed.isdisjoint(_REACH_RESET):
+        reach, moved = previous.reach.updated(model, changed)
+        extra = {("reach-all",)} if moved is None else {("reach", *k) for k in moved}
+        changed = changed | extra
     state = RenderState(
         model=model,
         fleet=fleet,
@@ -281,7 +286,7 @@ def _carry_over(
         outbound=_keep(previous.outbound, changed, lambda o: o[0].deps),
         clusters=_keep(previous.clusters, changed, lambda c: c[0].deps),
         callees=_keep(previous.callees, changed, lambda c: c[1]),
-        reach=previous.reach if changed.isdisjoint(_REACH_TOKENS) else None,
+        reach=reach,
     )
     same_keys = previous.fleet is fleet and not any(t[0] in _ASSIGNMENT_TOKENS for t in changed)
     return state, same_keys

@@ -220,3 +220,30 @@ def test_reachability_follows_a_traffic_policy_mtls_change() -> None:
     inc = render(after, fleet, previous=first.state)
     assert inc.snapshots["a-0"].callees == ()
     assert_same(inc, render(after, fleet))
+
+
+def test_policy_change_moves_only_the_callers_it_concerns() -> None:
+    """Without egress lists, a policy change re-renders the selected service (inbound) and the
+    services whose policy-derived callee set moved, nobody else."""
+    mesh = sm.Mesh(name="mesh", trust_domain="t.example", authorization=sm.AuthorizationSettings("deny"))
+
+    def svc(name: str) -> sm.Service:
+        return sm.Service(name=name, namespace="a", ports=(sm.Port("http", 8080),), identity=sm.Identity(name))
+
+    def allow(target: str, *callers: str) -> sm.AuthorizationPolicy:
+        src = sm.RuleSource(principals=tuple(f"t.example/ns/a/sa/{c}" for c in callers))
+        return sm.AuthorizationPolicy(name=f"{target}-allow", namespace="a",
+                                      selector=sm.Selector((sm.ServiceRef(target, "a"),)),
+                                      rules=(sm.AuthorizationRule(from_=(sm.RuleFrom(src),)),))
+
+    services = [svc(n) for n in "abcd"]
+    before = sm.ConfigModel.from_resources([mesh, *services, allow("b", "a"), allow("c", "b"), allow("d", "c")])
+    after = sm.ConfigModel.from_resources([mesh, *services, allow("b", "a"), allow("c", "b", "a"), allow("d", "c")])
+    fleet = Fleet.of(Proxy(f"{s.name}-0", s.ref) for s in services)
+    first = render(before, fleet)
+    inc = render(after, fleet, previous=first.state)
+    assert inc.rendered == 2  # c (its policies) and a (may now call c)
+    moved = {p for p in inc.snapshots if inc.snapshots[p] is not first.snapshots[p]}
+    assert moved == {"a-0", "c-0"}
+    assert inc.snapshots["a-0"].callees == (sm.ServiceRef("b", "a"), sm.ServiceRef("c", "a"))
+    assert_same(inc, render(after, fleet))
