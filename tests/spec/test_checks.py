@@ -211,6 +211,22 @@ CASES: dict[str, Case] = {
             """)}),
         "r.yaml:9:17",
     ),
+    "MCD107-broader": Case(
+        "MCD107",
+        base(**{"r.yaml": route("""\
+            - matches: [{path: {prefix: /api}}]
+              destinations: [{service: web, subset: v1}]
+            - matches: [{path: {exact: /api/users}, methods: [GET]}]
+              destinations: [{service: web, subset: v2}]
+            """)}),
+        base(**{"r.yaml": route("""\
+            - matches: [{path: {exact: /api/users}, methods: [GET]}]
+              destinations: [{service: web, subset: v2}]
+            - matches: [{path: {prefix: /api}}]
+              destinations: [{service: web, subset: v1}]
+            """)}),
+        "r.yaml:9:17",
+    ),
     "MCD108": Case(
         "MCD108",
         base(**{"r.yaml": route("""\

@@ -144,8 +144,35 @@ def _check_rule(ctx: CheckContext, route: Route, i: int, rule: RouteRule) -> Non
                 )
 
 
+_MAX_PAIRWISE_MATCHES = 200  # beyond this many match blocks in one Route, identical ones only
+
+
+def _covers(broad: Match, narrow: Match) -> bool:
+    """Every request `narrow` matches, `broad` matches too (a sound, partial test: a prefix
+    covers longer prefixes and exact paths under it; methods, headers and query parameters of
+    `broad` must all be required by `narrow` as well). Regexes are never compared."""
+    bp = broad.path
+    if bp is not None:
+        np_ = narrow.path
+        if bp.type != "prefix" or np_ is None or np_.type == "regex":
+            if bp != np_:
+                return False
+        elif not np_.value.startswith(bp.value):
+            return False
+    if broad.methods:
+        if not narrow.methods:
+            return False
+        if not {m.upper() for m in narrow.methods} <= {m.upper() for m in broad.methods}:
+            return False
+    return set(broad.headers) <= set(narrow.headers) and set(broad.query_params) <= set(
+        narrow.query_params
+    )
+
+
 def _check_reachability(ctx: CheckContext, route: Route) -> None:
     seen: dict[object, tuple[int, int]] = {}
+    earlier_blocks: list[tuple[int, int, Match]] = []
+    pairwise = sum(len(r.matches) for r in route.rules) <= _MAX_PAIRWISE_MATCHES
     for i, rule in enumerate(route.rules):
         if not rule.matches:
             catch_all: int | None = i
@@ -164,6 +191,20 @@ def _check_reachability(ctx: CheckContext, route: Route) -> None:
                         f"match in rules[{earlier[0]}] ({at})",
                         ctx.at(route, "rules", i, "matches", j),
                     )
+                if earlier is None and pairwise:
+                    broader = next(
+                        ((bi, bj) for bi, bj, b in earlier_blocks if bi != i and _covers(b, m)),
+                        None,
+                    )
+                    if broader is not None:
+                        at = where(ctx.at(route, "rules", broader[0], "matches", broader[1]))
+                        ctx.add(
+                            "MCD107",
+                            f"{_rule_label(rule, i)}: match block {j} is shadowed by a broader "
+                            f"match in rules[{broader[0]}] ({at}) that comes first",
+                            ctx.at(route, "rules", i, "matches", j),
+                        )
+                    earlier_blocks.append((i, j, m))
                 if m.is_catch_all:
                     catch_all = i
         if catch_all is not None:
