@@ -155,6 +155,8 @@ class FleetServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handshaking: set[asyncio.Transport] = set()
         self._tls_refusals: list[float] = []
+        self._stopping = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
         self.tls_refusals_unaudited = 0
         self._host = "127.0.0.1"
         self._port = 0
@@ -237,7 +239,8 @@ class FleetServer:
         self._host = advertise or ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
         for _ in range(self.push_concurrency):
             self._spawn(self._push_worker())
-        self._spawn(self._flush_loop())
+        self._stopping = asyncio.Event()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         log.info("fleet listener on %s:%d (epoch %d)", host, self._port, self.epoch)
 
     async def stop(self) -> None:
@@ -250,6 +253,12 @@ class FleetServer:
         server.close(close_connections=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 10.0)
+        # let the flusher finish a write in progress rather than cancel it halfway
+        self._stopping.set()
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+            self._flusher = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -560,8 +569,9 @@ class FleetServer:
 
     async def _flush_loop(self) -> None:
         last_seen_flush = time.monotonic()
-        while True:
-            await asyncio.sleep(self.flush_interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
             all_seen = time.monotonic() - last_seen_flush >= self.seen_flush_interval
             if all_seen:
                 last_seen_flush = time.monotonic()

@@ -4,6 +4,7 @@ database), agents over real runtimes, and a way to run async tests without plugi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -130,10 +131,8 @@ class Agent:
     async def stop(self) -> None:
         await self.agent.stop()
         self.task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-        except (asyncio.CancelledError, Exception):
-            pass
         await self.runtime.aclose()
 
 

@@ -127,7 +127,7 @@ def test_join_refused_token_exits_2(tmp_path: Path) -> None:
                 "--token", "mjt_bogus", "--service", "web", "--ca-fingerprint",
                 "sha256:" + ctl.ca.bundle_fingerprint(), "--state-dir", str(tmp_path / "p"),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            _out, err = await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == 2
             assert b"join token refused: unknown" in err
             # without a certificate and without a token: a usage error
@@ -135,7 +135,7 @@ def test_join_refused_token_exits_2(tmp_path: Path) -> None:
                 sys.executable, "-m", "proxy_runtime", "join", "--service", "web",
                 "--state-dir", str(tmp_path / "p"),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            _out, err = await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == 2 and b"--token" in err
         finally:
             await ctl.stop()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fleet_helpers import TD, Controller, desired, now, run, start_agent, until
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from proxy_runtime.agent.identity import StateDir, make_csr, new_key
 from proxy_runtime.config.fleet_protocol import SUBPROTOCOL

@@ -38,7 +38,7 @@ def test_push_ack_and_ledger(tmp_path: Path) -> None:
             assert a.agent.config_version == d.version
             # stats arrive every interval
             await until(lambda: any(pid == "web-1" for pid, _ in ctl.stats), what="stats")
-            pid, window = ctl.stats[0]
+            _pid, window = ctl.stats[0]
             assert {"second", "requests", "latency_buckets"} <= set(window)
             # same desired again: not pushed again (the nonce stays)
             nonce = fleet.entry("web-1").sent_nonce  # type: ignore[union-attr]
