@@ -12,6 +12,7 @@ from typing import Any
 
 from proxy_runtime.stats_window import LATENCY_BUCKETS, StatsWindow
 
+_bisect = bisect.bisect_left
 # key: (direction, source workload, destination workload, response class)
 Key = tuple[str, str, str, str]
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -39,12 +40,12 @@ class Stats:
                seconds: float, now: float) -> None:
         cls = _CLASS.get(status // 100, "5xx")
         key = (direction, source, destination, cls)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
         hist = self.durations.get(key)
         if hist is None:
             hist = self.durations[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+            self.requests[key] = 0
+        self.requests[key] += 1
+        bucket = _bisect(LATENCY_BUCKETS, seconds)
         hist[bucket] += 1
         hist[-1] += seconds
         window = self.window

@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import gcd
+from typing import Any
 
 
 @dataclass
@@ -23,6 +24,7 @@ class EndpointState:
     ejected_until: float = 0.0
     times_ejected: int = 0
     label: str = ""
+    pool: Any = None  # the UpstreamPool of this endpoint in the current config
 
     def __post_init__(self) -> None:
         self.label = f"{self.address}:{self.port}"

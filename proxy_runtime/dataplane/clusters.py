@@ -45,7 +45,7 @@ class ClusterRuntime:
             state = registry.endpoint(model.name, host, port)
             state.weight = ep.weight
             self.endpoints.append(state)
-            self.pools[(host, port)] = registry.pool(
+            state.pool = self.pools[(host, port)] = registry.pool(
                 model.name, host, port, ctx, sni, peer_ids,
                 (cp.max_connections, cp.max_pending_requests, cp.max_requests_per_connection,
                  cp.connect_timeout_ms),

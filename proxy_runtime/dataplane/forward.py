@@ -235,7 +235,8 @@ def start_forward(
         return
     loop = conn.loop
     if not retry.attempts:
-        endpoint = cluster.balancer.pick(loop.time(), hash_key)
+        endpoints = cluster.endpoints
+        endpoint = endpoints[0] if len(endpoints) == 1 else cluster.balancer.pick(loop.time(), hash_key)
         pool = cluster.pool(endpoint)
         up = pool.take_idle()
         if up is not None:

@@ -45,9 +45,11 @@ def propagate(
         if name in TRACE_HEADERS:
             break
     else:
-        trace_id = b"%032x" % (rand(128) or 1)
-        span_id = b"%016x" % (rand(64) or 1)
-        sampled = rand(32) < sampling * 4294967296.0
+        # one random draw for both ids (and the sampling decision when it is not 0 or 1)
+        ids = b"%048x" % (rand(192) | 1 | (1 << 64))
+        trace_id = ids[:32]
+        span_id = ids[32:]
+        sampled = sampling >= 1.0 or (sampling > 0.0 and rand(32) < sampling * 4294967296.0)
         headers += (
             (b"traceparent", b"00-" + trace_id + b"-" + span_id + (b"-01" if sampled else b"-00")),
             (b"x-b3-traceid", trace_id),
