@@ -65,7 +65,7 @@ class CompiledInbound:
 class CompiledConfig:
     snapshot: Snapshot
     version: str
-    identity: Identity | None
+    identity: Identity | None  # the snapshot's, completed by any identity passed to compile
     tls_ready: bool  # identity has certificate, key and trust bundle
     inbound: CompiledInbound | None
     outbound: CompiledOutbound | None
@@ -175,6 +175,17 @@ def _check_identity(identity: Identity | None) -> None:
             raise SnapshotError(f"identity.{name}", f"is not PEM (no {marker!r} block)")
 
 
+def _merge_identity(outside: Identity, inside: Identity | None) -> Identity:
+    if inside is None:
+        return outside
+    return Identity(
+        spiffe_id=outside.spiffe_id or inside.spiffe_id,
+        certificate_pem=outside.certificate_pem or inside.certificate_pem,
+        private_key_pem=outside.private_key_pem or inside.private_key_pem,
+        trust_bundle_pem=outside.trust_bundle_pem or inside.trust_bundle_pem,
+    )
+
+
 def _tls_ready(identity: Identity | None) -> bool:
     return (
         identity is not None
@@ -189,11 +200,22 @@ _NEEDS_IDENTITY = (
 )
 
 
-def compile_snapshot(snapshot: Snapshot, version: str | None = None) -> CompiledConfig:
-    """Check everything and compile. `version`: the snapshot's version if the caller already
-    knows it (computed from the content otherwise). Raises SnapshotError."""
-    _check_identity(snapshot.identity)
-    tls_ready = _tls_ready(snapshot.identity)
+def compile_snapshot(
+    snapshot: Snapshot, version: str | None = None, identity: Identity | None = None
+) -> CompiledConfig:
+    """Check everything and compile. Raises SnapshotError.
+
+    version: the snapshot's version if the caller already knows it (computed from the content
+    otherwise). identity: identity material held outside the snapshot (managed mode: the agent
+    owns the private key, the controller's snapshot is shared by identical proxies); fields it
+    leaves None are taken from snapshot.identity.
+    """
+    if identity is not None:
+        identity = _merge_identity(identity, snapshot.identity)
+    else:
+        identity = snapshot.identity
+    _check_identity(identity)
+    tls_ready = _tls_ready(identity)
     clusters = _compile_clusters(snapshot)
     _check_ports(snapshot)
 
@@ -242,7 +264,7 @@ def compile_snapshot(snapshot: Snapshot, version: str | None = None) -> Compiled
     return CompiledConfig(
         snapshot=snapshot,
         version=version if version is not None else snapshot_version(snapshot),
-        identity=snapshot.identity,
+        identity=identity,
         tls_ready=tls_ready,
         inbound=inbound,
         outbound=outbound,

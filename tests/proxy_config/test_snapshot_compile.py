@@ -326,3 +326,34 @@ def test_compile_policies_cached_reuses_identical_policy_sets(example: dict[str,
     first = compile_policies_cached(a.policies, False)
     assert compile_policies_cached(b.policies, False) is first  # equal content, one compile
     assert compile_policies_cached(b.policies, True) is not first
+
+
+def test_identity_held_outside_the_snapshot(example: dict[str, Any]) -> None:
+    """Managed mode: the snapshot names the SPIFFE ID only; the agent supplies cert and key."""
+    from proxy_runtime.config import Identity
+
+    full = example["identity"]
+    example["identity"] = {"spiffeId": full["spiffeId"]}
+    snap = parse_snapshot(example)
+    with pytest.raises(SnapshotError, match=r"needs identity\.certificatePem"):
+        compile_snapshot(snap)
+    outside = Identity(
+        certificate_pem=full["certificatePem"],
+        private_key_pem=full["privateKeyPem"],
+        trust_bundle_pem=full["trustBundlePem"],
+    )
+    cfg = compile_snapshot(snap, identity=outside)
+    assert cfg.tls_ready
+    assert cfg.identity is not None and cfg.identity.spiffe_id == full["spiffeId"]
+    assert (
+        cfg.version
+        == compile_snapshot(
+            snap,
+            identity=dataclasses.replace(
+                outside,
+                private_key_pem="-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
+            ),
+        ).version
+    )
+    with pytest.raises(SnapshotError, match=r"^identity.privateKeyPem: is not PEM"):
+        compile_snapshot(snap, identity=dataclasses.replace(outside, private_key_pem="oops"))
