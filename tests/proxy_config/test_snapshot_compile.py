@@ -334,6 +334,7 @@ def test_identity_held_outside_the_snapshot(example: dict[str, Any]) -> None:
 
     full = example["identity"]
     example["identity"] = {"spiffeId": full["spiffeId"]}
+    del example["version"]
     snap = parse_snapshot(example)
     with pytest.raises(SnapshotError, match=r"needs identity\.certificatePem"):
         compile_snapshot(snap)
