@@ -247,3 +247,18 @@ def test_policy_change_moves_only_the_callers_it_concerns() -> None:
     assert moved == {"a-0", "c-0"}
     assert inc.snapshots["a-0"].callees == (sm.ServiceRef("b", "a"), sm.ServiceRef("c", "a"))
     assert_same(inc, render(after, fleet))
+
+
+def test_every_synthetic_snapshot_compiles(synth_model: sm.ConfigModel) -> None:
+    from proxy_runtime.config import Identity, compile_snapshot, snapshot_to_json
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+    result = render(synth_model, fleet_for(synth_model))
+    tcp_forwards = 0
+    for rs in result.distinct().values():
+        assert snapshot_to_json(rs.snapshot) == rs.json
+        ident = Identity("spiffe://synth.example/ns/x/sa/y", pem, key, pem)
+        compile_snapshot(dataclasses.replace(rs.snapshot, identity=ident))
+        tcp_forwards += len(rs.snapshot.tcp)
+    assert tcp_forwards > 0  # the synthetic repo's tcp ports are exercised
