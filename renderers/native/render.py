@@ -118,11 +118,6 @@ class RenderResult:
         return {pid: s.version for pid, s in self.snapshots.items()}
 
 
-# --- JSON fragments (normal form via proxy_runtime's own writer) -----------------------------
-
-
-
-
 # --- the renderer ---------------------------------------------------------------------------
 
 
