@@ -335,22 +335,18 @@ def _to_row(record: AuditRecord, data_json: str) -> dict[str, Any]:
 
 
 def _from_row(row: Any) -> AuditRecord:
-    seq = int(row.seq)
+    # Unpacked by position (the order of _COLUMNS): much cheaper than attribute access on a
+    # Row, which matters when verify() reads a million of them.
+    seq, time, actor, kind, subject, data_text, prev_hash, digest = row
+    seq = int(seq)
     try:
-        data = json.loads(row.data)
+        data = json.loads(data_text)
     except (TypeError, ValueError) as exc:
         raise ChainBroken(seq, f"record {seq}'s data is not valid JSON: it was edited") from exc
     if not isinstance(data, dict):
         raise ChainBroken(seq, f"record {seq}'s data is not a JSON object: it was edited")
     return AuditRecord(
-        seq=seq,
-        time=str(row.time),
-        actor=str(row.actor),
-        kind=str(row.kind),
-        subject=str(row.subject),
-        data=data,
-        prev_hash=str(row.prev_hash),
-        hash=str(row.hash),
+        seq, str(time), str(actor), str(kind), str(subject), data, str(prev_hash), str(digest)
     )
 
 
