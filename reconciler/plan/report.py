@@ -11,6 +11,7 @@ from .plan import Plan
 
 MAX_FLIP_LINES = 200
 MAX_FIELD_LINES = 200
+MAX_RESOURCE_LINES = 300
 
 
 def _value(v: Any) -> str:
@@ -57,7 +58,7 @@ def format_text(plan: Plan) -> str:
     a, c, r = _counts(plan)
     out.append(f"Resources: {a} added, {c} changed, {r} removed")
     field_lines = 0
-    for rc in plan.resources:
+    for rc in plan.resources[:MAX_RESOURCE_LINES]:
         out.append(f"  {_SIGN[rc.change]} {rc.kind} {rc.namespace}/{rc.name}  ({rc.file})")
         for fc in rc.fields:
             field_lines += 1
@@ -66,6 +67,9 @@ def format_text(plan: Plan) -> str:
             out.append(f"      {fc.path}: {_value(fc.old)} -> {_value(fc.new)}  ({fc.location})")
     if field_lines > MAX_FIELD_LINES:
         out.append(f"      ... {field_lines - MAX_FIELD_LINES} more field changes not shown")
+    if len(plan.resources) > MAX_RESOURCE_LINES:
+        out.append(f"  ... {len(plan.resources) - MAX_RESOURCE_LINES} more resources not shown "
+                   "(use --format json)")
     pd = plan.proxies
     n_changed = len(pd.changes)
     out += ["", f"Proxies: {n_changed} of {pd.total} change; {pd.unchanged} unchanged"]
@@ -113,8 +117,10 @@ def format_markdown(plan: Plan) -> str:
     out.append(f"**Access:** {len(ad.granted)} granted, {len(ad.revoked)} revoked")
     if plan.resources:
         out += ["", "#### Resources", "", "| | kind | resource | file |", "|---|---|---|---|"]
-        for rc in plan.resources:
+        for rc in plan.resources[:MAX_RESOURCE_LINES]:
             out.append(f"| {_SIGN[rc.change]} | {rc.kind} | {rc.namespace}/{rc.name} | `{rc.file}` |")
+        if len(plan.resources) > MAX_RESOURCE_LINES:
+            out.append(f"\n{len(plan.resources) - MAX_RESOURCE_LINES} more resources not shown.")
         fields = [(rc, fc) for rc in plan.resources for fc in rc.fields]
         if fields:
             out += ["", f"<details><summary>Field changes ({len(fields)})</summary>", "",

@@ -111,3 +111,16 @@ def test_shared_service_accounts_are_one_identity() -> None:
     assert [(i.label, i.services) for i in ids] == [
         ("ns/a/sa/shared", ("x.a", "y.a")), ("ns/a/sa/z", ("z.a",)), (OTHER, ()),
     ]
+
+
+def test_reports_cap_long_resource_lists() -> None:
+    from reconciler.plan import format_plan, plan
+    from reconciler.plan.report import MAX_RESOURCE_LINES
+
+    many = [svc(f"s{i:03d}") for i in range(MAX_RESOURCE_LINES + 5)]
+    p = plan(None, model(*many))
+    assert len(p.resources) == MAX_RESOURCE_LINES + 6  # the Mesh too
+    text = format_plan(p, "text")
+    assert "... 6 more resources not shown" in text
+    assert text.count("  + Service ") == MAX_RESOURCE_LINES - 1
+    assert "6 more resources not shown." in format_plan(p, "markdown")
