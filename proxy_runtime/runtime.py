@@ -144,6 +144,12 @@ class ProxyRuntime:
             return Nack(str(exc), version)
         wanted = self._wanted_listeners(compiled)
         fresh: dict[ListenerKey, Listener] = {}
+        # a port that stays but changes role (http <-> tcp) is handed over: close the old
+        # listener first so the new one can bind it
+        handover = [k for k in self.listeners if k not in wanted and k[2] != 0
+                    and any((w[1], w[2]) == (k[1], k[2]) for w in wanted if w not in self.listeners)]
+        for key in handover:
+            self.listeners[key].stop_accepting()
         try:
             for key in wanted:
                 if key not in self.listeners:
@@ -184,7 +190,7 @@ class ProxyRuntime:
             ob = compiled.outbound.outbound
             out[("outbound", ob.bind_address, ob.port)] = "outbound"
         for i, t in enumerate(compiled.tcp):
-            out[(f"tcp-out:{t.cluster}", t.bind_address, t.port)] = f"tcp[{i}]"
+            out[("tcp-out", t.bind_address, t.port)] = f"tcp[{i}]"
         return out
 
     def _persist(self, compiled: CompiledConfig) -> None:
@@ -208,7 +214,7 @@ class ProxyRuntime:
     def port_of(self, role: str, configured_port: int) -> int | None:
         """The actual port of a listener (differs from the configured one for port 0)."""
         for (r, _, port), li in self.listeners.items():
-            if (r == role or r.startswith(role + ":")) and port == configured_port:
+            if r == role and port == configured_port:
                 return int(li.port)
         return None
 
@@ -227,8 +233,7 @@ class ProxyRuntime:
         elif role == "inbound-tcp":
             li.accept_task = loop.create_task(self._accept_inbound(li))
         else:
-            cluster = role.split(":", 1)[1]
-            task = loop.create_task(self._start_server(li, lambda: self._tcp_outbound(li, cluster)))
+            task = loop.create_task(self._start_server(li, lambda: self._tcp_outbound(li)))
             self._keep(task)
 
     def _keep(self, task: asyncio.Task[Any]) -> None:
@@ -299,11 +304,14 @@ class ProxyRuntime:
             with contextlib.suppress(OSError):
                 csock.close()
 
-    def _tcp_outbound(self, li: Listener, cluster_name: str) -> RelaySide:
+    def _tcp_outbound(self, li: Listener) -> RelaySide:
         side = RelaySide(on_close=lambda: li.tcp_conns.discard(side))
         li.tcp_conns.add(side)
         cfg = self.active
-        self._keep(self.loop.create_task(self._relay_cluster(side, cfg, cluster_name)))
+        # the cluster is read from the config per connection: changing it needs no re-bind
+        name = next((t.cluster for t in cfg.compiled.tcp
+                     if (t.bind_address, t.port) == li.key[1:]), "") if cfg is not None else ""
+        self._keep(self.loop.create_task(self._relay_cluster(side, cfg, name)))
         return side
 
     async def _relay_cluster(self, side: RelaySide, cfg: ActiveConfig | None, cluster_name: str) -> None:

@@ -3,12 +3,18 @@ caller passes (random.getrandbits in production, a seeded one in tests)."""
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Callable
 
 Header = tuple[bytes, bytes]
 TRACE_HEADERS = frozenset(
     {b"traceparent", b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-b3-sampled", b"b3"}
 )
+
+
+_B3_SAMPLED = (b"x-b3-sampled", b"1")
+_B3_NOT_SAMPLED = (b"x-b3-sampled", b"0")
+_hexlify = binascii.b2a_hex
 
 
 def _hex(value: int, width: int) -> bytes:
@@ -45,17 +51,19 @@ def propagate(
         if name in TRACE_HEADERS:
             break
     else:
-        # one random draw for both ids (and the sampling decision when it is not 0 or 1)
-        ids = b"%048x" % (rand(192) | 1 | (1 << 64))
+        # one random draw for both ids (an all-zero id is invalid: 2^-64 odds, then redraw)
+        ids = _hexlify(rand(192).to_bytes(24, "big"))
         trace_id = ids[:32]
         span_id = ids[32:]
+        if span_id == b"0000000000000000":
+            return propagate(headers, sampling, rand)
         sampled = sampling >= 1.0 or (sampling > 0.0 and rand(32) < sampling * 4294967296.0)
-        headers += (
-            (b"traceparent", b"00-" + trace_id + b"-" + span_id + (b"-01" if sampled else b"-00")),
-            (b"x-b3-traceid", trace_id),
-            (b"x-b3-spanid", span_id),
-            (b"x-b3-sampled", b"1" if sampled else b"0"),
-        )
+        if sampled:
+            headers += ((b"traceparent", b"00-%b-%b-01" % (trace_id, span_id)),
+                        (b"x-b3-traceid", trace_id), (b"x-b3-spanid", span_id), _B3_SAMPLED)
+        else:
+            headers += ((b"traceparent", b"00-%b-%b-00" % (trace_id, span_id)),
+                        (b"x-b3-traceid", trace_id), (b"x-b3-spanid", span_id), _B3_NOT_SAMPLED)
         return headers, trace_id, sampled
 
     traceparent: bytes | None = None

@@ -225,3 +225,27 @@ def test_admin_api(pki: Any) -> None:
         await rt.aclose()
 
     run(body)
+
+
+def test_a_port_that_changes_role_is_handed_over() -> None:
+    from proxy_harness import inbound, inbound_listener
+
+    async def body() -> None:
+        a = await Backend("a").start()
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()
+        rt = ProxyRuntime(asyncio.get_running_loop())
+        out = Snapshot(outbound=Outbound(port=port, virtual_hosts=(VirtualHost("svc", ("svc",), (route("A"),)),)),
+                       clusters=(cluster("A", a.address),))
+        assert isinstance(await rt.apply(snapshot_to_json(out)), Ack)
+        assert (await get(port, "/as-outbound")).status == 200
+        inb = Snapshot(inbound=inbound("cart", "shop", [inbound_listener(a.address, "DISABLE", port=port)]))
+        res = await rt.apply(snapshot_to_json(inb))
+        assert isinstance(res, Ack), res
+        r = await get(port, "/as-inbound", host="anything")
+        assert r.status == 200 and r.json()["path"] == "/as-inbound"
+        await rt.aclose()
+
+    run(body)
