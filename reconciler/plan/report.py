@@ -108,55 +108,96 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+# GitHub refuses comments over 65,536 characters: the markdown stays under this, each section
+# within its share, the access matrix first in line (it is what security review reads).
+MAX_MARKDOWN_CHARS = 60000
+_SHARES = {"access": 24000, "resources": 14000, "proxies": 4000}
+
+
+def _within(lines: list[str], budget: int) -> tuple[list[str], int]:
+    """The first lines that fit in `budget` characters, and how many did not."""
+    size = 0
+    for i, line in enumerate(lines):
+        size += len(line) + 1
+        if size > budget:
+            return lines[:i], len(lines) - i
+    return lines, 0
+
+
 def format_markdown(plan: Plan) -> str:
     a, c, r = _counts(plan)
     pd, ad = plan.proxies, plan.access
-    out = [f"### meshcd plan `{_rev(plan.from_rev)}` \u2192 `{_rev(plan.to_rev)}`", ""]
-    out.append(f"**Resources:** {a} added, {c} changed, {r} removed  ")
-    out.append(f"**Proxies:** {len(pd.changes)} of {pd.total} change  ")
-    out.append(f"**Access:** {len(ad.granted)} granted, {len(ad.revoked)} revoked")
+    head = [f"### meshcd plan `{_rev(plan.from_rev)}` \u2192 `{_rev(plan.to_rev)}`", "",
+            f"**Resources:** {a} added, {c} changed, {r} removed  ",
+            f"**Proxies:** {len(pd.changes)} of {pd.total} change  ",
+            f"**Access:** {len(ad.granted)} granted, {len(ad.revoked)} revoked"]
+
+    resources: list[str] = []
     if plan.resources:
-        out += ["", "#### Resources", "", "| | kind | resource | file |", "|---|---|---|---|"]
-        for rc in plan.resources[:MAX_RESOURCE_LINES]:
-            out.append(f"| {_SIGN[rc.change]} | {rc.kind} | {rc.namespace}/{rc.name} | `{rc.file}` |")
-        if len(plan.resources) > MAX_RESOURCE_LINES:
-            out.append(f"\n{len(plan.resources) - MAX_RESOURCE_LINES} more resources not shown.")
+        rows = [f"| {_SIGN[rc.change]} | {rc.kind} | {rc.namespace}/{rc.name} | `{rc.file}` |"
+                for rc in plan.resources[:MAX_RESOURCE_LINES]]
+        rows, left = _within(rows, _SHARES["resources"] // 2)
+        left += max(0, len(plan.resources) - MAX_RESOURCE_LINES)
+        resources += ["", "#### Resources", "", "| | kind | resource | file |", "|---|---|---|---|", *rows]
+        if left:
+            resources.append(f"\n{left} more resources not shown.")
         fields = [(rc, fc) for rc in plan.resources for fc in rc.fields]
         if fields:
-            out += ["", f"<details><summary>Field changes ({len(fields)})</summary>", "",
-                    "| resource | field | old | new | at |", "|---|---|---|---|---|"]
-            for rc, fc in fields[:MAX_FIELD_LINES]:
-                out.append(f"| {rc.kind} {rc.namespace}/{rc.name} | `{fc.path}` | "
-                           f"`{_md_escape(_value(fc.old))}` | `{_md_escape(_value(fc.new))}` | `{fc.location}` |")
-            if len(fields) > MAX_FIELD_LINES:
-                out.append(f"\n{len(fields) - MAX_FIELD_LINES} more not shown.")
-            out += ["", "</details>"]
-    if pd.changes:
-        out += ["", "#### Proxies", "", "| service | proxies | changed | added | removed |",
-                "|---|---|---|---|---|"]
-        for sc in pd.services:
-            out.append(f"| {sc.service} | {sc.proxies} | {sc.changed} | {sc.added} | {sc.removed} |")
-        for i, d in enumerate(pd.diffs, 1):
-            out += ["", f"<details><summary>Change {i}: {d.proxies} prox{'y' if d.proxies == 1 else 'ies'}"
-                    f" of {', '.join(d.services)} (<code>{_short(d.old)}</code> \u2192 "
-                    f"<code>{_short(d.new)}</code>, {d.lines} diff lines)</summary>", "", "```diff",
-                    d.diff.rstrip("\n"), "```", "", "</details>"]
-        if pd.distinct_changes > len(pd.diffs):
-            out.append(f"\n{pd.distinct_changes - len(pd.diffs)} more distinct changes not shown.")
+            frows = [f"| {rc.kind} {rc.namespace}/{rc.name} | `{fc.path}` | "
+                     f"`{_md_escape(_value(fc.old))}` | `{_md_escape(_value(fc.new))}` | `{fc.location}` |"
+                     for rc, fc in fields[:MAX_FIELD_LINES]]
+            frows, fleft = _within(frows, _SHARES["resources"] // 2)
+            fleft += max(0, len(fields) - MAX_FIELD_LINES)
+            resources += ["", f"<details><summary>Field changes ({len(fields)})</summary>", "",
+                          "| resource | field | old | new | at |", "|---|---|---|---|---|", *frows]
+            if fleft:
+                resources.append(f"\n{fleft} more not shown.")
+            resources += ["", "</details>"]
+
+    access: list[str] = []
     if ad.flips:
-        out += ["", "#### Access matrix", "", "| | source | destination | requests | before | after |",
-                "|---|---|---|---|---|---|"]
         folded = _folded_flips(ad.flips)
+        rows = []
         for f, whats in folded[:MAX_FLIP_LINES]:
             sign = "\u2705 granted" if f.granted else "\u26d4 revoked"
-            out.append(f"| {sign} | {_md_escape(_sources(f))} | {f.destination} | "
-                       f"{_md_escape('; '.join(whats))} | {f.before} | {f.after} |")
-        if len(folded) > MAX_FLIP_LINES:
-            out.append(f"\n{len(folded) - MAX_FLIP_LINES} more not shown.")
+            rows.append(f"| {sign} | {_md_escape(_sources(f))} | {f.destination} | "
+                        f"{_md_escape('; '.join(whats))} | {f.before} | {f.after} |")
+        rows, left = _within(rows, _SHARES["access"])
+        left += max(0, len(folded) - MAX_FLIP_LINES)
+        access += ["", "#### Access matrix", "", "| | source | destination | requests | before | after |",
+                   "|---|---|---|---|---|---|", *rows]
+        if left:
+            access.append(f"\n{left} more not shown (`--format json` has them all).")
     if ad.conditional:
-        out.append("\n_Policies of " + ", ".join(ad.conditional) + " use header/IP conditions; the "
-                   "matrix assumes requests without those headers and addresses._")
-    return "\n".join(out) + "\n"
+        access.append("\n_Policies of " + ", ".join(ad.conditional) + " use header/IP conditions; the "
+                      "matrix assumes requests without those headers and addresses._")
+
+    proxies: list[str] = []
+    if pd.changes:
+        rows = [f"| {sc.service} | {sc.proxies} | {sc.changed} | {sc.added} | {sc.removed} |"
+                for sc in pd.services]
+        rows, left = _within(rows, _SHARES["proxies"])
+        proxies += ["", "#### Proxies", "", "| service | proxies | changed | added | removed |",
+                    "|---|---|---|---|---|", *rows]
+        if left:
+            proxies.append(f"\n{left} more services not shown.")
+        used = sum(len(x) + 1 for x in (*head, *resources, *access, *proxies))
+        budget = MAX_MARKDOWN_CHARS - used - 200
+        shown = 0
+        for i, d in enumerate(pd.diffs, 1):
+            block = ["", f"<details><summary>Change {i}: {d.proxies} prox{'y' if d.proxies == 1 else 'ies'}"
+                     f" of {', '.join(d.services)} (<code>{_short(d.old)}</code> \u2192 "
+                     f"<code>{_short(d.new)}</code>, {d.lines} diff lines)</summary>", "", "```diff",
+                     d.diff.rstrip("\n"), "```", "", "</details>"]
+            size = sum(len(x) + 1 for x in block)
+            if size > budget:
+                break
+            budget -= size
+            proxies += block
+            shown += 1
+        if pd.distinct_changes > shown:
+            proxies.append(f"\n{pd.distinct_changes - shown} more distinct changes not shown.")
+    return "\n".join([*head, *resources, *proxies, *access]) + "\n"
 
 
 def format_plan(plan: Plan, fmt: str = "text") -> str:

@@ -123,4 +123,25 @@ def test_reports_cap_long_resource_lists() -> None:
     text = format_plan(p, "text")
     assert "... 6 more resources not shown" in text
     assert text.count("  + Service ") == MAX_RESOURCE_LINES - 1
-    assert "6 more resources not shown." in format_plan(p, "markdown")
+    assert "more resources not shown." in format_plan(p, "markdown")
+
+
+def test_markdown_fits_a_pull_request_comment() -> None:
+    from reconciler.plan import PlanLimits, format_plan, plan
+    from reconciler.plan.report import MAX_MARKDOWN_CHARS
+
+    callers = [svc(f"c{i:03d}") for i in range(120)]
+    targets = [svc(f"t{i:03d}") for i in range(60)]
+    pols = [allow(f"{t.name}-allow", t.name, principals=tuple(
+        f"t.example/ns/a/sa/c{j:03d}" for j in range(i, i + 3)), paths=("/api/*",), methods=("GET",))
+        for i, t in enumerate(targets)]
+    from renderers import Fleet, Proxy
+
+    fleet = Fleet.of(Proxy(f"{s.name}-0", s.ref) for s in (*callers, *targets))
+    p = plan(None, model(*callers, *targets, *pols), new_fleet=fleet,
+             limits=PlanLimits(max_diffs=200, max_diff_lines=5000))
+    assert len(p.proxies.diffs) == 180
+    md = format_plan(p, "markdown")
+    assert len(md) < MAX_MARKDOWN_CHARS
+    assert "more distinct changes not shown." in md
+    assert "#### Access matrix" in md
