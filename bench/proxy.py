@@ -307,10 +307,14 @@ def wrk(port: int, duration: float, connections: int, watch: list[Proc]) -> dict
     return result
 
 
-def warm(port: int) -> None:
-    for _ in range(20):
+def warm(port: int, connections: int) -> None:
+    """A few requests, then 1 s of wrk with the measured connection count: every proxy starts
+    the measurement with its upstream connections (and TLS sessions) already open."""
+    for _ in range(5):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{PATH}", timeout=5) as r:
             r.read()
+    subprocess.run(["/usr/bin/wrk", "-t1", f"-c{connections}", "-d1s", f"http://127.0.0.1:{port}{PATH}"],
+                   capture_output=True, check=False)
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -339,11 +343,13 @@ def main() -> int:
         return p
 
     def run_case(name: str, port: int, proxies: list[Proc]) -> None:
-        warm(port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{PATH}", timeout=5) as r:
+            r.read()
         time.sleep(0.3)
-        for pr in proxies:
+        for pr in proxies:  # idle: started, config applied, one request served
             idle[pr.name] = pr.rss_mb()
             idle_uss[pr.name] = pr.uss_mb()
+        warm(port, args.connections)
         print(f"  {name}: wrk {args.duration:g}s x {args.connections} connections ...", flush=True)
         results[name] = wrk(port, args.duration, args.connections, proxies)
         for pr in proxies:
