@@ -145,3 +145,16 @@ def test_markdown_fits_a_pull_request_comment() -> None:
     assert len(md) < MAX_MARKDOWN_CHARS
     assert "more distinct changes not shown." in md
     assert "#### Access matrix" in md
+
+
+def test_hosts_are_a_dimension_when_a_policy_names_them() -> None:
+    target, c = svc("t"), svc("c")
+    base = allow("t-1", "t", principals=("t.example/ns/a/sa/c",))
+    rule = base.rules[0]
+    hosted = dataclasses.replace(base, rules=(dataclasses.replace(
+        rule, to=(sm.RuleTo(sm.RuleOperation(hosts=("t.a", "*.internal"))),)),))
+    diff = access_diff(model(target, c, base), model(target, c, hosted))
+    revoked = {(f.host, f.sources) for f in diff.revoked}
+    # requests to any other host than the two named lose access; named ones keep it
+    assert revoked == {("other", ("ns/a/sa/c",))}
+    assert diff.granted == ()
