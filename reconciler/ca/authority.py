@@ -10,9 +10,17 @@ Two ways to run it:
   read once to sign the intermediate (and again to re-issue it when it passes half its life)
   and is never copied into the data dir.
 
-Files, in `<data_dir>/ca/` (directory 0700, keys 0600, every write atomic):
-`signing.key`, `signing.crt` (the root or the intermediate), `bundle.pem` (the trust bundle).
-`signing.crt` is written last, so its presence means a complete CA.
+Files, in `<data_dir>/ca/` (directory 0700):
+
+- `signing.pem` (0600): the signing certificate (the root or the intermediate) followed by
+  its private key. One file, so a single atomic rename replaces both together: a crash
+  while re-issuing the intermediate can never leave a key that does not match its cert.
+- `bundle.pem` (0644): the trust bundle. Written first; `signing.pem` is written last, so its
+  presence means a complete CA.
+- `.lock`: held (flock) while loading or creating, so two processes starting at once
+  agree on one CA.
+
+Every write is atomic (temp file in the same directory, fsync, rename, fsync the directory).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from reconciler.ca import certs
 from reconciler.ca.errors import CAConfigError, CSRRejected, InvalidSpiffeId
-from reconciler.ca.files import atomic_write, ensure_private_dir
+from reconciler.ca.files import atomic_write, ensure_private_dir, exclusive_lock
 from reconciler.ca.spiffe import parse_spiffe_id, validate_trust_domain
 from reconciler.ca.verify import load_pem_chain, verify_svid_chain
 
@@ -47,9 +55,9 @@ DEFAULT_SERVER_TTL = timedelta(days=30)
 MIN_TTL = timedelta(minutes=1)
 MAX_SVID_TTL = timedelta(days=30)
 
-SIGNING_KEY = "signing.key"
-SIGNING_CERT = "signing.crt"
+SIGNING = "signing.pem"
 BUNDLE = "bundle.pem"
+LOCK = ".lock"
 
 _PRIVATE_KEY_TYPES = (
     ec.EllipticCurvePrivateKey,
@@ -110,8 +118,8 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         """Load the CA from `<data_dir>/ca`, or create it there on first start.
 
-        With `root_cert_file` and `root_key_file`, the CA is an intermediate under that root
-        (re-issued once it is past half its life). Raises `CAConfigError` when the files are
+        With `root_cert_file` and `root_key_file` (which may be the same PEM file), the CA is
+        an intermediate under that root (re-issued once it is past half its life). Raises `CAConfigError` when the files are
         incomplete, do not match each other or the trust domain, or have expired.
         """
         validate_trust_domain(trust_domain)
@@ -127,7 +135,9 @@ class CertificateAuthority:
         ensure_private_dir(data)
         ca_dir = data / "ca"
         ensure_private_dir(ca_dir)
-        if (ca_dir / SIGNING_CERT).exists():
+        with exclusive_lock(ca_dir / LOCK):
+            if not (ca_dir / SIGNING).exists():
+                return cls._create(ca_dir, trust_domain, now, root, root_ttl, intermediate_ttl)
             ca = cls._load(ca_dir, trust_domain)
             ca._check_against_root(root)
             if root is not None and now >= renew_at(ca._signing_cert):
@@ -138,7 +148,6 @@ class CertificateAuthority:
                     f"{ca._signing_cert.not_valid_after_utc.isoformat()}"
                 )
             return ca
-        return cls._create(ca_dir, trust_domain, now, root, root_ttl, intermediate_ttl)
 
     @classmethod
     def _create(
@@ -165,30 +174,30 @@ class CertificateAuthority:
                 ttl=intermediate_ttl,
             )
             bundle = [root_cert]
-        atomic_write(ca_dir / SIGNING_KEY, certs.key_pem(key), mode=0o600)
         atomic_write(ca_dir / BUNDLE, b"".join(certs.cert_pem(c) for c in bundle), mode=0o644)
-        atomic_write(ca_dir / SIGNING_CERT, certs.cert_pem(cert), mode=0o644)
+        atomic_write(ca_dir / SIGNING, certs.cert_pem(cert) + certs.key_pem(key), mode=0o600)
         return cls(trust_domain=trust_domain, signing_cert=cert, signing_key=key, bundle=bundle)
 
     @classmethod
     def _load(cls, ca_dir: Path, trust_domain: str) -> CertificateAuthority:
         try:
-            cert = x509.load_pem_x509_certificate((ca_dir / SIGNING_CERT).read_bytes())
-            key = serialization.load_pem_private_key((ca_dir / SIGNING_KEY).read_bytes(), None)
+            signing = (ca_dir / SIGNING).read_bytes()
+            cert = x509.load_pem_x509_certificate(signing)
+            key = serialization.load_pem_private_key(signing, None)
             bundle = x509.load_pem_x509_certificates((ca_dir / BUNDLE).read_bytes())
         except (OSError, ValueError, TypeError) as exc:
             raise CAConfigError(f"cannot load the CA from {ca_dir}: {exc}") from exc
         if not isinstance(key, _PRIVATE_KEY_TYPES):
-            raise CAConfigError(f"{ca_dir / SIGNING_KEY} holds a key type that cannot sign")
+            raise CAConfigError(f"{ca_dir / SIGNING} holds a key type that cannot sign")
         if not _same_public_key(cert, key):
-            raise CAConfigError(f"{SIGNING_KEY} does not belong to {SIGNING_CERT} in {ca_dir}")
+            raise CAConfigError(f"the key in {ca_dir / SIGNING} does not belong to its certificate")
         found = _ca_trust_domain(cert)
         if found != trust_domain:
             raise CAConfigError(
                 f"the CA in {ca_dir} is for trust domain {found!r}, not {trust_domain!r}"
             )
         if not any(cert == b or _issued_by(cert, b) for b in bundle):
-            raise CAConfigError(f"{SIGNING_CERT} does not chain to {BUNDLE} in {ca_dir}")
+            raise CAConfigError(f"{SIGNING} does not chain to {BUNDLE} in {ca_dir}")
         return cls(trust_domain=trust_domain, signing_cert=cert, signing_key=key, bundle=bundle)
 
     def _check_against_root(

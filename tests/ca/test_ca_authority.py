@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,14 @@ def test_creates_a_private_ca_in_the_data_dir(tmp_path: Path, now: datetime) -> 
     data = tmp_path / "data"
     ca = CertificateAuthority.load_or_create(data, TD, now=now)
     ca_dir = data / "ca"
-    assert sorted(p.name for p in ca_dir.iterdir()) == ["bundle.pem", "signing.crt", "signing.key"]
+    assert sorted(p.name for p in ca_dir.iterdir()) == [".lock", "bundle.pem", "signing.pem"]
     assert mode(data) == 0o700
     assert mode(ca_dir) == 0o700
-    assert mode(ca_dir / "signing.key") == 0o600
+    assert mode(ca_dir / "signing.pem") == 0o600  # holds the key
     root = load(ca.trust_bundle_pem())
     assert len(root) == 1
     assert root[0] == ca.signing_certificate  # self-signed: the root signs
-    key = serialization.load_pem_private_key((ca_dir / "signing.key").read_bytes(), None)
+    key = serialization.load_pem_private_key((ca_dir / "signing.pem").read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
     constraints = root[0].extensions.get_extension_for_class(x509.BasicConstraints)
     assert constraints.critical and constraints.value.ca
@@ -103,23 +103,29 @@ def test_refuses_a_key_that_does_not_match(tmp_path: Path, now: datetime) -> Non
     other = new_ec().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    (tmp_path / "ca" / "signing.key").write_bytes(other)
+    signing = tmp_path / "ca" / "signing.pem"
+    cert_only = signing.read_bytes().split(b"-----BEGIN PRIVATE KEY-----")[0]
+    signing.write_bytes(cert_only + other)
     with pytest.raises(CAConfigError, match="does not belong"):
         CertificateAuthority.load_or_create(tmp_path, TD, now=now)
 
 
 @pytest.mark.parametrize(
-    "damage", ["missing key", "garbage cert", "empty bundle", "foreign bundle"]
+    "damage", ["missing key", "garbage cert", "empty bundle", "foreign bundle", "missing bundle"]
 )
 def test_refuses_damaged_files(tmp_path: Path, now: datetime, damage: str) -> None:
     CertificateAuthority.load_or_create(tmp_path, TD, now=now)
     ca_dir = tmp_path / "ca"
+    signing = ca_dir / "signing.pem"
     if damage == "missing key":
-        (ca_dir / "signing.key").unlink()
+        signing.write_bytes(signing.read_bytes().split(b"-----BEGIN PRIVATE KEY-----")[0])
     elif damage == "garbage cert":
-        (ca_dir / "signing.crt").write_bytes(
-            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        key_part = signing.read_bytes().split(b"-----END CERTIFICATE-----\n")[1]
+        signing.write_bytes(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n" + key_part
         )
+    elif damage == "missing bundle":
+        (ca_dir / "bundle.pem").unlink()
     elif damage == "empty bundle":
         (ca_dir / "bundle.pem").write_bytes(b"")
     else:
@@ -148,7 +154,7 @@ def test_refuses_bad_arguments(tmp_path: Path, now: datetime) -> None:
 def test_an_interrupted_write_leaves_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = tmp_path / "signing.key"
+    target = tmp_path / "signing.pem"
     ca_files.atomic_write(target, b"old", mode=0o600)
 
     def crash(*args: Any) -> None:
@@ -158,7 +164,7 @@ def test_an_interrupted_write_leaves_the_old_file(
     with pytest.raises(OSError, match="disk full"):
         ca_files.atomic_write(target, b"new", mode=0o600)
     assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["signing.key"]  # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == ["signing.pem"]  # no temp file left
     assert mode(target) == 0o600
 
 
@@ -309,7 +315,7 @@ def signed_by_ca(
 ) -> bytes:
     """A certificate our CA's key signed, but not through issue_svid (a misissued one)."""
     signing_key = serialization.load_pem_private_key(
-        (tmp_path / "data" / "ca" / "signing.key").read_bytes(), None
+        (tmp_path / "data" / "ca" / "signing.pem").read_bytes(), None
     )
     assert isinstance(signing_key, ec.EllipticCurvePrivateKey)
     key = new_ec()
@@ -456,8 +462,8 @@ def test_intermediate_under_a_user_root(
         == 0
     )
     # the root key stays where the user keeps it
-    root_key_bytes = key_file.read_bytes()
-    assert all(p.read_bytes() != root_key_bytes for p in (data / "ca").iterdir())
+    root_key_bytes = key_file.read_bytes().strip()
+    assert all(root_key_bytes not in p.read_bytes() for p in (data / "ca").iterdir())
     chain = load(ca.issue_svid(csr_pem(new_ec()), WEB, now=now))
     assert chain[1:] == [intermediate]
     assert ca.verify_svid(chain, now=now) == WEB
@@ -466,6 +472,39 @@ def test_intermediate_under_a_user_root(
         data, TD, now=now + timedelta(days=1), root_cert_file=cert_file, root_key_file=key_file
     )
     assert again.signing_certificate == intermediate
+
+
+def test_two_processes_starting_at_once_agree_on_one_ca(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from reconciler.ca import CertificateAuthority\n"
+        "ca = CertificateAuthority.load_or_create(sys.argv[1], 'mesh.example', now=datetime.now(UTC))\n"
+        "print(ca.bundle_fingerprint())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / "data")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
+    assert (
+        CertificateAuthority.load_or_create(
+            tmp_path / "data", TD, now=datetime.now(UTC)
+        ).bundle_fingerprint()
+        == outputs[0][0].strip()
+    )
 
 
 def test_the_intermediate_is_reissued_past_half_its_life(
@@ -579,10 +618,16 @@ def test_a_root_without_key_usage_works(tmp_path: Path, now: datetime) -> None:
 
 def test_a_root_whose_key_usage_forbids_signing_is_refused(tmp_path: Path, now: datetime) -> None:
     usage = x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-        encipher_only=False, decipher_only=False,
-    )  # fmt: skip
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
     cert_file, key_file = plain_root(tmp_path, now, usage)
     with pytest.raises(CAConfigError, match="keyUsage"):
         CertificateAuthority.load_or_create(

@@ -82,8 +82,9 @@ def test_mutual_tls_with_svids(tmp_path: Path, mode: str) -> None:
     if mode == "intermediate":
         root_ca = CertificateAuthority.load_or_create(tmp_path / "corp", "corp.example", now=now)
         kwargs = {
-            "root_cert_file": tmp_path / "corp" / "ca" / "signing.crt",
-            "root_key_file": tmp_path / "corp" / "ca" / "signing.key",
+            # one PEM file holding both the certificate and the key
+            "root_cert_file": tmp_path / "corp" / "ca" / "signing.pem",
+            "root_key_file": tmp_path / "corp" / "ca" / "signing.pem",
         }
         assert root_ca.trust_bundle_pem()
     ca = CertificateAuthority.load_or_create(tmp_path / "data", TD, now=now, **kwargs)  # type: ignore[arg-type]
