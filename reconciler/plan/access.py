@@ -35,6 +35,7 @@ from typing import Any
 from proxy_runtime.config import (
     AuthzRequest,
     CompiledPolicies,
+    SnapshotError,
     compile_policies,
     evaluate,
 )
@@ -240,22 +241,29 @@ def _conditional(policies: Sequence[pc.AuthorizationPolicy]) -> bool:
 
 @dataclass
 class _Evaluator:
-    compiled: dict[tuple[tuple[pc.AuthorizationPolicy, ...], bool], CompiledPolicies] = field(
+    compiled: dict[tuple[tuple[pc.AuthorizationPolicy, ...], bool], CompiledPolicies | str] = field(
         default_factory=dict
     )
     count: int = 0
 
-    def policies(self, prof: Profile) -> CompiledPolicies:
+    def policies(self, prof: Profile) -> CompiledPolicies | str:
+        """The compiled policies, or why the proxy would refuse them (an invalid revision)."""
         k = (prof.policies, prof.default_deny)  # hashing policies is deep: once per group
         c = self.compiled.get(k)
         if c is None:
-            c = self.compiled[k] = compile_policies(prof.policies, prof.default_deny)
+            try:
+                c = compile_policies(prof.policies, prof.default_deny)
+            except SnapshotError as e:
+                c = str(e)
+            self.compiled[k] = c
         return c
 
-    def decide(self, prof: Profile, compiled: CompiledPolicies, ident: Identity, port: int,
+    def decide(self, prof: Profile, compiled: CompiledPolicies | str, ident: Identity, port: int,
                method: str, path: str, host: str) -> Decision:
         if not prof.exists:
             return Decision(False, "absent (no such service)")
+        if isinstance(compiled, str):
+            return Decision(False, f"invalid (the proxy refuses the policies: {compiled})")
         tcp = prof.port(port)
         if tcp is None:
             return Decision(False, "absent (no such port)")

@@ -158,3 +158,12 @@ def test_hosts_are_a_dimension_when_a_policy_names_them() -> None:
     # requests to any other host than the two named lose access; named ones keep it
     assert revoked == {("other", ("ns/a/sa/c",))}
     assert diff.granted == ()
+
+
+def test_a_policy_the_proxy_would_refuse_is_reported_not_raised() -> None:
+    target, c = svc("t"), svc("c")
+    good = allow("t-1", "t", principals=("t.example/ns/a/sa/c",))
+    bad_rule = sm.AuthorizationRule(from_=(sm.RuleFrom(sm.RuleSource(ip_blocks=("10.0.0.0/99",))),))
+    bad = dataclasses.replace(good, rules=(*good.rules, bad_rule))
+    diff = access_diff(model(target, c, bad), model(target, c, good))  # e.g. an invalid --from
+    assert diff.granted and all(f.before.startswith("invalid (the proxy refuses") for f in diff.granted)
