@@ -242,6 +242,8 @@ def compile_snapshot(
                     if wc.weight < 0:
                         raise SnapshotError(f"{path}.clusters[{k}].weight", "must be >= 0")
                     _ref(clusters, wc.cluster, f"{path}.clusters[{k}].cluster", "http")
+                if r.retries is not None and not r.retries.retry_on:  # would mean the default
+                    raise SnapshotError(f"{path}.retries.retryOn", "needs at least 1 item(s)")
                 if r.mirror is not None:
                     _ref(clusters, r.mirror.cluster, f"{path}.mirror.cluster", "http")
                     _check_percent(r.mirror.percent, f"{path}.mirror.percent")

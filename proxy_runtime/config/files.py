@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from .errors import SnapshotError
@@ -36,7 +34,8 @@ def loads_snapshot(text: str | bytes) -> Snapshot:
 
 
 def load_snapshot_file(path: str | os.PathLike[str]) -> Snapshot:
-    return loads_snapshot(Path(path).read_bytes())
+    with open(path, "rb") as f:
+        return loads_snapshot(f.read())
 
 
 def dumps_snapshot(snapshot: Snapshot) -> str:
@@ -48,17 +47,22 @@ def dumps_snapshot(snapshot: Snapshot) -> str:
 
 def dump_snapshot_file(snapshot: Snapshot, path: str | os.PathLike[str]) -> None:
     """Write atomically: temp file in the same directory, fsync, rename, fsync the directory."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    # os.path rather than pathlib/importlib.resources: this module is imported by every proxy,
+    # and those pull in megabytes of modules the proxy never uses otherwise.
+    target = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(target))
+    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
     data = dumps_snapshot(snapshot).encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # os.write may write less than asked
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, target)
-    dfd = os.open(target.parent, os.O_RDONLY)
+    dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
@@ -67,6 +71,6 @@ def dump_snapshot_file(snapshot: Snapshot, path: str | os.PathLike[str]) -> None
 
 def snapshot_schema() -> dict[str, Any]:
     """The JSON Schema (Draft 2020-12) of a snapshot, shipped as snapshot.schema.json."""
-    text = resources.files(__package__).joinpath("snapshot.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    with open(os.path.join(os.path.dirname(__file__), "snapshot.schema.json"), "rb") as f:
+        schema: dict[str, Any] = json.loads(f.read())
     return schema

@@ -403,7 +403,7 @@ def _retries(v: Any, p: str) -> RetryPolicy:
             d,
             "retryOn",
             p,
-            lambda x, q: _list(x, q, lambda y, s: _enum(y, s, RETRY_ON)),
+            lambda x, q: _list(x, q, lambda y, s: _enum(y, s, RETRY_ON), min_items=1),
             ("5xx", "connect-failure", "reset"),
         ),
     )

@@ -358,3 +358,22 @@ def test_identity_held_outside_the_snapshot(example: dict[str, Any]) -> None:
     )
     with pytest.raises(SnapshotError, match=r"^identity.privateKeyPem: is not PEM"):
         compile_snapshot(snap, identity=dataclasses.replace(outside, private_key_pem="oops"))
+
+
+def test_empty_retry_conditions_in_a_built_model_are_refused(example: dict[str, Any]) -> None:
+    snap = parse_snapshot(example)
+    assert snap.outbound is not None
+    vh = snap.outbound.virtual_hosts[0]
+    route = vh.routes[0]
+    assert route.retries is not None
+    bad_route = dataclasses.replace(route, retries=dataclasses.replace(route.retries, retry_on=()))
+    bad = dataclasses.replace(
+        snap,
+        outbound=dataclasses.replace(
+            snap.outbound,
+            virtual_hosts=(dataclasses.replace(vh, routes=(bad_route, *vh.routes[1:])),),
+        ),
+    )
+    with pytest.raises(SnapshotError) as e:
+        compile_snapshot(bad)
+    assert e.value.path == f"{R0}.retries.retryOn"

@@ -278,6 +278,12 @@ BAD: list[tuple[str, Any, str, str]] = [
         "is not one of",
     ),
     (
+        "empty retryOn",
+        ("outbound.virtualHosts[0].routes[0].retries.retryOn", []),
+        "outbound.virtualHosts[0].routes[0].retries.retryOn",
+        "at least 1",
+    ),
+    (
         "too many retries",
         ("outbound.virtualHosts[0].routes[0].retries.attempts", 11),
         "outbound.virtualHosts[0].routes[0].retries.attempts",

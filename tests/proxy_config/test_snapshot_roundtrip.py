@@ -182,7 +182,10 @@ route = st.builds(
         attempts=st.integers(0, 10),
         per_try_timeout_ms=st.none() | st.integers(1, 5000),
         retry_on=st.lists(
-            st.sampled_from(["5xx", "reset", "connect-failure"]), max_size=2, unique=True
+            st.sampled_from(["5xx", "reset", "connect-failure"]),
+            min_size=1,
+            max_size=2,
+            unique=True,
         ).map(tuple),
     ),
     fault=st.none() | fault,
