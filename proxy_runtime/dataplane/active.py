@@ -7,7 +7,7 @@ from __future__ import annotations
 import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy_runtime.config import Cluster, Endpoint
 from proxy_runtime.config.compile import CompiledConfig, CompiledInboundListener
@@ -109,6 +109,14 @@ class ActiveConfig:
             for pol in compiled.inbound.inbound.policies for rule in pol.rules for cond in rule.when
         ):
             self.authz_cache = {}
+        # Route choices by (host, method, url): valid while no route matches on headers or
+        # query parameters (then host, method and path decide). Bounded; per config.
+        self.route_cache: dict[tuple[bytes, bytes, bytes], Any] | None = None
+        if compiled.outbound is not None and not any(
+            r.match.headers or r.match.query_params
+            for vh in compiled.outbound.outbound.virtual_hosts for r in vh.routes
+        ):
+            self.route_cache = {}
         self._extras: dict[int, RouteExtras] = {}
         if compiled.outbound is not None:
             for vh in {id(v): v for v in [*compiled.outbound.hosts.values(),

@@ -37,6 +37,8 @@ _monotonic = time.monotonic
 _bits = random.getrandbits
 
 DENIED_BODY = b"RBAC: access denied"
+_MISS = object()
+_NO_HEADERS: dict[str, str] = {}  # routes consulted through the cache match on no header
 
 
 def _log_access(cfg: ActiveConfig, direction: str, req: Request, conn: HttpDownstream,
@@ -76,10 +78,21 @@ def make_outbound_handler(runtime: ProxyRuntime) -> Handler:
         if outbound is None:
             conn.respond(404, b"no outbound listener configured\n")
             return
-        host = req.host.decode("latin-1")
-        sel = select_route(outbound, host, req.method.decode("latin-1"), req.url.decode("latin-1"),
-                           StrHeaders(req.headers))
+        cache = cfg.route_cache
+        if cache is not None:
+            key = (req.host, req.method, req.url)
+            sel = cache.get(key, _MISS)
+            if sel is _MISS:
+                sel = select_route(outbound, req.host.decode("latin-1"), req.method.decode("latin-1"),
+                                   req.url.decode("latin-1"), _NO_HEADERS)
+                if len(cache) >= 4096:
+                    cache.clear()
+                cache[key] = sel
+        else:
+            sel = select_route(outbound, req.host.decode("latin-1"), req.method.decode("latin-1"),
+                               req.url.decode("latin-1"), StrHeaders(req.headers))
         if sel is None:
+            host = req.host.decode("latin-1")
             if find_virtual_host(outbound, host) is None:
                 body = f"meshcd: no virtual host for Host {host!r}\n".encode()
             else:
