@@ -91,6 +91,9 @@ def test_every_snapshot_is_normal_form_and_compiles(example: tuple[ConfigModel, 
         assert rs.snapshot.identity is None  # identity is added at send time, not rendered
         compiled = compile_snapshot(with_identity(rs.snapshot))
         assert compiled.inbound is not None
+        # managed mode: identity held outside the snapshot; the proxy's version is the rendered one
+        ident = with_identity(rs.snapshot).identity
+        assert compile_snapshot(rs.snapshot, identity=ident).version == rs.version
 
 
 def test_snapshot_without_identity_is_refused_by_the_proxy_under_strict(example: tuple[ConfigModel, RenderResult]) -> None:
