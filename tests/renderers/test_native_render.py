@@ -22,7 +22,7 @@ from proxy_runtime.config.routing import choose_cluster
 from reconciler.spec.model import ConfigModel, FrozenDict, ServiceRef
 from reconciler.spec.sources import DirectorySource
 from reconciler.spec.validate import validate
-from renderers import Fleet, Proxy, RenderResult, default_fleet, render
+from renderers import Fleet, InboundPort, Proxy, RenderResult, default_fleet, render
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "repo_layout_example"
 PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -356,3 +356,19 @@ def test_unknown_service_and_bad_fleet_input(tmp_path: Path) -> None:
 def test_empty_model_renders_nothing() -> None:
     result = render(ConfigModel(), Fleet())
     assert dict(result.snapshots) == {} and result.rendered == 0
+
+
+def test_default_fleet_and_clusters_with_ipv6_and_dns_endpoints(tmp_path: Path) -> None:
+    text = _repo(default="allow").replace('"10.0.0.1:8080"', '"[::1]:9000"').replace(
+        '"10.0.0.3:8080"', '"c.internal:7000"')
+    model = model_of(tmp_path, text)
+    fleet = default_fleet(model)
+    a = fleet.get("a.one-0")
+    assert a is not None and a.ports is not None
+    assert a.ports.inbound == (InboundPort(9000, "[::1]:10000"),)
+    result = render(model, fleet)
+    clusters = {c.name: c for c in result.snapshots["b.one-0"].snapshot.clusters}
+    assert [e.address for e in clusters["a.one|8080"].endpoints] == ["[::1]:9000"]
+    assert [e.address for e in clusters["c.two|8080"].endpoints] == ["c.internal:7000"]
+    for rs in result.snapshots.values():
+        compile_snapshot(with_identity(rs.snapshot))
