@@ -681,6 +681,8 @@ def _to_json(value: Any) -> Any:
                 out["from"] = [{"source": _to_json(s)} for s in v]
             elif isinstance(value, Rule) and f.name == "operations":
                 out["to"] = [{"operation": _to_json(o)} for o in v]
+            elif f.type == "float" and type(v) is int:
+                out[_camel(f.name)] = float(v)  # Telemetry(stats_interval_seconds=1) -> 1.0
             else:
                 out[_camel(f.name)] = _to_json(v)
         return out

@@ -457,3 +457,17 @@ def test_every_field_is_described_in_schema_and_docs() -> None:
         assert re.search(rf"(?<![A-Za-z]){re.escape(name)}(?![A-Za-z])", docs), (
             f"{where}: field {name!r} not mentioned in docs/proxy-snapshot.md"
         )
+
+
+def test_ints_in_float_fields_are_written_as_floats() -> None:
+    from proxy_runtime.config import Mirror, Telemetry
+
+    snap = Snapshot(telemetry=Telemetry(tracing_sampling_percent=5, stats_interval_seconds=2))
+    doc = snapshot_to_json(snap)
+    assert doc["telemetry"]["tracingSamplingPercent"] == 5.0
+    assert isinstance(doc["telemetry"]["statsIntervalSeconds"], float)
+    assert snapshot_to_json(parse_snapshot(doc)) == doc
+    assert canonical_json(
+        snapshot_to_json(Snapshot(telemetry=Telemetry(5.0, 100.0, 2.0)))
+    ) == canonical_json(doc)
+    assert Mirror("c", 10).percent == 10  # the model itself stores what it was given
