@@ -19,6 +19,7 @@ from reconciler.ca.authority import (
     ServerCredentials,
     renew_at,
 )
+from reconciler.ca.enrollment import Enrollment, enroll, issue_join_token
 from reconciler.ca.errors import (
     CAConfigError,
     CAError,
@@ -42,6 +43,7 @@ __all__ = [
     "CAError",
     "CSRRejected",
     "CertificateAuthority",
+    "Enrollment",
     "InvalidSpiffeId",
     "IssuedToken",
     "JoinTokens",
@@ -53,6 +55,8 @@ __all__ = [
     "TokenInfo",
     "TokenNotFound",
     "TokenRefused",
+    "enroll",
+    "issue_join_token",
     "load_pem_chain",
     "parse_spiffe_id",
     "renew_at",

@@ -264,6 +264,10 @@ class CertificateAuthority:
         leaf = self._sign_leaf(public_key, now=now, ttl=ttl, uri=str(identity))
         return certs.cert_pem(leaf) + b"".join(certs.cert_pem(c) for c in self._intermediates)
 
+    def check_csr(self, csr_pem: bytes | str) -> None:
+        """Raise `CSRRejected` if `issue_svid` would refuse this CSR (before using a token)."""
+        _csr_public_key(csr_pem)
+
     def issue_server_cert(
         self,
         hostnames: Sequence[str] = (),
