@@ -36,7 +36,8 @@ class AuthzRequest:
     original client; None means the source ip. headers: lowercased names, several values
     joined with ",". path: as received; a query string is dropped here. destination_port: the
     listener's service port. is_tcp: a TCP connection (HTTP-only fields of ALLOW rules drop the
-    rule; of DENY/AUDIT rules are ignored).
+    rule; of DENY/AUDIT rules are ignored). With dataclasses.replace, pass namespace=None along
+    with a new principal, or the old derived namespace is kept.
     """
 
     principal: str | None
