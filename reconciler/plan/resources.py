@@ -113,6 +113,9 @@ def _diff(old: Any, new: Any, path: tuple[str | int, ...], out: list[tuple[tuple
             _diff(old.get(k), new.get(k), (*path, k), out)
         return
     if isinstance(old, list) and isinstance(new, list):
+        if all(not isinstance(v, dict | list) for v in (*old, *new)):
+            out.append((path, old, new))  # a list of values (methods, paths): old -> new whole
+            return
         for i in range(max(len(old), len(new))):
             _diff(old[i] if i < len(old) else None, new[i] if i < len(new) else None, (*path, i), out)
         return

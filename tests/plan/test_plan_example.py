@@ -70,8 +70,9 @@ def test_resource_diff_is_field_level_with_locations(weights_plan: Plan) -> None
     assert route.fields[0].location == "routes/cart.yaml:15"
     pol = rs[("AuthorizationPolicy", "catalog-allow-cart")]
     assert [(f.path, f.old, f.new) for f in pol.fields] == [
-        ("spec.rules[0].to[0].operation.paths[1]", None, "/reviews/*")
+        ("spec.rules[0].to[0].operation.paths", ["/products/*"], ["/products/*", "/reviews/*"])
     ]
+    assert pol.fields[0].location == "policies/catalog.yaml:33"
 
 
 def test_proxy_diff_is_the_blast_radius(weights_plan: Plan) -> None:
