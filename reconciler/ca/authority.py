@@ -264,6 +264,24 @@ class CertificateAuthority:
         leaf = self._sign_leaf(public_key, now=now, ttl=ttl, uri=str(identity))
         return certs.cert_pem(leaf) + b"".join(certs.cert_pem(c) for c in self._intermediates)
 
+    def renew_svid(
+        self,
+        current_chain: bytes | str | Sequence[x509.Certificate],
+        csr_pem: bytes | str,
+        *,
+        now: datetime,
+        ttl: timedelta = DEFAULT_SVID_TTL,
+    ) -> bytes:
+        """A fresh SVID for the identity the holder of `current_chain` already has.
+
+        For renewal at half-life over the proxy's live stream: no token is needed, because
+        the current SVID (still valid at `now`, ours) is the proof. The new key comes from
+        the CSR, so the private key never leaves the proxy. Raises `SVIDRejected`,
+        `CSRRejected`.
+        """
+        identity = self.verify_svid(current_chain, now=now)
+        return self.issue_svid(csr_pem, identity, now=now, ttl=ttl)
+
     def check_csr(self, csr_pem: bytes | str) -> None:
         """Raise `CSRRejected` if `issue_svid` would refuse this CSR (before using a token)."""
         _csr_public_key(csr_pem)

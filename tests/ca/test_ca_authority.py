@@ -633,3 +633,29 @@ def test_a_root_whose_key_usage_forbids_signing_is_refused(tmp_path: Path, now: 
         CertificateAuthority.load_or_create(
             tmp_path / "data", TD, now=now, root_cert_file=cert_file, root_key_file=key_file
         )
+
+
+def test_renewal_keeps_the_identity_and_takes_the_new_key(
+    ca: CertificateAuthority, now: datetime
+) -> None:
+    current = ca.issue_svid(csr_pem(new_ec()), WEB, now=now)
+    half = renew_at(current)
+    new_key = new_ec()
+    renewed = ca.renew_svid(current, csr_pem(new_key), now=half)
+    leaf = load(renewed)[0]
+    assert ca.verify_svid(renewed, now=half) == WEB
+    assert leaf.public_key() == new_key.public_key()
+    assert leaf.not_valid_before_utc == half - timedelta(minutes=5)
+
+
+def test_renewal_needs_a_valid_svid_of_ours(
+    ca: CertificateAuthority, tmp_path: Path, now: datetime
+) -> None:
+    current = ca.issue_svid(csr_pem(new_ec()), WEB, now=now)
+    with pytest.raises(SVIDRejected):
+        ca.renew_svid(current, csr_pem(new_ec()), now=now + timedelta(hours=25))
+    other = CertificateAuthority.load_or_create(tmp_path / "other", TD, now=now)
+    with pytest.raises(SVIDRejected):
+        ca.renew_svid(other.issue_svid(csr_pem(new_ec()), WEB, now=now), csr_pem(new_ec()), now=now)
+    with pytest.raises(CSRRejected):
+        ca.renew_svid(current, b"garbage", now=now)
