@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +22,7 @@ from typing import Any
 from cryptography import x509
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.server import ServerProtocol
 
 from proxy_runtime.config.fleet_protocol import (
     FLEET_PATH,
@@ -153,7 +155,9 @@ class FleetServer:
         self._ssl = server_context(self.credentials, client_ca_pem=ca.trust_bundle_pem())
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._handshaking: set[asyncio.Transport] = set()
+        self._handshaking: set[socket.socket] = set()
+        self._accepter: asyncio.Task[None] | None = None
+        self._listen: socket.socket | None = None
         self._tls_refusals: list[float] = []
         self._stopping = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -169,73 +173,24 @@ class FleetServer:
         if self._server is not None:
             raise RuntimeError("the fleet server is already started")
         self._queue = asyncio.Queue()
-        server = self
-
-        class FleetConnection(ServerConnection):
-            """Does its own TLS handshake so that refused handshakes can be audited."""
-
-            tls_done = False
-            early: list[bytes]
-
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                if self.tls_done:
-                    super().connection_made(transport)
-                    return
-                assert isinstance(transport, asyncio.Transport)
-                self.early = []
-                transport.pause_reading()
-                server._handshaking.add(transport)
-                server._spawn(self._start_tls(transport))
-
-            async def _start_tls(self, raw: asyncio.Transport) -> None:
-                loop = asyncio.get_running_loop()
-                peer = _peer(raw.get_extra_info("peername"))
-                try:
-                    tls = await loop.start_tls(raw, self, server._ssl, server_side=True,
-                                               ssl_handshake_timeout=10.0)
-                except (ssl.SSLError, OSError, TimeoutError) as exc:
-                    raw.abort()
-                    server._tls_refused(peer, exc)
-                    return
-                finally:
-                    server._handshaking.discard(raw)
-                if tls is None:  # pragma: no cover - only on a closed loop
-                    raw.abort()
-                    return
-                self.tls_done = True
-                self.connection_made(tls)
-                early, self.early = self.early, []
-                for chunk in early:
-                    super().data_received(chunk)
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                if self.tls_done:
-                    super().connection_lost(exc)
-
-            def data_received(self, data: bytes) -> None:
-                if self.tls_done:
-                    super().data_received(data)
-                else:  # the client's first request can arrive with its last handshake record
-                    self.early.append(data)
-
-            def eof_received(self) -> None:
-                if self.tls_done:
-                    super().eof_received()
-
+        loop = asyncio.get_running_loop()
+        listen = socket.create_server((host, port), backlog=4096,
+                                      family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        listen.setblocking(False)
+        # websockets owns the socket for closing, but we accept: each TLS handshake is ours
+        # (connect_accepted_socket), so a refused one can be audited; asyncio and uvloop
+        # alike swallow handshake failures of servers they accept for.
         self._server = await serve(
-            self._handle, host, port,
-            create_connection=FleetConnection,
+            self._handle, sock=listen, start_serving=False,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            compression=None,  # a zlib context per stream would cost far more than 50 KB
-            max_size=MAX_TO_CONTROLLER_BYTES,
-            max_queue=4,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            open_timeout=self.hello_timeout,
-            backlog=4096,
+            compression=None, max_size=MAX_TO_CONTROLLER_BYTES,
         )
-        sock = next(iter(self._server.sockets))
-        self._port = sock.getsockname()[1]
+        # websockets answers 503 unless its asyncio server "is serving"; ours never accepts
+        # by itself, so say whether the fleet server is open instead
+        setattr(self._server, "is_serving", lambda: self._server is not None)  # noqa: B010
+        self._listen = listen
+        self._accepter = loop.create_task(self._accept_loop(listen))
+        self._port = listen.getsockname()[1]
         self._host = advertise or ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
         for _ in range(self.push_concurrency):
             self._spawn(self._push_worker())
@@ -243,13 +198,49 @@ class FleetServer:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         log.info("fleet listener on %s:%d (epoch %d)", host, self._port, self.epoch)
 
+    async def _accept_loop(self, listen: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                csock, addr = await loop.sock_accept(listen)
+            except (OSError, asyncio.CancelledError):
+                return
+            self._spawn(self._handshake(csock, _peer(addr)))
+
+    async def _handshake(self, csock: socket.socket, peer: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._handshaking.add(csock)
+        try:
+            await loop.connect_accepted_socket(self._new_connection, csock, ssl=self._ssl,
+                                               ssl_handshake_timeout=self.hello_timeout)
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            with contextlib.suppress(OSError):
+                csock.close()
+            self._tls_refused(peer, exc)
+        finally:
+            self._handshaking.discard(csock)
+
+    def _new_connection(self) -> ServerConnection:
+        """What websockets' serve() would make per connection, with our limits."""
+        assert self._server is not None
+        protocol = ServerProtocol(subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                                  max_size=MAX_TO_CONTROLLER_BYTES)
+        return ServerConnection(protocol, self._server, ping_interval=self.ping_interval,
+                                ping_timeout=self.ping_timeout, close_timeout=5.0,
+                                max_queue=4, write_limit=2**15)
+
     async def stop(self) -> None:
         """Close every stream (each is audited as disconnected), then write the ledger."""
         if self._server is None:
             return
         server, self._server = self._server, None
-        for t in list(self._handshaking):
-            t.abort()
+        if self._accepter is not None:
+            self._accepter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepter
+        for csock in list(self._handshaking):
+            with contextlib.suppress(OSError):
+                csock.close()
         server.close(close_connections=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 10.0)
@@ -498,7 +489,7 @@ class FleetServer:
 
     def _tls_refused(self, peer: str, exc: BaseException) -> None:
         reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
-        log.info("fleet TLS handshake from %s refused: %s", peer, exc)
+        log.info("fleet TLS handshake from %s refused: %r", peer, exc)
         now = time.monotonic()
         self._tls_refusals = [t for t in self._tls_refusals if now - t < 60.0]
         if len(self._tls_refusals) >= TLS_REFUSALS_AUDITED_PER_MINUTE:

@@ -26,10 +26,17 @@ TD = "mesh.test"
 T = TypeVar("T")
 
 
-def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
+def run(coro: Awaitable[T], timeout: float = 60.0, *, uv: bool = False) -> T:
+    """Run a test coroutine on a fresh asyncio (or uvloop) loop, bounded in time."""
+
     async def bounded() -> T:
         return await asyncio.wait_for(coro, timeout)
 
+    if uv:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(bounded())
     return asyncio.run(bounded())
 
 

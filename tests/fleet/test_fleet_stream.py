@@ -175,3 +175,35 @@ def test_reconnect_after_controller_restart(tmp_path: Path) -> None:
             await a.stop()
 
     run(main())
+
+
+def test_uvloop_controller_and_agent(tmp_path: Path) -> None:
+    """`meshcd serve` and the proxies may run on uvloop: the same stream, TLS refusals too."""
+
+    async def main() -> None:
+        import ssl
+
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        a = await start_agent(ctl.enroll(tmp_path / "p", "web"), fleet.url, "web-1", "web")
+        try:
+            d = desired(1)
+            fleet.set_desired({"web-1": d})
+            assert (await fleet.wait_acked(["web-1"], d.version, 10))["web-1"].status == "acked"
+            assert a.runtime.config_dump()["revision"] == "rev1"
+            # a client without a certificate is refused in the handshake, and audited
+            import asyncio
+
+            ctx = ssl.create_default_context(cadata=ctl.ca.trust_bundle_pem().decode())
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", fleet.bound_port, ssl=ctx)
+                await r.read()  # TLS 1.3: the refusal arrives after the client's handshake
+                w.close()
+            except (OSError, ssl.SSLError):
+                pass
+            await until(lambda: bool(ctl.records("fleet.refused")), what="refusal audited")
+        finally:
+            await a.stop()
+            await ctl.stop()
+
+    run(main(), uv=True)
