@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "validate": "reconciler.cli.validate_cmd:validate_command",
     "show": "reconciler.cli.validate_cmd:show_command",
     "plan": "reconciler.cli.plan_cmd:plan",
+    "render": "reconciler.cli.render_cmd:render_command",
 }
 
 
