@@ -182,3 +182,36 @@ def test_pipelined_requests_are_answered_in_order_and_http10_closes() -> None:
         await b.stop()
 
     run(body)
+
+
+def test_random_garbage_never_breaks_the_proxy() -> None:
+    import random
+
+    async def body() -> None:
+        b = await Backend().start()
+        rt, port = await _proxy(b)
+        rng = random.Random(1234)
+        valid = b"POST /echo HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhello"
+        inputs = []
+        for _ in range(60):
+            data = bytearray(valid)
+            for _ in range(rng.randint(1, 6)):  # flip, insert or cut bytes
+                op = rng.random()
+                pos = rng.randrange(len(data))
+                if op < 0.4:
+                    data[pos] = rng.randrange(256)
+                elif op < 0.7:
+                    data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+                else:
+                    del data[pos:]
+                    break
+            inputs.append(bytes(data))
+        outs = await asyncio.gather(*(raw(port, d, read_timeout=1.0) for d in inputs))
+        for out in outs:
+            if out:  # an answer, if any, is HTTP (400/408/431/200/404...), never a crash
+                assert out.startswith(b"HTTP/1.1 "), out[:80]
+        assert (await get(port, "/still-fine")).status == 200
+        await rt.aclose()
+        await b.stop()
+
+    run(body)
