@@ -87,6 +87,10 @@ class Decision:
     text: str
 
 
+_NO_MATCH = Decision(False, "denied (no ALLOW policy matched)")
+_DEFAULT_DENIED = Decision(False, f"denied {DEFAULT_DENY_POLICY}")  # no ALLOW but the implicit one
+
+
 @dataclass(frozen=True, slots=True)
 class AccessFlip:
     destination: str  # name.namespace
@@ -282,10 +286,7 @@ class _Evaluator:
             return Decision(True, "allowed (no ALLOW policy)")
         if d.reason == "deny":
             return Decision(False, f"denied by {d.policy}")
-        real_allows = [p for p in prof.policies if p.action == "ALLOW"]
-        if not real_allows and prof.default_deny:
-            return Decision(False, f"denied {DEFAULT_DENY_POLICY}")
-        return Decision(False, "denied (no ALLOW policy matched)")
+        return _NO_MATCH if any(p.action == "ALLOW" for p in prof.policies) else _DEFAULT_DENIED
 
 
 @dataclass
