@@ -17,10 +17,15 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # errors are reported as SnapshotError, not on stderr
 
 
+@lru_cache(maxsize=8192)  # routes repeat the same few regexes; compiled RE2 objects are immutable
+def _re2(pattern: str) -> Any:
+    return re2.compile(pattern, options=_RE2_OPTIONS)
+
+
 def compile_regex(pattern: str, path: str) -> Any:  # re2 ships no type hints
     """RE2 regex, or SnapshotError carrying RE2's message (`missing )`)."""
     try:
-        return re2.compile(pattern, options=_RE2_OPTIONS)
+        return _re2(pattern)
     except re2.error as e:
         raw = e.args[0] if e.args else "invalid regex"
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

@@ -670,26 +670,58 @@ def _camel(snake: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+# Per dataclass: (attribute, JSON name, how to write it); worked out once per class because a
+# large snapshot has tens of thousands of objects.
+_PLAIN, _AS_FLOAT, _WRAP_SOURCE, _WRAP_OPERATION = range(4)
+_PLANS: dict[type, tuple[tuple[str, str, int], ...]] = {}
+_SCALARS = (str, int, float, bool)
+
+
+def _plan(cls: type) -> tuple[tuple[str, str, int], ...]:
+    plan = []
+    for f in fields(cls):
+        how = _PLAIN
+        if cls is Rule and f.name == "sources":
+            how = _WRAP_SOURCE
+        elif cls is Rule and f.name == "operations":
+            how = _WRAP_OPERATION
+        elif f.type == "float":
+            how = _AS_FLOAT  # Telemetry(stats_interval_seconds=1) is written 1.0
+        plan.append((f.name, _camel(f.name), how))
+    _PLANS[cls] = tuple(plan)
+    return _PLANS[cls]
+
+
 def _to_json(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
+    cls = type(value)
+    if cls is tuple:
+        return [_to_json(v) for v in value]
+    if cls in _SCALARS:
+        return value
+    plan = _PLANS.get(cls)
+    if plan is None and is_dataclass(value) and not isinstance(value, type):
+        plan = _plan(cls)
+    if plan is not None:
         out: dict[str, Any] = {}
-        for f in fields(value):
-            v = getattr(value, f.name)
-            if v is None or (isinstance(v, tuple | dict) and not v):
+        for attr, name, how in plan:
+            v = getattr(value, attr)
+            if v is None or (not v and type(v) not in _SCALARS):
                 continue  # absent = default; keeps snapshots small and diffs quiet
-            if isinstance(value, Rule) and f.name == "sources":
-                out["from"] = [{"source": _to_json(s)} for s in v]
-            elif isinstance(value, Rule) and f.name == "operations":
-                out["to"] = [{"operation": _to_json(o)} for o in v]
-            elif f.type == "float" and type(v) is int:
-                out[_camel(f.name)] = float(v)  # Telemetry(stats_interval_seconds=1) -> 1.0
+            if how == _PLAIN:
+                out[name] = _to_json(v)
+            elif how == _AS_FLOAT:
+                out[name] = float(v)
+            elif how == _WRAP_SOURCE:
+                out[name] = [{"source": _to_json(x)} for x in v]
             else:
-                out[_camel(f.name)] = _to_json(v)
+                out[name] = [{"operation": _to_json(x)} for x in v]
         return out
+    if isinstance(value, Mapping):
+        if not value:
+            return {}
+        return {k: value[k] for k in sorted(value)}
     if isinstance(value, tuple):
         return [_to_json(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: value[k] for k in sorted(value)}
     return value
 
 
