@@ -165,7 +165,7 @@ class _Exporter:
         if rule.retries is not None:
             r = rule.retries
             self.export.warn(where, f"{at}.retries: Gateway API's standard channel has no retries "
-                                    f"({r.attempts} attempt(s) on {','.join(r.retry_on) or 'default'} "
+                                    f"({r.attempts} attempt(s) on {','.join(r.retry_on) or '5xx,connect-failure,reset'} "
                                     "not exported)")
         if rule.fault is not None and (rule.fault.delay or rule.fault.abort):
             self.export.warn(where, f"{at}.fault: Gateway API has no fault injection; not exported")

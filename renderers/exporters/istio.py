@@ -119,7 +119,7 @@ def _lb(lb: sm.LoadBalancer) -> dict[str, Any]:
     return {"consistentHash": {"useSourceIp": True}}
 
 
-def _traffic(export: Export, where: str, lb: sm.LoadBalancer | None,
+def _traffic(export: Export, where: str, at: str, lb: sm.LoadBalancer | None,
              pool: sm.ConnectionPool | None, outlier: sm.OutlierDetection | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if lb is not None:
@@ -147,7 +147,7 @@ def _traffic(export: Export, where: str, lb: sm.LoadBalancer | None,
         if outlier.max_ejection_percent is not None:
             pct = round(outlier.max_ejection_percent)
             if pct != outlier.max_ejection_percent:
-                export.warn(where, f"outlierDetection.maxEjectionPercent: Istio takes a whole "
+                export.warn(where, f"{at}outlierDetection.maxEjectionPercent: Istio takes a whole "
                                    f"percentage; {outlier.max_ejection_percent} rounded to {pct}")
             od["maxEjectionPercent"] = pct
         out["outlierDetection"] = od
@@ -165,7 +165,7 @@ def _destination_rules(model: sm.ConfigModel, export: Export) -> None:
         where = res_name(tp) if tp is not None else res_name(svc)
         spec: dict[str, Any] = {"host": fqdn(svc.ref)}
         if tp is not None:
-            traffic = _traffic(export, where, tp.load_balancer, tp.connection_pool,
+            traffic = _traffic(export, where, "spec.", tp.load_balancer, tp.connection_pool,
                                tp.outlier_detection)
             if traffic:
                 spec["trafficPolicy"] = traffic
@@ -174,7 +174,7 @@ def _destination_rules(model: sm.ConfigModel, export: Export) -> None:
             entry: dict[str, Any] = {"name": s.name, "labels": dict(sorted(s.labels.items()))}
             sp = next((x for x in tp.subsets if x.name == s.name), None) if tp else None
             if sp is not None:
-                traffic = _traffic(export, f"{where} subset {s.name}", sp.load_balancer,
+                traffic = _traffic(export, where, f"spec.subsets[{s.name}].", sp.load_balancer,
                                    sp.connection_pool, sp.outlier_detection)
                 if traffic:
                     entry["trafficPolicy"] = traffic
