@@ -168,14 +168,16 @@ Handler = Callable[["HttpDownstream", Request], None]
 
 
 class ServerLimits:
-    __slots__ = ("header_timeout", "idle_timeout", "max_header_bytes", "replay_limit")
+    __slots__ = ("body_timeout", "header_timeout", "idle_timeout", "max_header_bytes", "replay_limit")
 
     def __init__(self, *, max_header_bytes: int = 64 * 1024, header_timeout: float = 10.0,
-                 idle_timeout: float = 300.0, replay_limit: int = 64 * 1024) -> None:
+                 idle_timeout: float = 300.0, replay_limit: int = 64 * 1024,
+                 body_timeout: float = 60.0) -> None:
         self.max_header_bytes = max_header_bytes
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.replay_limit = replay_limit
+        self.body_timeout = body_timeout  # longest pause while a request body is being read
 
 
 class HttpServerState:
@@ -339,6 +341,7 @@ class HttpDownstream(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         req: Request = self.parsing  # type: ignore[assignment]
         self.in_headers = False
+        self.since = self.state.now
         parser = self.parser
         req.method = parser.get_method()
         req.version = parser.get_http_version()
@@ -361,6 +364,7 @@ class HttpDownstream(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         req = self.parsing
         if req is not None:
+            self.since = self.state.now  # body progress (the body timeout)
             req.body.feed(body)
 
     def on_message_complete(self) -> None:
@@ -475,6 +479,17 @@ class HttpDownstream(asyncio.Protocol):
 
     def check_timeouts(self, now: float, limits: ServerLimits) -> None:
         if self.current is not None:
+            req = self.parsing
+            if req is not None and not self.in_headers and now - self.since > limits.body_timeout:
+                # a request body that stopped arriving: give up on the request and the client
+                self.stop_parsing = True
+                sink = req.body.sink
+                if not self.response_started:
+                    self.respond(408, b"request body read timeout\n", keep_alive=False)
+                else:
+                    self.abort()
+                if sink is not None:
+                    sink.abort()
             return
         if self.in_headers or self.fresh:
             if now - self.since > limits.header_timeout:

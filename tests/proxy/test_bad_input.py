@@ -215,3 +215,27 @@ def test_random_garbage_never_breaks_the_proxy() -> None:
         await b.stop()
 
     run(body)
+
+
+def test_a_request_body_that_stops_arriving_gets_408_and_close() -> None:
+    async def body() -> None:
+        b = await Backend().start()
+        rt = ProxyRuntime(asyncio.get_running_loop(), limits=ServerLimits(body_timeout=0.5))
+        assert isinstance(await rt.apply(outbound_snapshot([route("c")], [cluster("c", b.address)])), Ack)
+        port = rt.port_of("outbound", 0)
+        assert port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: svc\r\nContent-Length: 100\r\n\r\nonly-a-little")
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert (await get(port, "/fine")).status == 200
+        for _ in range(50):
+            if rt.in_flight() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert rt.in_flight() == 0
+        await rt.aclose()
+        await b.stop()
+
+    run(body)
