@@ -47,10 +47,12 @@ def proxy() -> None:
               help="On SIGTERM, how long in-flight requests may take before exit.")
 @click.option("--header-timeout", type=float, default=10.0, show_default=True,
               help="Seconds a client may take to send request headers (then 408).")
+@click.option("--body-timeout", type=float, default=60.0, show_default=True,
+              help="Longest pause while a request body is read (then 408).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def run(config_path: Path | None, state_dir: Path | None, admin_port: int, admin_address: str,
-        drain_seconds: float, header_timeout: float, log_level: str) -> None:
+        drain_seconds: float, header_timeout: float, body_timeout: float, log_level: str) -> None:
     """Run a proxy from a snapshot file (or the state dir's last good snapshot)."""
     from proxy_runtime.config import SnapshotError
     from proxy_runtime.config.compile import compile_snapshot
@@ -82,6 +84,7 @@ def run(config_path: Path | None, state_dir: Path | None, admin_port: int, admin
         pass
     process = ProxyProcess(config_path=config_path, state_dir=state_dir, admin_address=admin_address,
                            admin_port=admin_port, drain_seconds=drain_seconds,
-                           limits=ServerLimits(header_timeout=header_timeout))
+                           limits=ServerLimits(header_timeout=header_timeout,
+                                               body_timeout=body_timeout))
     sys.exit(asyncio.run(process.run()))
 
