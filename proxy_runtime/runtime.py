@@ -114,6 +114,7 @@ class ProxyRuntime:
         self.draining = False
         self.last_nack: str | None = None
         self._apply_lock = asyncio.Lock()
+        self._tls_cache: dict[tuple[str, str, str], Any] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- applying ---------------------------------------------------------------------------
@@ -139,7 +140,7 @@ class ProxyRuntime:
                 model = loads_snapshot(snapshot)
             compiled = compile_snapshot(model)
             version = compiled.version
-            new = ActiveConfig(compiled, self.registry, self.stats)
+            new = ActiveConfig(compiled, self.registry, self.stats, self._tls_cache)
         except (SnapshotError, ValueError) as exc:
             return Nack(str(exc), version)
         wanted = self._wanted_listeners(compiled)

@@ -68,7 +68,9 @@ def workload_name(compiled: CompiledConfig) -> str:
 
 
 class ActiveConfig:
-    def __init__(self, compiled: CompiledConfig, registry: PoolRegistry, stats: Stats) -> None:
+    def __init__(self, compiled: CompiledConfig, registry: PoolRegistry, stats: Stats,
+                 tls_cache: dict[tuple[str, str, str], tuple[ssl.SSLContext, ssl.SSLContext]] | None = None,
+                 ) -> None:
         self.compiled = compiled
         self.version = compiled.version
         self.revision = compiled.revision
@@ -82,13 +84,19 @@ class ActiveConfig:
         self.client_tls: ssl.SSLContext | None = None
         if compiled.tls_ready and ident is not None:
             assert ident.certificate_pem and ident.private_key_pem and ident.trust_bundle_pem
-            try:
-                self.server_tls = server_context(ident.certificate_pem, ident.private_key_pem,
-                                                 ident.trust_bundle_pem)
-                self.client_tls = client_context(ident.certificate_pem, ident.private_key_pem,
-                                                 ident.trust_bundle_pem)
-            except (ssl.SSLError, ValueError) as exc:
-                raise ValueError(f"identity: cannot load certificate, key or trust bundle: {exc}") from None
+            # the same identity keeps the same contexts across swaps, so TLS clusters keep
+            # their pools (and warm connections); a rotated certificate gets new ones
+            material = (ident.certificate_pem, ident.private_key_pem, ident.trust_bundle_pem)
+            cached = tls_cache.get(material) if tls_cache is not None else None
+            if cached is None:
+                try:
+                    cached = (server_context(*material), client_context(*material))
+                except (ssl.SSLError, ValueError) as exc:
+                    raise ValueError(f"identity: cannot load certificate, key or trust bundle: {exc}") from None
+                if tls_cache is not None:
+                    tls_cache.clear()  # only the current identity is worth keeping
+                    tls_cache[material] = cached
+            self.server_tls, self.client_tls = cached
         registry.begin()
         self.clusters: dict[str, ClusterRuntime] = {
             name: ClusterRuntime(cc.cluster, registry, self.client_tls, stats)

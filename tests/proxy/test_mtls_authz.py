@@ -178,6 +178,12 @@ def test_proxy_to_proxy_mtls_checks_the_peer_spiffe_id(pki: Any) -> None:
         assert cport
         r = await get(cport, "/via-mesh", host="cart")
         assert r.status == 200 and r.json()["path"] == "/via-mesh"
+        # re-applying with the same identity keeps the warm mTLS connection to the server
+        snap2 = _client_snapshot(pki, sport, pki.server_id, False)
+        snap2["revision"] = "again"
+        assert isinstance(await cli.apply(snap2), Ack)
+        assert (await get(cport, "/again", host="cart")).status == 200
+        assert cli.stats.upstream_connections == {"cart": 1}
         # the client proxy expects another identity: it refuses the server
         assert isinstance(await cli.apply(_client_snapshot(pki, sport, "spiffe://td/ns/shop/sa/other", False)), Ack)
         r = await get(cport, "/wrong-id", host="cart")
