@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The pure core: checked strictly by mypy.
-MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca proxy_runtime/config renderers webhooks
+MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca reconciler/plan proxy_runtime/config renderers webhooks
 
 .PHONY: venv test lint typecheck layers pytest demo golden clean
 

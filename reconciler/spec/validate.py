@@ -36,6 +36,9 @@ class FileResult:
     documents: int  # documents loaded (for the per-repo limit)
     resources: tuple[Resource, ...]
     findings: tuple[Finding, ...]
+    # Kinds of documents that failed the per-file stages: a check must not report such a
+    # resource as missing (a Mesh with a bad field is not "no Mesh").
+    rejected_kinds: frozenset[str] = frozenset()
 
 
 def process_file(sf: SourceFile, limits: LoadLimits) -> FileResult:
@@ -49,6 +52,7 @@ def process_file(sf: SourceFile, limits: LoadLimits) -> FileResult:
         ),))
     docs, found = load_yaml(sf.path, sf.data, limits)
     resources: list[Resource] = []
+    rejected: set[str] = set()
     for doc in docs:
         kind, env = check_envelope(doc)
         schema_errors = check_schema(doc, kind) if kind is not None else []
@@ -56,7 +60,11 @@ def process_file(sf: SourceFile, limits: LoadLimits) -> FileResult:
         found.extend(schema_errors)
         if not env and not schema_errors:
             resources.append(build_resource(doc.data, doc.positions, doc.index))
-    return FileResult(sf.path, sf.key, len(docs), tuple(resources), tuple(found))
+        elif kind is not None:
+            rejected.add(kind)
+    return FileResult(
+        sf.path, sf.key, len(docs), tuple(resources), tuple(found), frozenset(rejected)
+    )
 
 
 class ValidationCache:
@@ -137,6 +145,7 @@ def validate(
     resources: list[Resource] = []
     results: list[FileResult] = []
     documents = 0
+    rejected_kinds: set[str] = set()
     over_limit = False
     parsed_before = cache.parsed
     # A cold load builds millions of long-lived objects. Python's cyclic GC would re-scan them
@@ -168,10 +177,11 @@ def validate(
                 ))
                 continue
             resources.extend(fr.resources)
+            rejected_kinds |= fr.rejected_kinds
         model = ConfigModel.from_resources(resources)
         from reconciler.spec.checks import run_checks  # here: the checks import the model
 
-        findings.extend(run_checks(model))
+        findings.extend(run_checks(model, rejected_kinds=frozenset(rejected_kinds)))
     finally:
         cache.end_run()
         if gc_was_enabled:

@@ -37,14 +37,20 @@ _PASSES = (
 )
 
 
-def run_checks(model: ConfigModel, memo: LocalMemo | None = None) -> list[Finding]:
+def run_checks(
+    model: ConfigModel,
+    memo: LocalMemo | None = None,
+    *,
+    rejected_kinds: frozenset[str] = frozenset(),
+) -> list[Finding]:
     """Every semantic finding for `model`, in a stable order (by place, then code).
 
     `memo` remembers the per-resource findings that depend on nothing else (default: one
     process-wide memo), so that validating the next commit re-checks only what changed; the
-    result is the same with or without it."""
+    result is the same with or without it. `rejected_kinds` names kinds of documents that
+    failed earlier stages, so that a resource with a bad field is not also reported missing."""
     memo = memo if memo is not None else MEMO
-    ctx = CheckContext(model, memo)
+    ctx = CheckContext(model, memo, rejected_kinds=rejected_kinds)
     try:
         for run in _PASSES:
             run(ctx)

@@ -52,8 +52,15 @@ MEMO = LocalMemo()
 class CheckContext:
     """Indexes over one model. Built in one pass; every lookup afterwards is a dict hit."""
 
-    def __init__(self, model: ConfigModel, memo: LocalMemo | None = None) -> None:
+    def __init__(
+        self,
+        model: ConfigModel,
+        memo: LocalMemo | None = None,
+        *,
+        rejected_kinds: frozenset[str] = frozenset(),
+    ) -> None:
         self.model = model
+        self.rejected_kinds = rejected_kinds
         self.memo = memo if memo is not None else LocalMemo()
         self.findings: list[Finding] = []
         self.mesh = model.mesh

@@ -14,7 +14,8 @@ REPO_ROOT = Location(".")
 def check(ctx: CheckContext) -> None:
     model = ctx.model
     if not model.meshes:
-        ctx.add("MCD100", "no Mesh document: a repo needs exactly one (kind: Mesh)", REPO_ROOT)
+        if "Mesh" not in ctx.rejected_kinds:  # a Mesh with a bad field is reported already
+            ctx.add("MCD100", "no Mesh document: a repo needs exactly one (kind: Mesh)", REPO_ROOT)
     else:
         first = model.meshes[0]
         for extra in model.meshes[1:]:
