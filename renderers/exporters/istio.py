@@ -160,8 +160,9 @@ def _destination_rules(model: sm.ConfigModel, export: Export) -> None:
             continue  # a duplicate (finding MCD105)
         tps = model.traffic_policies_by_service.get(svc.ref.key)
         tp = tps[0] if tps else None
-        if tp is None and not svc.subsets:
-            continue
+        if not svc.subsets and (tp is None or not (
+                tp.load_balancer or tp.connection_pool or tp.outlier_detection)):
+            continue  # nothing a DestinationRule would say
         where = res_name(tp) if tp is not None else res_name(svc)
         spec: dict[str, Any] = {"host": fqdn(svc.ref)}
         if tp is not None:

@@ -58,6 +58,11 @@ def namespace_identity(namespace: str, trust_domain: str) -> str | None:
     return f"*.{namespace}.serviceaccount.identity.linkerd.{trust_domain}"
 
 
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(x[:1].upper() + x[1:] for x in rest)
+
+
 def _path_match(path: str) -> dict[str, str]:
     if path == "*":
         return {"type": "PathPrefix", "value": "/"}
@@ -137,29 +142,42 @@ class _Exporter:
              rule: sm.AuthorizationRule, servers: dict[int, str], mtls: str,
              routed: dict[str, list[str]]) -> None:
         at = f"spec.rules[{i}]"
-        problems = []
+        for_svc = f"for {svc.name}.{svc.namespace}"
         if rule.when:
-            problems.append("`when` conditions")
-        for t in rule.to:
-            o = t.operation
-            for name in ("hosts", "not_hosts", "not_methods", "not_paths"):
-                if getattr(o, name):
-                    problems.append(name.replace("_h", "H").replace("_m", "M").replace("_p", "P"))
-        for f in rule.from_:
-            s = f.source
-            if s.not_principals or s.not_namespaces:
-                problems.append("notPrincipals/notNamespaces")
-            if any(identity(x) is None for x in s.principals):
-                problems.append("principal patterns other than exact names and `*`")
-            if any(namespace_identity(x, self.trust_domain) is None for x in s.namespaces):
-                problems.append("namespace patterns other than exact names and `*`")
-        if problems:
-            self.warn(p, f"{at}: Linkerd cannot express {', '.join(sorted(set(problems)))}; "
-                         f"rule not exported for {svc.name}.{svc.namespace} (Linkerd denies the "
-                         "requests it would allow)")
+            self.warn(p, f"{at}.when: Linkerd cannot express `when` conditions; rule not "
+                         f"exported {for_svc} (Linkerd denies the requests it would allow)")
             return
-        ops = [t.operation for t in rule.to] or [sm.RuleOperation()]
-        http_ops = [o for o in ops if o.methods or o.paths]
+        # Operations and sources are ORed: one Linkerd cannot express is left out on its own
+        # (allowing less), and the rule is lost only when none is left.
+        ops: list[sm.RuleOperation] = []
+        for k, t in enumerate(rule.to):
+            bad = [_camel(n) for n in ("hosts", "not_hosts", "not_methods", "not_paths")
+                   if getattr(t.operation, n)]
+            if bad:
+                self.warn(p, f"{at}.to[{k}]: Linkerd cannot express {', '.join(bad)}; this "
+                             f"operation is not exported {for_svc} (Linkerd denies the requests "
+                             "it would allow)")
+            else:
+                ops.append(t.operation)
+        sources: list[sm.RuleSource] = []
+        for k, f in enumerate(rule.from_):
+            src = f.source
+            bad = [_camel(n) for n in ("not_principals", "not_namespaces") if getattr(src, n)]
+            if any(identity(x) is None for x in src.principals):
+                bad.append("principal patterns other than exact names and `*`")
+            if any(namespace_identity(x, self.trust_domain) is None for x in src.namespaces):
+                bad.append("namespace patterns other than exact names and `*`")
+            if bad:
+                self.warn(p, f"{at}.from[{k}]: Linkerd cannot express {', '.join(bad)}; this "
+                             f"source is not exported {for_svc} (Linkerd denies the requests it "
+                             "would allow)")
+            else:
+                sources.append(src)
+        if (rule.to and not ops) or (rule.from_ and not sources):
+            return
+        http_ops = [t.operation for t in rule.to
+                    if t.operation.uses_http_fields]
+        ops = ops or [sm.RuleOperation()]
         for number, server in servers.items():
             port = svc.port(number)
             on_port = [o for o in ops
@@ -176,7 +194,7 @@ class _Exporter:
                 self.http_route(svc, route, server, on_port)
                 target = {"group": GROUP, "kind": "HTTPRoute", "name": route}
                 routed.setdefault(server, []).append(f"{p.namespace}/{p.name}[{i}]")
-            for j, src in enumerate([f.source for f in rule.from_] or [sm.RuleSource()]):
+            for j, src in enumerate(sources or [sm.RuleSource()]):
                 name = dns_name(base, f"r{i}", f"s{j}", server)
                 self.authorization(svc, name, target, src, mtls)
 
