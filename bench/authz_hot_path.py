@@ -16,7 +16,7 @@ import timeit
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proxy_runtime.config import (
     AuthzRequest,
