@@ -39,7 +39,7 @@ def _cpu() -> str:
 
 
 def main() -> None:
-    doc = json.loads((Path(__file__).parent / "data" / "example.json").read_text())
+    doc = json.loads((Path(__file__).resolve().parents[1] / "tests" / "proxy_config" / "data" / "example.json").read_text())
     cfg = load_config(doc)
     assert cfg.inbound is not None and cfg.outbound is not None
     authz, outbound = cfg.inbound.authz, cfg.outbound
