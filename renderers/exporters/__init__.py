@@ -43,6 +43,7 @@ def export(fmt: str, model: ConfigModel, fleet: Fleet, *, proxy: str | None = No
 
 
 __all__ = [
+    "DEFAULT_ROOT",
     "FORMATS",
     "PER_PROXY",
     "Export",
