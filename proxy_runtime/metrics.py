@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -169,6 +168,3 @@ class MetricsExporter:
             self.registry.register(_Collector(self.stats))
         return bytes(generate_latest(self.registry))
 
-
-def wall_clock() -> float:
-    return time.time()

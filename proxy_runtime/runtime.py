@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import ssl
@@ -507,10 +506,3 @@ class _InboundTcp(RelaySide):
 
         rt._keep(loop.create_task(relay_to(self, connect)))
 
-
-def load_snapshot_text(path: str | Path) -> bytes:
-    return Path(path).read_bytes()
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj)

@@ -10,7 +10,6 @@ fraction of a second, so the hot path arms no timer per request."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -238,7 +237,6 @@ class HttpDownstream(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.feeder: Any = None  # upstream connection streaming a response to us
-        self.drain_waiter: asyncio.Future[None] | None = None
         self.response_started = False
         self.stop_parsing = False
 
@@ -266,8 +264,6 @@ class HttpDownstream(asyncio.Protocol):
         if feeder is not None:
             # the client went away mid-response: the upstream connection is useless now
             feeder.abort()
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self.stop_parsing:
@@ -296,8 +292,6 @@ class HttpDownstream(asyncio.Protocol):
         self.write_paused = False
         if self.feeder is not None:
             self.feeder.resume_reading()
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
 
     # --- httptools callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -331,12 +325,6 @@ class HttpDownstream(asyncio.Protocol):
             req.chunked = b"chunked" in value.lower()
         elif lname == b"expect" and value.lower() == b"100-continue":
             req.expect_continue = True
-
-    def _count(self, n: int) -> None:
-        self.header_bytes += n
-        if self.header_bytes > self.state.limits.max_header_bytes:
-            self.too_large = True
-            raise HeadersTooLarge()
 
     def on_headers_complete(self) -> None:
         req: Request = self.parsing  # type: ignore[assignment]
@@ -514,10 +502,3 @@ class HttpDownstream(asyncio.Protocol):
             self.state.in_flight -= 1
         if self.transport is not None:
             self.transport.abort()
-
-    async def drained(self) -> None:
-        """Wait until our write buffer is below the high-water mark."""
-        if self.write_paused and not self.closing:
-            self.drain_waiter = self.loop.create_future()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.drain_waiter
