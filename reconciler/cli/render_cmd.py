@@ -103,6 +103,8 @@ def render_command(path: str | None, repo: str | None, rev: str | None, fmt: str
     try:
         exported = export(fmt, result.model, fleet, proxy=proxy_id,
                           envoy_root=envoy_root or DEFAULT_ROOT)
+    except ValueError as e:  # two objects would get one name: refuse rather than overwrite
+        _fail(f"cannot export as {fmt}: {e}")
     except KeyError:
         known = ", ".join(p.id for p in list(fleet)[:10]) or "none"
         _fail(f"no proxy {proxy_id!r} in the fleet (proxies: {known}"

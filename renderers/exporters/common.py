@@ -3,6 +3,7 @@ conventions that tie meshcd names to Kubernetes objects."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class Export:
 
     def add(self, path: str, text: str) -> None:
         if path in self.files:
-            raise ValueError(f"two exported files at {path}")
+            raise ValueError(f"two exported objects would both be {path}")
         self.files[path] = text
 
     def sorted(self) -> Export:
@@ -90,14 +91,19 @@ def duration(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-_DNS_BAD = re.compile(r"[^a-z0-9-]+")
+_DNS_BAD = re.compile(r"[^a-z0-9.-]+")
+MAX_NAME = 253  # a DNS-1123 subdomain: what Kubernetes allows for custom resources
 
 
-def dns_name(*parts: str) -> str:
-    """A DNS-1123 name from parts joined by `-` (lowercased, other characters to `-`, cut to
-    63 characters)."""
-    text = _DNS_BAD.sub("-", "-".join(p for p in parts if p).lower()).strip("-")
-    return text[:63].rstrip("-") or "x"
+def k8s_name(*parts: str) -> str:
+    """An object name made of meshcd names joined by `.`. meshcd names are DNS labels (no
+    dots), so two different part lists never give the same name; a name too long for
+    Kubernetes is cut and ends in a hash of the whole."""
+    text = _DNS_BAD.sub("-", ".".join(p for p in parts if p).lower()).strip("-.")
+    if len(text) > MAX_NAME:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+        text = text[: MAX_NAME - 11].rstrip("-.") + "-" + digest
+    return text or "x"
 
 
 def file_name(namespace: str | None, kind: str, name: str) -> str:
@@ -116,12 +122,12 @@ __all__ = [
     "APP_LABEL",
     "Export",
     "ExportWarning",
-    "dns_name",
     "dump_yaml",
     "duration",
     "file_name",
     "fqdn",
     "k8s",
+    "k8s_name",
     "res_name",
     "unique",
 ]

@@ -12,7 +12,17 @@ from typing import Any
 
 from reconciler.spec import model as sm
 
-from .common import APP_LABEL, Export, dump_yaml, duration, file_name, fqdn, k8s, res_name
+from .common import (
+    APP_LABEL,
+    Export,
+    dump_yaml,
+    duration,
+    file_name,
+    fqdn,
+    k8s,
+    k8s_name,
+    res_name,
+)
 
 NETWORKING = "networking.istio.io/v1"
 SECURITY = "security.istio.io/v1"
@@ -77,8 +87,9 @@ def _authorization_policies(model: sm.ConfigModel, export: Export) -> None:
         # Istio selects by labels within the policy's namespace: one policy per selected
         # service, in that service's namespace.
         for ref in services:
+            # `.` cannot occur in meshcd names, so `<policy>.<service>` names no other policy
             name = p.name if len(services) == 1 and ref.namespace == p.namespace else (
-                f"{p.name}-{ref.name}")
+                k8s_name(p.name, ref.name))
             _emit(export, k8s(SECURITY, "AuthorizationPolicy", name, ref.namespace, {
                 "selector": {"matchLabels": {APP_LABEL: ref.name}}, **spec}))
 
@@ -100,7 +111,8 @@ def _peer_authentications(model: sm.ConfigModel, export: Export) -> None:
             subset = svc.subset(sp.name)
             if sp.mtls is None or subset is None:
                 continue
-            _emit(export, k8s(SECURITY, "PeerAuthentication", f"{svc.name}-{sp.name}", svc.namespace, {
+            _emit(export, k8s(SECURITY, "PeerAuthentication", k8s_name(svc.name, sp.name),
+                              svc.namespace, {
                 "selector": {"matchLabels": {APP_LABEL: svc.name, **dict(sorted(subset.labels.items()))}},
                 "mtls": {"mode": sp.mtls.mode}}))
 

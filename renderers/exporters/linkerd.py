@@ -19,7 +19,7 @@ from typing import Any
 from reconciler.spec import model as sm
 
 from ..native import selected_policies, service_mtls
-from .common import APP_LABEL, Export, dns_name, dump_yaml, file_name, k8s, res_name
+from .common import APP_LABEL, Export, dump_yaml, file_name, k8s, k8s_name, res_name
 
 POLICY = "policy.linkerd.io/v1beta3"
 POLICY_ALPHA = "policy.linkerd.io/v1alpha1"
@@ -111,7 +111,7 @@ class _Exporter:
             access = "deny"
         servers: dict[int, str] = {}
         for port in svc.ports:
-            name = dns_name(svc.name, port.name)
+            name = k8s_name(svc.name, port.name)
             servers[port.number] = name
             _emit(self.export, k8s(POLICY, "Server", name, svc.namespace, {
                 "podSelector": {"matchLabels": {APP_LABEL: svc.name}},
@@ -128,7 +128,7 @@ class _Exporter:
                              + (" (Linkerd allows what this policy denies)" if what == "DENY" else ""))
                 continue
             base = p.name if (p.selector and p.selector.services == (svc.ref,)) else (
-                f"{p.name}-{svc.name}")
+                k8s_name(p.name, svc.name))
             for i, rule in enumerate(p.rules):
                 self.rule(svc, p, base, i, rule, servers, mtls, routed)
         for server, rules in routed.items():
@@ -190,12 +190,12 @@ class _Exporter:
             target: dict[str, Any] = {"group": GROUP, "kind": "Server", "name": server}
             plain = [o for o in on_port if not (o.methods or o.paths)]
             if not plain and not tcp:
-                route = dns_name(base, f"r{i}", server)
+                route = k8s_name(base, f"r{i}", server)
                 self.http_route(svc, route, server, on_port)
                 target = {"group": GROUP, "kind": "HTTPRoute", "name": route}
                 routed.setdefault(server, []).append(f"{p.namespace}/{p.name}[{i}]")
             for j, src in enumerate(sources or [sm.RuleSource()]):
-                name = dns_name(base, f"r{i}", f"s{j}", server)
+                name = k8s_name(base, f"r{i}", f"s{j}", server)
                 self.authorization(svc, name, target, src, mtls)
 
     def http_route(self, svc: sm.Service, name: str, server: str,
@@ -220,26 +220,26 @@ class _Exporter:
         ns_ids = [i for i in (namespace_identity(x, self.trust_domain) for x in src.namespaces) if i]
         for suffix, values in (("id", ids), ("ns", ns_ids)):
             if values:
-                refs.append(self.mesh_tls(svc, f"{name}-{suffix}", values))
+                refs.append(self.mesh_tls(svc, k8s_name(name, suffix), values))
         if src.ip_blocks or src.not_ip_blocks:
-            refs.append(self.network(svc, f"{name}-net", src.ip_blocks, src.not_ip_blocks))
+            refs.append(self.network(svc, k8s_name(name, "net"), src.ip_blocks, src.not_ip_blocks))
         if not (ids or ns_ids):
             if mtls == "STRICT":  # plaintext is refused: any authenticated identity
-                refs.append(self.mesh_tls(svc, f"{name}-any", ["*"]))
+                refs.append(self.mesh_tls(svc, k8s_name(name, "any"), ["*"]))
             elif not refs:
-                refs.append(self.network(svc, f"{name}-any", (), ()))
+                refs.append(self.network(svc, k8s_name(name, "any"), (), ()))
         _emit(self.export, k8s(POLICY_ALPHA, "AuthorizationPolicy", name, svc.namespace, {
             "targetRef": target, "requiredAuthenticationRefs": refs}))
 
     def mesh_tls(self, svc: sm.Service, name: str, identities: list[str]) -> dict[str, Any]:
-        name = dns_name(name)
+        name = k8s_name(name)
         _emit(self.export, k8s(POLICY_ALPHA, "MeshTLSAuthentication", name, svc.namespace,
                                {"identities": identities}))
         return {"group": GROUP, "kind": "MeshTLSAuthentication", "name": name}
 
     def network(self, svc: sm.Service, name: str, blocks: tuple[str, ...],
                 excluded: tuple[str, ...]) -> dict[str, Any]:
-        name = dns_name(name)
+        name = k8s_name(name)
         _emit(self.export, k8s(POLICY_ALPHA, "NetworkAuthentication", name, svc.namespace,
                                {"networks": _networks(blocks, excluded)}))
         return {"group": GROUP, "kind": "NetworkAuthentication", "name": name}

@@ -144,15 +144,15 @@ spec:
     assert warned(ex, "AuthorizationPolicy ns/no-admin", "no DENY", "allows what this policy denies")
     assert warned(ex, "AuthorizationPolicy ns/allow", "spec.rules[0].from[1]", "notNamespaces")
     assert not any(p.endswith("no-admin.yaml") or "no-admin-" in p for p in ex.files)
-    server = doc(ex, "ns/server-api-http.yaml")["spec"]
+    server = doc(ex, "ns/server-api.http.yaml")["spec"]
     assert server == {"podSelector": {"matchLabels": {"app": "api"}}, "port": 8080,
                       "proxyProtocol": "HTTP/1", "accessPolicy": "deny"}
-    route = doc(ex, "ns/httproute-allow-r0-api-http.yaml")["spec"]
+    route = doc(ex, "ns/httproute-allow.r0.api.http.yaml")["spec"]
     assert route["rules"][0]["matches"] == [
         {"path": {"type": "RegularExpression", "value": "/items/.*"}, "method": "GET"}]
-    ap = doc(ex, "ns/authorizationpolicy-allow-r0-s0-api-http.yaml")["spec"]
+    ap = doc(ex, "ns/authorizationpolicy-allow.r0.s0.api.http.yaml")["spec"]
     assert ap["targetRef"] == {"group": "policy.linkerd.io", "kind": "HTTPRoute",
-                               "name": "allow-r0-api-http"}
+                               "name": "allow.r0.api.http"}
     (ref,) = ap["requiredAuthenticationRefs"]
     ids = doc(ex, f"ns/meshtlsauthentication-{ref['name']}.yaml")["spec"]["identities"]
     assert ids == ["web.ns.serviceaccount.identity.linkerd.td.example"]
@@ -160,11 +160,11 @@ spec:
 
 def test_linkerd_without_allow_policy_allows_by_mtls_mode(tmp_path: Path) -> None:
     ex = export_linkerd(model_of(tmp_path))
-    assert doc(ex, "ns/server-api-http.yaml")["spec"]["accessPolicy"] == "all-authenticated"
+    assert doc(ex, "ns/server-api.http.yaml")["spec"]["accessPolicy"] == "all-authenticated"
     ex = export_linkerd(model_of(tmp_path, mesh_extra=", mtls: {mode: PERMISSIVE}"))
-    assert doc(ex, "ns/server-api-http.yaml")["spec"]["accessPolicy"] == "all-unauthenticated"
+    assert doc(ex, "ns/server-api.http.yaml")["spec"]["accessPolicy"] == "all-unauthenticated"
     ex = export_linkerd(model_of(tmp_path, mesh_extra=", authorization: {default: deny}"))
-    assert doc(ex, "ns/server-api-http.yaml")["spec"]["accessPolicy"] == "deny"
+    assert doc(ex, "ns/server-api.http.yaml")["spec"]["accessPolicy"] == "deny"
     ex = export_linkerd(model_of(tmp_path, mesh_extra=", mtls: {mode: DISABLE}"))
     assert warned(ex, "Service ns/api", "DISABLE")
 
@@ -240,3 +240,40 @@ spec:
     ex = export_gateway_api(model_of(tmp_path, route))
     assert warned(ex, "Route ns/api", "spec.rules[1] (by-path) follows spec.rules[0] (by-header)",
                   "most specific")
+
+
+def test_generated_names_cannot_collide_with_real_ones(tmp_path: Path) -> None:
+    # `allow` selecting two services must not clash with a policy really named `allow-web`
+    policies = """apiVersion: meshcd.dev/v1alpha1
+kind: Service
+metadata: {name: web, namespace: ns}
+spec: {ports: [{name: http, number: 80}]}
+---
+apiVersion: meshcd.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: ns}
+spec:
+  selector: {services: [api, web]}
+  rules: [{from: [{source: {namespaces: [ns]}}]}]
+---
+apiVersion: meshcd.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: allow-web, namespace: ns}
+spec:
+  selector: {services: [web]}
+  rules: [{from: [{source: {namespaces: [ns]}}]}]
+"""
+    model = model_of(tmp_path, policies)
+    istio = export_istio(model)
+    assert {"ns/authorizationpolicy-allow.web.yaml", "ns/authorizationpolicy-allow-web.yaml",
+            "ns/authorizationpolicy-allow.api.yaml"} <= set(istio.files)
+    linkerd = export_linkerd(model)
+    assert "ns/authorizationpolicy-allow.web.r0.s0.web.http.yaml" in linkerd.files
+    assert "ns/authorizationpolicy-allow-web.r0.s0.web.http.yaml" in linkerd.files
+
+
+def test_k8s_names_stay_within_kubernetes_limits() -> None:
+    from renderers.exporters.common import k8s_name
+    assert k8s_name("a", "B_c") == "a.b-c"
+    long = k8s_name("x" * 200, "y" * 100)
+    assert len(long) == 253 and long != k8s_name("x" * 200, "z" * 100)
