@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The pure core: checked strictly by mypy.
 MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca reconciler/plan proxy_runtime/config renderers webhooks
 
-.PHONY: venv test lint typecheck layers pytest demo golden clean
+.PHONY: venv test lint typecheck layers pytest demo golden clean bench-validate bench-render bench-proxy bench-webhooks bench-converge
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: lint layers typecheck pytest
 demo: $(STAMP)
 	$(BIN)/meshcd validate repo_layout_example
 	$(BIN)/meshcd show repo_layout_example
+
+# Benchmarks: each prints a table and writes bench/out/<name>.json. Not part of `make test`.
+bench-validate bench-render bench-proxy bench-webhooks bench-converge: bench-%: $(STAMP)
+	mkdir -p bench/out
+	$(BIN)/python bench/$*.py --json bench/out/$*.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
