@@ -1,125 +1,47 @@
-"""`meshcd token create|list|revoke`: API tokens with roles, straight on the store.
-
-    meshcd token create --role operator --name alice [--data-dir DIR | --store URL]
-    meshcd token list
-    meshcd token revoke ID
-
-The secret is printed once by `create` and never again; `list` shows ids, names and roles.
-Works without a running controller (it opens the same database the controller uses).
-"""
+"""`meshcd token join`: create a single-use join token for a proxy (admin), printed once with
+the CA fingerprint and the bootstrap URL that `meshcd proxy join` needs."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
-from reconciler.auth.roles import ROLES
-from reconciler.auth.tokens import ApiTokens
-from reconciler.store.engine import sqlite_url
-
-DEFAULT_DATA_DIR = ".meshcd"
+from reconciler.cli.api_client import ApiClient, api_options
 
 
-def _open(store: str | None, data_dir: str) -> ApiTokens:
-    return ApiTokens.open(store or sqlite_url(data_dir))
+@click.group("token")
+def token_group() -> None:
+    """Join tokens for proxies."""
 
 
-_store_option = click.option(
-    "--store",
-    envvar="MESHCD_STORE",
-    default=None,
-    help="Database URL (postgresql+psycopg://... or sqlite:///...); default: the data dir's SQLite file.",
-)
-_data_dir_option = click.option(
-    "--data-dir",
-    envvar="MESHCD_DATA_DIR",
-    default=DEFAULT_DATA_DIR,
-    show_default=True,
-    type=click.Path(file_okay=False),
-)
-
-
-@click.group()
-def token() -> None:
-    """API tokens with roles: viewer (read), operator (act on rollouts), admin (tokens)."""
-
-
-@token.command("create")
-@click.option("--role", type=click.Choice(ROLES), required=True)
-@click.option("--name", required=True, help="Who or what holds it (shown in the audit trail).")
-@_store_option
-@_data_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print {id, name, role, token} as JSON.")
-def create_cmd(role: str, name: str, store: str | None, data_dir: str, as_json: bool) -> None:
-    """Create a token and print it once (only its SHA-256 is stored)."""
-    tokens = _open(store, data_dir)
-    try:
-        made = tokens.create(role, name, now=datetime.now(UTC))
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--name") from None
-    finally:
-        tokens.close()
-    if as_json:
-        click.echo(
-            json.dumps(
-                {"id": made.id, "name": made.name, "role": made.role.value, "token": made.token}
-            )
-        )
-        return
-    click.echo(
-        f"id:    {made.id}\nname:  {made.name}\nrole:  {made.role.value}\ntoken: {made.token}"
-    )
-    click.echo("Keep the token now: it is not shown again.", err=True)
-
-
-@token.command("list")
-@_store_option
-@_data_dir_option
+@token_group.command("join")
+@api_options
+@click.option("--service", required=True)
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--ttl", type=click.FloatRange(1, 7 * 86400), default=3600.0, show_default=True,
+              help="Seconds the token stays valid.")
 @click.option("--json", "as_json", is_flag=True)
-def list_cmd(store: str | None, data_dir: str, as_json: bool) -> None:
-    """List tokens (ids, names, roles, state; never secrets)."""
-    tokens = _open(store, data_dir)
-    try:
-        infos = tokens.list()
-    finally:
-        tokens.close()
+def join(data_dir: Path, api_url: str | None, token: str | None, service: str, namespace: str,
+         ttl: float, as_json: bool) -> None:
+    """Create a join token (shown once; the audit keeps only its id)."""
+    doc = ApiClient.from_options(data_dir, api_url, token).post(
+        "/api/tokens/join", {"service": service, "namespace": namespace, "ttl_s": ttl})
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "id": i.id,
-                        "name": i.name,
-                        "role": i.role.value,
-                        "createdAt": i.created_at.isoformat(),
-                        "revokedAt": i.revoked_at.isoformat() if i.revoked_at else None,
-                    }
-                    for i in infos
-                ]
-            )
-        )
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
-    click.echo(f"{'ID':<16}  {'ROLE':<8}  {'STATE':<7}  {'CREATED':<20}  NAME")
-    for i in infos:
-        state = "active" if i.active else "revoked"
-        created = i.created_at.strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{i.id:<16}  {i.role.value:<8}  {state:<7}  {created:<20}  {i.name}")
+    click.echo(f"token:          {doc['token']}")
+    click.echo(f"expires:        {doc['expiresAt']}")
+    click.echo(f"ca fingerprint: {doc['caFingerprint']}")
+    click.echo(f"join with:      meshcd proxy join --controller {doc['bootstrapUrl']} --token "
+               f"{doc['token']} --service {service} --namespace {namespace} "
+               f"--ca-fingerprint {doc['caFingerprint']}")
 
 
-@token.command("revoke")
-@click.argument("token_id")
-@_store_option
-@_data_dir_option
-def revoke_cmd(token_id: str, store: str | None, data_dir: str) -> None:
-    """Revoke a token by id (its web sessions end too). Exits 1 if unknown or already revoked."""
-    tokens = _open(store, data_dir)
-    try:
-        done = tokens.revoke(token_id, now=datetime.now(UTC))
-    finally:
-        tokens.close()
-    if not done:
-        click.echo(f"no active token with id {token_id}", err=True)
-        raise SystemExit(1)
-    click.echo(f"revoked {token_id}")
+@click.command("refresh")
+@api_options
+def refresh(data_dir: Path, api_url: str | None, token: str | None) -> None:
+    """Ask the controller to fetch the repo now (admin)."""
+    doc = ApiClient.from_options(data_dir, api_url, token).post("/api/refresh")
+    click.echo(f"refresh {doc['result']} (as {doc['actor']})")

@@ -1,0 +1,396 @@
+"""`meshcd serve` in one process: store + audit, CA, Git source with its poll and webhook
+refreshes, the revision pipeline, the fleet listener, the bootstrap endpoint and the API.
+
+Threads: the fetch coordinator's worker (fetch, observe the branch, record the revision)
+and the poll scheduler; everything else runs on one asyncio loop. `Controller.run(stop)`
+starts everything, waits for `stop`, and shuts down in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Generator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from reconciler.audit import AuditLog
+from reconciler.ca import CertificateAuthority, JoinTokens
+from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
+from reconciler.controller.metrics import ControllerMetrics
+from reconciler.controller.settings import Settings
+from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
+from reconciler.fleet.audit_buffer import AuditBuffer
+from reconciler.revisions import AllAtOnceDeployer, KnownProxy, Pipeline, RevisionStore
+from reconciler.source import (
+    FetchCoordinator,
+    FetchOutcome,
+    GitMirror,
+    PollingSchedule,
+    SignaturePolicy,
+    credentials_from_settings,
+    observe_branch,
+    parse_remote_url,
+)
+from reconciler.spec.sources import GitTreeSource
+from reconciler.spec.validate import validate
+from reconciler.store import open_engine, sqlite_url
+
+log = logging.getLogger("meshcd.controller")
+
+
+class StartupError(Exception):
+    """The controller cannot start with these settings (permanent until someone fixes them)."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the controller owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _cert_names(host: str, advertise: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """DNS names and IPs for the serving certificate."""
+    names, ips = {"localhost"}, {"127.0.0.1"}
+    for h in (host, advertise):
+        if not h or h in ("0.0.0.0", "::", ""):
+            continue
+        try:
+            ipaddress.ip_address(h)
+            ips.add(h)
+        except ValueError:
+            names.add(h)
+    return tuple(sorted(names)), tuple(sorted(ips))
+
+
+class Controller:
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = ControllerMetrics()
+        self.webhook_router: Any = None
+        self.epoch = 0
+        self.api_url = ""
+        self.bootstrap_url = ""
+        self.started = asyncio.Event()
+
+    # -- helpers used by the API -------------------------------------------------------------
+
+    def audit_now(self, actor: str, kind: str, subject: str, data: dict[str, Any]) -> None:
+        self.audit.append(actor, kind, subject, data, now=self.clock(), oversize="truncate")
+
+    def coordinator_refresh(self, reason: str) -> None:
+        self.coordinator.refresh(reason)
+
+    def known_proxies(self) -> list[KnownProxy]:
+        connected = set(self.fleet.connected())
+        return [KnownProxy(e.proxy_id, e.service, e.namespace, dict(e.labels),
+                           e.proxy_id in connected)
+                for e in self.fleet.ledger() if e.service]
+
+    def fleet_counts(self) -> dict[str, int]:
+        return self.fleet.counts()
+
+    def proxies(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.fleet.ledger()]
+
+    def status(self) -> dict[str, Any]:
+        deployed = self.pipeline.deployed_revision
+        current = self.pipeline.current
+        if current is not None:
+            try:
+                current = self.revisions.get(current.id)
+            except KeyError:
+                current = None
+        latest = self.revisions.latest()
+        fetch = self.coordinator.status.to_dict()
+        return {
+            "epoch": self.epoch,
+            "repo": self.mirror_display,
+            "branch": self.settings.branch,
+            "trustDomain": self.ca.trust_domain,
+            "deployed": deployed.summary() if deployed is not None else None,
+            "deployState": str(current.status) if current is not None else "idle",
+            "current": current.summary() if current is not None else None,
+            "latest": latest.summary() if latest is not None else None,
+            "fetch": fetch,
+            "proxies": self.fleet.counts(),
+            "revisions": self.revisions.counts(),
+            "urls": {"api": self.api_url, "fleet": self.fleet.url,
+                     "bootstrap": self.bootstrap_url},
+        }
+
+    # -- start-up pieces ---------------------------------------------------------------------
+
+    def _open_store(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        url = s.store_url or sqlite_url(s.data_dir)
+        self.engine = open_engine(url)
+        self.audit = AuditLog(self.engine)
+        self.tokens = JoinTokens(self.engine)
+        self.revisions = RevisionStore(self.engine)
+        self.ledger_store = LedgerStore(self.engine)
+
+    def _open_source(self) -> None:
+        s = self.settings
+        try:
+            remote = parse_remote_url(s.repo_url, base_dir=s.base_dir)
+            creds = credentials_from_settings(s.credentials, base_dir=s.base_dir)
+            self.mirror = GitMirror(s.data_dir / "mirror.git", remote, creds)
+            self.policy = SignaturePolicy.from_file(s.signature_mode, s.allowed_signers,
+                                                    s.openpgp_keyring)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"source settings: {exc}") from None
+        except Exception as exc:  # SourceError and friends
+            if getattr(exc, "temporary", None) is False:
+                raise StartupError(f"source settings: {exc}") from None
+            raise
+        self.mirror_display = remote.display
+
+    def _trust_domain(self) -> str:
+        """Settings, else what the store remembers, else the Mesh at the branch head."""
+        s = self.settings
+        if s.trust_domain:
+            return s.trust_domain
+        known = self.revisions.get_state("trust_domain")
+        if isinstance(known, str) and known:
+            return known
+        try:
+            self.mirror.fetch()
+        except Exception as exc:
+            raise StartupError(f"cannot fetch {self.mirror_display} to learn the trust domain "
+                               f"({exc}); set trust_domain in the settings") from None
+        head = self.mirror.resolve(s.branch)
+        if head is None:
+            raise StartupError(f"branch {s.branch!r} does not exist yet; set trust_domain in "
+                               "the settings to start without it")
+        result = validate(GitTreeSource(self.mirror.open_repository(), head))
+        mesh = result.model.mesh
+        if mesh is None or not mesh.trust_domain:
+            raise StartupError(f"the head of {s.branch!r} has no valid Mesh document; set "
+                               "trust_domain in the settings")
+        return mesh.trust_domain
+
+    # -- callbacks -----------------------------------------------------------------------------
+
+    def _after_fetch(self, outcome: FetchOutcome[Any]) -> None:
+        """On the fetch worker thread: record what the branch did, hand new work to the loop."""
+        if not outcome.ok:
+            self.metrics.fetches.labels("error").inc()
+            err = outcome.error
+            self.audit.append("scheduler", "fetch.failed", self.mirror_display, {
+                "error": self.coordinator.status.last_error or str(err),
+                "temporary": bool(getattr(err, "temporary", True)),
+                "reasons": list(outcome.reasons[:20]),
+                "consecutive_failures": self.coordinator.status.consecutive_failures,
+            }, now=self.clock())
+            return
+        self.metrics.fetches.labels("ok").inc()
+        previous = self.pipeline.last_recorded
+        obs = observe_branch(self.mirror, self.settings.branch, previous, self.policy,
+                             now=int(time.time()))
+        if obs.event.kind == "branch_deleted":
+            if self._branch_gone:
+                return  # recorded once, not at every poll
+            self._branch_gone = True
+        elif obs.event.kind != "unchanged":
+            self._branch_gone = False
+        rev = self.pipeline.record_observation(obs, outcome.reasons)
+        if rev is not None:
+            self.loop.call_soon_threadsafe(self.pipeline.enqueue, rev)
+
+    async def _on_hello(self, info: ProxyInfo) -> Any:
+        proxy = KnownProxy(info.proxy_id, info.service, info.namespace, dict(info.labels), True)
+        return await asyncio.to_thread(self.pipeline.snapshot_for, proxy)
+
+    def _on_ack(self, _proxy_id: str, _version: str, seconds: float | None) -> None:
+        if seconds is not None:
+            self.metrics.push_to_ack.observe(seconds)
+
+    def _on_nack(self, _proxy_id: str, _version: str, _error: str) -> None:
+        self.metrics.nacks.inc()
+
+    def _on_delivery(self, record: Any) -> None:
+        self.metrics.webhooks.labels(record.forge, record.result).inc()
+        data = {"forge": record.forge, "delivery_id": record.delivery_id,
+                "result": record.result, "reason": record.reason, "status": record.status,
+                "remote": record.remote_addr, "ref": record.ref, "after": record.after,
+                "body_bytes": record.body_bytes}
+        self._webhook_audit.add(f"webhook:{record.forge}", "webhook.delivery",
+                                record.delivery_id or "", data, self.clock())
+
+    def _webhook_router(self) -> Any:
+        s = self.settings
+        from webhooks.receiver import make_router
+        from webhooks.settings import ReceiverSettings, SettingsError
+
+        try:
+            rs = ReceiverSettings.from_sources(
+                watched_repo=s.repo_url if "://" in s.repo_url or s.repo_url.startswith("/")
+                else self.mirror_display,
+                watched_branch=s.branch, secret_sources=dict(s.webhook_secrets),
+                max_body_bytes=s.webhook_max_body_bytes, body_timeout_s=s.webhook_body_timeout_s)
+        except SettingsError as exc:
+            raise StartupError(f"webhooks: {exc}") from None
+
+        def on_update(update: Any) -> None:
+            self.coordinator.refresh(f"webhook:{update.forge}")
+
+        return make_router(rs, on_update=on_update, on_audit=self._on_delivery)
+
+    async def _flush_webhook_audit(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._webhook_audit.flush(self.clock())
+
+    # -- run -----------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        self.loop = asyncio.get_running_loop()
+        self._branch_gone = False
+        await asyncio.to_thread(self._open_store)
+        self._open_source()
+        self.epoch = await asyncio.to_thread(self.revisions.next_epoch)
+        self.admin_token = ensure_admin_token(s.data_dir)
+        trust_domain = await asyncio.to_thread(self._trust_domain)
+        await asyncio.to_thread(self.revisions.set_state, "trust_domain", trust_domain)
+        try:
+            self.ca = await asyncio.to_thread(CertificateAuthority.load_or_create, s.data_dir,
+                                              trust_domain, now=self.clock())
+        except Exception as exc:
+            raise StartupError(f"CA: {exc}") from None
+        self._webhook_audit = AuditBuffer(self.audit)
+        self.webhook_router = self._webhook_router()
+        await asyncio.to_thread(self.audit.append, "controller", "controller.started",
+                                self.mirror_display, {
+                                    "epoch": self.epoch, "pid": os.getpid(),
+                                    "branch": s.branch, "trust_domain": trust_domain,
+                                    "admin_token_id": token_id(self.admin_token)},
+                                now=self.clock())
+        hostnames, ips = _cert_names(s.fleet.host, s.advertise_host)
+        self.fleet = FleetServer(self.ca, self.audit, self.ledger_store, epoch=self.epoch,
+                                 clock=self.clock, hostnames=hostnames, ips=ips,
+                                 on_hello=self._on_hello, on_ack=self._on_ack,
+                                 on_nack=self._on_nack)
+        self.pipeline = Pipeline(
+            store=self.revisions, audit=self.audit, open_repo=self.mirror.open_repository,
+            known_proxies=self.known_proxies,
+            deployer=AllAtOnceDeployer(self.fleet, timeout=s.deploy_timeout_s),
+            clock=self.clock, branch=s.branch, trust_domain=trust_domain,
+            on_reconciled=self.metrics.reconcile.observe)
+        self.metrics.add_sources(
+            revisions=self.revisions.counts, proxies=self.fleet.counts,
+            epoch=lambda: self.epoch,
+            fetch_failures=lambda: self.coordinator.status.consecutive_failures)
+        resume = await self.pipeline.restore()
+        self.coordinator: FetchCoordinator[Any] = FetchCoordinator(
+            self.mirror.fetch, on_outcome=self._after_fetch)
+        self.schedule = PollingSchedule(self.coordinator.poll, interval=s.poll_interval,
+                                        jitter=s.poll_jitter)
+        server: _QuietServer | None = None
+        tasks: list[asyncio.Task[Any]] = []
+        boot: BootstrapServer | None = None
+        fleet_started = False
+        try:
+            await self.fleet.start(s.fleet.host, s.fleet.port, advertise=s.advertise_host)
+            fleet_started = True
+            self.fleet.set_desired(self.pipeline.deployed_assignments())
+            boot = BootstrapServer(self.ca, self.tokens, self.audit, clock=self.clock,
+                                   fleet_url=lambda: self.fleet.url,
+                                   credentials=self.fleet.credentials)
+            await boot.start(s.bootstrap.host, s.bootstrap.port, advertise=s.advertise_host)
+            self.bootstrap_url = boot.url
+            self.pipeline.start()
+            for rev in resume:
+                self.pipeline.enqueue(rev)
+            from reconciler.controller.api import make_app
+
+            app = make_app(self)
+            sock = _listen(s.api.host, s.api.port)
+            api_port = sock.getsockname()[1]
+            host_text = f"[{s.api.host}]" if ":" in s.api.host else s.api.host
+            if s.api.host in ("0.0.0.0", "::"):
+                host_text = "127.0.0.1"
+            self.api_url = f"http://{host_text}:{api_port}"
+            config = uvicorn.Config(app, log_level="warning", lifespan="off",
+                                    access_log=False, timeout_graceful_shutdown=5)
+            server = _QuietServer(config)
+            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            tasks.append(asyncio.create_task(self._flush_webhook_audit()))
+            while not server.started:
+                if tasks[0].done():
+                    tasks[0].result()
+                    raise StartupError("the API server stopped during start-up")
+                await asyncio.sleep(0.01)
+            self.schedule.start()
+            write_address(s.data_dir, {
+                "api": self.api_url, "fleet": self.fleet.url, "bootstrap": self.bootstrap_url,
+                "pid": os.getpid(), "epoch": self.epoch,
+                "caFingerprint": "sha256:" + self.ca.bundle_fingerprint()})
+            print(f"meshcd serve: epoch {self.epoch}; API {self.api_url}; fleet {self.fleet.url}; "
+                  f"bootstrap {self.bootstrap_url}; watching {self.mirror_display} "
+                  f"branch {s.branch}", flush=True)
+            self.started.set()
+            await stop.wait()
+        finally:
+            await self._shutdown(server, tasks, boot, fleet_started)
+
+    async def _shutdown(self, server: Any, tasks: list[asyncio.Task[Any]],
+                        boot: BootstrapServer | None, fleet_started: bool) -> None:
+        log.info("shutting down")
+        with contextlib.suppress(Exception):
+            self.schedule.stop(wait=False)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.coordinator.close, 30.0)
+        if server is not None:
+            server.should_exit = True
+        for t in tasks[1:]:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        with contextlib.suppress(Exception):
+            await self._webhook_audit.flush(self.clock())
+        with contextlib.suppress(Exception):
+            await self.pipeline.stop()
+        if boot is not None:
+            with contextlib.suppress(Exception):
+                await boot.stop()
+        if fleet_started:
+            with contextlib.suppress(Exception):
+                await self.fleet.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.audit.append, "controller", "controller.stopped",
+                                    self.mirror_display, {"epoch": self.epoch},
+                                    now=self.clock())
+        with contextlib.suppress(Exception):
+            self.engine.dispose()
+
+
+def data_dir_of(settings: Settings) -> Path:
+    return settings.data_dir

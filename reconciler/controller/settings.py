@@ -1,0 +1,219 @@
+"""`meshcd serve` settings: a YAML file (`--config`), then MESHCD_* environment variables
+over it. Pure: reading the file and the environment is the caller's (`load_settings`).
+
+```yaml
+data_dir: ./.meshcd                      # default
+store_url: postgresql+psycopg://meshcd@db/meshcd   # default: sqlite in the data dir
+source:
+  url: https://git.example.com/platform/mesh.git
+  branch: main
+  credentials: {token_file: /run/secrets/git-token}
+  poll_interval: 60                      # seconds; jitter defaults to a tenth of it
+  poll_jitter: 6
+  signature: {mode: require, allowed_signers: /etc/meshcd/allowed_signers, openpgp_keyring: null}
+api: {host: 127.0.0.1, port: 8080}
+fleet: {host: 127.0.0.1, port: 15012}
+bootstrap: {host: 127.0.0.1, port: 15013}
+trust_domain: null                       # default: the Mesh's, at the first good revision
+webhooks:
+  secrets: {github: "file:/etc/meshcd/github.secret", generic: "env:MESHCD_GENERIC_SECRET"}
+  max_body_bytes: 1048576
+  body_timeout_s: 10
+deploy: {timeout_s: 60}
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = ".meshcd"
+DEFAULT_API_PORT = 8080
+DEFAULT_FLEET_PORT = 15012
+DEFAULT_BOOTSTRAP_PORT = 15013
+FORGES = ("github", "gitlab", "gitea", "forgejo", "bitbucket", "generic")
+
+
+class SettingsError(ValueError):
+    """Bad settings: permanent, the controller does not start."""
+
+
+@dataclass(frozen=True)
+class Bind:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo_url: str
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    store_url: str | None = None
+    branch: str = "main"
+    credentials: Mapping[str, Any] = field(default_factory=dict)
+    poll_interval: float = 60.0
+    poll_jitter: float | None = None
+    signature_mode: str = "off"
+    allowed_signers: Path | None = None
+    openpgp_keyring: Path | None = None
+    api: Bind = Bind("127.0.0.1", DEFAULT_API_PORT)
+    fleet: Bind = Bind("127.0.0.1", DEFAULT_FLEET_PORT)
+    bootstrap: Bind = Bind("127.0.0.1", DEFAULT_BOOTSTRAP_PORT)
+    advertise_host: str | None = None  # the name proxies dial (default: the bind host)
+    trust_domain: str | None = None
+    webhook_secrets: Mapping[str, str] = field(default_factory=dict)
+    webhook_max_body_bytes: int = 1024 * 1024
+    webhook_body_timeout_s: float = 10.0
+    deploy_timeout_s: float = 60.0
+    base_dir: Path = Path(".")  # relative paths in the file are relative to it
+
+
+_TOP = {"data_dir", "store_url", "source", "api", "fleet", "bootstrap", "trust_domain",
+        "webhooks", "deploy", "advertise_host"}
+_SOURCE = {"url", "branch", "credentials", "poll_interval", "poll_jitter", "signature"}
+_SIGNATURE = {"mode", "allowed_signers", "openpgp_keyring"}
+_WEBHOOKS = {"secrets", "max_body_bytes", "body_timeout_s"}
+_BIND = {"host", "port"}
+_DEPLOY = {"timeout_s"}
+
+
+def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"{where}: expected a mapping, got {type(value).__name__}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {', '.join(map(str, unknown))}")
+    return dict(value)
+
+
+def _number(value: Any, where: str, *, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SettingsError(f"{where}: expected a number")
+    try:
+        n = float(value)
+    except ValueError:
+        raise SettingsError(f"{where}: {value!r} is not a number") from None
+    if not low <= n <= high:
+        raise SettingsError(f"{where}: {n:g} is outside [{low:g}, {high:g}]")
+    return n
+
+
+def parse_bind(value: Any, where: str, default: Bind) -> Bind:
+    """`{host, port}` or `"host:port"` (IPv6 as `[::1]:8080`); port 0 = any free port."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if not sep or not host:
+            raise SettingsError(f"{where}: expected host:port, got {value!r}")
+        host = host.strip("[]")
+        return Bind(host, int(_number(port, where, low=0, high=65535)))
+    m = _mapping(value, where, _BIND)
+    host = m.get("host", default.host)
+    if not isinstance(host, str) or not host:
+        raise SettingsError(f"{where}.host: expected a host name or address")
+    return Bind(host, int(_number(m.get("port", default.port), f"{where}.port", low=0,
+                                  high=65535)))
+
+
+def build_settings(file_data: Any, environ: Mapping[str, str], *,
+                   base_dir: Path = Path(".")) -> Settings:
+    """Settings from the parsed YAML file (None: no file) and the environment."""
+    top = _mapping(file_data, "settings", _TOP)
+    source = _mapping(top.get("source"), "source", _SOURCE)
+    sig = _mapping(source.get("signature"), "source.signature", _SIGNATURE)
+    hooks = _mapping(top.get("webhooks"), "webhooks", _WEBHOOKS)
+    deploy = _mapping(top.get("deploy"), "deploy", _DEPLOY)
+    env = environ
+
+    def pick(env_name: str, value: Any) -> Any:
+        return env[env_name] if env.get(env_name) else value
+
+    repo_url = pick("MESHCD_REPO_URL", source.get("url"))
+    if not isinstance(repo_url, str) or not repo_url.strip():
+        raise SettingsError("the config repo URL is required (source.url or MESHCD_REPO_URL)")
+    branch = str(pick("MESHCD_BRANCH", source.get("branch", "main")))
+    data_dir = Path(str(pick("MESHCD_DATA_DIR", top.get("data_dir", DEFAULT_DATA_DIR))))
+    if not data_dir.is_absolute():
+        data_dir = base_dir / data_dir
+    mode = str(pick("MESHCD_SIGNATURE_MODE", sig.get("mode", "off")))
+    if mode not in ("off", "record", "require"):
+        raise SettingsError(f"source.signature.mode: {mode!r} is not off, record or require")
+
+    def path(v: Any) -> Path | None:
+        if v is None:
+            return None
+        p = Path(str(v))
+        return p if p.is_absolute() else base_dir / p
+
+    secrets = dict(_mapping(hooks.get("secrets"), "webhooks.secrets", set(FORGES)))
+    for forge in FORGES:
+        from_env = env.get(f"MESHCD_WEBHOOK_SECRET_{forge.upper()}")
+        if from_env:
+            secrets[forge] = from_env
+    for forge, src in secrets.items():
+        if not isinstance(src, str) or not src.startswith(("file:", "env:")):
+            raise SettingsError(f"webhooks.secrets.{forge}: expected file:PATH or env:NAME "
+                                "(never the secret itself)")
+        if src.startswith("file:") and not Path(src[5:]).is_absolute():
+            secrets[forge] = f"file:{base_dir / src[5:]}"
+    jitter = pick("MESHCD_POLL_JITTER", source.get("poll_jitter"))
+    credentials = source.get("credentials") or {}
+    if not isinstance(credentials, Mapping):
+        raise SettingsError("source.credentials: expected a mapping")
+    return Settings(
+        repo_url=repo_url.strip(),
+        data_dir=data_dir,
+        store_url=pick("MESHCD_STORE_URL", top.get("store_url")),
+        branch=branch,
+        credentials=dict(credentials),
+        poll_interval=_number(pick("MESHCD_POLL_INTERVAL", source.get("poll_interval", 60)),
+                              "source.poll_interval", low=0.1, high=86400),
+        poll_jitter=None if jitter is None else _number(jitter, "source.poll_jitter", low=0,
+                                                        high=3600),
+        signature_mode=mode,
+        allowed_signers=path(pick("MESHCD_ALLOWED_SIGNERS", sig.get("allowed_signers"))),
+        openpgp_keyring=path(sig.get("openpgp_keyring")),
+        api=parse_bind(pick("MESHCD_API_BIND", top.get("api")), "api",
+                       Bind("127.0.0.1", DEFAULT_API_PORT)),
+        fleet=parse_bind(pick("MESHCD_FLEET_BIND", top.get("fleet")), "fleet",
+                         Bind("127.0.0.1", DEFAULT_FLEET_PORT)),
+        bootstrap=parse_bind(pick("MESHCD_BOOTSTRAP_BIND", top.get("bootstrap")), "bootstrap",
+                             Bind("127.0.0.1", DEFAULT_BOOTSTRAP_PORT)),
+        advertise_host=pick("MESHCD_ADVERTISE_HOST", top.get("advertise_host")),
+        trust_domain=pick("MESHCD_TRUST_DOMAIN", top.get("trust_domain")),
+        webhook_secrets=secrets,
+        webhook_max_body_bytes=int(_number(hooks.get("max_body_bytes", 1024 * 1024),
+                                           "webhooks.max_body_bytes", low=1,
+                                           high=25 * 1024 * 1024)),
+        webhook_body_timeout_s=_number(hooks.get("body_timeout_s", 10), "webhooks.body_timeout_s",
+                                       low=0.01, high=300),
+        deploy_timeout_s=_number(pick("MESHCD_DEPLOY_TIMEOUT", deploy.get("timeout_s", 60)),
+                                 "deploy.timeout_s", low=0.1, high=3600),
+        base_dir=base_dir,
+    )
+
+
+def load_settings(config_file: Path | None, environ: Mapping[str, str]) -> Settings:
+    """Read the YAML file (if any) and build the settings."""
+    import yaml
+
+    data: Any = None
+    base = Path(".")
+    if config_file is not None:
+        try:
+            data = yaml.safe_load(config_file.read_text("utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"cannot read {config_file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{config_file} is not valid YAML: {exc}") from None
+        base = config_file.resolve().parent
+    return build_settings(data, environ, base_dir=base)

@@ -1,0 +1,63 @@
+"""The revision pipeline: each commit of the watched branch through signature policy,
+validation, render, plan and deploy; persisted (table `revisions`) and audited.
+See docs/controller.md.
+
+    store = RevisionStore(engine)                      # same database as the audit
+    pipeline = Pipeline(store=store, audit=audit, open_repo=mirror.open_repository,
+                        known_proxies=..., deployer=AllAtOnceDeployer(fleet), clock=clock,
+                        branch="main", trust_domain=ca.trust_domain)
+    rev = pipeline.record_observation(observe_branch(...), outcome.reasons)  # fetch thread
+    loop.call_soon_threadsafe(pipeline.enqueue, rev)                          # then the loop
+
+Pure parts: `model` (statuses and their moves), `decisions` (fleet, targets, verdicts,
+superseding, recovery). The deploy step is the `Deployer` protocol (#6 replaces it).
+"""
+
+from __future__ import annotations
+
+from reconciler.revisions.decisions import (
+    DeployTargets,
+    DeployVerdict,
+    KnownProxy,
+    deploy_targets,
+    deploy_verdict,
+    recovery_plan,
+    render_fleet,
+    superseded_by,
+)
+from reconciler.revisions.deployer import AllAtOnceDeployer, Deployer, DeployRequest
+from reconciler.revisions.evaluate import Evaluated, Invalid, evaluate
+from reconciler.revisions.model import (
+    TERMINAL,
+    IllegalTransition,
+    Revision,
+    RevisionStatus,
+    check_transition,
+)
+from reconciler.revisions.pipeline import Pipeline, trigger_of
+from reconciler.revisions.store import RevisionStore
+
+__all__ = [
+    "TERMINAL",
+    "AllAtOnceDeployer",
+    "DeployRequest",
+    "DeployTargets",
+    "DeployVerdict",
+    "Deployer",
+    "Evaluated",
+    "IllegalTransition",
+    "Invalid",
+    "KnownProxy",
+    "Pipeline",
+    "Revision",
+    "RevisionStatus",
+    "RevisionStore",
+    "check_transition",
+    "deploy_targets",
+    "deploy_verdict",
+    "evaluate",
+    "recovery_plan",
+    "render_fleet",
+    "superseded_by",
+    "trigger_of",
+]

@@ -1,0 +1,83 @@
+"""Load, validate, render and plan one commit: the CPU part of the pipeline.
+
+Reads blobs straight from the mirror (no checkout); no sockets, no clock, no store. Run it on
+a worker thread: a big repo takes a while.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.plan import format_plan, plan
+from reconciler.revisions.decisions import (
+    KnownProxy,
+    findings_summary,
+    plan_summary,
+    render_fleet,
+)
+from reconciler.spec.model import ConfigModel
+from reconciler.spec.sources import GitTreeSource
+from reconciler.spec.validate import ValidationCache, validate
+from renderers import RenderResult, render
+
+
+@dataclass
+class Evaluated:
+    """A commit that validated, rendered and was planned against the deployed one."""
+
+    commit: str
+    model: ConfigModel
+    render: RenderResult
+    plan: dict[str, Any]
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def trust_domain(self) -> str | None:
+        mesh = self.model.mesh
+        return mesh.trust_domain if mesh is not None else None
+
+
+@dataclass
+class Invalid:
+    commit: str
+    findings: list[dict[str, Any]]
+    reason: str
+
+
+def load_and_validate(repo: Any, commit: str, cache: ValidationCache) -> tuple[Any, list[Any]]:
+    """(result, error findings). Raises `reconciler.spec.sources.SourceError` when the
+    commit cannot be read at all."""
+    result = validate(GitTreeSource(repo, commit), cache)
+    return result, list(result.errors)
+
+
+def evaluate(
+    repo: Any,
+    commit: str,
+    *,
+    cache: ValidationCache,
+    known: Iterable[KnownProxy],
+    deployed: Evaluated | None,
+) -> Evaluated | Invalid:
+    """Validate `commit`; if clean, render it for the fleet and plan it against `deployed`."""
+    result, errors = load_and_validate(repo, commit, cache)
+    if not result.ok:
+        return Invalid(commit, findings_summary(result.findings),
+                       f"{len(errors)} validation error(s), first: {errors[0]}")
+    fleet = render_fleet(result.model, known)
+    rendered = render(result.model, fleet,
+                      previous=deployed.render.state if deployed is not None else None)
+    if deployed is not None:
+        old_fleet = render_fleet(deployed.model, known)
+        old_render = deployed.render
+        if set(old_render.snapshots) != {p.id for p in old_fleet}:
+            old_render = render(deployed.model, old_fleet, previous=deployed.render.state)
+        p = plan(deployed.model, result.model, old_render=old_render, new_render=rendered,
+                 from_rev=deployed.commit[:12], to_rev=commit[:12])
+    else:
+        p = plan(None, result.model, new_render=rendered, to_rev=commit[:12])
+    summary = plan_summary(p.to_json(), format_plan(p, "text"))
+    return Evaluated(commit, result.model, rendered, summary,
+                     findings_summary(result.warnings))

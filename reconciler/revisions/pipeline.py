@@ -1,0 +1,378 @@
+"""The revision pipeline: each new commit of the watched branch, one at a time, through
+detected -> (signature) -> validate -> render -> plan -> deploy, persisted and audited.
+
+Threads and loops: `record_observation` runs on the fetch worker thread (it only inserts the
+new revision and audits what the branch did); everything that changes a revision's status
+afterwards runs on the controller's event loop (`enqueue`, the worker), so superseding never
+races a deploy. The CPU work (validate/render/plan) runs in a thread; the deploy goes through
+a `Deployer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from reconciler.audit import AuditLog
+from reconciler.fleet import DesiredSnapshot
+from reconciler.revisions.decisions import (
+    DeployVerdict,
+    KnownProxy,
+    deploy_targets,
+    recovery_plan,
+    render_fleet,
+)
+from reconciler.revisions.deployer import Deployer, DeployRequest
+from reconciler.revisions.evaluate import Evaluated, Invalid, evaluate
+from reconciler.revisions.model import Revision, RevisionStatus
+from reconciler.revisions.store import RevisionStore
+from reconciler.source import BranchDeleted, BranchObservation, ForcePush, NewCommit
+from reconciler.spec.sources import SourceError as SpecSourceError
+from reconciler.spec.validate import ValidationCache
+from renderers import RenderedSnapshot, render
+
+log = logging.getLogger("meshcd.pipeline")
+
+ACTOR = "controller"
+
+
+def trigger_of(reasons: tuple[str, ...]) -> str:
+    """The trigger recorded with a revision, from the reasons a fetch served."""
+    if any(r.startswith("webhook") for r in reasons):
+        return "webhook"
+    if any(r.startswith(("api", "manual")) for r in reasons):
+        return "manual"
+    if any(r.startswith("startup") for r in reasons):
+        return "startup"
+    return "poll"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        store: RevisionStore,
+        audit: AuditLog,
+        open_repo: Callable[[], Any],
+        known_proxies: Callable[[], list[KnownProxy]],
+        deployer: Deployer,
+        clock: Callable[[], datetime],
+        branch: str,
+        trust_domain: str,
+        on_reconciled: Callable[[float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.open_repo = open_repo
+        self.known_proxies = known_proxies
+        self.deployer = deployer
+        self.clock = clock
+        self.branch = branch
+        self.trust_domain = trust_domain
+        self.on_reconciled = on_reconciled
+        self.cache = ValidationCache()
+        self.deployed: Evaluated | None = None
+        self.deployed_revision: Revision | None = None
+        self.current: Revision | None = None  # being processed by the worker
+        self._pending: Revision | None = None
+        self._wake = asyncio.Event()
+        self._render_lock = threading.Lock()  # render states are not shared across threads
+        self._repo_local = threading.local()
+        self._worker: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.last_recorded: str | None = None  # newest commit recorded (for observe_branch)
+
+    # -- the fetch thread -------------------------------------------------------------------
+
+    def record_observation(self, obs: BranchObservation, reasons: tuple[str, ...]) -> Revision | None:
+        """Record what a fetch saw on the branch. Returns the new revision to enqueue (None
+        when nothing is to be deployed). Runs on the fetch worker thread."""
+        now = self.clock()
+        trigger = trigger_of(reasons)
+        event = obs.event
+        if isinstance(event, BranchDeleted):
+            self.audit.append(ACTOR, "source.branch_deleted", self.branch,
+                              {**obs.to_dict(), "trigger": trigger}, now=now)
+            return None
+        if not isinstance(event, NewCommit | ForcePush) or obs.commit is None:
+            return None
+        if isinstance(event, ForcePush):
+            self.audit.append(ACTOR, "source.force_push", self.branch,
+                              {"old": event.old, "new": event.new, "trigger": trigger}, now=now)
+        commit = obs.commit
+        decision = obs.decision
+        rev = self.store.add(Revision(
+            id=0, commit=commit.id, branch=self.branch,
+            author=f"{commit.author.name} <{commit.author.email}>", message=commit.message,
+            trigger=trigger, status=RevisionStatus.DETECTED, detected_at=now, updated_at=now,
+            signature=decision.to_dict() if decision is not None else {},
+        ))
+        self.last_recorded = commit.id
+        self.audit.append(ACTOR, "revision.detected", commit.id, {
+            "revision": rev.id, "commit": commit.id, "author": rev.author,
+            "message": commit.message[:2000], "trigger": trigger, "reasons": list(reasons[:20]),
+            "event": event.to_dict(), "signature": rev.signature,
+        }, now=now)
+        if decision is not None and not decision.deployable:
+            rev = self.store.update(rev.moved(RevisionStatus.INVALID, now,
+                                              reason=f"signature policy: {decision.reason}"))
+            self.audit.append(ACTOR, "revision.refused", commit.id, {
+                "revision": rev.id, "reason": rev.reason, "signature": rev.signature}, now=now)
+            return None
+        return rev
+
+    # -- the event loop ---------------------------------------------------------------------
+
+    def enqueue(self, rev: Revision) -> None:
+        """Queue `rev` for the worker; a queued older revision is superseded by it."""
+        older = self._pending
+        self._pending = rev
+        self._idle.clear()
+        self._wake.set()
+        if older is not None and older.id != rev.id:
+            self._spawn_supersede(older, rev)
+
+    def _spawn_supersede(self, older: Revision, newer: Revision) -> None:
+        async def go() -> None:
+            await self._supersede(older, newer)
+        asyncio.get_running_loop().create_task(go())
+
+    async def _supersede(self, older: Revision, newer: Revision) -> None:
+        now = self.clock()
+        fresh = await asyncio.to_thread(self.store.get, older.id)
+        if fresh.status not in (RevisionStatus.DETECTED, RevisionStatus.PLANNED):
+            return
+        await asyncio.to_thread(self.store.update, fresh.moved(
+            RevisionStatus.SUPERSEDED, now, reason=f"superseded by revision {newer.id} ({newer.commit[:12]})"))
+        await self._audit("revision.superseded", older.commit,
+                          {"revision": older.id, "by": newer.id, "by_commit": newer.commit})
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._worker
+            self._worker = None
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            rev, self._pending = self._pending, None
+            if rev is None:
+                self._idle.set()
+                continue
+            self.current = rev
+            try:
+                await self.process(rev)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or the store away: the revision fails, loop lives
+                log.exception("revision %s failed", rev.id)
+                with contextlib.suppress(Exception):
+                    await self._fail(rev, f"internal error: {type(exc).__name__}: {exc}")
+            finally:
+                self.current = None
+            if self._pending is None:
+                self._idle.set()
+            else:
+                self._wake.set()
+
+    async def _audit(self, kind: str, subject: str, data: dict[str, Any]) -> None:
+        now = self.clock()
+        await asyncio.to_thread(self.audit.append, ACTOR, kind, subject, data, now=now,
+                                oversize="truncate")
+
+    async def _save(self, rev: Revision) -> Revision:
+        return await asyncio.to_thread(self.store.update, rev)
+
+    async def _fail(self, rev: Revision, reason: str) -> None:
+        fresh = await asyncio.to_thread(self.store.get, rev.id)
+        if fresh.terminal:
+            return
+        await self._save(fresh.moved(RevisionStatus.FAILED, self.clock(), reason=reason))
+        await self._audit("revision.failed", rev.commit, {"revision": rev.id, "reason": reason})
+
+    def _repo(self) -> Any:
+        repo = getattr(self._repo_local, "repo", None)
+        if repo is None:
+            repo = self._repo_local.repo = self.open_repo()
+        return repo
+
+    def _evaluate(self, commit: str, known: list[KnownProxy],
+                  deployed: Evaluated | None) -> Evaluated | Invalid:
+        with self._render_lock:
+            return evaluate(self._repo(), commit, cache=self.cache, known=known, deployed=deployed)
+
+    async def process(self, rev: Revision) -> None:
+        """One revision from wherever it stands (detected, planned, or deploying after a
+        restart) to a final status."""
+        started = time.monotonic()
+        known = self.known_proxies()
+        try:
+            result = await asyncio.to_thread(self._evaluate, rev.commit, known, self.deployed)
+        except SpecSourceError as exc:
+            result = Invalid(rev.commit, [], f"cannot read the commit: {exc}")
+        if isinstance(result, Invalid):
+            await self._save(rev.moved(RevisionStatus.INVALID, self.clock(),
+                                       findings=result.findings, reason=result.reason))
+            await self._audit("revision.validated", rev.commit, {
+                "revision": rev.id, "valid": False, "reason": result.reason,
+                "errors": sum(1 for f in result.findings if f["severity"] == "error"),
+                "findings": result.findings[:50]})
+            self._reconciled(started)
+            return
+        if rev.status is RevisionStatus.DETECTED:
+            await self._audit("revision.validated", rev.commit, {
+                "revision": rev.id, "valid": True, "warnings": len(result.warnings),
+                "findings": result.warnings[:50]})
+            plan = result.plan
+            rev = await self._save(rev.moved(RevisionStatus.PLANNED, self.clock(),
+                                             findings=result.warnings, plan=plan))
+            await self._audit("plan.made", rev.commit, {
+                "revision": rev.id, "from": plan.get("from"), "resources": plan["resources"],
+                "resourceNames": plan["resourceNames"][:20], "proxies": plan["proxies"],
+                "access": plan["access"]})
+        if self._pending is not None and rev.status is RevisionStatus.PLANNED:
+            newer = self._pending
+            await self._save(rev.moved(RevisionStatus.SUPERSEDED, self.clock(),
+                                       reason=f"superseded by revision {newer.id} ({newer.commit[:12]})"))
+            await self._audit("revision.superseded", rev.commit,
+                              {"revision": rev.id, "by": newer.id, "by_commit": newer.commit})
+            self._reconciled(started)
+            return
+        if result.trust_domain and result.trust_domain != self.trust_domain:
+            reason = (f"the Mesh's trust domain {result.trust_domain!r} differs from the CA's "
+                      f"{self.trust_domain!r}; a trust-domain change needs a new CA and is not "
+                      "deployed")
+            await self._fail(rev, reason)
+            self._reconciled(started)
+            return
+        resumed = rev.status is RevisionStatus.DEPLOYING
+        if not resumed:
+            rev = await self._save(rev.moved(RevisionStatus.DEPLOYING, self.clock()))
+        verdict, targets = await self._deploy(rev, result, known, resumed=resumed)
+        deploy = {**verdict.to_dict(), "absent": list(targets), "seconds":
+                  round(time.monotonic() - started, 3)}
+        fresh = await asyncio.to_thread(self.store.get, rev.id)
+        rev = await self._save(fresh.moved(verdict.status, self.clock(), deploy=deploy,
+                                           reason="" if verdict.status is RevisionStatus.DEPLOYED
+                                           else verdict.reason))
+        if verdict.status is RevisionStatus.DEPLOYED:
+            self.deployed, self.deployed_revision = result, rev
+            await asyncio.to_thread(self.store.set_state, "deployed_revision", rev.id)
+        await self._audit("deploy.finished", rev.commit, {
+            "revision": rev.id, "status": str(verdict.status), "reason": verdict.reason,
+            "acked": len(verdict.acked), "nacked": len(verdict.nacked),
+            "timed_out": list(verdict.timed_out[:100]), "absent": len(targets)})
+        self._reconciled(started)
+
+    async def _deploy(self, rev: Revision, result: Evaluated, known: list[KnownProxy], *,
+                      resumed: bool) -> tuple[DeployVerdict, tuple[str, ...]]:
+        targets = deploy_targets(result.render.versions(), known)
+        snapshots = desired_snapshots(result.render.snapshots, targets.assign, rev.commit)
+        await self._audit("deploy.resumed" if resumed else "deploy.started", rev.commit, {
+            "revision": rev.id, "strategy": "all-at-once", "proxies": list(targets.wait_for[:200]),
+            "waiting_for": len(targets.wait_for), "absent": list(targets.absent[:200])})
+        verdict = await self.deployer.deploy(DeployRequest(rev.id, rev.commit, targets, snapshots))
+        if verdict.acked:
+            await self._audit("deploy.ack", rev.commit, {"revision": rev.id,
+                                                         "proxies": list(verdict.acked[:500]),
+                                                         "count": len(verdict.acked)})
+        if verdict.nacked:
+            await self._audit("deploy.nack", rev.commit, {
+                "revision": rev.id, "proxies": dict(list(verdict.nacked.items())[:100]),
+                "count": len(verdict.nacked)})
+        return verdict, targets.absent
+
+    def _reconciled(self, started: float) -> None:
+        if self.on_reconciled is not None:
+            self.on_reconciled(time.monotonic() - started)
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    async def restore(self) -> list[Revision]:
+        """Rebuild the deployed revision's render (so hellos get it at once) and return the
+        unfinished revision to resume (at most one; older ones are closed)."""
+        deployed_id = await asyncio.to_thread(self.store.get_state, "deployed_revision")
+        latest = await asyncio.to_thread(self.store.latest)
+        self.last_recorded = latest.commit if latest is not None else None
+        if deployed_id is not None:
+            rev = await asyncio.to_thread(self.store.get, int(deployed_id))
+            known = self.known_proxies()
+            try:
+                result = await asyncio.to_thread(self._evaluate, rev.commit, known, None)
+            except SpecSourceError as exc:
+                result = Invalid(rev.commit, [], str(exc))
+            if isinstance(result, Evaluated):
+                self.deployed, self.deployed_revision = result, rev
+            else:
+                log.error("the deployed revision %s no longer loads: %s", rev.id, result.reason)
+        recovery = recovery_plan(await asyncio.to_thread(self.store.unfinished))
+        for old in recovery.supersede:
+            if old.status is RevisionStatus.DEPLOYING:
+                await self._fail(old, "interrupted by a controller restart; a newer revision follows")
+            else:
+                await self._save(old.moved(RevisionStatus.SUPERSEDED, self.clock(),
+                                           reason="superseded at restart by a newer revision"))
+                await self._audit("revision.superseded", old.commit,
+                                  {"revision": old.id, "reason": "restart"})
+        return [recovery.resume] if recovery.resume is not None else []
+
+    def deployed_assignments(self) -> dict[str, DesiredSnapshot]:
+        """The deployed revision's snapshot for every known proxy (after a restart)."""
+        if self.deployed is None:
+            return {}
+        targets = deploy_targets(self.deployed.render.versions(), self.known_proxies())
+        commit = self.deployed.commit
+        return desired_snapshots(self.deployed.render.snapshots, targets.assign, commit)
+
+    def snapshot_for(self, proxy: KnownProxy) -> DesiredSnapshot | None:
+        """What a proxy that just said hello should run: the deployed revision rendered for
+        its (service, labels). Blocking (may render): call it in a thread."""
+        deployed = self.deployed
+        if deployed is None:
+            return None
+        # A one-proxy render from the deployed state: the snapshots it shares with proxies
+        # of the same (service, mTLS mode, ports) are reused, not rebuilt.
+        fleet = render_fleet(deployed.model, [proxy])
+        target = fleet.get(proxy.proxy_id)
+        if target is None:
+            return None
+        one = render(deployed.model, type(fleet).of([target]), previous=deployed.render.state)
+        snap = one.snapshots.get(proxy.proxy_id)
+        if snap is None:
+            return None
+        return DesiredSnapshot(snap.version, deployed.commit, snap.canonical())
+
+
+def desired_snapshots(snapshots: Any, assign: dict[str, str] | Any,
+                      revision: str) -> dict[str, DesiredSnapshot]:
+    """One DesiredSnapshot per assigned proxy; identical snapshots share one object (and one
+    copy of the bytes)."""
+    by_version: dict[str, DesiredSnapshot] = {}
+    out: dict[str, DesiredSnapshot] = {}
+    for proxy_id in assign:
+        snap: RenderedSnapshot = snapshots[proxy_id]
+        d = by_version.get(snap.version)
+        if d is None:
+            d = by_version[snap.version] = DesiredSnapshot(snap.version, revision, snap.canonical())
+        out[proxy_id] = d
+    return out
