@@ -16,6 +16,13 @@ COMMANDS: dict[str, str] = {
     "show": "reconciler.cli.validate_cmd:show_command",
     "plan": "reconciler.cli.plan_cmd:plan",
     "render": "reconciler.cli.render_cmd:render_command",
+    "serve": "reconciler.cli.serve_cmd:serve",
+    "status": "reconciler.cli.status_cmd:status",
+    "proxies": "reconciler.cli.status_cmd:proxies",
+    "history": "reconciler.cli.status_cmd:history",
+    "audit": "reconciler.cli.audit_cmd:audit",
+    "token": "reconciler.cli.token_cmd:token_group",
+    "refresh": "reconciler.cli.token_cmd:refresh",
 }
 
 
