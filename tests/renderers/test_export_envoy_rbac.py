@@ -128,7 +128,7 @@ def envoy_decides(chain: list[dict[str, Any]], req: AuthzRequest, port: int) -> 
 # --- random requests ------------------------------------------------------------------------
 
 TDS = ["shop.example", "corp.example", "data.example", "canary.example", "other.example"]
-NSS = ["shop", "bank", "web", "ops", "data", "apps", "kube-system"]
+NSS = ["shop", "bank", "web", "ops", "data", "apps", "kube-system", "ops-team", "webapp", "shopx"]
 SAS = ["frontend", "checkout", "cart", "payments-admin", "teller", "ledger", "portal", "app", "x"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD"]
 PATHS = ["/", "/admin", "/admin/x", "/debug/vars", "/reports/q1", "/x.csv", "/cart/1", "/cart",
