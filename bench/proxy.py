@@ -94,6 +94,23 @@ class Proc:
         except psutil.Error:
             return 0.0
 
+    def cpu_seconds(self) -> float:
+        """utime+stime of the process and its children so far (from /proc/<pid>/stat)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        try:
+            proc = psutil.Process(self.p.pid)
+            pids = [proc.pid, *(c.pid for c in proc.children(recursive=True))]
+        except psutil.Error:
+            return 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return total
+
     def stop(self) -> None:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
@@ -287,13 +304,16 @@ def _ms(text: str) -> float:
 def wrk(port: int, duration: float, connections: int, watch: list[Proc]) -> dict[str, float]:
     argv = ["/usr/bin/wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency",
             f"http://127.0.0.1:{port}{PATH}"]
+    cpu_before = {w.name: w.cpu_seconds() for w in watch}
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak: dict[str, float] = {w.name: 0.0 for w in watch}
     while p.poll() is None:
         for w in watch:
             peak[w.name] = max(peak[w.name], w.rss_mb())
         time.sleep(0.5)
+    cpu_used = {w.name: w.cpu_seconds() - cpu_before[w.name] for w in watch}
     out = p.stdout.read() if p.stdout else ""
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -304,6 +324,10 @@ def wrk(port: int, duration: float, connections: int, watch: list[Proc]) -> dict
     if socket_errors:
         result["socket_errors"] = socket_errors.group(1)  # type: ignore[assignment]
     result["rss_load_mb"] = peak  # type: ignore[assignment]
+    # CPU per request of each proxy process (the machine may be shared: rps alone misleads)
+    result["cpu_us_per_req"] = {  # type: ignore[assignment]
+        name: round(used * 1e6 / total, 1) if total else 0.0 for name, used in cpu_used.items()}
+    result["requests"] = float(total)
     return result
 
 
@@ -352,6 +376,7 @@ def main() -> int:
         warm(port, args.connections)
         print(f"  {name}: wrk {args.duration:g}s x {args.connections} connections ...", flush=True)
         results[name] = wrk(port, args.duration, args.connections, proxies)
+        results[name]["load_avg_1m"] = round(os.getloadavg()[0], 2)
         for pr in proxies:
             pr.stop()
 
@@ -427,6 +452,8 @@ def build_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
             "p99_ms": {"haproxy": h["p99_ms"], "meshcd": m["p99_ms"]},
             "ratio_rps_vs_haproxy": _ratio(m["rps"], h["rps"]),
             "ratio_p99_vs_haproxy": _ratio(m["p99_ms"], h["p99_ms"]),
+            "cpu_us_per_req": {"haproxy": round(sum(h["cpu_us_per_req"].values()), 1),
+                               "meshcd": round(sum(m["cpu_us_per_req"].values()), 1)},
         }
     h = results.get("haproxy")
     m = results.get("meshcd")
@@ -437,6 +464,10 @@ def build_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
         "p50_ms": {k: results[k]["p50_ms"] for k in plain},
         "p99_ms": {k: results[k]["p99_ms"] for k in plain},
         "non_2xx": {k: results[k]["non_2xx"] for k in results},
+        # CPU seconds of the case's proxy processes (both for mTLS) per request served, in us
+        "cpu_us_per_req": {k: round(sum(r["cpu_us_per_req"].values()), 1) for k, r in results.items() if k != "none"},
+        "cpu_us_per_req_by_process": {p: v for r in results.values() for p, v in r["cpu_us_per_req"].items()},
+        "load_avg_1m": {k: r["load_avg_1m"] for k, r in results.items()},
         "rss_mb": rss,
         "ratio_rps_vs_haproxy": _ratio(m["rps"], h["rps"]) if h and m else None,
         "ratio_p99_vs_haproxy": _ratio(m["p99_ms"], h["p99_ms"]) if h and m else None,
@@ -448,9 +479,12 @@ def print_table(report: dict[str, Any], results: dict[str, dict[str, Any]]) -> N
     mach = report["machine"]
     print(f"\nmachine: {mach['cpu']}, {mach['cores']} cores, Python {mach['python']}")
     print(f"wrk: {report['settings']['connections']} connections, {report['settings']['duration_s']:g} s, GET {PATH}\n")
-    print(f"{'case':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    print(f"{'case':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}{'load 1m':>9}")
     for name, r in results.items():
-        print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9.0f}")
+        cpu = report["cpu_us_per_req"].get(name)
+        cpu_text = f"{cpu:>12.1f}" if cpu is not None else f"{'-':>12}"
+        print(f"{name:<18}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9.0f}"
+              f"{cpu_text}{r['load_avg_1m']:>9.2f}")
     print(f"\n{'process':<22}{'RSS idle MB':>12}{'RSS load MB':>12}{'USS idle MB':>12}")
     for proc, v in report["rss_mb"].items():
         print(f"{proc:<22}{v['idle']:>12.1f}{v['load']:>12.1f}{v['uss_idle']:>12.1f}")
