@@ -53,7 +53,7 @@ def now() -> datetime:
 
 
 def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -99,74 +99,106 @@ def percentile(values: list[float], p: float) -> float:
 
 # -- simulated proxies (worker processes) ---------------------------------------------------
 
-async def sim_worker(url: str, cert_dir: Path, count: int, prefix: str, parallel: int) -> None:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+class SimClient(asyncio.Protocol):
+    """One simulated proxy: websockets' sans-I/O client over a plain asyncio protocol (no task
+    per stream), hello, then verify each snapshot's hash and ACK it."""
 
-    from proxy_runtime.config.fleet_protocol import (
-        MAX_TO_PROXY_BYTES,
-        SUBPROTOCOL,
-        Ack,
-        Hello,
-        Nack,
-        Snapshot,
-        decode_to_proxy,
-        encode,
-    )
+    def __init__(self, uri: Any, hello: bytes, counters: dict[str, int],
+                 opened: asyncio.Future[bool]) -> None:
+        from websockets.client import ClientProtocol
 
-    ctx = ssl.create_default_context(cafile=str(cert_dir / "bundle.pem"))
-    ctx.load_cert_chain(cert_dir / "svid.pem", cert_dir / "svid.key")
-    gate = asyncio.Semaphore(parallel)
-    connected = 0
-    failed = 0
-    stats = {"acks": 0, "nacks": 0}
-    all_up = asyncio.Event()
+        from proxy_runtime.config.fleet_protocol import MAX_TO_PROXY_BYTES, SUBPROTOCOL
 
-    async def one(i: int) -> None:
-        nonlocal connected, failed
-        ws = None
-        for attempt in range(5):
-            async with gate:
-                try:
-                    ws = await connect(url, ssl=ctx, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                                       compression=None, max_size=MAX_TO_PROXY_BYTES,
-                                       ping_interval=None, open_timeout=60, max_queue=4)
-                    await ws.send(encode(Hello(f"{prefix}-{i}", SIM_SERVICE, SIM_NS, {}, None)))
-                    break
-                except (OSError, TimeoutError, ConnectionClosed, Exception):
-                    ws = None
-            await asyncio.sleep(0.2 * (attempt + 1))
-        if ws is None:
-            failed += 1
-        else:
-            connected += 1
-        if connected + failed == count:
-            all_up.set()
-        if ws is None:
-            return
-        try:
-            async for frame in ws:
-                msg = decode_to_proxy(frame)
+        self.ws = ClientProtocol(uri, subprotocols=[SUBPROTOCOL], max_size=MAX_TO_PROXY_BYTES)  # type: ignore[list-item]
+        self.hello = hello
+        self.counters = counters
+        self.opened = opened
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.ws.send_request(self.ws.connect())
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        from websockets.frames import Frame, Opcode
+        from websockets.http11 import Response
+
+        from proxy_runtime.config.fleet_protocol import Ack, Nack, Snapshot, decode_to_proxy, encode
+
+        self.ws.receive_data(data)
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                ok = event.status_code == 101
+                if ok:
+                    self.ws.send_text(self.hello)
+                if not self.opened.done():
+                    self.opened.set_result(ok)
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                msg = decode_to_proxy(event.data)
                 if isinstance(msg, Snapshot):
                     if compute_version(msg.config) == msg.version:
-                        stats["acks"] += 1
-                        await ws.send(encode(Ack(msg.nonce, msg.version)))
+                        self.counters["acks"] += 1
+                        reply: Any = Ack(msg.nonce, msg.version)
                     else:
-                        stats["nacks"] += 1
-                        await ws.send(encode(Nack(msg.nonce, msg.version, "hash mismatch")))
-        except ConnectionClosed:
-            pass
+                        self.counters["nacks"] += 1
+                        reply = Nack(msg.nonce, msg.version, "hash mismatch")
+                    self.ws.send_text(encode(reply).encode())
+        self.flush()
 
-    tasks = [asyncio.create_task(one(i)) for i in range(count)]
-    await all_up.wait()
-    print(f"CONNECTED {connected} FAILED {failed}", flush=True)
+    def flush(self) -> None:
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_result(False)
+
+
+async def sim_worker(url: str, cert_dir: Path, count: int, prefix: str, parallel: int) -> None:
+    from urllib.parse import urlsplit
+
+    from websockets.uri import parse_uri
+
+    from proxy_runtime.config.fleet_protocol import Hello, encode
+
     loop = asyncio.get_running_loop()
+    ctx = ssl.create_default_context(cafile=str(cert_dir / "bundle.pem"))
+    ctx.load_cert_chain(cert_dir / "svid.pem", cert_dir / "svid.key")
+    uri = parse_uri(url)
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    gate = asyncio.Semaphore(parallel)
+    counters = {"acks": 0, "nacks": 0}
+    failed = 0
+
+    async def one(i: int) -> Any:
+        nonlocal failed
+        hello = encode(Hello(f"{prefix}-{i}", SIM_SERVICE, SIM_NS, {}, None)).encode()
+        for attempt in range(5):
+            async with gate:
+                opened: asyncio.Future[bool] = loop.create_future()
+                try:
+                    transport, _ = await asyncio.wait_for(loop.create_connection(
+                        lambda opened=opened: SimClient(uri, hello, counters, opened),  # type: ignore[misc]
+                        host, port, ssl=ctx,
+                        server_hostname=host), 60)
+                    if await asyncio.wait_for(opened, 60):
+                        return transport
+                    transport.abort()
+                except (OSError, TimeoutError, ssl.SSLError):
+                    pass
+            await asyncio.sleep(0.2 * (attempt + 1))
+        failed += 1
+        return None
+
+    transports = await asyncio.gather(*(one(i) for i in range(count)))
+    print(f"CONNECTED {count - failed} FAILED {failed}", flush=True)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
-    print(f"DONE acks={stats['acks']} nacks={stats['nacks']}", flush=True)
-    for t in tasks:
-        t.cancel()
+    print(f"DONE acks={counters['acks']} nacks={counters['nacks']}", flush=True)
+    del transports
     os._exit(0)  # skip closing thousands of streams one by one
 
 
@@ -216,6 +248,7 @@ class Bench:
         loop = asyncio.get_running_loop()
         latencies: list[float] = []
         fulls: list[float] = []
+        cpu0 = psutil.Process().cpu_times()
         for _ in range(rounds):
             self.round += 1
             config = bench_config(self.round)
@@ -231,7 +264,9 @@ class Bench:
             latencies += times
             fulls.append(max(times))
             await asyncio.sleep(0.3)
-        return {"p50_s": round(percentile(latencies, 50), 4),
+        cpu1 = psutil.Process().cpu_times()
+        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / rounds
+        return {"controller_cpu_s_per_round": round(cpu, 3),"p50_s": round(percentile(latencies, 50), 4),
                 "p99_s": round(percentile(latencies, 99), 4),
                 "all_acked_s": round(statistics.median(fulls), 4),
                 "rounds": rounds, "proxies": len(ids)}
@@ -288,6 +323,12 @@ async def run_real(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
 
 async def run_sims(bench: Bench, n: int, workers: int, rounds: int, label: str) -> dict[str, Any]:
     base = rss()
+    trace = bool(os.environ.get("CONVERGE_TRACEMALLOC"))
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start(3)
+        snap0 = tracemalloc.take_snapshot()
     per = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
     procs: list[asyncio.subprocess.Process] = []
     ids: list[str] = []
@@ -310,6 +351,12 @@ async def run_sims(bench: Bench, n: int, workers: int, rounds: int, label: str) 
         await wait_connected(bench.fleet, n, 60)
         await bench.converge(ids, 1)  # warm-up: buffers of every stream touched once
         connected_rss = rss()
+        if trace:
+            snap1 = tracemalloc.take_snapshot()
+            for stat in snap1.compare_to(snap0, "lineno")[:25]:
+                print(stat, flush=True)
+            total = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
+            print(f"python heap growth per proxy: {total / n / 1024:.1f} KB", flush=True)
         result = await bench.converge(ids, rounds)
         result["controller_rss_mb"] = round(connected_rss / 2**20, 1)
         result["kb_per_proxy"] = round((connected_rss - base) / n / 1024, 2)
@@ -394,7 +441,15 @@ def main() -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     print("(the simulated clients share these cores with the controller)", flush=True)
-    results = asyncio.run(controller(args))
+    if os.environ.get("CONVERGE_PROFILE"):
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        results = prof.runcall(asyncio.run, controller(args))
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    else:
+        results = asyncio.run(controller(args))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"controller peak RSS {peak_mb:.1f} MB", flush=True)
     biggest = max((k for k in results if k.startswith("sim_")), key=lambda k: results[k]["proxies"],

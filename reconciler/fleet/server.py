@@ -21,7 +21,9 @@ from typing import Any
 
 from cryptography import x509
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 from proxy_runtime.config.fleet_protocol import (
@@ -57,7 +59,7 @@ from reconciler.fleet.ledger import (
     count_states,
 )
 from reconciler.fleet.ledger_store import LedgerStore
-from reconciler.fleet.tls import server_context
+from reconciler.fleet.tls import pin_mmap_threshold, server_context
 
 log = logging.getLogger("meshcd.fleet")
 
@@ -78,12 +80,13 @@ class ProxyInfo:
 
 
 class _Conn:
-    __slots__ = ("proxy_id", "spiffe_id", "ws")
+    __slots__ = ("pong", "proxy_id", "spiffe_id", "ws")
 
     def __init__(self, ws: ServerConnection, proxy_id: str, spiffe_id: str) -> None:
         self.ws = ws
         self.proxy_id = proxy_id
         self.spiffe_id = spiffe_id
+        self.pong: asyncio.Future[float] | None = None  # the last keepalive ping's answer
 
 
 class _Waiter:
@@ -122,8 +125,9 @@ class FleetServer:
         ping_timeout: float = 15.0,
         hello_timeout: float = 10.0,
         svid_ttl: timedelta = DEFAULT_SVID_TTL,
-        flush_interval: float = 0.5,
+        flush_interval: float = 1.0,
         seen_flush_interval: float = 30.0,
+        tune_malloc: bool = True,
     ) -> None:
         if epoch < 0:
             raise ValueError("epoch must be a non-negative integer")
@@ -140,6 +144,8 @@ class FleetServer:
         self.hello_timeout = hello_timeout
         self.svid_ttl = svid_ttl
         self.flush_interval, self.seen_flush_interval = flush_interval, seen_flush_interval
+        if tune_malloc:  # ~30 instead of ~50 KB per stream; see tls.pin_mmap_threshold
+            pin_mmap_threshold()
         self._store = ledger_store
         self._audit = AuditBuffer(audit)
         self._records: dict[str, ProxyRecord] = {}
@@ -196,6 +202,7 @@ class FleetServer:
             self._spawn(self._push_worker())
         self._stopping = asyncio.Event()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self._spawn(self._keepalive_loop())
         log.info("fleet listener on %s:%d (epoch %d)", host, self._port, self.epoch)
 
     async def _accept_loop(self, listen: socket.socket) -> None:
@@ -225,9 +232,9 @@ class FleetServer:
         assert self._server is not None
         protocol = ServerProtocol(subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                                   max_size=MAX_TO_CONTROLLER_BYTES)
-        return ServerConnection(protocol, self._server, ping_interval=self.ping_interval,
-                                ping_timeout=self.ping_timeout, close_timeout=5.0,
-                                max_queue=4, write_limit=2**15)
+        # no keepalive task per stream: one loop pings them all (_keepalive_loop)
+        return ServerConnection(protocol, self._server, ping_interval=None, ping_timeout=None,
+                                close_timeout=5.0, max_queue=4, write_limit=2**15)
 
     async def stop(self) -> None:
         """Close every stream (each is audited as disconnected), then write the ledger."""
@@ -285,8 +292,7 @@ class FleetServer:
                 rec = self._records[proxy_id] = ProxyRecord(proxy_id)
             if rec.desired is desired or (rec.desired is not None and rec.desired == desired):
                 continue
-            rec.set_desired(desired)
-            self._dirty.add(proxy_id)
+            rec.set_desired(desired)  # persisted with the next ack/nack/connect of the proxy
             self._enqueue(proxy_id)
             self._notify(proxy_id)
 
@@ -399,6 +405,9 @@ class FleetServer:
         now = self.clock()
         rec.connect(hello.service, hello.namespace, hello.labels, hello.running_version, now)
         conn = _Conn(ws, hello.proxy_id, spiffe)
+        # the handshake's headers (~3 KB) are not needed any more; websockets only checks
+        # that a request is there (it tells the handshake from later frames by it)
+        ws.request, ws.response = Request(FLEET_PATH, Headers()), None
         self._conns[hello.proxy_id] = conn
         self._dirty.add(hello.proxy_id)
         self._audit.add(f"proxy:{hello.proxy_id}", "proxy.connected", hello.proxy_id,
@@ -500,6 +509,30 @@ class FleetServer:
                         {"peer": peer, "stage": "tls", "reason": str(reason)[:500],
                          "unaudited_before": self.tls_refusals_unaudited}, self.clock())
 
+    async def _keepalive_loop(self) -> None:
+        """Ping every stream each `ping_interval`; close those whose previous ping (sent at
+        least `ping_timeout` ago) got no pong. One task for the whole fleet, not one per stream."""
+        interval = self.ping_interval
+        timeout = max(self.ping_timeout, interval)
+        rounds_to_wait = max(1, int(-(-timeout // interval)))
+        ages: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(interval)
+            for proxy_id, conn in list(self._conns.items()):
+                if conn.pong is not None and not conn.pong.done():
+                    ages[proxy_id] = ages.get(proxy_id, 0) + 1
+                    if ages[proxy_id] >= rounds_to_wait:
+                        log.warning("proxy %s: no pong within %.0f s; closing", proxy_id, timeout)
+                        conn.ws.transport.abort()
+                    continue
+                ages.pop(proxy_id, None)
+                try:
+                    conn.pong = asyncio.ensure_future(await conn.ws.ping())
+                except ConnectionClosed:
+                    continue
+            for gone in set(ages) - set(self._conns):
+                del ages[gone]
+
     # -- pushing -----------------------------------------------------------------------------
 
     def _enqueue(self, proxy_id: str) -> None:
@@ -524,7 +557,6 @@ class FleetServer:
             push = rec.start_push(f"{self.epoch}.{self._nonce}", loop.time())
             if push is None:
                 continue
-            self._dirty.add(proxy_id)
             d = push.desired
             frame = encode_snapshot(push.nonce, self.epoch, d.version, d.revision, d.config_json)
             try:
