@@ -132,6 +132,13 @@ class _Exporter:
             for i, rule in enumerate(p.rules):
                 self.rule(svc, p, base, i, rule, servers, mtls, routed)
         for server, rules in routed.items():
+            # With any HTTPRoute on a Server, Linkerd answers 404 to requests no route matches:
+            # a catch-all route keeps them flowing (the Server's own policies authorize them).
+            _emit(self.export, k8s(POLICY, "HTTPRoute", k8s_name(server, "default"),
+                                   svc.namespace, {
+                "parentRefs": [{"group": GROUP, "kind": "Server", "name": server}],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}],
+            }))
             if len(rules) > 1:
                 self.export.warn(f"Server {svc.namespace}/{server}", (
                     f"rules {', '.join(rules)} become HTTPRoutes on one Server: Linkerd authorizes "

@@ -150,6 +150,9 @@ spec:
     route = doc(ex, "ns/httproute-allow.r0.api.http.yaml")["spec"]
     assert route["rules"][0]["matches"] == [
         {"path": {"type": "RegularExpression", "value": "/items/.*"}, "method": "GET"}]
+    # a Server with routes answers 404 to what no route matches: a catch-all route is added
+    assert doc(ex, "ns/httproute-api.http.default.yaml")["spec"]["rules"] == [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]
     ap = doc(ex, "ns/authorizationpolicy-allow.r0.s0.api.http.yaml")["spec"]
     assert ap["targetRef"] == {"group": "policy.linkerd.io", "kind": "HTTPRoute",
                                "name": "allow.r0.api.http"}
