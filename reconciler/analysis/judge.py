@@ -1,0 +1,220 @@
+"""The canary judge: one stage's evidence in, a verdict with every number it used out. Pure.
+
+Signals and rules (docs/rollout.md has the reasoning):
+
+- NACKs and disconnects of canaries running the new config: Failed at once.
+- No stats window at all from the canaries: Error.
+- Absolute guards on the canaries (no baseline needed):
+  - error rate (5xx + connection failures) over `maxErrorRatePercent`, and significantly so:
+    the exact binomial test of "true rate <= the limit" rejects at alpha;
+  - p99 latency over `maxP99LatencyMs`, and significantly so: more than 1% of requests are
+    certainly slower than the limit (binomial test against 1%);
+  - denial rate over `maxErrorRatePercent` (only when there is no baseline to compare with).
+- Relative checks against the baseline (proxies of the same service still on the old config,
+  over the same seconds), only when the baseline has at least `minRequests` requests. Each
+  fails only when the increase is both large (over `maxIncreaseOverBaselinePercent`) and
+  statistically significant at alpha:
+  - error rate and denial rate: Fisher's exact test (small counts) or the two-proportion
+    z-test with continuity correction; the baseline rate is floored at RATE_FLOOR so that
+    0 -> 0.05% is not an "infinite" increase;
+  - p99 latency: Mann-Whitney U over the latency histograms (ties per bucket).
+- alpha = (1 - confidence) / (number of statistical checks) (Bonferroni), so one look at a
+  healthy stage fails with probability at most 1 - confidence whatever the number of signals.
+- Any failed check: Failed. Otherwise fewer than `minRequests` canary requests:
+  Inconclusive. Otherwise Successful.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.analysis.sample import LATENCY_BUCKETS, Sample
+from reconciler.analysis.stats import (
+    binomial_sf,
+    count_above,
+    histogram_quantile,
+    mann_whitney_greater,
+    rate_greater,
+)
+from reconciler.spec.model import Analysis
+
+RATE_FLOOR = 0.001  # 0.1%: the smallest baseline rate a relative increase is measured from
+P99_TAIL = 0.01
+
+
+class Outcome(enum.StrEnum):
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+# Worst first: a stage's outcome is the worst of its services'.
+_SEVERITY = {Outcome.FAILED: 3, Outcome.ERROR: 2, Outcome.INCONCLUSIVE: 1, Outcome.SUCCESSFUL: 0}
+
+
+def worst(outcomes: list[Outcome]) -> Outcome:
+    return max(outcomes, key=lambda o: _SEVERITY[o], default=Outcome.SUCCESSFUL)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    canary: float | None
+    baseline: float | None
+    threshold: float | None
+    p_value: float | None
+    alpha: float | None
+    test: str
+    failed: bool
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 6)
+
+        return {"name": self.name, "canary": r(self.canary), "baseline": r(self.baseline),
+                "threshold": r(self.threshold), "pValue": None if self.p_value is None
+                else float(f"{self.p_value:.6g}"), "alpha": r(self.alpha), "test": self.test,
+                "failed": self.failed, "note": self.note}
+
+
+def summary(s: Sample) -> dict[str, Any]:
+    """The numbers of one side, as the audit and the page show them."""
+    p99 = histogram_quantile(0.99, LATENCY_BUCKETS, s.latency_buckets)
+    return {
+        "requests": s.total,
+        "errors": s.errors,
+        "errorRatePercent": round(100.0 * s.errors / s.total, 4) if s.total else None,
+        "denials": s.denied,
+        "denialRatePercent": round(100.0 * s.denied / s.total, 4) if s.total else None,
+        "p99Ms": None if p99 is None else round(p99 * 1000.0, 3),
+        "seconds": s.seconds,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    reason: str
+    checks: tuple[Check, ...] = ()
+    canary: Mapping[str, Any] = field(default_factory=dict)
+    baseline: Mapping[str, Any] | None = None
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": str(self.outcome), "reason": self.reason,
+                "canary": dict(self.canary),
+                "baseline": None if self.baseline is None else dict(self.baseline),
+                "thresholds": dict(self.thresholds),
+                "checks": [c.to_dict() for c in self.checks]}
+
+
+def thresholds(a: Analysis) -> dict[str, Any]:
+    return {"maxErrorRatePercent": a.max_error_rate_percent,
+            "maxP99LatencyMs": a.max_p99_latency_ms,
+            "maxIncreaseOverBaselinePercent": a.max_increase_over_baseline_percent,
+            "minRequests": a.min_requests, "confidence": a.confidence}
+
+
+def _rate(n: int, total: int) -> float | None:
+    return n / total if total else None
+
+
+def _abs_rate_check(name: str, events: int, total: int, limit: float, alpha: float) -> Check:
+    rate = _rate(events, total)
+    if rate is None:
+        return Check(name, None, None, limit, None, alpha, "binomial", False, "no requests")
+    p = binomial_sf(events, total, limit)
+    failed = rate > limit and p < alpha
+    return Check(name, rate, None, limit, p, alpha, "binomial", failed)
+
+
+def _rel_rate_check(name: str, c_events: int, c_total: int, b_events: int, b_total: int,
+                    increase: float, alpha: float) -> Check:
+    cr, br = _rate(c_events, c_total), _rate(b_events, b_total)
+    if cr is None or br is None:
+        return Check(name, cr, br, None, None, alpha, "none", False, "no requests")
+    limit = max(br, RATE_FLOOR) * (1.0 + increase)
+    p, test = rate_greater(c_events, c_total, b_events, b_total)
+    failed = cr > limit and p < alpha
+    return Check(name, cr, br, limit, p, alpha, test, failed)
+
+
+def judge(canary: Sample, baseline: Sample | None, analysis: Analysis, *, nacks: int = 0,
+          disconnects: int = 0, alpha: float | None = None) -> Verdict:
+    """Judge one service's canaries against its baseline. `alpha` overrides the family-wise
+    level 1 - confidence (the engine passes a stricter one for looks before the bake ends)."""
+    a = analysis
+    th = thresholds(a)
+    c_sum = summary(canary)
+    use_baseline = baseline is not None and baseline.total >= a.min_requests
+    b_sum = summary(baseline) if baseline is not None else None
+    if nacks or disconnects:
+        why = []
+        if nacks:
+            why.append(f"{nacks} canary NACK(s)")
+        if disconnects:
+            why.append(f"{disconnects} canary disconnect(s) on the new config")
+        return Verdict(Outcome.FAILED, "; ".join(why), (), c_sum, b_sum, th)
+    if canary.seconds == 0:
+        return Verdict(Outcome.ERROR, "no stats from the canaries", (), c_sum, b_sum, th)
+
+    family = (1.0 - a.confidence) if alpha is None else alpha
+    n_checks = 2 + (3 if use_baseline else 1)
+    level = family / n_checks
+    inc = a.max_increase_over_baseline_percent / 100.0
+    checks: list[Check] = [
+        _abs_rate_check("error_rate", canary.errors, canary.total,
+                        a.max_error_rate_percent / 100.0, level),
+    ]
+    # p99 over the limit <=> more than 1% of requests slower than the limit.
+    limit_s = a.max_p99_latency_ms / 1000.0
+    p99_c = histogram_quantile(0.99, LATENCY_BUCKETS, canary.latency_buckets)
+    slow = count_above(limit_s, LATENCY_BUCKETS, canary.latency_buckets)
+    lat_n = sum(canary.latency_buckets)
+    p_slow = binomial_sf(slow, lat_n, P99_TAIL) if lat_n else None
+    checks.append(Check(
+        "p99_latency", None if p99_c is None else p99_c * 1000.0, None, a.max_p99_latency_ms,
+        p_slow, level, "binomial", p99_c is not None and p99_c > limit_s
+        and p_slow is not None and p_slow < level, f"{slow} of {lat_n} requests over the limit"))
+    if use_baseline:
+        assert baseline is not None
+        checks.append(_rel_rate_check("error_rate_vs_baseline", canary.errors, canary.total,
+                                      baseline.errors, baseline.total, inc, level))
+        checks.append(_rel_rate_check("denial_rate_vs_baseline", canary.denied, canary.total,
+                                      baseline.denied, baseline.total, inc, level))
+        p99_b = histogram_quantile(0.99, LATENCY_BUCKETS, baseline.latency_buckets)
+        _, z, p_mw = mann_whitney_greater(canary.latency_buckets, baseline.latency_buckets)
+        limit_ms = None if p99_b is None else p99_b * 1000.0 * (1.0 + inc)
+        c_ms = None if p99_c is None else p99_c * 1000.0
+        failed = c_ms is not None and limit_ms is not None and c_ms > limit_ms and p_mw < level
+        checks.append(Check("p99_vs_baseline", c_ms, None if p99_b is None else p99_b * 1000.0,
+                            limit_ms, p_mw, level, "mann-whitney-u", failed, f"z={z:.3f}"))
+    else:
+        checks.append(_abs_rate_check("denial_rate", canary.denied, canary.total,
+                                      a.max_error_rate_percent / 100.0, level))
+    bad = [c for c in checks if c.failed]
+    if bad:
+        return Verdict(Outcome.FAILED, "; ".join(_why(c) for c in bad), tuple(checks),
+                       c_sum, b_sum, th)
+    if canary.total < a.min_requests:
+        return Verdict(Outcome.INCONCLUSIVE,
+                       f"{canary.total} canary requests, fewer than minRequests {a.min_requests}",
+                       tuple(checks), c_sum, b_sum, th)
+    note = "" if use_baseline else " (no baseline: absolute guards only)"
+    return Verdict(Outcome.SUCCESSFUL, f"all checks passed{note}", tuple(checks), c_sum, b_sum, th)
+
+
+def _why(c: Check) -> str:
+    def fmt(v: float | None) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.2f} ms" if "p99" in c.name else f"{100.0 * v:.3f}%"
+
+    base = f" vs baseline {fmt(c.baseline)}" if c.baseline is not None else ""
+    return (f"{c.name}: canary {fmt(c.canary)}{base} over {fmt(c.threshold)} "
+            f"(p={c.p_value:.3g} < {c.alpha:.3g}, {c.test})")
