@@ -87,11 +87,12 @@ def _matches(export: Export, where: str, path: str, m: sm.Match) -> list[dict[st
     return [{**base, "method": method} for method in m.methods]
 
 
-def _port(model: sm.ConfigModel, ref: sm.ServiceRef, port: int | None, host: sm.ServiceRef) -> int | None:
-    """A Service backendRef needs a port: the one given, else the service's first http port."""
+def _port(model: sm.ConfigModel, ref: sm.ServiceRef, port: int | None) -> int | None:
+    """A Service backendRef needs a port: the one given, else the service's first http port
+    (meshcd's proxy uses the port the request came in on; one HTTPRoute serves every port)."""
     if port is not None:
         return port
-    svc = model.service(ref if ref != host else host)
+    svc = model.service(ref)
     if svc is None or not svc.ports:
         return None
     return next((p.number for p in svc.ports if p.protocol == "http"), svc.ports[0].number)
@@ -116,7 +117,7 @@ class _Exporter:
         out: dict[str, Any] = {"name": name}
         if ref.namespace != route.namespace:
             out["namespace"] = ref.namespace
-        p = _port(self.model, ref, port, route.host)
+        p = _port(self.model, ref, port)
         if p is not None:
             out["port"] = p
         return out
