@@ -129,6 +129,13 @@ class _Exporter:
         if rule.matches:
             out["matches"] = [x for j, m in enumerate(rule.matches)
                               for x in _matches(self.export, where, f"{at}.matches[{j}]", m)]
+        for k, d in enumerate(rule.destinations):
+            svc = self.model.service(d.service)
+            if d.port is None and svc is not None and sum(
+                    p.protocol == "http" for p in svc.ports) > 1:
+                self.export.warn(where, (
+                    f"{at}.destinations[{k}].port: not given, so meshcd keeps the port the "
+                    f"request came in on; a backendRef needs one: {_port(self.model, d.service, None)}"))
         single = len(rule.destinations) == 1
         out["backendRefs"] = [
             {**self.backend(route, d.service, d.subset, d.port),
