@@ -284,7 +284,7 @@ class RolloutEngine:
             st.paused = None
             st.history.append({"stage": st.stage + 1, "outcome": "Promoted",
                                "reason": f"promoted by {ev.actor}"})
-            self._begin_stage(st.stage + 1, ev.now)
+            self._begin_stage(self._next_stage(st.stage + 1), ev.now)
 
     def _on_new_commit(self, ev: NewCommit) -> None:
         st = self.state
@@ -376,8 +376,22 @@ class RolloutEngine:
                            "reason": verdict["reason"]})
         if is_last(st.spec.settings.stages, st.stage):
             self._finish("promoted", "deployed", "every stage passed")
-        else:
-            self._begin_stage(st.stage + 1, now)
+            return
+        self._begin_stage(self._next_stage(st.stage + 1), now)
+
+    def _next_stage(self, index: int) -> int:
+        """`index`, or the first later stage that adds a proxy: a stage whose canaries are
+        the ones already on the new config (10% of few proxies) would only bake them again."""
+        st, spec = self.state, self.state.spec
+        stages = spec.settings.stages
+        while not is_last(stages, index):
+            members = stage_members(spec.revision, spec.targets, stages, index, st.excluded)
+            if not set(members) <= st.on_new:
+                break
+            self._audit("rollout.stage_skipped", {"stage": index + 1,
+                                                  "reason": "no proxy to add"})
+            index += 1
+        return index
 
     def _fail(self, verdict: dict[str, Any], now: float) -> None:
         st = self.state
