@@ -46,6 +46,8 @@ from reconciler.store import open_engine, sqlite_url
 
 log = logging.getLogger("meshcd.controller")
 
+WEBHOOK_WINDOW_S = 1.0  # webhook refreshes inside this window after a fetch are coalesced
+
 
 class StartupError(Exception):
     """The controller cannot start with these settings (permanent until someone fixes them)."""
@@ -259,9 +261,33 @@ class Controller:
             raise StartupError(f"webhooks: {exc}") from None
 
         def on_update(update: Any) -> None:
-            self.coordinator.refresh(f"webhook:{update.forge}")
+            self._webhook_refresh(f"webhook:{update.forge}")
 
         return make_router(rs, on_update=on_update, on_audit=self._on_delivery)
+
+    def _webhook_refresh(self, reason: str) -> None:
+        """On the loop. The first push after a quiet spell fetches at once; pushes within
+        WEBHOOK_WINDOW_S of a fetch share one trailing fetch at the end of the window. So a
+        single push deploys without delay and 100 pushes in a second cost two fetches (the
+        coordinator also folds requests that arrive while a fetch runs into one)."""
+        now = self.loop.time()
+        if self._hook_timer is not None:
+            self._hook_reasons += 1
+            return
+        if now - self._hook_last >= WEBHOOK_WINDOW_S:
+            self._hook_last = now
+            self.coordinator.refresh(reason)
+            return
+        self._hook_reasons = 1
+        self._hook_timer = self.loop.call_later(self._hook_last + WEBHOOK_WINDOW_S - now,
+                                                self._webhook_trailing, reason)
+
+    def _webhook_trailing(self, reason: str) -> None:
+        self._hook_timer = None
+        self._hook_last = self.loop.time()
+        n, self._hook_reasons = self._hook_reasons, 0
+        with contextlib.suppress(Exception):  # closed during shutdown
+            self.coordinator.refresh(reason if n == 1 else f"{reason} (+{n - 1} more)")
 
     async def _flush_webhook_audit(self) -> None:
         while True:
@@ -274,6 +300,9 @@ class Controller:
         s = self.settings
         self.loop = asyncio.get_running_loop()
         self._branch_gone = False
+        self._hook_timer: asyncio.TimerHandle | None = None
+        self._hook_last = -WEBHOOK_WINDOW_S
+        self._hook_reasons = 0
         await asyncio.to_thread(self._open_store)
         self._open_source()
         self.epoch = await asyncio.to_thread(self.revisions.next_epoch)
@@ -368,6 +397,8 @@ class Controller:
             self.schedule.stop(wait=False)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.coordinator.close, 30.0)
+        if self._hook_timer is not None:
+            self._hook_timer.cancel()
         if server is not None:
             server.should_exit = True
         for t in tasks[1:]:

@@ -67,7 +67,9 @@ def test_good_commit_reaches_every_proxy_and_invalid_one_none(tmp_path: Path,
     try:
         until(lambda: all_synced(serve, ids), 30, "synced after the second commit")
     except AssertionError:
-        print(json.dumps(serve.ledger(), indent=1)); print(serve.proc.output()); raise
+        print(json.dumps(serve.ledger(), indent=1))  # what the failure needs to be read
+        print(serve.proc.output() if serve.proc else "")
+        raise
     after = serve.ledger()
     assert after["web.shop-0"]["ackedVersion"] != before["web.shop-0"]["ackedVersion"]
     assert after["web.shop-0"]["desiredRevision"] == c2
@@ -76,7 +78,7 @@ def test_good_commit_reaches_every_proxy_and_invalid_one_none(tmp_path: Path,
     assert "Route" in " ".join(detail["plan"]["resourceNames"])
     acks = [r for r in serve.audit("deploy.ack") if r["subject"] == c2]
     assert acks and "web.shop-0" in acks[0]["data"]["proxies"]
-    detected = [r for r in serve.audit("revision.detected") if r["subject"] == c2][0]
+    detected = next(r for r in serve.audit("revision.detected") if r["subject"] == c2)
     assert detected["data"]["author"].startswith("Bo ")
     assert detected["data"]["message"] == "api: longer timeout"
     assert detected["data"]["trigger"] in ("poll", "webhook", "manual")
@@ -98,7 +100,7 @@ def test_good_commit_reaches_every_proxy_and_invalid_one_none(tmp_path: Path,
     detail = serve.get(f"/api/revisions/{rev3['id']}")
     assert any(f["severity"] == "error" and f["file"] == "routes/api.yaml"
                for f in detail["findings"])
-    why = [r for r in serve.audit("revision.validated") if r["subject"] == c3][0]
+    why = next(r for r in serve.audit("revision.validated") if r["subject"] == c3)
     assert why["data"]["valid"] is False and "routes/api.yaml" in why["data"]["reason"]
     assert serve.get("/api/status")["deployed"]["commit"] == c2
     assert {k: v["ackedVersion"] for k, v in serve.ledger().items()} == {
