@@ -242,13 +242,15 @@ class Bench:
         await self.boot.stop()
         await self.fleet.stop()
 
-    async def converge(self, ids: list[str], rounds: int) -> dict[str, Any]:
+    async def converge(self, ids: list[str], rounds: int, pids: list[int] | None = None) -> dict[str, Any]:
         from reconciler.fleet import DesiredSnapshot
 
         loop = asyncio.get_running_loop()
         latencies: list[float] = []
         fulls: list[float] = []
         cpu0 = psutil.Process().cpu_times()
+        others = [psutil.Process(p) for p in pids or []]
+        ocpu0 = sum(sum(o.cpu_times()[:2]) for o in others)
         for _ in range(rounds):
             self.round += 1
             config = bench_config(self.round)
@@ -266,7 +268,9 @@ class Bench:
             await asyncio.sleep(0.3)
         cpu1 = psutil.Process().cpu_times()
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / rounds
-        return {"controller_cpu_s_per_round": round(cpu, 3),"p50_s": round(percentile(latencies, 50), 4),
+        ocpu = (sum(sum(o.cpu_times()[:2]) for o in others) - ocpu0) / rounds
+        return {"controller_cpu_s_per_round": round(cpu, 3),
+                "clients_cpu_s_per_round": round(ocpu, 3),"p50_s": round(percentile(latencies, 50), 4),
                 "p99_s": round(percentile(latencies, 99), 4),
                 "all_acked_s": round(statistics.median(fulls), 4),
                 "rounds": rounds, "proxies": len(ids)}
@@ -313,7 +317,7 @@ async def run_real(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
             procs.append(proc)
         await wait_connected(bench.fleet, n, 120)
         await bench.converge(ids, 1)  # warm-up: first bind of every listener
-        return await bench.converge(ids, rounds)
+        return await bench.converge(ids, rounds, [p.pid for p in procs])
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -357,7 +361,7 @@ async def run_sims(bench: Bench, n: int, workers: int, rounds: int, label: str) 
                 print(stat, flush=True)
             total = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
             print(f"python heap growth per proxy: {total / n / 1024:.1f} KB", flush=True)
-        result = await bench.converge(ids, rounds)
+        result = await bench.converge(ids, rounds, [p.pid for p in procs])
         result["controller_rss_mb"] = round(connected_rss / 2**20, 1)
         result["kb_per_proxy"] = round((connected_rss - base) / n / 1024, 2)
         return result
@@ -408,7 +412,9 @@ def print_row(label: str, r: dict[str, Any]) -> None:
     if "kb_per_proxy" in r:
         extra = f"  rss {r['controller_rss_mb']:>7.1f} MB  {r['kb_per_proxy']:>6.1f} KB/proxy"
     print(f"{label:<10} {r['proxies']:>6} proxies  p50 {r['p50_s']:>7.3f} s  p99 {r['p99_s']:>7.3f} s"
-          f"  all acked {r['all_acked_s']:>7.3f} s  ({r['rounds']} rounds){extra}", flush=True)
+          f"  all acked {r['all_acked_s']:>7.3f} s  ({r['rounds']} rounds)  cpu/round: controller "
+          f"{r['controller_cpu_s_per_round']:.2f} s, proxies {r['clients_cpu_s_per_round']:.2f} s{extra}",
+          flush=True)
 
 
 def main() -> None:

@@ -241,3 +241,53 @@ def test_agent_refuses_a_config_that_does_not_hash_to_its_version(tmp_path: Path
             await ctl.stop()
 
     run(main())
+
+
+def test_a_stream_that_stops_answering_pings_is_closed(tmp_path: Path) -> None:
+    """The heartbeat: one keepalive loop pings every stream; no pong, no stream."""
+
+    async def main() -> None:
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start(ping_interval=0.2, ping_timeout=0.4)
+        sd = ctl.enroll(tmp_path / "p", "web")
+        live = await start_agent(sd, fleet.url, "live", "web")  # answers pings itself
+        loop = asyncio.get_running_loop()
+        ws = ClientProtocol(parse_uri(fleet.url), subprotocols=[SUBPROTOCOL])  # type: ignore[list-item]
+        got = asyncio.Event()
+
+        class Mute(asyncio.Protocol):
+            """Opens the stream, says hello, then never reads again (so never pongs)."""
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.t = transport
+                ws.send_request(ws.connect())
+                for d in ws.data_to_send():
+                    transport.write(d)  # type: ignore[attr-defined]
+
+            def data_received(self, data: bytes) -> None:
+                if got.is_set():
+                    return
+                ws.receive_data(data)
+                ws.events_received()
+                ws.send_text(json.dumps(_hello(pid="mute")).encode())
+                for d in ws.data_to_send():
+                    self.t.write(d)  # type: ignore[attr-defined]
+                got.set()
+
+        transport, _ = await loop.create_connection(Mute, "127.0.0.1", fleet.bound_port,
+                                                    ssl=_context(ctl, sd), server_hostname="127.0.0.1")
+        try:
+            await until(lambda: "mute" in fleet.connected(), what="mute connects")
+            await until(lambda: "mute" not in fleet.connected(), what="mute closed")
+            assert fleet.entry("mute").state is ProxyState.DISCONNECTED  # type: ignore[union-attr]
+            await asyncio.sleep(1.0)  # several ping rounds: the live one stays
+            assert "live" in fleet.connected()
+        finally:
+            transport.abort()
+            await live.stop()
+            await ctl.stop()
+
+    run(main())
