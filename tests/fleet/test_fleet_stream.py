@@ -207,3 +207,86 @@ def test_uvloop_controller_and_agent(tmp_path: Path) -> None:
             await ctl.stop()
 
     run(main(), uv=True)
+
+
+def _outbound_desired(backend_port: int, n: int):  # type: ignore[no-untyped-def]
+    import json as _json
+
+    from proxy_runtime.config import parse_snapshot, snapshot_to_json
+    from proxy_runtime.config.canonical import compute_version
+    from reconciler.fleet import DesiredSnapshot
+
+    doc = snapshot_to_json(parse_snapshot({
+        "outbound": {"port": 0, "bindAddress": "127.0.0.1", "virtualHosts": [{
+            "name": "svc", "domains": ["svc"],
+            "routes": [{"name": "r", "match": {}, "timeoutMs": 1000 + n,
+                        "clusters": [{"cluster": "app", "weight": 1}]}]}]},
+        "clusters": [{"name": "app", "endpoints": [{"address": f"127.0.0.1:{backend_port}"}]}],
+    }))
+    return DesiredSnapshot(compute_version(doc), f"rev{n}", _json.dumps(doc).encode())
+
+
+def test_controller_away_under_load_no_failed_requests(tmp_path: Path) -> None:
+    """Static stability: traffic through the proxy while the controller goes away and comes
+    back (with a new config) sees no failed request."""
+
+    async def main() -> None:
+        import asyncio
+
+        async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while await reader.readuntil(b"\r\n\r\n"):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        backend = await asyncio.start_server(app, "127.0.0.1", 0)
+        bport = backend.sockets[0].getsockname()[1]
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        port = fleet.bound_port
+        a = await start_agent(ctl.enroll(tmp_path / "p", "web"), fleet.url, "web-1", "web")
+        results = {"ok": 0, "failed": 0}
+        stop = asyncio.Event()
+
+        async def client() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+            while not stop.is_set():
+                writer.write(b"GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)
+                results["ok" if head.startswith(b"HTTP/1.1 200") else "failed"] += 1
+            writer.close()
+
+        try:
+            d1 = _outbound_desired(bport, 1)
+            fleet.set_desired({"web-1": d1})
+            assert (await fleet.wait_acked(["web-1"], d1.version, 10))["web-1"].status == "acked"
+            proxy_port = a.runtime.port_of("outbound", 0)
+            assert proxy_port
+            clients = [asyncio.create_task(client()) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            await ctl.stop()  # the controller goes away
+            await asyncio.sleep(1.5)
+            during = results["ok"]
+            ctl2 = Controller(tmp_path / "ctl", epoch=2)
+            fleet2 = await ctl2.start(port=port)
+            try:
+                await until(lambda: fleet2.connected() == ["web-1"], what="reconnect")
+                d2 = _outbound_desired(bport, 2)
+                fleet2.set_desired({"web-1": d2})
+                assert (await fleet2.wait_acked(["web-1"], d2.version, 10))["web-1"].status == "acked"
+                await asyncio.sleep(0.3)
+                stop.set()
+                await asyncio.gather(*clients)
+            finally:
+                await ctl2.stop()
+            assert results["failed"] == 0
+            assert during > 0 and results["ok"] > during  # traffic flowed throughout
+        finally:
+            stop.set()
+            await a.stop()
+            backend.close()
+
+    run(main())
