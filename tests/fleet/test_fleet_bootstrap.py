@@ -191,14 +191,16 @@ def test_certificate_renewal_over_the_live_stream(tmp_path: Path) -> None:
         fleet = await ctl.start()
         sd = ctl.enroll(tmp_path / "p", "web", ttl=timedelta(hours=24))
         first = sd.load_identity()
-        # the agent's clock says the certificate is 13 h old: past half-life (and jitter)
-        a = await start_agent(sd, fleet.url, "web-1", "web",
-                              clock=lambda: now() + timedelta(hours=13))
+        # the agent's clock says the certificate is 13 h old: past half-life (and jitter);
+        # once renewed, the clock is right again (else it would renew on and on)
+        shift = [timedelta(hours=13)]
+        a = await start_agent(sd, fleet.url, "web-1", "web", clock=lambda: now() + shift[0])
         try:
             d = desired(1)
             fleet.set_desired({"web-1": d})
             assert (await fleet.wait_acked(["web-1"], d.version, 10))["web-1"].status == "acked"
             await until(lambda: a.agent.renewals >= 1, what="renewal")
+            shift[0] = timedelta(0)
             renewed = sd.load_identity()
             assert renewed.chain_pem != first.chain_pem
             assert renewed.key_pem != first.key_pem  # a fresh key, made on the proxy
@@ -208,6 +210,7 @@ def test_certificate_renewal_over_the_live_stream(tmp_path: Path) -> None:
                         == renewed.chain_pem, what="re-apply")
             assert a.agent.config_version == d.version
             assert a.agent.connects == 1
+            assert a.agent.renewals == 1
             assert fleet.entry("web-1").state is ProxyState.SYNCED  # type: ignore[union-attr]
         finally:
             await a.stop()
