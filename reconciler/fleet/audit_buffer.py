@@ -17,6 +17,7 @@ from reconciler.audit import AuditEntry, AuditLog
 log = logging.getLogger("meshcd.fleet")
 
 MAX_PENDING = 100_000  # past this, records are dropped and counted (the store is down)
+BATCH = 500  # records per transaction: bounds the transient memory of a reconnect storm
 
 
 class AuditBuffer:
@@ -40,13 +41,14 @@ class AuditBuffer:
         if self.audit is None or not self.pending:
             return
         async with self._lock:
-            batch, self.pending = self.pending, []
-            audit = self.audit
-            try:
-                await asyncio.to_thread(audit.append_many, batch, now=now, oversize="truncate")
-            except Exception as exc:
-                log.error("cannot append %d fleet audit records: %s", len(batch), exc)
-                if getattr(exc, "temporary", False):  # the store may be back next time
-                    self.pending[:0] = batch
-                else:
+            while self.pending:
+                batch, self.pending = self.pending[:BATCH], self.pending[BATCH:]
+                try:
+                    await asyncio.to_thread(self.audit.append_many, batch, now=now,
+                                            oversize="truncate")
+                except Exception as exc:
+                    log.error("cannot append %d fleet audit records: %s", len(batch), exc)
+                    if getattr(exc, "temporary", False):  # the store may be back next time
+                        self.pending[:0] = batch
+                        return
                     self.dropped += len(batch)

@@ -609,13 +609,15 @@ class FleetServer:
         if self._store is None:
             self._dirty.clear()
         elif self._dirty:
-            ids, self._dirty = self._dirty, set()
-            entries = [self._records[i].entry() for i in ids if i in self._records]
-            try:
-                await asyncio.to_thread(self._store.save, entries)
-            except Exception:
-                self._dirty |= ids  # try again next time
-                raise
+            ids, self._dirty = list(self._dirty), set()
+            for at in range(0, len(ids), 1000):  # bounded transactions (and transient memory)
+                chunk = ids[at:at + 1000]
+                entries = [self._records[i].entry() for i in chunk if i in self._records]
+                try:
+                    await asyncio.to_thread(self._store.save, entries)
+                except Exception:
+                    self._dirty.update(ids[at:])  # try again next time
+                    raise
         await self._audit.flush(self.clock())
 
     # -- helpers ---------------------------------------------------------------------------------
