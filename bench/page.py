@@ -1,0 +1,214 @@
+"""Server time of every web page with a big store behind it (issue #8's target: p99 < 200 ms).
+
+    .venv/bin/python bench/page.py [--records 1000000] [--proxies 10000] [--revisions 1000]
+                                   [--loads 50] [--backends sqlite,postgres] [--json out.json]
+
+For each backend: fills a fresh store with `--records` audit records (append_many in bursts of
+20,000: a valid chain), `--proxies` proxies and `--revisions` revisions in the pages' demo
+tables (`SqlPagesData`), verifies the chain once (the badge's background job, so it does not
+run during the measurement), then loads each page `--loads` times through a real uvicorn on
+127.0.0.1 and reports the server's own time per request (a middleware's `Server-Timing`),
+p50 and p99. PostgreSQL comes from MESHCD_TEST_POSTGRES_URL (default postgres@127.0.0.1/test);
+a throwaway database is created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.requests import Request
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reconciler.audit import AuditEntry, AuditLog
+from reconciler.auth import ApiTokens
+from reconciler.pages import PagesSettings
+from reconciler.pages.chain_status import ChainStatus
+from reconciler.pages.demo_data import SqlPagesData
+from reconciler.pages.demo_seed import canary_stages, seed_fleet, seed_revisions, series
+from reconciler.pages.router import make_pages_router
+from reconciler.store import open_engine, sqlite_url
+from reconciler.store.testing import postgres_database
+
+KINDS = ("revision.detected", "plan.made", "deploy.ack", "proxy.connected", "deploy.nack", "rollout.promote")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def fill_audit(audit: AuditLog, records: int, batch: int = 20_000) -> float:
+    started = time.perf_counter()
+    done = 0
+    while done < records:
+        n = min(batch, records - done)
+        entries = [
+            AuditEntry(
+                actor=f"proxy:web-{(done + i) % 997}" if (done + i) % 3 else "scheduler",
+                kind=KINDS[(done + i) % len(KINDS)],
+                subject=f"revision {(done + i) % 1000}",
+                data={"n": done + i, "version": f"{(done + i) * 7919:x}"},
+            )
+            for i in range(n)
+        ]
+        # One second of trail per 100 records: time filters have a real range to work on.
+        audit.append_many(entries, now=T0 + timedelta(seconds=done // 100), redact=False)
+        done += n
+        print(f"\r  audit records: {done}/{records}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return time.perf_counter() - started
+
+
+def pages(records: int, revisions: int, proxies: int) -> dict[str, str]:
+    mid = max(records // 2, 2)
+    since = (T0 + timedelta(seconds=records // 200)).strftime("%Y-%m-%dT%H:%M:%S")
+    until = (T0 + timedelta(seconds=records // 200 + 600)).strftime("%Y-%m-%dT%H:%M:%S")
+    return {
+        "overview": "/",
+        "overview_live": "/live/overview",
+        "revisions": "/revisions",
+        "revisions_filtered": "/revisions?outcome=rejected",
+        "revision_detail": f"/revisions/{revisions}",
+        "fleet": "/fleet",
+        "fleet_filtered_sorted": "/fleet?state=NACKED&sort=last_seen&order=desc",
+        "fleet_last_page": f"/fleet?offset={max(proxies - 100, 0)}",
+        "audit": "/audit",
+        "audit_kind": "/audit?kind=deploy.nack",
+        "audit_deep_page": f"/audit?before={mid}",
+        "audit_subject": "/audit?subject=revision+500",
+        "audit_actor_range": f"/audit?actor=scheduler&since={since}&until={until}",
+        "audit_badge": "/live/audit-badge",
+    }
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def run_backend(url: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    engine = open_engine(url)
+    audit, tokens, data = AuditLog(engine), ApiTokens(engine), SqlPagesData(engine)
+    now = datetime.now(UTC)
+    fill_s = fill_audit(audit, args.records)
+    seed_revisions(data, args.revisions, now=now)
+    seed_fleet(data, args.proxies, now=now)
+    data.start_rollout(args.revisions, canary_stages(args.proxies), now=now)
+    data.add_points(args.revisions, series(600, bad_after=400))
+    print(f"  filled in {fill_s:.0f} s; verifying the chain once ...", file=sys.stderr)
+    chain = ChainStatus(audit, max_age=1e9, full_every=1e9)
+    started = time.perf_counter()
+    chain.refresh(full=True, wait=True)
+    verify_s = time.perf_counter() - started
+    print(f"  verified in {verify_s:.0f} s: {chain.verdict().result}", file=sys.stderr)
+
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def timing(request: Request, call_next: Any) -> Any:
+        t = time.perf_counter()
+        response = await call_next(request)
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t) * 1000:.3f}"
+        return response
+
+    app.include_router(make_pages_router(data, audit, tokens, PagesSettings(), chain=chain))
+    viewer = tokens.create("viewer", "bench", now=now)
+    results: dict[str, dict[str, float]] = {}
+    with serve(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+        form = client.get("/signin").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+        signed = client.post("/signin", data={"csrf_token": csrf, "token": viewer.token})
+        assert signed.status_code in (200, 303), signed.status_code
+        for name, path in pages(args.records, args.revisions, args.proxies).items():
+            times = []
+            for _ in range(args.loads + 2):
+                answer = client.get(path)
+                if answer.status_code != 200:
+                    raise SystemExit(f"{name}: {path} answered {answer.status_code}")
+                times.append(float(answer.headers["server-timing"].split("dur=")[1]))
+            times = sorted(times[2:])  # the first two warm caches
+            results[name] = {
+                "p50_ms": statistics.median(times),
+                "p99_ms": times[min(len(times) - 1, round(0.99 * (len(times) - 1)))],
+            }
+    results["_fill"] = {"audit_fill_s": fill_s, "verify_s": verify_s}
+    engine.dispose()
+    return results
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--proxies", type=int, default=10_000)
+    parser.add_argument("--revisions", type=int, default=1000)
+    parser.add_argument("--loads", type=int, default=50)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    out: dict[str, dict[str, float]] = {}
+    full: dict[str, Any] = {}
+    print(f"machine: {machine()}")
+    for backend in args.backends.split(","):
+        print(f"{backend}: {args.records} audit records, {args.proxies} proxies, {args.revisions} revisions", file=sys.stderr)
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                res = run_backend(sqlite_url(tmp), args)
+        elif backend == "postgres":
+            with postgres_database() as url:
+                res = run_backend(url, args)
+        else:
+            raise SystemExit(f"unknown backend {backend}")
+        full[backend] = res
+        out[backend] = {page: round(v["p99_ms"], 2) for page, v in res.items() if not page.startswith("_")}
+    print(f"\n{'page':<24}" + "".join(f"{b + ' p50':>14}{b + ' p99':>14}" for b in full))
+    for page in pages(args.records, args.revisions, args.proxies):
+        print(f"{page:<24}" + "".join(f"{full[b][page]['p50_ms']:>12.1f}ms{full[b][page]['p99_ms']:>12.1f}ms" for b in full))
+    for b in full:
+        print(f"{b}: audit fill {full[b]['_fill']['audit_fill_s']:.0f} s, full chain verify {full[b]['_fill']['verify_s']:.0f} s")
+    worst = max(v for b in out.values() for v in b.values())
+    print(f"worst p99: {worst:.1f} ms ({'meets' if worst < 200 else 'MISSES'} the 200 ms target)")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
