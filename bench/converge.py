@@ -354,6 +354,7 @@ async def run_sims(bench: Bench, n: int, workers: int, rounds: int, label: str) 
                 raise RuntimeError(f"a worker could not connect all its clients: {line!r}")
         await wait_connected(bench.fleet, n, 60)
         await bench.converge(ids, 1)  # warm-up: buffers of every stream touched once
+        await asyncio.sleep(1.5)  # steady state: the ledger flush after the wave has run
         connected_rss = rss()
         if trace:
             snap1 = tracemalloc.take_snapshot()

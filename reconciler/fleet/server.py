@@ -59,7 +59,8 @@ from reconciler.fleet.ledger import (
     count_states,
 )
 from reconciler.fleet.ledger_store import LedgerStore
-from reconciler.fleet.tls import pin_mmap_threshold, server_context
+from reconciler.fleet.memory import pin_mmap_threshold, trim
+from reconciler.fleet.tls import server_context
 
 log = logging.getLogger("meshcd.fleet")
 
@@ -144,7 +145,8 @@ class FleetServer:
         self.hello_timeout = hello_timeout
         self.svid_ttl = svid_ttl
         self.flush_interval, self.seen_flush_interval = flush_interval, seen_flush_interval
-        if tune_malloc:  # ~30 instead of ~50 KB per stream; see tls.pin_mmap_threshold
+        self.tune_malloc = tune_malloc
+        if tune_malloc:  # ~30 instead of ~50 KB per stream; see memory.pin_mmap_threshold
             pin_mmap_threshold()
         self._store = ledger_store
         self._audit = AuditBuffer(audit)
@@ -618,6 +620,8 @@ class FleetServer:
                 except Exception:
                     self._dirty.update(ids[at:])  # try again next time
                     raise
+            if len(ids) >= 1000 and self.tune_malloc:  # after a burst, give back what it freed
+                trim()
         await self._audit.flush(self.clock())
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -36,32 +36,3 @@ def server_context(credentials: ServerCredentials, *, client_ca_pem: bytes | Non
     return ctx
 
 
-
-# Each TLS stream on uvloop holds a 256 KiB read buffer (malloc'd, touched only as far as
-# data arrives). glibc raises its mmap threshold the first time such a block is freed, after
-# which these buffers come from the heap and fragment it: ~50 KB per idle stream instead of
-# ~30 KB. Pinning the threshold at glibc's own default keeps them mmap'd. Process-wide, so
-# it is done once, and only where glibc is the allocator.
-_M_MMAP_THRESHOLD = -3
-_pinned = False
-
-
-def pin_mmap_threshold(threshold: int = 128 * 1024) -> bool:
-    """mallopt(M_MMAP_THRESHOLD, threshold) on glibc; False where not available."""
-    global _pinned
-    if _pinned:
-        return True
-    try:
-        import ctypes
-        import ctypes.util
-
-        name = ctypes.util.find_library("c")
-        if not name:
-            return False
-        libc = ctypes.CDLL(name)
-        if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
-            return False
-        _pinned = bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):
-        return False
-    return _pinned
