@@ -1,0 +1,245 @@
+"""The revision store and the pipeline in-process, on SQLite and PostgreSQL: real Git mirror,
+real audit log, a deployer the test controls. Superseding, invalid commits, the signature
+policy, and resuming a deploy that a restart interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from controller_helpers import ConfigRepo, free_static_port, mesh_files
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from reconciler.audit import AuditLog
+from reconciler.revisions import (
+    DeployRequest,
+    DeployVerdict,
+    KnownProxy,
+    Pipeline,
+    Revision,
+    RevisionStatus,
+    RevisionStore,
+    deploy_verdict,
+)
+from reconciler.source import GitMirror, SignaturePolicy, observe_branch
+from reconciler.store import open_engine, sqlite_url
+from reconciler.store.testing import (
+    PostgresMissing,
+    must_run_postgres_tests,
+    postgres_database,
+    postgres_schema,
+)
+
+S = RevisionStatus
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def postgres_db() -> Iterator[str]:
+    try:
+        with postgres_database() as url:
+            yield url
+    except PostgresMissing as exc:
+        if must_run_postgres_tests():
+            pytest.fail(f"CI is set, so PostgreSQL tests must run: {exc}")
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "data")
+        return
+    with postgres_schema(request.getfixturevalue("postgres_db")) as url:
+        yield url
+
+
+def test_store_rows_paging_counts_and_epochs(db_url: str) -> None:
+    store = RevisionStore(open_engine(db_url))
+    try:
+        t = now()
+        revs = [store.add(Revision(0, f"{i:040x}", "main", "Ana <a@x>", f"msg {i}\n\nbody",
+                                   "poll", S.DETECTED, t, t, signature={"verdict": "unsigned"}))
+                for i in range(5)]
+        assert [r.id for r in revs] == sorted(r.id for r in revs)
+        moved = store.update(revs[0].moved(S.INVALID, t, reason="bad", findings=[{"code": "X"}]))
+        again = store.get(moved.id)
+        assert again == moved and again.findings == [{"code": "X"}]
+        page = store.list(limit=2)
+        assert [r.id for r in page] == [revs[4].id, revs[3].id]
+        assert [r.id for r in store.list(limit=10, before_id=page[-1].id)] == [
+            revs[2].id, revs[1].id, revs[0].id]
+        assert [r.id for r in store.unfinished()] == [r.id for r in revs[1:]]
+        counts = store.counts()
+        assert counts["detected"] == 4 and counts["invalid"] == 1 and counts["deployed"] == 0
+        assert store.get_state("nothing") is None
+        store.set_state("deployed_revision", 3)
+        store.set_state("deployed_revision", 4)
+        assert store.get_state("deployed_revision") == 4
+        with pytest.raises(KeyError):
+            store.get(10_000)
+        # epochs from several engines at once: every start gets its own
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def start() -> None:
+            other = RevisionStore(open_engine(db_url), create_schema=False)
+            e = other.next_epoch()
+            other.close()
+            with lock:
+                got.append(e)
+
+        threads = [threading.Thread(target=start) for _ in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert sorted(got) == list(range(1, 7))
+    finally:
+        store.close()
+
+
+class GatedDeployer:
+    """Acks everything, but the first deploy waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.requests: list[DeployRequest] = []
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def deploy(self, request: DeployRequest) -> DeployVerdict:
+        self.requests.append(request)
+        self.entered.set()
+        await self.gate.wait()
+        return deploy_verdict({p: ("acked", None) for p in request.targets.wait_for})
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, db_url: str, policy: SignaturePolicy | None = None) -> None:
+        self.ports = {"web": [free_static_port()], "api": [free_static_port()]}
+        self.repo = ConfigRepo(tmp_path / "mesh.git")
+        self.mirror = GitMirror(tmp_path / "mirror.git", str(tmp_path / "mesh.git"))
+        engine = open_engine(db_url)
+        self.audit = AuditLog(engine)
+        self.store = RevisionStore(engine)
+        self.policy = policy or SignaturePolicy.from_file("off", None)
+        self.deployer = GatedDeployer()
+        self.known = [KnownProxy("web.shop-0", "web", "shop", {}, True),
+                      KnownProxy("api.shop-0", "api", "shop", {}, False)]
+        self.pipeline = Pipeline(store=self.store, audit=self.audit,
+                                 open_repo=self.mirror.open_repository,
+                                 known_proxies=lambda: self.known, deployer=self.deployer,
+                                 clock=now, branch="main", trust_domain="ctl.test")
+
+    def push(self, timeout: str, message: str) -> tuple[str, Revision | None]:
+        commit = self.repo.commit(mesh_files(self.ports, timeout=timeout), message)
+        self.mirror.fetch()
+        obs = observe_branch(self.mirror, "main", self.pipeline.last_recorded, self.policy,
+                             now=int(now().timestamp()))
+        return commit, self.pipeline.record_observation(obs, ("webhook:generic",))
+
+    def status(self, commit: str) -> RevisionStatus:
+        return next(r.status for r in self.store.list(limit=100) if r.commit == commit)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_newer_commits_supersede_queued_ones_and_invalid_ones_never_deploy(
+        tmp_path: Path, db_url: str) -> None:
+    rig = Rig(tmp_path, db_url)
+
+    async def main() -> None:
+        p = rig.pipeline
+        p.start()
+        a, rev_a = rig.push("5s", "a")
+        assert rev_a is not None and rev_a.trigger == "webhook"
+        p.enqueue(rev_a)
+        await rig.deployer.entered.wait()  # A is deploying, held at the gate
+        b, rev_b = rig.push("6s", "b")
+        c, rev_c = rig.push("7s", "c")
+        assert rev_b is not None and rev_c is not None
+        p.enqueue(rev_b)
+        p.enqueue(rev_c)  # B has not started: C supersedes it
+        rig.deployer.gate.set()
+        assert await p.wait_idle(30)
+        await asyncio.sleep(0.2)  # the superseding write is its own task
+        assert (rig.status(a), rig.status(b), rig.status(c)) == (S.DEPLOYED, S.SUPERSEDED,
+                                                                  S.DEPLOYED)
+        assert len(rig.deployer.requests) == 2  # A and C; B never reached the deployer
+        last = rig.deployer.requests[-1]
+        assert last.commit == c and last.targets.wait_for == ("web.shop-0",)
+        assert last.targets.absent == ("api.shop-0",)
+        assert set(last.snapshots) == {"web.shop-0", "api.shop-0"}
+        # an invalid commit: recorded with its findings, nothing deployed
+        d, rev_d = rig.push("whenever", "d")
+        assert rev_d is not None
+        p.enqueue(rev_d)
+        assert await p.wait_idle(30)
+        bad = next(r for r in rig.store.list() if r.commit == d)
+        assert bad.status is S.INVALID and bad.findings and "error" in bad.reason
+        assert len(rig.deployer.requests) == 2
+        assert p.deployed_revision is not None and p.deployed_revision.commit == c
+        # a proxy saying hello later gets the deployed revision rendered for it
+        snap = await asyncio.to_thread(p.snapshot_for, KnownProxy(
+            "api-pod-7", "api", "shop", {"version": "v1"}, True))
+        assert snap is not None and snap.revision == c
+        assert await asyncio.to_thread(p.snapshot_for, KnownProxy(
+            "x", "nosuch", "shop", {}, True)) is None
+        await p.stop()
+
+    try:
+        run(main())
+        kinds = [r.kind for r in rig.audit.list(limit=200)]
+        assert kinds.count("revision.superseded") == 1 and kinds.count("deploy.finished") == 2
+        assert "revision.validated" in kinds and "plan.made" in kinds
+        assert rig.audit.verify().ok
+    finally:
+        rig.close()
+
+
+def test_signature_policy_refuses_unsigned_and_restart_resumes_a_deploy(
+        tmp_path: Path, db_url: str) -> None:
+    key = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f"ana@example.com {key}\n")
+    rig = Rig(tmp_path, db_url, SignaturePolicy.from_file("require", signers))
+    try:
+        commit, rev = rig.push("5s", "unsigned")
+        assert rev is None  # refused at detection: never queued
+        refused = rig.store.list()[0]
+        assert refused.commit == commit and refused.status is S.INVALID
+        assert "signature policy" in refused.reason
+        assert rig.audit.list(kind="revision.refused")[0].subject == commit
+        # a deploy interrupted by a restart: the next pipeline resumes it
+        t = now()
+        stuck = rig.store.add(Revision(0, commit, "main", "Ana", "m", "poll", S.DETECTED, t, t))
+        stuck = rig.store.update(stuck.moved(S.PLANNED, t).moved(S.DEPLOYING, t))
+        rig.deployer.gate.set()
+
+        async def main() -> None:
+            resume = await rig.pipeline.restore()
+            assert [r.id for r in resume] == [stuck.id]
+            await rig.pipeline.process(resume[0])
+
+        run(main())
+        assert rig.store.get(stuck.id).status is S.DEPLOYED
+        assert rig.audit.list(kind="deploy.resumed")[0].subject == commit
+        assert rig.store.get_state("deployed_revision") == stuck.id
+        assert rig.audit.verify().ok
+    finally:
+        rig.close()
