@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -74,4 +75,29 @@ async def start_admin(
     routes: dict[str, Route], host: str = "127.0.0.1", port: int = 15000
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: _AdminProtocol(routes), host, port, reuse_address=True)
+    sock = _bind_numeric(host, port)
+    if sock is None:  # a host name: let the loop resolve it
+        return await loop.create_server(lambda: _AdminProtocol(routes), host, port, reuse_address=True)
+    return await loop.create_server(lambda: _AdminProtocol(routes), sock=sock)
+
+
+def _bind_numeric(host: str, port: int) -> socket.socket | None:
+    """A listening socket for a numeric address, bound here: the loop would resolve it with
+    getaddrinfo in libuv's thread pool, and those four threads (and their malloc arenas)
+    would stay for the life of the proxy."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(100)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+    return None
