@@ -63,12 +63,15 @@ class Outcome:
 Done = Callable[[Outcome], None]
 
 
-def request_head(req: Request, headers: list[Header]) -> bytes:
-    """The request head for the upstream: our headers, framing rebuilt for the body."""
+def request_head(req: Request, headers: list[Header], trace: bytes = b"") -> bytes:
+    """The request head for the upstream: our headers, then `trace` (trace headers already in
+    wire form, see tracing.new_trace), framing rebuilt for the body."""
     parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
     for name, value in headers:
         if name not in HOP_BY_HOP:
             parts += (name, b": ", value, b"\r\n")
+    if trace:
+        parts.append(trace)
     body = req.body
     if body.chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
@@ -82,12 +85,15 @@ def response_head(conn: Any, req: Request, head: ResponseHead,
                   response_edit: HeaderEdit | None) -> tuple[list[bytes], bool, bool]:
     """(head parts, chunked framing to the client, keep the client connection)."""
     keep = conn.response_keep_alive(req)
-    headers = head.headers if response_edit is None else response_edit(head.headers)
     status = head.status
     parts = [STATUS_LINES.get(status) or status_line(status)]
-    for name, value in headers:
-        if name not in HOP_BY_HOP:
-            parts += (name, b": ", value, b"\r\n")
+    if response_edit is None and head.wire is not None:
+        parts += head.wire
+    else:
+        headers = head.headers if response_edit is None else response_edit(head.headers)
+        for name, value in headers:
+            if name not in HOP_BY_HOP:
+                parts += (name, b": ", value, b"\r\n")
     chunked_out = False
     if head.content_length is not None:
         parts += (b"content-length: ", b"%d" % head.content_length, b"\r\n")
@@ -218,15 +224,16 @@ def start_forward(
     req: Request,
     cluster: ClusterRuntime,
     headers: list[Header],
-    *,
     retry: RetrySettings,
     timeout: float | None,
     response_edit: HeaderEdit | None,
     hash_key: bytes | None,
     outcome: Outcome,
     done: Done,
+    trace: bytes = b"",
 ) -> None:
-    """Forward `req`; `done(outcome)` is called once the exchange is over, either way."""
+    """Forward `req`; `done(outcome)` is called once the exchange is over, either way.
+    `trace`: trace headers in wire form, sent after `headers`."""
     if not cluster.endpoints:
         outcome.status = 503
         outcome.flags = "UH"
@@ -245,20 +252,20 @@ def start_forward(
             ex = DirectExchange(conn, req, cluster, endpoint, pool, up, response_edit, outcome, done)
             if timeout is not None:
                 ex.timer = loop.call_later(timeout, up.fail, UpstreamError("timeout", "route timeout"))
-            up.begin(request_head(req, headers), req.method == b"HEAD", ex)
+            up.begin(request_head(req, headers, trace), req.method == b"HEAD", ex)
             req.body.attach(up)
             return
     conn.spawn(_forward_task(conn, req, cluster, headers, retry, timeout, response_edit,
-                             hash_key, outcome, done))
+                             hash_key, outcome, done, trace))
 
 
 async def _forward_task(conn: HttpDownstream, req: Request, cluster: ClusterRuntime,
                         headers: list[Header], retry: RetrySettings, timeout: float | None,
                         response_edit: HeaderEdit | None, hash_key: bytes | None,
-                        outcome: Outcome, done: Done) -> None:
+                        outcome: Outcome, done: Done, trace: bytes) -> None:
     try:
         await forward(conn, req, cluster, headers, retry=retry, timeout=timeout,
-                      response_edit=response_edit, hash_key=hash_key, outcome=outcome)
+                      response_edit=response_edit, hash_key=hash_key, outcome=outcome, trace=trace)
     finally:
         done(outcome)
 
@@ -277,14 +284,15 @@ async def forward(
     response_edit: HeaderEdit | None = None,
     hash_key: bytes | None = None,
     outcome: Outcome,
+    trace: bytes = b"",
 ) -> None:
-    """Send `req` (with `headers`) to `cluster` and stream the answer to `conn`."""
+    """Send `req` (with `headers`, then `trace`) to `cluster` and stream the answer to `conn`."""
     loop = conn.loop
     if not cluster.endpoints:
         outcome.status = 503
         conn.respond(503, b"no healthy upstream\n")
         return
-    head_bytes = request_head(req, headers)
+    head_bytes = request_head(req, headers, trace)
     is_head = req.method == b"HEAD"
     deadline = loop.time() + timeout if timeout is not None else None
     attempt = 0

@@ -22,7 +22,7 @@ from proxy_runtime.config.routing import (
 from proxy_runtime.dataplane.downstream import HttpDownstream, Request
 from proxy_runtime.dataplane.forward import NO_RETRY, Outcome, start_forward
 from proxy_runtime.dataplane.headers import StrHeaders
-from proxy_runtime.dataplane.tracing import propagate
+from proxy_runtime.dataplane.tracing import has_trace, new_trace, propagate
 
 if TYPE_CHECKING:
     from proxy_runtime.dataplane.active import ActiveConfig, RouteExtras
@@ -132,8 +132,14 @@ def make_outbound_handler(runtime: ProxyRuntime) -> Handler:
         headers = req.headers
         if extras.request_edit is not None:
             headers = extras.request_edit(headers)
-        headers, trace_id, _ = propagate(headers, cfg.trace_sampling, _bits)
         mirror = extras.mirror
+        trace = b""
+        if mirror is None and cluster.hash_key is None and not has_trace(headers):
+            # the common case: a new trace, its headers go upstream in wire form (a mirror
+            # or a hash on a header needs them in the header list: the general path)
+            trace, trace_id = new_trace(cfg.trace_sampling, _bits)
+        else:
+            headers, trace_id, _ = propagate(headers, cfg.trace_sampling, _bits)
 
         def done(outcome: Outcome) -> None:
             record(cfg, cfg.workload, name, req, conn, outcome, trace_id)
@@ -142,9 +148,8 @@ def make_outbound_handler(runtime: ProxyRuntime) -> Handler:
             ):
                 runtime.mirror(cfg, mirror.cluster, req, headers)
 
-        start_forward(conn, req, cluster, headers, retry=extras.retry, timeout=extras.timeout,
-                      response_edit=extras.response_edit,
-                      hash_key=cfg.hash_key_of(cluster, req, conn), outcome=Outcome(), done=done)
+        start_forward(conn, req, cluster, headers, extras.retry, extras.timeout, extras.response_edit,
+                      cfg.hash_key_of(cluster, req, conn), Outcome(), done, trace)
 
     return handle
 
@@ -198,7 +203,12 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
             conn.respond(403, DENIED_BODY)
             stats.record("inbound", source, cfg.workload, 403, now - req.started, now + runtime.wall_offset)
             return
-        headers, trace_id, _ = propagate(req.headers, cfg.trace_sampling, _bits)
+        headers = req.headers
+        trace = b""
+        if has_trace(headers):
+            headers, trace_id, _ = propagate(headers, cfg.trace_sampling, _bits)
+        else:
+            trace, trace_id = new_trace(cfg.trace_sampling, _bits)
 
         def done(outcome: Outcome) -> None:
             now = _monotonic()
@@ -208,8 +218,7 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
             if cfg.access_log_rate and _rand() < cfg.access_log_rate:
                 _log_access(cfg, "inbound", req, conn, outcome, seconds, trace_id, cluster.name)
 
-        start_forward(conn, req, cluster, headers, retry=NO_RETRY, timeout=None, response_edit=None,
-                      hash_key=None, outcome=Outcome(), done=done)
+        start_forward(conn, req, cluster, headers, NO_RETRY, None, None, None, Outcome(), done, trace)
 
     return handle
 

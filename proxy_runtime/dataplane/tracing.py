@@ -36,6 +36,31 @@ def _parse_traceparent(value: bytes) -> tuple[bytes, bytes, bool] | None:
     return parts[1].lower(), parts[2].lower(), bool(flags & 1)
 
 
+_ZERO_SPAN = b"0000000000000000"
+
+
+def has_trace(headers: list[Header]) -> bool:
+    for name, _ in headers:  # noqa: SIM110 - a plain loop: any() with a generator costs more
+        if name in TRACE_HEADERS:
+            return True
+    return False
+
+
+def new_trace(sampling: float, rand: Callable[[int], int]) -> tuple[bytes, bytes]:
+    """(trace headers in wire form, trace id) for a request that carries no trace: the same
+    headers, ids and random draws as `propagate` on such a request, without building the
+    header tuples the hot path would only serialize again."""
+    ids = _hexlify(rand(192).to_bytes(24, "big"))
+    trace_id = ids[:32]
+    span_id = ids[32:]
+    if span_id == _ZERO_SPAN:
+        return new_trace(sampling, rand)
+    sampled = sampling >= 1.0 or (sampling > 0.0 and rand(32) < sampling * 4294967296.0)
+    flag = b"1" if sampled else b"0"
+    return (b"traceparent: 00-%b-%b-0%b\r\nx-b3-traceid: %b\r\nx-b3-spanid: %b\r\nx-b3-sampled: %b\r\n"
+            % (trace_id, span_id, flag, trace_id, span_id, flag), trace_id)
+
+
 def propagate(
     headers: list[Header],
     sampling: float,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import httptools
 
+from proxy_runtime.dataplane.http1 import HOP_BY_HOP
 from proxy_runtime.dataplane.tls import peer_spiffe_ids
 
 Header = tuple[bytes, bytes]
@@ -37,15 +38,20 @@ class Overflow(Exception):
 
 
 class ResponseHead:
-    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status")
+    """`wire`: the forwardable headers (not hop-by-hop) already in wire form, gathered while
+    parsing, so a response without header edits is not walked a second time."""
+
+    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status", "wire")
 
     def __init__(self, status: int, headers: list[Header], keep_alive: bool,
-                 content_length: int | None = None, chunked: bool = False) -> None:
+                 content_length: int | None = None, chunked: bool = False,
+                 wire: list[bytes] | None = None) -> None:
         self.status = status
         self.headers = headers
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.chunked = chunked
+        self.wire = wire
 
 
 class Exchange(Protocol):
@@ -113,6 +119,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests_served = 0
         self.ex: Any = None  # the current Exchange
         self.headers: list[Header] = []
+        self.wire: list[bytes] = []
         self.content_length: int | None = None
         self.chunked = False
         self.head: ResponseHead | None = None
@@ -169,17 +176,21 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
         self.headers.append((lname, value))
-        if lname == b"content-length":
-            self.content_length = int(value)
-        elif lname == b"transfer-encoding":
-            self.chunked = b"chunked" in value.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"content-length":
+                self.content_length = int(value)
+            elif lname == b"transfer-encoding":
+                self.chunked = b"chunked" in value.lower()
+        else:
+            self.wire += (lname, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        parser = self.parser
+        status = parser.get_status_code()
         if 100 <= status < 200:
             return  # informational; the real head follows
-        head = ResponseHead(status, self.headers, self.parser.should_keep_alive(),
-                            self.content_length, self.chunked)
+        head = ResponseHead(status, self.headers, parser.should_keep_alive(),
+                            self.content_length, self.chunked, self.wire)
         self.head = head
         self.ex.on_head(head)
         if self.is_head_request or status in (204, 304):
@@ -194,6 +205,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.head is None:
             self.headers = []  # end of a 1xx
+            self.wire = []
             self.content_length = None
             self.chunked = False
             return
@@ -213,6 +225,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Start an exchange: reset per-exchange state and send the request head."""
         self.ex = ex
         self.headers = []
+        self.wire = []
         self.content_length = None
         self.chunked = False
         self.head = None
