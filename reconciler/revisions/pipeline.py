@@ -79,6 +79,8 @@ class Pipeline:
         self.cache = ValidationCache()
         self.deployed: Evaluated | None = None
         self.deployed_revision: Revision | None = None
+        # The revision being deployed: proxies that say hello meanwhile get it (all at once).
+        self.deploying: Evaluated | None = None
         self.current: Revision | None = None  # being processed by the worker
         self._pending: Revision | None = None
         self._wake = asyncio.Event()
@@ -268,7 +270,11 @@ class Pipeline:
         resumed = rev.status is RevisionStatus.DEPLOYING
         if not resumed:
             rev = await self._save(rev.moved(RevisionStatus.DEPLOYING, self.clock()))
-        verdict, targets = await self._deploy(rev, result, known, resumed=resumed)
+        self.deploying = result
+        try:
+            verdict, targets = await self._deploy(rev, result, known, resumed=resumed)
+        finally:
+            self.deploying = None
         deploy = {**verdict.to_dict(), "absent": list(targets), "seconds":
                   round(time.monotonic() - started, 3)}
         fresh = await asyncio.to_thread(self.store.get, rev.id)
@@ -326,6 +332,15 @@ class Pipeline:
             else:
                 log.error("the deployed revision %s no longer loads: %s", rev.id, result.reason)
         recovery = recovery_plan(await asyncio.to_thread(self.store.unfinished))
+        resume = recovery.resume
+        if resume is not None and resume.status is RevisionStatus.DEPLOYING:
+            # Render it now, so proxies that reconnect get where the deploy was going rather
+            # than a step back to the deployed revision.
+            with contextlib.suppress(SpecSourceError):
+                again = await asyncio.to_thread(self._evaluate, resume.commit,
+                                                self.known_proxies(), self.deployed)
+                if isinstance(again, Evaluated):
+                    self.deploying = again
         for old in recovery.supersede:
             if old.status is RevisionStatus.DEPLOYING:
                 await self._fail(old, "interrupted by a controller restart; a newer revision follows")
@@ -337,17 +352,19 @@ class Pipeline:
         return [recovery.resume] if recovery.resume is not None else []
 
     def deployed_assignments(self) -> dict[str, DesiredSnapshot]:
-        """The deployed revision's snapshot for every known proxy (after a restart)."""
-        if self.deployed is None:
+        """What every known proxy should run after a restart: the revision a resumed deploy
+        was deploying, else the deployed one."""
+        source = self.deploying or self.deployed
+        if source is None:
             return {}
-        targets = deploy_targets(self.deployed.render.versions(), self.known_proxies())
-        commit = self.deployed.commit
-        return desired_snapshots(self.deployed.render.snapshots, targets.assign, commit)
+        targets = deploy_targets(source.render.versions(), self.known_proxies())
+        return desired_snapshots(source.render.snapshots, targets.assign, source.commit)
 
     def snapshot_for(self, proxy: KnownProxy) -> DesiredSnapshot | None:
         """What a proxy that just said hello should run: the deployed revision rendered for
-        its (service, labels). Blocking (may render): call it in a thread."""
-        deployed = self.deployed
+        its (service, labels); during a deploy, the revision being deployed. Blocking (may
+        render): call it in a thread."""
+        deployed = self.deploying or self.deployed
         if deployed is None:
             return None
         # A one-proxy render from the deployed state: the snapshots it shares with proxies
