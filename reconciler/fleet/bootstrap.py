@@ -218,6 +218,8 @@ class BootstrapServer:
         if length < 0:
             return 400, {"error": "bad Content-Length"}
         if length > MAX_BODY:
+            if length <= 16 * MAX_BODY:  # read it, so the client sees our answer, not a reset
+                await reader.readexactly(length)
             return 413, {"error": f"body over {MAX_BODY} bytes"}
         body = await reader.readexactly(length) if length else b""
         return await asyncio.to_thread(self.service.handle, method, target, body, peer)

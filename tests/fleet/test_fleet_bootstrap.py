@@ -191,9 +191,9 @@ def test_certificate_renewal_over_the_live_stream(tmp_path: Path) -> None:
         fleet = await ctl.start()
         sd = ctl.enroll(tmp_path / "p", "web", ttl=timedelta(hours=24))
         first = sd.load_identity()
-        # the agent's clock says the certificate is 13 h old: past half-life (and jitter);
-        # once renewed, the clock is right again (else it would renew on and on)
-        shift = [timedelta(hours=13)]
+        # the agent's clock says the certificate is 14 h old: past half-life and its jitter
+        # (±1.2 h); once renewed, the clock is right again (else it would renew on and on)
+        shift = [timedelta(hours=14)]
         a = await start_agent(sd, fleet.url, "web-1", "web", clock=lambda: now() + shift[0])
         try:
             d = desired(1)
