@@ -10,7 +10,7 @@ are small fragments that htmx polls.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
@@ -87,7 +88,7 @@ def make_pages_router(
     templates.env.globals["roles"] = ROLES
     templates.env.filters["when"] = _when
     templates.env.filters["pct"] = lambda v: f"{v * 100:.2f}%"
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, route_class=_html_errors_route(templates))
     router.state_chain = chain  # type: ignore[attr-defined]  # for tests and the controller
 
     # -- helpers ---------------------------------------------------------------------------
@@ -607,6 +608,61 @@ def make_pages_router(
         return RedirectResponse("/tokens?notice=token-revoked", status_code=303)
 
     return router
+
+
+def _html_errors_route(templates: Jinja2Templates) -> type[APIRoute]:
+    """A route class that answers refusals (HTTPException) with a page, not JSON.
+
+    303 becomes a redirect (to sign in), 401 for an htmx poll keeps its HX-Redirect header,
+    everything else renders error.html with the status code and the reason.
+    """
+
+    class HtmlErrorsRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def wrapped(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except HTTPException as exc:
+                    headers = dict(exc.headers or {})
+                    if exc.status_code == 303:
+                        return RedirectResponse(headers.get("Location", "/signin"), status_code=303)
+                    if "HX-Redirect" in headers:
+                        return Response(
+                            str(exc.detail), status_code=exc.status_code, headers=headers
+                        )
+                    response = templates.TemplateResponse(
+                        request,
+                        "error.html",
+                        {
+                            "me": None,
+                            "path": request.url.path,
+                            "title": _TITLES.get(exc.status_code, "Refused"),
+                            "message": str(exc.detail),
+                        },
+                        status_code=exc.status_code,
+                        headers={
+                            k: v for k, v in headers.items() if k.lower() == "www-authenticate"
+                        },
+                    )
+                    _harden(response)
+                    return response
+
+            return wrapped
+
+    return HtmlErrorsRoute
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Sign in",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Not now",
+    413: "Too large",
+    415: "Unsupported",
+}
 
 
 def _revision_ctx(detail: RevisionDetail, fold_bytes: int) -> dict[str, Any]:
