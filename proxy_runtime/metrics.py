@@ -15,14 +15,18 @@ _bisect = bisect.bisect_left
 # key: (direction, source workload, destination workload, response class)
 Key = tuple[str, str, str, str]
 _CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+# response class by status // 100 (0-9); anything else is 5xx, as _CLASS.get(.., "5xx") says
+_CLASS_OF = ("5xx", "1xx", "2xx", "3xx", "4xx", "5xx", "5xx", "5xx", "5xx", "5xx")
+_N_BUCKETS = len(LATENCY_BUCKETS) + 1
+_COUNT = _N_BUCKETS + 1  # index of the request count in a durations entry
 
 
 class Stats:
     """Counters of one proxy process, plus the rolling per-second window."""
 
     def __init__(self, window_seconds: int = 60) -> None:
-        self.requests: dict[Key, int] = {}
-        # per key: bucket counts (len(LATENCY_BUCKETS)+1, last is +Inf) and the sum
+        # per key: bucket counts (len(LATENCY_BUCKETS)+1, last is +Inf), the sum of the
+        # durations and the request count: one dict lookup per request
         self.durations: dict[Key, list[float]] = {}
         self.denied: dict[tuple[str, str, str], int] = {}
         self.upstream_connections: dict[str, int] = {}
@@ -37,22 +41,26 @@ class Stats:
 
     def record(self, direction: str, source: str, destination: str, status: int,
                seconds: float, now: float) -> None:
-        cls = _CLASS.get(status // 100, "5xx")
+        cls = _CLASS_OF[status // 100] if 0 <= status < 1000 else "5xx"
         key = (direction, source, destination, cls)
         hist = self.durations.get(key)
         if hist is None:
-            hist = self.durations[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-            self.requests[key] = 0
-        self.requests[key] += 1
+            hist = self.durations[key] = [0] * _N_BUCKETS + [0.0, 0]
         bucket = _bisect(LATENCY_BUCKETS, seconds)
         hist[bucket] += 1
-        hist[-1] += seconds
+        hist[_N_BUCKETS] += seconds
+        hist[_COUNT] += 1
         window = self.window
         slot = window._last if int(now) == window._last_second else window._slot(now)
         if cls != "1xx":
             slot.classes[cls] += 1
         slot.latency_buckets[bucket] += 1
         slot.latency_sum += seconds
+
+    @property
+    def requests(self) -> dict[Key, int]:
+        """Requests by key (direction, source, destination, response class)."""
+        return {key: int(hist[_COUNT]) for key, hist in self.durations.items()}
 
     def record_denied(self, direction: str, source: str, destination: str, now: float) -> None:
         key = (direction, source, destination)
@@ -101,10 +109,10 @@ class _Collector:
         for key, counts in s.durations.items():
             cumulative = 0.0
             buckets = []
-            for bound, count in zip([*LATENCY_BUCKETS, float("inf")], counts[:-1], strict=True):
+            for bound, count in zip([*LATENCY_BUCKETS, float("inf")], counts[:_N_BUCKETS], strict=True):
                 cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            hist.add_metric(list(key), buckets, counts[-1])
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
+            hist.add_metric(list(key), buckets, counts[_N_BUCKETS])
         yield hist
         den = CounterMetricFamily(
             "mesh_requests_denied", "Requests denied by authorization.",

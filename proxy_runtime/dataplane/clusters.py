@@ -26,7 +26,8 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 class ClusterRuntime:
-    __slots__ = ("balancer", "endpoints", "hash_key", "model", "name", "outlier", "pools", "stats")
+    __slots__ = ("balancer", "endpoints", "hash_key", "model", "name", "outlier", "pools", "single_pool",
+                 "stats")
 
     def __init__(self, model: Cluster, registry: PoolRegistry, client_tls: ssl.SSLContext | None,
                  stats: Stats) -> None:
@@ -50,6 +51,8 @@ class ClusterRuntime:
                 (cp.max_connections, cp.max_pending_requests, cp.max_requests_per_connection,
                  cp.connect_timeout_ms),
             )
+        # the pool of a one-endpoint cluster (the common case), without a lookup
+        self.single_pool = self.pool(self.endpoints[0]) if len(self.endpoints) == 1 else None
         self.balancer = Balancer(self.endpoints, model.lb_policy)
         od = model.outlier_detection
         self.outlier = (

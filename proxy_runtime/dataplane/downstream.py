@@ -239,6 +239,9 @@ class HttpDownstream(asyncio.Protocol):
         self.feeder: Any = None  # upstream connection streaming a response to us
         self.response_started = False
         self.stop_parsing = False
+        self.line_data: bytes | None = None
+        # (authz cache of the config, path, method, host, allowed): the handler's memo
+        self.authz_memo: tuple[Any, bytes, bytes, bytes, bool] | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -268,6 +271,8 @@ class HttpDownstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.stop_parsing:
             return
+        # a chunk that starts between two requests starts with the next request line
+        self.line_data = data if self.parsing is None else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -331,10 +336,19 @@ class HttpDownstream(asyncio.Protocol):
         self.in_headers = False
         self.since = self.state.now
         parser = self.parser
-        req.method = parser.get_method()
-        req.version = parser.get_http_version()
-        req.keep_alive = parser.should_keep_alive()
+        req.method = method = parser.get_method()
         url = req.url
+        data = self.line_data
+        self.line_data = None
+        # the version from the request line when it is at the start of this chunk: the
+        # parser's get_http_version() formats a new str each time (a microsecond)
+        if data is not None and data.startswith(b" HTTP/1.1\r\n", len(method) + 1 + len(url)) and (
+            data.startswith(method)
+        ):
+            req.version = "1.1"
+        else:
+            req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive()
         q = url.find(b"?")
         req.path = url if q < 0 else url[:q]
         if req.chunked or req.content_length:

@@ -171,7 +171,10 @@ class DirectExchange:
     def flush(self) -> None:
         out = self.out
         if out:
-            self.conn.write(out[0] if len(out) == 1 else b"".join(out))
+            conn = self.conn  # conn.write, inlined
+            conn.response_started = True
+            if conn.transport is not None and not conn.closing:
+                conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
             self.out = []
         if self.complete and not self.failed:
             self._end(reusable=self.up.finish())
@@ -242,9 +245,12 @@ def start_forward(
         return
     loop = conn.loop
     if not retry.attempts:
-        endpoints = cluster.endpoints
-        endpoint = endpoints[0] if len(endpoints) == 1 else cluster.balancer.pick(loop.time(), hash_key)
-        pool = cluster.pool(endpoint)
+        pool = cluster.single_pool
+        if pool is not None:
+            endpoint = cluster.endpoints[0]
+        else:
+            endpoint = cluster.balancer.pick(loop.time(), hash_key)
+            pool = cluster.pool(endpoint)
         up = pool.take_idle()
         if up is not None:
             outcome.endpoint = endpoint.label

@@ -171,8 +171,18 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
         allowed: bool | None = None
         key: tuple[object, ...] = ()
         if cache is not None and not authz.http.audit:
-            key = (conn.principal, conn.peer_ip, listener.service_port, req.host, req.method, req.path)
-            allowed = cache.get(key)
+            # this connection's last decision first (same config, so the same principal, peer
+            # and port): keep-alive clients repeat their requests, and bytes compare faster
+            # than a 6-tuple hashes
+            memo = conn.authz_memo
+            if (memo is not None and memo[0] is cache and memo[1] == req.path and memo[2] == req.method
+                    and memo[3] == req.host):
+                allowed = memo[4]
+            else:
+                key = (conn.principal, conn.peer_ip, listener.service_port, req.host, req.method, req.path)
+                allowed = cache.get(key)
+                if allowed is not None:
+                    conn.authz_memo = (cache, req.path, req.method, req.host, allowed)
         if allowed is None:
             areq = AuthzRequest(
                 principal=conn.principal,
@@ -197,6 +207,7 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
                     if len(cache) >= 4096:
                         cache.clear()
                     cache[key] = allowed
+                    conn.authz_memo = (cache, req.path, req.method, req.host, allowed)
         if not allowed:
             now = _monotonic()
             stats.record_denied("inbound", source, cfg.workload, now + runtime.wall_offset)
