@@ -34,6 +34,10 @@ demo: $(STAMP)
 	$(BIN)/meshcd validate repo_layout_example
 	$(BIN)/meshcd show repo_layout_example
 
+# Rewrites the golden files under tests/golden/*/expected on purpose; review with git diff.
+golden: $(STAMP)
+	$(BIN)/python tests/golden/regenerate.py
+
 # Benchmarks: each prints a table and writes bench/out/<name>.json. Not part of `make test`.
 bench-validate bench-render bench-proxy bench-webhooks bench-converge: bench-%: $(STAMP)
 	mkdir -p bench/out
