@@ -21,7 +21,7 @@ import uvicorn
 
 from reconciler.audit import AuditLog
 from reconciler.auth import ApiTokens, CreatedToken
-from reconciler.pages import PagesSettings
+from reconciler.pages import PagesSettings, Signals
 from reconciler.pages.demo_data import SqlPagesData
 from reconciler.pages.demo_seed import canary_stages, make_app, seed_fleet, seed_revisions, series
 from reconciler.store import open_engine, sqlite_url
@@ -63,6 +63,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     data.set_last_fetch(now, True, "fetched main at " + "ab12cd34")
     data.start_rollout(30, canary_stages(250), now=now)
     data.add_points(30, series(90, bad_after=70))
+    data.set_stage_signals(30, 0, Signals(0.021, 240.0, 6.5), Signals(0.003, 92.0, 0.4))
     admin = tokens.create("admin", "root", now=now)
     operator = tokens.create("operator", "olga", now=now)
     viewer = tokens.create("viewer", "vic", now=now)
