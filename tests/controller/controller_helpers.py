@@ -113,10 +113,15 @@ class ConfigRepo:
     def __post_init__(self) -> None:
         self.repo = pygit2.init_repository(str(self.path), bare=True, initial_head="main")
 
-    def commit(self, files: dict[str, str], message: str, *, author: str = "Ana") -> str:
+    def commit(self, files: dict[str, str], message: str, *, author: str = "Ana",
+               orphan: bool = False) -> str:
+        """Commit onto main; `orphan`: a commit without parents (a force-push)."""
         tb = _tree(self.repo, files)
         sig = pygit2.Signature(author, f"{author.lower()}@example.com")
-        parents = [] if self.repo.head_is_unborn else [self.repo.head.target]
+        branch = self.repo.references.get("refs/heads/main")
+        parents = [] if orphan or branch is None else [branch.target]
+        if orphan and branch is not None:
+            branch.delete()
         oid = self.repo.create_commit("refs/heads/main", sig, sig, message, tb, parents)
         return str(oid)
 

@@ -104,3 +104,16 @@ def test_each_forge_triggers_a_deploy(tmp_path: Path, procs: Processes) -> None:
     with urllib.request.urlopen(serve.api + "/api/audit/export", timeout=10) as r:
         export = r.read().decode()
     assert serve.token not in export and "token.issued" in export
+
+    # bad input to the read API: clear 4xx answers
+    for path, code in [("/api/revisions/999999", 404), ("/api/audit/999999", 404),
+                       ("/api/audit?since=yesterday", 400), ("/api/audit?limit=5000", 422),
+                       ("/api/revisions?limit=0", 422), ("/api/revisions/abc", 422)]:
+        try:
+            urllib.request.urlopen(serve.api + path, timeout=10)
+            raise AssertionError(f"{path} answered 2xx")
+        except urllib.error.HTTPError as e:
+            assert e.code == code, (path, e.code)
+    page = serve.get("/api/audit?limit=5")
+    older = serve.get(f"/api/audit?limit=5&before={page['next']}")
+    assert older["records"][0]["seq"] == page["records"][-1]["seq"] - 1
