@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -25,6 +25,7 @@ from reconciler.pages.readmodel import (
     Finding,
     FleetPage,
     Overview,
+    PagesData,
     ProxyRow,
     RevisionDetail,
     RevisionRow,
@@ -525,3 +526,9 @@ def _rollout(
         started_at=parse_instant(row.started_at),
         updated_at=parse_instant(row.updated_at),
     )
+
+
+if TYPE_CHECKING:  # mypy checks that the demo really implements the protocol
+
+    def _implements(data: SqlPagesData) -> PagesData:
+        return data
