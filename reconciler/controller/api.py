@@ -65,16 +65,17 @@ def make_app(ctl: Controller) -> FastAPI:
     def healthz() -> dict[str, Any]:
         return {"ok": True, "epoch": ctl.epoch}
 
+    # async: these read the fleet server's state, which lives on the event loop
     @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(ctl.metrics.render(), media_type=CONTENT_TYPE)
+    async def metrics() -> Response:
+        return Response(await ctl.metrics_text(), media_type=CONTENT_TYPE)
 
     @api.get("/status")
-    def status() -> dict[str, Any]:
-        return ctl.status()
+    async def status() -> dict[str, Any]:
+        return await ctl.status()
 
     @api.get("/proxies")
-    def proxies() -> dict[str, Any]:
+    async def proxies() -> dict[str, Any]:
         return {"proxies": ctl.proxies(), "counts": ctl.fleet_counts()}
 
     @api.get("/revisions")

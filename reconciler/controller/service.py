@@ -99,6 +99,12 @@ class Controller:
         self.api_url = ""
         self.bootstrap_url = ""
         self.started = asyncio.Event()
+        self.pipeline: Pipeline
+        self._proxy_counts: dict[str, int] = {}
+        self._branch_gone = False
+        self._hook_timer: asyncio.TimerHandle | None = None
+        self._hook_last = -WEBHOOK_WINDOW_S
+        self._hook_reasons = 0
 
     # -- helpers used by the API -------------------------------------------------------------
 
@@ -114,22 +120,26 @@ class Controller:
                            e.proxy_id in connected)
                 for e in self.fleet.ledger() if e.service]
 
+    # The fleet server's state belongs to the event loop: these run on it (async handlers).
     def fleet_counts(self) -> dict[str, int]:
         return self.fleet.counts()
 
     def proxies(self) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.fleet.ledger()]
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         deployed = self.pipeline.deployed_revision
-        current = self.pipeline.current
-        if current is not None:
-            try:
-                current = self.revisions.get(current.id)
-            except KeyError:
-                current = None
-        latest = self.revisions.latest()
-        fetch = self.coordinator.status.to_dict()
+        current_id = self.pipeline.current.id if self.pipeline.current is not None else None
+        proxies = self.fleet.counts()
+
+        def from_store() -> tuple[Any, Any, dict[str, int]]:
+            current = None
+            if current_id is not None:
+                with contextlib.suppress(KeyError):
+                    current = self.revisions.get(current_id)
+            return current, self.revisions.latest(), self.revisions.counts()
+
+        current, latest, counts = await asyncio.to_thread(from_store)
         return {
             "epoch": self.epoch,
             "repo": self.mirror_display,
@@ -139,12 +149,16 @@ class Controller:
             "deployState": str(current.status) if current is not None else "idle",
             "current": current.summary() if current is not None else None,
             "latest": latest.summary() if latest is not None else None,
-            "fetch": fetch,
-            "proxies": self.fleet.counts(),
-            "revisions": self.revisions.counts(),
+            "fetch": self.coordinator.status.to_dict(),
+            "proxies": proxies,
+            "revisions": counts,
             "urls": {"api": self.api_url, "fleet": self.fleet.url,
                      "bootstrap": self.bootstrap_url},
         }
+
+    async def metrics_text(self) -> bytes:
+        self._proxy_counts = self.fleet.counts()  # read on the loop, rendered in a thread
+        return await asyncio.to_thread(self.metrics.render)
 
     # -- start-up pieces ---------------------------------------------------------------------
 
@@ -299,10 +313,6 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self.loop = asyncio.get_running_loop()
-        self._branch_gone = False
-        self._hook_timer: asyncio.TimerHandle | None = None
-        self._hook_last = -WEBHOOK_WINDOW_S
-        self._hook_reasons = 0
         await asyncio.to_thread(self._open_store)
         self._open_source()
         self.epoch = await asyncio.to_thread(self.revisions.next_epoch)
@@ -334,7 +344,7 @@ class Controller:
             clock=self.clock, branch=s.branch, trust_domain=trust_domain,
             on_reconciled=self.metrics.reconcile.observe)
         self.metrics.add_sources(
-            revisions=self.revisions.counts, proxies=self.fleet.counts,
+            revisions=self.revisions.counts, proxies=lambda: self._proxy_counts,
             epoch=lambda: self.epoch,
             fetch_failures=lambda: self.coordinator.status.consecutive_failures)
         resume = await self.pipeline.restore()
