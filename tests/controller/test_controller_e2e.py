@@ -19,6 +19,8 @@ from controller_helpers import (
     until,
 )
 
+from reconciler.audit import verify_jsonl
+
 
 def start_fleet(procs: Processes, tmp_path: Path, ports: dict[str, list[int]],
                 serve: Serve) -> dict[str, Path]:
@@ -112,6 +114,13 @@ def test_good_commit_reaches_every_proxy_and_invalid_one_none(tmp_path: Path,
 
     out = serve.cli("audit", "verify")
     assert out.returncode == 0, out.stderr
+    out = serve.cli("audit", "show", "1")
+    assert out.returncode == 0 and json.loads(out.stdout)["kind"] == "controller.started"
+    out = serve.cli("audit", "export", "--format", "jsonl")
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert verify_jsonl(iter(lines)).ok and len(lines) >= 20
+    assert serve.token not in out.stdout
     assert serve.proc is not None and serve.proc.terminate() == 0
     # verify also works on the store without a controller
     db = f"sqlite:///{serve.data_dir / 'meshcd.db'}"
