@@ -193,8 +193,18 @@ class HttpServerState:
         self.draining = False
         self.tls_identity = tls_identity
         self.in_flight = 0
+        self.ready: list[tuple[HttpDownstream, Request]] = []  # heads read in this poll
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep()
+
+    def start_ready(self) -> None:
+        ready = self.ready
+        self.ready = []
+        for conn, req in ready:
+            try:
+                conn._start(req)
+            except Exception:  # one request's failure must not strand the others
+                log.exception("request start failed")
 
     def _sweep(self) -> None:
         now = self.now = self.loop.time()
@@ -356,10 +366,15 @@ class HttpDownstream(asyncio.Protocol):
         req.started = _monotonic()
         if self.current is None:
             # after this poll's other reads: requests read together are sent upstream
-            # together, which saves the proxy and its peers a context switch per request
+            # together, which saves the proxy and its peers a context switch per request.
+            # One loop callback per poll runs them all (not one Handle per request).
             self.current = req
-            self.state.in_flight += 1
-            self.loop.call_soon(self._start, req)
+            state = self.state
+            state.in_flight += 1
+            ready = state.ready
+            ready.append((self, req))
+            if len(ready) == 1:
+                self.loop.call_soon(state.start_ready)
         else:
             self.queue.append(req)
 

@@ -87,11 +87,10 @@ def response_head(conn: Any, req: Request, head: ResponseHead,
     keep = conn.response_keep_alive(req)
     status = head.status
     parts = [STATUS_LINES.get(status) or status_line(status)]
-    if response_edit is None and head.wire is not None:
+    if response_edit is None:
         parts += head.wire
     else:
-        headers = head.headers if response_edit is None else response_edit(head.headers)
-        for name, value in headers:
+        for name, value in response_edit(head.headers):
             if name not in HOP_BY_HOP:
                 parts += (name, b": ", value, b"\r\n")
     chunked_out = False

@@ -38,20 +38,24 @@ class Overflow(Exception):
 
 
 class ResponseHead:
-    """`wire`: the forwardable headers (not hop-by-hop) already in wire form, gathered while
-    parsing, so a response without header edits is not walked a second time."""
+    """`wire`: the response's headers that are forwarded (hop-by-hop ones left out), already
+    in wire form: name, b": ", value, b"\\r\\n" for each, names lowercased."""
 
-    __slots__ = ("chunked", "content_length", "headers", "keep_alive", "status", "wire")
+    __slots__ = ("chunked", "content_length", "keep_alive", "status", "wire")
 
-    def __init__(self, status: int, headers: list[Header], keep_alive: bool,
-                 content_length: int | None = None, chunked: bool = False,
-                 wire: list[bytes] | None = None) -> None:
+    def __init__(self, status: int, wire: list[bytes], keep_alive: bool,
+                 content_length: int | None = None, chunked: bool = False) -> None:
         self.status = status
-        self.headers = headers
+        self.wire = wire
         self.keep_alive = keep_alive
         self.content_length = content_length
         self.chunked = chunked
-        self.wire = wire
+
+    @property
+    def headers(self) -> list[Header]:
+        """(name, value) pairs of the forwarded headers (for header edits)."""
+        wire = self.wire
+        return [(wire[i], wire[i + 2]) for i in range(0, len(wire), 4)]
 
 
 class Exchange(Protocol):
@@ -118,7 +122,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.requests_served = 0
         self.ex: Any = None  # the current Exchange
-        self.headers: list[Header] = []
         self.wire: list[bytes] = []
         self.content_length: int | None = None
         self.chunked = False
@@ -175,7 +178,6 @@ class UpstreamConnection(asyncio.Protocol):
     # --- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        self.headers.append((lname, value))
         if lname in HOP_BY_HOP:
             if lname == b"content-length":
                 self.content_length = int(value)
@@ -189,8 +191,8 @@ class UpstreamConnection(asyncio.Protocol):
         status = parser.get_status_code()
         if 100 <= status < 200:
             return  # informational; the real head follows
-        head = ResponseHead(status, self.headers, parser.should_keep_alive(),
-                            self.content_length, self.chunked, self.wire)
+        head = ResponseHead(status, self.wire, parser.should_keep_alive(),
+                            self.content_length, self.chunked)
         self.head = head
         self.ex.on_head(head)
         if self.is_head_request or status in (204, 304):
@@ -204,8 +206,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.head is None:
-            self.headers = []  # end of a 1xx
-            self.wire = []
+            self.wire = []  # end of a 1xx
             self.content_length = None
             self.chunked = False
             return
@@ -224,7 +225,6 @@ class UpstreamConnection(asyncio.Protocol):
     def begin(self, head: bytes, is_head_request: bool, ex: Any) -> None:
         """Start an exchange: reset per-exchange state and send the request head."""
         self.ex = ex
-        self.headers = []
         self.wire = []
         self.content_length = None
         self.chunked = False
