@@ -518,7 +518,7 @@ def make_pages_router(
             result = data.act(action, actor=actor, target_revision=target)
             audit.append(
                 actor,
-                f"rollout.{action.value}",
+                f"action.{action.value}",
                 subject,
                 {
                     "ok": result.ok,

@@ -141,10 +141,10 @@ def test_pages_operator_aborts_and_the_audit_record_appears(
     go(driver, driver.find_element(By.ID, "confirm"))
     assert "aborted" in text(driver, "p.notice")
     assert "No rollout in progress" in text(driver, "#rollout-state")
-    driver.get(site.url + "/audit?kind=rollout.abort")
+    driver.get(site.url + "/audit?kind=action.abort")
     row = text(driver, "table.audit tbody tr")
-    assert "token:olga#" in row and "rollout.abort" in row and "revision 30" in row
-    promote = site.audit.list(kind="rollout.promote")
+    assert "token:olga#" in row and "action.abort" in row and "revision 30" in row
+    promote = site.audit.list(kind="action.promote")
     assert len(promote) == 1 and promote[0].actor.startswith("token:olga#")
 
 
@@ -204,7 +204,7 @@ def test_pages_viewer_cannot_act(site: Site, browser: Any) -> None:
     assert (
         site.data.overview().rollout is not None and site.data.overview().rollout.state == "running"
     )
-    assert site.audit.list(kind="rollout.abort") == []
+    assert site.audit.list(kind="action.abort") == []
 
 
 def test_pages_csrf_less_posts_are_refused(site: Site, browser: Any) -> None:
@@ -227,7 +227,7 @@ def test_pages_csrf_less_posts_are_refused(site: Site, browser: Any) -> None:
             assert "/signin" in answer.url
     except urllib.error.HTTPError as err:
         assert err.code in (303, 401, 403)
-    assert site.audit.list(kind="rollout.abort") == []
+    assert site.audit.list(kind="action.abort") == []
 
 
 def test_pages_tampered_audit_row_turns_the_badge_broken(

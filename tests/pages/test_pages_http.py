@@ -178,9 +178,9 @@ def test_pages_rollback_needs_confirmation_and_a_deployed_target(site: Site) -> 
         assert refused.status_code == 409 and "no rollout in progress" in refused.text
     kinds = [
         (r.kind, r.data["ok"])
-        for r in site.audit.list(kind="rollout.rollback") + site.audit.list(kind="rollout.pause")
+        for r in site.audit.list(kind="action.rollback") + site.audit.list(kind="action.pause")
     ]
-    assert sorted(kinds) == [("rollout.pause", False), ("rollout.rollback", True)]
+    assert sorted(kinds) == [("action.pause", False), ("action.rollback", True)]
 
 
 def test_pages_tokens_admin_only_and_revocation_ends_sessions(site: Site) -> None:
