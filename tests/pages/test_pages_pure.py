@@ -123,3 +123,61 @@ def test_pages_available_actions() -> None:
     assert Action.PAUSE in available_actions(overview(_rollout("running")))
     paused = available_actions(overview(_rollout("paused")))
     assert Action.RESUME in paused and Action.PAUSE not in paused
+
+
+def test_pages_convert_controller_shapes() -> None:
+    from reconciler.pages.convert import access_changes, findings, proxy_row, revision_row
+
+    row = revision_row(
+        {
+            "id": 7,
+            "commit": "a" * 40,
+            "author": "ana",
+            "message": "m",
+            "trigger": "webhook",
+            "status": "deployed",
+            "detectedAt": "2026-11-25T12:00:00Z",
+            "signature": {
+                "verdict": {"kind": "verified", "principal": "ana@x", "fingerprint": "SHA256:zz"}
+            },
+        }
+    )
+    assert row.outcome == "deployed" and row.detected_at == NOW
+    assert row.signature == "verified: ana@x (SHA256:zz)"
+    assert revision_row({"id": 1, "signature": {}}).signature == "not checked"
+    bad = revision_row(
+        {"id": 2, "signature": {"verdict": {"kind": "bad_signature", "reason": "forged"}}}
+    )
+    assert bad.signature == "bad signature: forged"
+    (f,) = findings(
+        [
+            {
+                "code": "MCD100",
+                "severity": "error",
+                "message": "x",
+                "file": "a.yaml",
+                "line": 3,
+                "column": 1,
+            }
+        ]
+    )
+    assert (f.file, f.line, f.severity) == ("a.yaml", 3, "error")
+    proxy = proxy_row(
+        {
+            "proxyId": "p1",
+            "service": "web",
+            "ackedVersion": None,
+            "desiredVersion": "v2",
+            "state": "STALE",
+            "lastSeen": "2026-11-25T12:00:00+00:00",
+            "lastError": None,
+        }
+    )
+    assert proxy.version == "v2" and proxy.last_seen == NOW and proxy.state == "STALE"
+    changes = access_changes(
+        {"granted": [{"from": "web", "to": "payments", "method": "POST"}], "revoked": ["cart->db"]}
+    )
+    assert [(c.source, c.destination, c.change, c.detail) for c in changes] == [
+        ("web", "payments", "now allowed", "method=POST"),
+        ("cart->db", "", "now denied", ""),
+    ]
