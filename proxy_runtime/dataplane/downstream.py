@@ -252,6 +252,8 @@ class HttpDownstream(asyncio.Protocol):
         self.line_data: bytes | None = None
         # (authz cache of the config, path, method, host, allowed): the handler's memo
         self.authz_memo: tuple[Any, bytes, bytes, bytes, bool] | None = None
+        # (route cache of the config, url, method, host, route choice): the same for routes
+        self.route_memo: tuple[Any, bytes, bytes, bytes, Any] | None = None
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
