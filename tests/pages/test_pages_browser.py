@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,13 @@ def test_pages_tampered_audit_row_turns_the_badge_broken(
     sign_in(driver, site, site.viewer.token)
     driver.get(site.url + "/audit")
     wait(driver).until(lambda d: "verified up to seq" in text(d, "#chain-badge"))
-    target = site.audit.list(kind="session.signed_in")[0].seq
+    for i in range(5):
+        site.audit.append(
+            "scheduler", "probe.tick", f"revision {i}", {"i": i}, now=datetime.now(UTC)
+        )
+    target = site.audit.list(kind="probe.tick")[2].seq  # one in the middle of the chain
+    driver.get(site.url + "/audit")
+    wait(driver).until(lambda d: f"verified up to seq {target + 2}" in text(d, "#chain-badge"))
     raw = sqlite3.connect(site.db_path)
     raw.execute("DROP TRIGGER audit_records_no_update")
     raw.execute("UPDATE audit_records SET actor = 'someone-else' WHERE seq = ?", (target,))
