@@ -15,9 +15,12 @@ Signals and rules (docs/rollout.md has the reasoning):
   fails only when the increase is both large (over `maxIncreaseOverBaselinePercent`) and
   statistically significant at alpha:
   - error rate and denial rate: Fisher's exact test (small counts) or the two-proportion
-    z-test with continuity correction; the baseline rate is floored at RATE_FLOOR so that
-    0 -> 0.05% is not an "infinite" increase;
-  - p99 latency: Mann-Whitney U over the latency histograms (ties per bucket).
+    z-test with continuity correction, widened by the overdispersion the baseline proxies
+    show among themselves (quasi-binomial); the baseline rate is floored at RATE_FLOOR so
+    that 0 -> 0.05% is not an "infinite" increase;
+  - p99 latency: the canary's p99 over the baseline's by more than the allowed increase,
+    and significantly more canary requests than baseline requests slower than that limit
+    (a rate test on the histogram tails); Mann-Whitney U is reported alongside.
 - alpha = (1 - confidence) / (number of statistical checks) (Bonferroni), so one look at a
   healthy stage fails with probability at most 1 - confidence whatever the number of signals.
 - Any failed check: Failed. Otherwise fewer than `minRequests` canary requests:
@@ -27,7 +30,7 @@ Signals and rules (docs/rollout.md has the reasoning):
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +38,11 @@ from reconciler.analysis.sample import LATENCY_BUCKETS, Sample
 from reconciler.analysis.stats import (
     binomial_sf,
     count_above,
+    dispersion,
     histogram_quantile,
     mann_whitney_greater,
     rate_greater,
+    ratio_greater,
 )
 from reconciler.spec.model import Analysis
 
@@ -134,20 +139,56 @@ def _abs_rate_check(name: str, events: int, total: int, limit: float, alpha: flo
 
 
 def _rel_rate_check(name: str, c_events: int, c_total: int, b_events: int, b_total: int,
-                    increase: float, alpha: float) -> Check:
+                    increase: float, alpha: float, phi: float) -> Check:
     cr, br = _rate(c_events, c_total), _rate(b_events, b_total)
     if cr is None or br is None:
         return Check(name, cr, br, None, None, alpha, "none", False, "no requests")
     limit = max(br, RATE_FLOOR) * (1.0 + increase)
-    p, test = rate_greater(c_events, c_total, b_events, b_total)
+    p, test = ratio_greater(c_events, c_total, b_events, b_total, 1.0 + increase,
+                            dispersion=phi)
     failed = cr > limit and p < alpha
-    return Check(name, cr, br, limit, p, alpha, test, failed)
+    return Check(name, cr, br, limit, p, alpha, test, failed,
+                 f"{c_events}/{c_total} vs {b_events}/{b_total}, dispersion {phi:.2f}")
+
+
+def _tail_check(canary: Sample, baseline: Sample, parts: Sequence[Sample], increase: float,
+                alpha: float) -> Check:
+    """p99 vs baseline: the canary's p99 is over the baseline's by more than `increase`, and
+    significantly more of the canary's requests are slower than that limit (rounded up to a
+    bucket bound, where counts are exact) than the baseline's. Mann-Whitney U (a shift of
+    the whole distribution) is reported alongside."""
+    bounds = LATENCY_BUCKETS
+    p99_c = histogram_quantile(0.99, bounds, canary.latency_buckets)
+    p99_b = histogram_quantile(0.99, bounds, baseline.latency_buckets)
+    _, z, p_mw = mann_whitney_greater(canary.latency_buckets, baseline.latency_buckets)
+    if p99_c is None or p99_b is None:
+        return Check("p99_vs_baseline", None, None, None, None, alpha, "none", False,
+                     "no latencies")
+    limit = p99_b * (1.0 + increase)
+    edge = next((b for b in bounds if b >= limit - 1e-12), None)
+    c_n, b_n = sum(canary.latency_buckets), sum(baseline.latency_buckets)
+    if edge is None:
+        return Check("p99_vs_baseline", p99_c * 1000, p99_b * 1000, limit * 1000, None, alpha,
+                     "none", False, "limit beyond the last bucket")
+    c_ex = count_above(edge, bounds, canary.latency_buckets)
+    b_ex = count_above(edge, bounds, baseline.latency_buckets)
+    phi = dispersion([count_above(edge, bounds, s.latency_buckets) for s in parts],
+                     [sum(s.latency_buckets) for s in parts])
+    p, test = rate_greater(c_ex, c_n, b_ex, b_n, dispersion=phi)
+    failed = p99_c > limit and c_ex > P99_TAIL * c_n and p < alpha
+    return Check("p99_vs_baseline", p99_c * 1000, p99_b * 1000, limit * 1000, p, alpha,
+                 f"tail-exceedance {test}", failed,
+                 f"over {edge * 1000:g} ms: {c_ex}/{c_n} vs {b_ex}/{b_n}, dispersion "
+                 f"{phi:.2f}; mann-whitney z={z:.2f} p={p_mw:.3g}")
 
 
 def judge(canary: Sample, baseline: Sample | None, analysis: Analysis, *, nacks: int = 0,
-          disconnects: int = 0, alpha: float | None = None) -> Verdict:
+          disconnects: int = 0, alpha: float | None = None,
+          baseline_parts: Sequence[Sample] = ()) -> Verdict:
     """Judge one service's canaries against its baseline. `alpha` overrides the family-wise
-    level 1 - confidence (the engine passes a stricter one for looks before the bake ends)."""
+    level 1 - confidence (the engine passes a stricter one for looks before the bake ends).
+    `baseline_parts`: the baseline per proxy, to measure how much healthy proxies differ
+    (overdispersion); without it the tests assume they do not."""
     a = analysis
     th = thresholds(a)
     c_sum = summary(canary)
@@ -183,17 +224,14 @@ def judge(canary: Sample, baseline: Sample | None, analysis: Analysis, *, nacks:
         and p_slow is not None and p_slow < level, f"{slow} of {lat_n} requests over the limit"))
     if use_baseline:
         assert baseline is not None
+        parts = list(baseline_parts)
+        phi_e = dispersion([s.errors for s in parts], [s.total for s in parts])
+        phi_d = dispersion([s.denied for s in parts], [s.total for s in parts])
         checks.append(_rel_rate_check("error_rate_vs_baseline", canary.errors, canary.total,
-                                      baseline.errors, baseline.total, inc, level))
+                                      baseline.errors, baseline.total, inc, level, phi_e))
         checks.append(_rel_rate_check("denial_rate_vs_baseline", canary.denied, canary.total,
-                                      baseline.denied, baseline.total, inc, level))
-        p99_b = histogram_quantile(0.99, LATENCY_BUCKETS, baseline.latency_buckets)
-        _, z, p_mw = mann_whitney_greater(canary.latency_buckets, baseline.latency_buckets)
-        limit_ms = None if p99_b is None else p99_b * 1000.0 * (1.0 + inc)
-        c_ms = None if p99_c is None else p99_c * 1000.0
-        failed = c_ms is not None and limit_ms is not None and c_ms > limit_ms and p_mw < level
-        checks.append(Check("p99_vs_baseline", c_ms, None if p99_b is None else p99_b * 1000.0,
-                            limit_ms, p_mw, level, "mann-whitney-u", failed, f"z={z:.3f}"))
+                                      baseline.denied, baseline.total, inc, level, phi_d))
+        checks.append(_tail_check(canary, baseline, parts, inc, level))
     else:
         checks.append(_abs_rate_check("denial_rate", canary.denied, canary.total,
                                       a.max_error_rate_percent / 100.0, level))

@@ -76,14 +76,16 @@ def fisher_greater(a: int, n1: int, c: int, n2: int) -> float:
     return min(1.0, total)
 
 
-def two_proportion_greater(a: int, n1: int, c: int, n2: int, *, continuity: bool = True) -> float:
+def two_proportion_greater(a: int, n1: int, c: int, n2: int, *, continuity: bool = True,
+                           dispersion: float = 1.0) -> float:
     """Pooled two-proportion z-test, one-sided ("group 1's rate is greater"), with Yates'
-    continuity correction by default."""
+    continuity correction by default. `dispersion` > 1 widens the variance (quasi-binomial:
+    the events vary more between proxies than a binomial would)."""
     if n1 == 0 or n2 == 0:
         return 1.0
     p1, p2 = a / n1, c / n2
     pooled = (a + c) / (n1 + n2)
-    var = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)
+    var = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2) * max(1.0, dispersion)
     if var <= 0.0:
         return 1.0  # no events (or all events) on both sides: no evidence either way
     diff = p1 - p2
@@ -92,17 +94,59 @@ def two_proportion_greater(a: int, n1: int, c: int, n2: int, *, continuity: bool
     return normal_sf(diff / math.sqrt(var))
 
 
-def rate_greater(a: int, n1: int, c: int, n2: int) -> tuple[float, str]:
+def dispersion(events: Sequence[int], totals: Sequence[int]) -> float:
+    """Overdispersion of event counts over groups (proxies): Pearson's chi-square over its
+    degrees of freedom, at least 1. Proxies differ (hardware, callers, neighbours), so their
+    error rates vary more than binomially; ignoring that makes a large canary-vs-baseline
+    comparison "significant" for differences that any two healthy proxies show."""
+    parts = [(e, n) for e, n in zip(events, totals, strict=True) if n > 0]
+    if len(parts) < 2:
+        return 1.0
+    n_all = sum(n for _, n in parts)
+    p = sum(e for e, _ in parts) / n_all
+    if p <= 0.0 or p >= 1.0:
+        return 1.0
+    chi2 = sum((e - n * p) ** 2 / (n * p * (1.0 - p)) for e, n in parts)
+    return max(1.0, chi2 / (len(parts) - 1))
+
+
+def rate_greater(a: int, n1: int, c: int, n2: int, *, dispersion: float = 1.0
+                 ) -> tuple[float, str]:
     """One-sided p-value that rate a/n1 exceeds c/n2, and the name of the test used:
-    Fisher's exact test when a cell's expected count is small, else the z-test."""
+    Fisher's exact test when a cell's expected count is small, else the z-test; with a
+    dispersion over 1, the quasi-binomial z-test."""
     n = n1 + n2
     if n1 == 0 or n2 == 0:
         return 1.0, "none"
     k = a + c
     expected_min = min(n1, n2) * min(k, n - k) / n
     if expected_min < FISHER_MIN_EXPECTED:
+        # Few events: counting noise dwarfs the spread between proxies, and the normal
+        # approximation would be far too eager.
         return fisher_greater(a, n1, c, n2), "fisher"
+    if dispersion > 1.0:
+        return two_proportion_greater(a, n1, c, n2, dispersion=dispersion), "quasi-binomial-z"
     return two_proportion_greater(a, n1, c, n2), "two-proportion-z"
+
+
+def ratio_greater(a: int, n1: int, c: int, n2: int, ratio: float = 1.0, *,
+                  dispersion: float = 1.0) -> tuple[float, str]:
+    """One-sided p-value for "rate a/n1 is more than `ratio` times rate c/n2".
+
+    The conditional test for two Poisson rates (Przyborowski and Wilenski): given the k =
+    a + c events, a is Binomial(k, pi0) under H0 with pi0 = ratio*n1 / (ratio*n1 + n2).
+    Exact (binomial tail) when the rates are binomial; with `dispersion` > 1 (proxies differ
+    more than binomially), the normal approximation with its variance widened by it. Testing
+    against `ratio` rather than equality means a healthy canary that happens to look 50%
+    worse on a handful of events does not fail; a real regression is many times worse."""
+    k = a + c
+    if n1 == 0 or n2 == 0 or k == 0:
+        return 1.0, "none"
+    pi0 = ratio * n1 / (ratio * n1 + n2)
+    if dispersion <= 1.0 or k * pi0 * (1.0 - pi0) < FISHER_MIN_EXPECTED:
+        return binomial_sf(a, k, pi0), "conditional-binomial"
+    z = (a - k * pi0 - 0.5) / math.sqrt(k * pi0 * (1.0 - pi0) * dispersion)
+    return normal_sf(z), "conditional-binomial-z"
 
 
 def mann_whitney_greater(x: Sequence[int], y: Sequence[int]) -> tuple[float, float, float]:

@@ -461,10 +461,15 @@ class RolloutEngine:
             b = self._sum(p for p in ids if p in baseline) if any(
                 p in baseline for p in ids) else None
             analysis = spec.settings.analysis_for(svc)
-            alpha = None
+            # 1 - confidence bounds the chance of rolling back a healthy change over the
+            # whole rollout: it is split over the stages (and further for early looks).
+            alpha = (1.0 - analysis.confidence) / len(spec.settings.stages)
             if interim_divisor:
-                alpha = (1.0 - analysis.confidence) / interim_divisor
-            services[svc] = judge(c, b, analysis, alpha=alpha)
+                if c.total < analysis.min_requests:
+                    continue  # early looks at a handful of requests fail healthy changes
+                alpha /= interim_divisor
+            parts = [self._evidence[p] for p in ids if p in baseline and p in self._evidence]
+            services[svc] = judge(c, b, analysis, alpha=alpha, baseline_parts=parts)
         outcome = worst([v.outcome for v in services.values()]) if services else Outcome.ERROR
         reasons = [f"{svc}: {v.reason}" for svc, v in services.items()
                    if v.outcome == outcome] or ["no canary to judge"]
