@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The pure core: checked strictly by mypy.
-MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca reconciler/plan proxy_runtime/config renderers webhooks
+MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca reconciler/plan \
+	reconciler/revisions reconciler/controller proxy_runtime/config renderers webhooks
 
 .PHONY: venv test lint typecheck layers pytest demo golden clean bench-validate bench-render bench-proxy bench-webhooks bench-converge
 
@@ -30,9 +31,11 @@ pytest: $(STAMP)
 
 test: lint layers typecheck pytest
 
+# Validates the example, then runs the controller, sample apps and one proxy per app
+# on this machine; edit and `git push` in .meshcd-demo/mesh-config. Ctrl-C stops it all.
 demo: $(STAMP)
 	$(BIN)/meshcd validate repo_layout_example
-	$(BIN)/meshcd show repo_layout_example
+	$(BIN)/python demo/run_demo.py
 
 # Rewrites the golden files under tests/golden/*/expected on purpose; review with git diff.
 golden: $(STAMP)
@@ -44,4 +47,4 @@ bench-validate bench-render bench-proxy bench-webhooks bench-converge: bench-%: 
 	$(BIN)/python bench/$*.py --json bench/out/$*.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .meshcd-demo

@@ -10,7 +10,7 @@ import click
 
 # name -> "module:attribute" of a click command. One line per top-level command.
 COMMANDS: dict[str, str] = {
-    "proxy": "proxy_runtime.cli:proxy",
+    "proxy": "reconciler.cli.proxy_cmd:proxy",
     "webhook": "reconciler.cli.webhook_cmd:webhook",
     "validate": "reconciler.cli.validate_cmd:validate_command",
     "show": "reconciler.cli.validate_cmd:show_command",
