@@ -4,7 +4,7 @@ often, and how fast, a bad change is caught.
 
     .venv/bin/python bench/judge_sim.py [--healthy 250] [--bad 100] [--proxies 20]
                                         [--rps 200] [--preset default] [--seed 1]
-                                        [--json out.json]
+                                        [--interim-divisor 10] [--workers N] [--json out.json]
 
 Traffic model ("noisy"), per proxy and second: requests ~ Poisson(rps / proxies); each proxy
 has its own error rate (0.3% x a log-normal factor, sigma 0.3) and its own latency median
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -36,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler.analysis.sample import LATENCY_BUCKETS  # noqa: E402
-from reconciler.rollout import (  # noqa: E402
+from reconciler.analysis.sample import LATENCY_BUCKETS
+from reconciler.rollout import (
     PRESETS,
     Acked,
     Audit,
@@ -51,7 +52,7 @@ from reconciler.rollout import (  # noqa: E402
     Target,
     TimerFired,
 )
-from reconciler.spec.model import Analysis  # noqa: E402
+from reconciler.spec.model import Analysis
 
 BAD = {
     "5xx": {"error_add": 0.02},
@@ -202,6 +203,13 @@ def run_once(rng: random.Random, args: argparse.Namespace, bad: dict[str, float]
             "decision_s": None if decision is None else decision - (first_ack or START)}
 
 
+def _job(job: tuple[argparse.Namespace, dict[str, float] | None, str]) -> dict[str, Any]:
+    args, change, name = job
+    # Each run has its own seed, so results do not depend on the number of workers.
+    rng = random.Random(f"{args.seed}:{name}")
+    return run_once(rng, args, change, name)
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -219,11 +227,20 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--interim-divisor", type=float, default=10.0,
                     help="alpha divisor of the looks before a bake ends (0: no interim looks)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
-    rng = random.Random(args.seed)
     t0 = time.perf_counter()
-    healthy = [run_once(rng, args, None, f"healthy-{i}") for i in range(args.healthy)]
+    jobs = [(args, None, f"healthy-{i}") for i in range(args.healthy)]
+    for kind, change in BAD.items():
+        jobs += [(args, change, f"{kind}-{i}") for i in range(args.bad)]
+    if args.workers > 1:
+        with multiprocessing.Pool(args.workers) as pool:
+            runs = pool.map(_job, jobs, chunksize=4)
+    else:
+        runs = [_job(j) for j in jobs]
+    by_name = {j[2]: r for j, r in zip(jobs, runs, strict=True)}
+    healthy = [by_name[f"healthy-{i}"] for i in range(args.healthy)]
     stages = sum(r["judged"] for r in healthy)
     false_rb = sum(1 for r in healthy if r["outcome"] != "promoted")
     why: dict[str, int] = {}
@@ -242,8 +259,8 @@ def main() -> int:
                     "false_rollback_checks": dict(sorted(why.items()))},
         "bad": {},
     }
-    for kind, change in BAD.items():
-        runs = [run_once(rng, args, change, f"{kind}-{i}") for i in range(args.bad)]
+    for kind in BAD:
+        runs = [by_name[f"{kind}-{i}"] for i in range(args.bad)]
         caught = [r for r in runs if r["outcome"] == "rolled_back"]
         times = [r["decision_s"] for r in caught if r["decision_s"] is not None]
         result["bad"][kind] = {

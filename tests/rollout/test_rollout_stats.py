@@ -12,11 +12,13 @@ from reconciler.analysis.sample import LATENCY_BUCKETS as JUDGE_BUCKETS
 from reconciler.analysis.stats import (
     binomial_sf,
     count_above,
+    dispersion,
     fisher_greater,
     histogram_quantile,
     mann_whitney_greater,
     normal_sf,
     rate_greater,
+    ratio_greater,
     two_proportion_greater,
 )
 
@@ -126,3 +128,32 @@ def test_count_above_is_conservative_about_the_straddling_bucket() -> None:
     assert count_above(0.5, bounds, counts) == 5  # (0.5,1] and +Inf
     assert count_above(0.3, bounds, counts) == 5  # (0.1,0.5] straddles 0.3: not counted
     assert count_above(0.0, bounds, counts) == 20
+
+
+def test_ratio_test_is_the_conditional_binomial() -> None:
+    # 10 events vs 2 over equal exposure, H0 ratio 1: P(X >= 10 | 12, 1/2) = 79/4096.
+    p, test = ratio_greater(10, 1000, 2, 1000)
+    assert test == "conditional-binomial"
+    assert p == pytest.approx(79 / 4096, rel=1e-12)
+    # H0 ratio 1.5 with exposures 300 vs 5700: pi0 = 450 / 6150.
+    pi0 = 450 / 6150
+    want = sum(math.comb(24, x) * pi0 ** x * (1 - pi0) ** (24 - x) for x in range(7, 25))
+    assert ratio_greater(7, 300, 17, 5700, 1.5)[0] == pytest.approx(want, rel=1e-9)
+    # Testing against a larger allowed ratio can only weaken the evidence.
+    assert ratio_greater(7, 300, 17, 5700, 1.5)[0] > ratio_greater(7, 300, 17, 5700, 1.0)[0]
+    assert ratio_greater(0, 10, 0, 10) == (1.0, "none")
+
+
+def test_ratio_test_with_overdispersion_is_wider() -> None:
+    plain, _ = ratio_greater(150, 10_000, 300, 50_000, 1.5)
+    wide, test = ratio_greater(150, 10_000, 300, 50_000, 1.5, dispersion=4.0)
+    assert test == "conditional-binomial-z"
+    assert plain < 1e-6 < wide < 0.01  # 2.5x the baseline: still clear, with less certainty
+
+
+def test_dispersion_is_pearson_chi_square_over_df() -> None:
+    # 10/1000 and 30/1000: p = 0.02, chi2 = 2 * 100 / 19.6
+    assert dispersion([10, 30], [1000, 1000]) == pytest.approx(200 / 19.6)
+    assert dispersion([20, 20, 20], [1000, 1000, 1000]) == 1.0  # never below 1
+    assert dispersion([5], [100]) == 1.0
+    assert dispersion([0, 0], [100, 100]) == 1.0

@@ -1,0 +1,212 @@
+"""Prometheus as the judge's source of truth: PromQL over HTTP (httpx) turning the proxies'
+metrics into the same `Sample` the per-second stats windows give.
+
+Metric names are the proxies' own (docs/proxy-runtime.md):
+`mesh_requests_total{direction, source_workload, destination_workload, response_class}`,
+`mesh_request_duration_seconds_bucket{..., le}` (+ `_sum`), `mesh_requests_denied_total`,
+`mesh_upstream_connect_failures_total{cluster}`. Canary and baseline are label selections,
+usually the scrape's `instance` (or a relabelled proxy id):
+
+    prom = PrometheusProvider("http://127.0.0.1:9090")
+    canary = prom.sample({"instance": ["10.0.0.7:15000"]}, start, end)
+    baseline = prom.sample({"instance": ["10.0.0.8:15000", "10.0.0.9:15000"]}, start, end)
+    verdict = judge(canary, baseline, analysis)
+
+Counts are the exact differences of the raw counters between two instants (`start`, `end`;
+a counter that went down was reset, and its end value is the increase), not `increase()`,
+which extrapolates. `windows()` gives per-step windows from a range query, `p99_ms()` asks
+Prometheus itself (`histogram_quantile` over the same difference, with the `@` modifier).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from reconciler.analysis.sample import CLASSES, LATENCY_BUCKETS, Sample
+
+REQUESTS = "mesh_requests_total"
+BUCKETS = "mesh_request_duration_seconds_bucket"
+DURATION_SUM = "mesh_request_duration_seconds_sum"
+DENIED = "mesh_requests_denied_total"
+CONNECT_FAILURES = "mesh_upstream_connect_failures_total"
+
+Selector = Mapping[str, "str | Sequence[str]"]
+SeriesKey = tuple[tuple[str, str], ...]
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus could not be asked, or refused the query."""
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def matcher(selector: Selector, extra: Mapping[str, str] | None = None) -> str:
+    """PromQL label matchers: a str value is a regex (=~), a sequence of values matches any
+    of them exactly; `extra` adds exact matches."""
+    parts = []
+    for label, value in sorted(selector.items()):
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+            raise ValueError(f"not a label name: {label!r}")
+        if isinstance(value, str):
+            regex = value
+        else:
+            if not value:
+                raise ValueError(f"empty value list for label {label!r}")
+            regex = "|".join(re.escape(v) for v in value)
+        parts.append(f"{label}=~{_quote(regex)}")
+    for label, value in sorted((extra or {}).items()):
+        parts.append(f"{label}={_quote(value)}")
+    return "{" + ",".join(parts) + "}"
+
+
+def _key(metric: Mapping[str, str]) -> SeriesKey:
+    return tuple(sorted((k, v) for k, v in metric.items() if k != "__name__"))
+
+
+def _delta(start: float | None, end: float) -> float:
+    """A counter's increase between two samples; a decrease means it was reset."""
+    if start is None:
+        return end  # the series appeared in between: it counted from zero
+    return end - start if end >= start else end
+
+
+class PrometheusProvider:
+    def __init__(self, url: str, *, client: httpx.Client | None = None, timeout: float = 10.0,
+                 direction: str | None = None) -> None:
+        """`direction`: count only "inbound" (a service's own traffic) or "outbound"
+        requests; None counts both, as the proxies' stats windows do."""
+        self.url = url.rstrip("/")
+        self.client = client or httpx.Client(timeout=timeout)
+        self.direction = direction
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        try:
+            r = self.client.get(f"{self.url}{path}", params=dict(params))
+        except httpx.HTTPError as e:
+            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {e}") from e
+        try:
+            body = r.json()
+        except ValueError:
+            raise PrometheusError(f"Prometheus answered {r.status_code} without JSON") from None
+        if r.status_code != 200 or body.get("status") != "success":
+            raise PrometheusError(f"query refused ({r.status_code}): "
+                                  f"{body.get('errorType', '')} {body.get('error', '')}".strip())
+        return body["data"]
+
+    def query(self, promql: str, at: float) -> list[tuple[dict[str, str], float]]:
+        """An instant query: (labels, value) per series of the resulting vector."""
+        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
+        if data.get("resultType") == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(dict(s["metric"]), float(s["value"][1])) for s in data["result"]]
+
+    def query_range(self, promql: str, start: float, end: float, step: float
+                    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        data = self._get("/api/v1/query_range", {"query": promql, "start": f"{start:.3f}",
+                                                 "end": f"{end:.3f}", "step": f"{step:g}"})
+        return [(dict(s["metric"]), [(float(t), float(v)) for t, v in s["values"]])
+                for s in data["result"]]
+
+    # -- the judge's input -----------------------------------------------------------------
+
+    def _selectors(self, selector: Selector) -> dict[str, str]:
+        d = {"direction": self.direction} if self.direction else {}
+        with_dir = matcher(selector, d)
+        return {REQUESTS: with_dir, BUCKETS: with_dir, DURATION_SUM: with_dir, DENIED: with_dir,
+                CONNECT_FAILURES: matcher(selector)}
+
+    def _raw(self, selector: Selector, at: float) -> dict[str, dict[SeriesKey, float]]:
+        out: dict[str, dict[SeriesKey, float]] = {}
+        for name, m in self._selectors(selector).items():
+            out[name] = {_key(labels): v for labels, v in self.query(f"{name}{m}", at)}
+        return out
+
+    def sample(self, selector: Selector, start: float, end: float) -> Sample:
+        """What the selected proxies served between `start` and `end` (exact counter
+        differences), as the judge's Sample."""
+        if end <= start:
+            raise ValueError("end must be after start")
+        before, after = self._raw(selector, start), self._raw(selector, end)
+        deltas: dict[str, dict[SeriesKey, float]] = {
+            name: {k: _delta(before[name].get(k), v) for k, v in series.items()}
+            for name, series in after.items()
+        }
+        instances = {dict(k).get("instance", "") for k in after[REQUESTS]}
+        return _to_sample(deltas, seconds=len(instances) * max(1, round(end - start)))
+
+    def windows(self, selector: Selector, start: float, end: float, step: float = 1.0
+                ) -> list[dict[str, Any]]:
+        """Per-step windows in the agent's format (`second` = the step's start), from range
+        queries of the raw counters, for the engine's StatsReceived or a page's chart."""
+        series: dict[str, list[tuple[SeriesKey, list[tuple[float, float]]]]] = {}
+        for name, m in self._selectors(selector).items():
+            series[name] = [(_key(labels), values)
+                            for labels, values in self.query_range(f"{name}{m}", start, end, step)]
+        steps: dict[float, dict[str, dict[SeriesKey, float]]] = {}
+        for name, rows in series.items():
+            for key, values in rows:
+                if values and values[0][0] > start + step / 2:
+                    # The series appeared within the range: it counted from zero.
+                    t_first, v_first = values[0]
+                    steps.setdefault(t_first, {n: {} for n in series})[name][key] = v_first
+                for (_, v0), (t1, v1) in itertools.pairwise(values):
+                    steps.setdefault(t1, {n: {} for n in series})[name][key] = _delta(v0, v1)
+        out = []
+        for t1 in sorted(steps):
+            instances = {dict(k).get("instance", "") for k in steps[t1][REQUESTS]}
+            w = _to_sample(steps[t1], seconds=max(1, len(instances))).to_dict()
+            w["second"] = int(t1 - step)
+            out.append(w)
+        return out
+
+    def p99_ms(self, selector: Selector, start: float, end: float) -> float | None:
+        """Prometheus' own histogram_quantile(0.99) over the selection's latency buckets
+        between `start` and `end` (None without requests)."""
+        m = self._selectors(selector)[BUCKETS]
+        at_end, at_start = f"{BUCKETS}{m} @ {end:.3f}", f"{BUCKETS}{m} @ {start:.3f}"
+        # `or`: a series that appeared in between has no partner to subtract; keep it whole.
+        q = f"histogram_quantile(0.99, sum by (le) (({at_end} - {at_start}) or {at_end}))"
+        rows = self.query(q, end)
+        if not rows or math.isnan(rows[0][1]):
+            return None
+        return rows[0][1] * 1000.0
+
+
+def _to_sample(d: Mapping[str, Mapping[SeriesKey, float]], seconds: int) -> Sample:
+    by_class = dict.fromkeys(CLASSES, 0.0)
+    for key, v in d.get(REQUESTS, {}).items():
+        cls = dict(key).get("response_class", "")
+        if cls in by_class:
+            by_class[cls] += v
+    cumulative: dict[float, float] = {}
+    for key, v in d.get(BUCKETS, {}).items():
+        le = dict(key).get("le", "")
+        bound = math.inf if le == "+Inf" else float(le)
+        cumulative[bound] = cumulative.get(bound, 0.0) + v
+    buckets: list[int] = []
+    below = 0.0
+    for bound in (*LATENCY_BUCKETS, math.inf):
+        c = cumulative.get(bound, below)
+        buckets.append(max(0, round(c - below)))
+        below = max(below, c)
+    return Sample(
+        tuple(round(by_class[c]) for c in CLASSES),  # type: ignore[arg-type]
+        round(sum(d.get(CONNECT_FAILURES, {}).values())),
+        round(sum(d.get(DENIED, {}).values())),
+        tuple(buckets),
+        sum(d.get(DURATION_SUM, {}).values()),
+        seconds,
+    )
