@@ -52,12 +52,14 @@ def downsample(points: Sequence[Point], columns: int) -> list[Point]:
         raise ValueError("columns must be positive")
     if len(points) <= columns:
         return list(points)
-    out: list[Point] = []
+    times = [p[0] for p in points]
+    values = [p[1] for p in points]
     size = len(points) / columns
+    out: list[Point] = []
     for i in range(columns):
-        bucket = points[int(i * size) : max(int((i + 1) * size), int(i * size) + 1)]
-        top = max(bucket, key=lambda p: p[1])
-        out.append((bucket[-1][0], top[1]))
+        start = int(i * size)
+        end = max(int((i + 1) * size), start + 1)
+        out.append((times[end - 1], max(values[start:end])))
     return out
 
 

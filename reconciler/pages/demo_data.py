@@ -86,9 +86,13 @@ series = sa.Table(
     metadata,
     sa.Column("revision_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("t", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column(
-        "values", sa.String(256), nullable=False
-    ),  # JSON [c_err, c_p99, c_den, b_err, b_p99, b_den]
+    # canary (c_) and baseline (b_) error rate, p99 ms, denials/s at second t
+    sa.Column("c_err", sa.Float, nullable=False),
+    sa.Column("c_p99", sa.Float, nullable=False),
+    sa.Column("c_den", sa.Float, nullable=False),
+    sa.Column("b_err", sa.Float, nullable=False),
+    sa.Column("b_p99", sa.Float, nullable=False),
+    sa.Column("b_den", sa.Float, nullable=False),
 )
 settings = sa.Table(
     "pd_settings",
@@ -172,14 +176,13 @@ class SqlPagesData:
             if row is None:
                 return None
             rollout = _rollout(c, revision_id=revision_id)
-            points = [
-                (int(t), json.loads(v))
-                for t, v in c.execute(
-                    sa.select(_S.c.t, _S.c["values"])
-                    .where(_S.c.revision_id == revision_id)
-                    .order_by(_S.c.t)
+            points = c.execute(
+                sa.select(
+                    _S.c.t, _S.c.c_err, _S.c.c_p99, _S.c.c_den, _S.c.b_err, _S.c.b_p99, _S.c.b_den
                 )
-            ]
+                .where(_S.c.revision_id == revision_id)
+                .order_by(_S.c.t)
+            ).all()
         return RevisionDetail(
             row=_row(row),
             findings=tuple(Finding(**f) for f in json.loads(row.findings)),
@@ -188,8 +191,8 @@ class SqlPagesData:
             access_diff=tuple(AccessChange(**a) for a in json.loads(row.access)),
             rollout=rollout,
             series=tuple(
-                SeriesPoint(t, Signals(v[0], v[1], v[2]), Signals(v[3], v[4], v[5]))
-                for t, v in points
+                SeriesPoint(int(p[0]), Signals(p[1], p[2], p[3]), Signals(p[4], p[5], p[6]))
+                for p in points
             ),
         )
 
@@ -410,16 +413,12 @@ class SqlPagesData:
                     {
                         "revision_id": revision_id,
                         "t": p.t,
-                        "values": json.dumps(
-                            [
-                                p.canary.error_rate,
-                                p.canary.p99_ms,
-                                p.canary.denials,
-                                p.baseline.error_rate,
-                                p.baseline.p99_ms,
-                                p.baseline.denials,
-                            ]
-                        ),
+                        "c_err": p.canary.error_rate,
+                        "c_p99": p.canary.p99_ms,
+                        "c_den": p.canary.denials,
+                        "b_err": p.baseline.error_rate,
+                        "b_p99": p.baseline.p99_ms,
+                        "b_den": p.baseline.denials,
                     }
                     for p in points
                 ],
