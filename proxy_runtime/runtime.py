@@ -26,6 +26,7 @@ from proxy_runtime.dataplane.active import ActiveConfig
 from proxy_runtime.dataplane.clusters import PoolRegistry
 from proxy_runtime.dataplane.downstream import (
     HttpDownstream,
+    HttpDownstreamTls,
     HttpServerState,
     Request,
     ServerLimits,
@@ -292,7 +293,8 @@ class ProxyRuntime:
         if li.key[0] == "inbound-http":
             state = li.http_state
             assert state is not None
-            factory = lambda: HttpDownstream(state)  # noqa: E731
+            cls = HttpDownstreamTls if ctx is not None else HttpDownstream
+            factory = lambda: cls(state)  # noqa: E731
         else:
             factory = lambda: _InboundTcp(self, li)  # noqa: E731
         try:

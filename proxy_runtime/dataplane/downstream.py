@@ -19,7 +19,7 @@ from typing import Any
 import httptools
 
 from proxy_runtime.dataplane.http1 import LAST_CHUNK, chunk, simple_response
-from proxy_runtime.dataplane.tls import peer_spiffe_ids
+from proxy_runtime.dataplane.tls import TlsBufferedReads, peer_spiffe_ids
 
 log = logging.getLogger("meshcd.proxy")
 _monotonic = time.monotonic
@@ -533,3 +533,7 @@ class HttpDownstream(asyncio.Protocol):
             self.state.in_flight -= 1
         if self.transport is not None:
             self.transport.abort()
+
+
+class HttpDownstreamTls(TlsBufferedReads, HttpDownstream, asyncio.BufferedProtocol):
+    """HttpDownstream for a TLS connection: reads land in a lent buffer (see tls.py)."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import httptools
 
 from proxy_runtime.dataplane.http1 import HOP_BY_HOP
-from proxy_runtime.dataplane.tls import peer_spiffe_ids
+from proxy_runtime.dataplane.tls import TlsBufferedReads, peer_spiffe_ids
 
 Header = tuple[bytes, bytes]
 
@@ -261,6 +261,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
 
+class UpstreamConnectionTls(TlsBufferedReads, UpstreamConnection, asyncio.BufferedProtocol):
+    """UpstreamConnection over TLS: reads land in a lent buffer (see tls.py)."""
+
+
 class UpstreamPool:
     """Keep-alive connections to one endpoint. Circuit breaking as in Envoy: at most
     `max_connections` open, at most `max_pending_requests` waiting for one; beyond that the
@@ -338,7 +342,7 @@ class UpstreamPool:
         try:
             _, proto = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: UpstreamConnection(self),
+                    (lambda: UpstreamConnectionTls(self)) if self.ssl_context else (lambda: UpstreamConnection(self)),
                     self.host,
                     self.port,
                     ssl=self.ssl_context,
