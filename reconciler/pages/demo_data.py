@@ -167,7 +167,7 @@ class SqlPagesData:
         with read_transaction(self.engine) as c:
             return [_row(r) for r in c.execute(query.order_by(_R.c.id.desc()).limit(limit))]
 
-    def revision_ids(self, *, limit: int) -> list[RevisionRow]:
+    def rollback_targets(self, *, limit: int) -> list[RevisionRow]:
         return self.revisions(outcome="deployed", before_id=None, limit=limit)
 
     def revision(self, revision_id: int) -> RevisionDetail | None:

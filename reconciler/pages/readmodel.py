@@ -165,7 +165,7 @@ class PagesData(Protocol):
 
     def revision(self, revision_id: int) -> RevisionDetail | None: ...
 
-    def revision_ids(self, *, limit: int) -> list[RevisionRow]:
+    def rollback_targets(self, *, limit: int) -> list[RevisionRow]:
         """Rollback targets: recent revisions that were deployed, newest first."""
         ...
 

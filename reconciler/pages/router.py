@@ -82,7 +82,7 @@ def make_pages_router(
     """The pages as a router to `include_router` at `/` (static files under /static)."""
     cfg = settings or PagesSettings()
     chain = chain or ChainStatus(
-        audit, max_age=cfg.verify_max_age, full_every=cfg.full_verify_every
+        audit, max_age=cfg.verify_max_age, full_every=cfg.full_verify_every, clock=cfg.clock
     )
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.globals["roles"] = ROLES
@@ -483,7 +483,7 @@ def make_pages_router(
                 title="Not now",
                 message=f"{action.value.title()} does not apply to the current state.",
             )
-        targets = data.revision_ids(limit=50) if action is Action.ROLLBACK else []
+        targets = data.rollback_targets(limit=50) if action is Action.ROLLBACK else []
         return render(
             request,
             "confirm.html",

@@ -168,7 +168,7 @@ def test_pages_rollback_needs_confirmation_and_a_deployed_target(site: Site) -> 
             client.post("/actions/rollback", data={"csrf_token": csrf, "target": "29"}).status_code
             == 400
         )
-        target = site.data.revision_ids(limit=1)[0].id
+        target = site.data.rollback_targets(limit=1)[0].id
         done = client.post(
             "/actions/rollback", data={"csrf_token": csrf, "confirm": "yes", "target": str(target)}
         )
