@@ -20,20 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request
-from websockets.server import ServerProtocol
 
 from proxy_runtime.config.fleet_protocol import (
     FLEET_PATH,
-    MAX_TO_CONTROLLER_BYTES,
-    SUBPROTOCOL,
     Ack,
     Certificate,
     Csr,
-    Error,
     Hello,
     Nack,
     ProtocolError,
@@ -60,6 +52,7 @@ from reconciler.fleet.ledger import (
 )
 from reconciler.fleet.ledger_store import LedgerStore
 from reconciler.fleet.memory import pin_mmap_threshold, trim
+from reconciler.fleet.stream import FleetStream, Refused
 from reconciler.fleet.tls import server_context
 
 log = logging.getLogger("meshcd.fleet")
@@ -80,16 +73,6 @@ class ProxyInfo:
     peer: str
 
 
-class _Conn:
-    __slots__ = ("pong", "proxy_id", "spiffe_id", "ws")
-
-    def __init__(self, ws: ServerConnection, proxy_id: str, spiffe_id: str) -> None:
-        self.ws = ws
-        self.proxy_id = proxy_id
-        self.spiffe_id = spiffe_id
-        self.pong: asyncio.Future[float] | None = None  # the last keepalive ping's answer
-
-
 class _Waiter:
     __slots__ = ("future", "remaining", "results", "version")
 
@@ -98,10 +81,6 @@ class _Waiter:
         self.remaining = set(ids)
         self.results: dict[str, AckOutcome] = {}
         self.future = future
-
-
-class _Refused(Exception):
-    """Internal: end a stream with an `error` message (and an audit record)."""
 
 
 class FleetServer:
@@ -154,14 +133,15 @@ class FleetServer:
         if ledger_store is not None:
             for entry in ledger_store.load():
                 self._records[entry.proxy_id] = ProxyRecord.from_entry(entry)
-        self._conns: dict[str, _Conn] = {}
+        self._conns: dict[str, FleetStream] = {}  # proxy id -> its stream (hello accepted)
+        self._streams: set[FleetStream] = set()  # every open stream, hello or not
         self._dirty: set[str] = set()
         self._queue: asyncio.Queue[str] | None = None
         self._queued: set[str] = set()
         self._waiters: list[_Waiter] = []
         self._nonce = 0
         self._ssl = server_context(self.credentials, client_ca_pem=ca.trust_bundle_pem())
-        self._server: Server | None = None
+        self._running = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handshaking: set[socket.socket] = set()
         self._accepter: asyncio.Task[None] | None = None
@@ -178,32 +158,23 @@ class FleetServer:
     async def start(self, host: str, port: int, *, advertise: str | None = None) -> None:
         """Listen on host:port (0: any free port; see `bound_port`). `advertise` is the host
         name put in `url` (default: `host`, or 127.0.0.1 for a wildcard address)."""
-        if self._server is not None:
+        if self._running:
             raise RuntimeError("the fleet server is already started")
         self._queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         listen = socket.create_server((host, port), backlog=4096,
                                       family=socket.AF_INET6 if ":" in host else socket.AF_INET)
         listen.setblocking(False)
-        # websockets owns the socket for closing, but we accept: each TLS handshake is ours
-        # (connect_accepted_socket), so a refused one can be audited; asyncio and uvloop
-        # alike swallow handshake failures of servers they accept for.
-        self._server = await serve(
-            self._handle, sock=listen, start_serving=False,
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            compression=None, max_size=MAX_TO_CONTROLLER_BYTES,
-        )
-        # websockets answers 503 unless its asyncio server "is serving"; ours never accepts
-        # by itself, so say whether the fleet server is open instead
-        setattr(self._server, "is_serving", lambda: self._server is not None)  # noqa: B010
+        self._running = True
         self._listen = listen
-        self._accepter = loop.create_task(self._accept_loop(listen))
         self._port = listen.getsockname()[1]
         self._host = advertise or ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
-        for _ in range(self.push_concurrency):
-            self._spawn(self._push_worker())
+        # We accept, and run each TLS handshake with connect_accepted_socket, so that a refused
+        # one can be audited: asyncio and uvloop swallow handshake failures of their servers.
+        self._accepter = loop.create_task(self._accept_loop(listen))
+        self._spawn(self._pusher())
         self._stopping = asyncio.Event()
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self._flusher = loop.create_task(self._flush_loop())
         self._spawn(self._keepalive_loop())
         log.info("fleet listener on %s:%d (epoch %d)", host, self._port, self.epoch)
 
@@ -220,8 +191,11 @@ class FleetServer:
         loop = asyncio.get_running_loop()
         self._handshaking.add(csock)
         try:
-            await loop.connect_accepted_socket(self._new_connection, csock, ssl=self._ssl,
-                                               ssl_handshake_timeout=self.hello_timeout)
+            _, stream = await loop.connect_accepted_socket(
+                lambda: FleetStream(self), csock, ssl=self._ssl,
+                ssl_handshake_timeout=self.hello_timeout)
+            if stream.state != "closing":
+                self._streams.add(stream)  # tracked from here, so stop() can close it
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             with contextlib.suppress(OSError):
                 csock.close()
@@ -229,30 +203,28 @@ class FleetServer:
         finally:
             self._handshaking.discard(csock)
 
-    def _new_connection(self) -> ServerConnection:
-        """What websockets' serve() would make per connection, with our limits."""
-        assert self._server is not None
-        protocol = ServerProtocol(subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                                  max_size=MAX_TO_CONTROLLER_BYTES)
-        # no keepalive task per stream: one loop pings them all (_keepalive_loop)
-        return ServerConnection(protocol, self._server, ping_interval=None, ping_timeout=None,
-                                close_timeout=5.0, max_queue=4, write_limit=2**15)
-
     async def stop(self) -> None:
         """Close every stream (each is audited as disconnected), then write the ledger."""
-        if self._server is None:
+        if not self._running:
             return
-        server, self._server = self._server, None
+        self._running = False
         if self._accepter is not None:
             self._accepter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._accepter
+        if self._listen is not None:
+            self._listen.close()
         for csock in list(self._handshaking):
             with contextlib.suppress(OSError):
                 csock.close()
-        server.close(close_connections=True)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), 10.0)
+        for stream in list(self._streams):
+            stream.close(1001, "controller going away")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5.0
+        while self._streams and loop.time() < end:
+            await asyncio.sleep(0.02)
+        for stream in list(self._streams):
+            stream.abort()
         # let the flusher finish a write in progress rather than cancel it halfway
         self._stopping.set()
         if self._flusher is not None:
@@ -268,6 +240,7 @@ class FleetServer:
             if rec.connected:
                 rec.disconnect(now)
                 self._dirty.add(rec.proxy_id)
+        self._conns.clear()
         for w in self._waiters:
             if not w.future.done():
                 w.future.set_result(None)
@@ -348,45 +321,84 @@ class FleetServer:
             waiter.results[proxy_id] = AckOutcome("timeout")
         return waiter.results
 
-    # -- one stream ------------------------------------------------------------------------
+    # -- one stream (called by FleetStream, synchronously) ------------------------------------
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        peer = _peer(ws.remote_address)
-        conn: _Conn | None = None
-        try:
-            conn = await self._accept(ws, peer)
-            await self._serve(conn)
-        except _Refused as exc:
-            with contextlib.suppress(Exception):
-                await ws.send(encode(Error(str(exc))))
-                await ws.close(1008, str(exc)[:120])
-        except ConnectionClosed:
-            pass
-        finally:
-            if conn is not None:
-                self._disconnected(conn)
-
-    async def _accept(self, ws: ServerConnection, peer: str) -> _Conn:
-        now = self.clock()
-        if ws.request is None or ws.request.path != FLEET_PATH:
-            raise self._refuse(peer, None, "wrong path (the fleet stream is at /fleet)")
-        sslobj = ws.transport.get_extra_info("ssl_object")
+    def stream_opened(self, stream: FleetStream, path: str) -> None:
+        """The WebSocket handshake is done: check the path and the client certificate."""
+        if not self._running:
+            raise self._refuse(stream.peer, None, "the controller is stopping")
+        if path != FLEET_PATH:
+            raise self._refuse(stream.peer, None, "wrong path (the fleet stream is at /fleet)")
+        sslobj = stream.transport.get_extra_info("ssl_object")
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
         if not der:
-            raise self._refuse(peer, None, "no client certificate")
+            raise self._refuse(stream.peer, None, "no client certificate")
         try:
-            spiffe = self.ca.verify_svid([x509.load_der_x509_certificate(der)], now=now)
+            stream.spiffe_id = self.ca.verify_svid([x509.load_der_x509_certificate(der)],
+                                                   now=self.clock())
         except (CAError, ValueError) as exc:
-            raise self._refuse(peer, None, f"client certificate refused: {exc}") from None
+            raise self._refuse(stream.peer, None, f"client certificate refused: {exc}") from None
+
+    def stream_silent(self, stream: FleetStream) -> None:
+        if stream.state == "open":
+            stream.refuse(self._refuse(stream.peer, stream.spiffe_id,
+                                       f"no hello within {self.hello_timeout:g} s").args[0])
+        else:
+            self._refuse(stream.peer, None, "no WebSocket handshake in time")
+            stream.abort()
+
+    def stream_lost(self, stream: FleetStream) -> None:
+        self._streams.discard(stream)
+        if stream.proxy_id is not None:
+            self._disconnected(stream)
+
+    def stream_message(self, stream: FleetStream, data: bytes) -> None:
         try:
-            frame = await asyncio.wait_for(ws.recv(), self.hello_timeout)
-            hello = decode_to_controller(frame)
-        except TimeoutError:
-            raise self._refuse(peer, spiffe, f"no hello within {self.hello_timeout:g} s") from None
+            msg = decode_to_controller(data)
         except ProtocolError as exc:
-            raise self._refuse(peer, spiffe, str(exc)) from None
-        if not isinstance(hello, Hello):
-            raise self._refuse(peer, spiffe, f"the first message must be hello, not {hello.type}")
+            raise self._refuse(stream.peer, stream.spiffe_id, str(exc),
+                               proxy_id=stream.proxy_id) from None
+        if stream.proxy_id is None:
+            if not isinstance(msg, Hello):
+                raise self._refuse(stream.peer, stream.spiffe_id,
+                                   f"the first message must be hello, not {msg.type}")
+            self._hello(stream, msg)
+            return
+        rec = self._records[stream.proxy_id]
+        rec.last_seen = self.clock()
+        if isinstance(msg, Ack):
+            answer = rec.ack(msg.nonce, msg.version)
+            if answer.matched:
+                now = asyncio.get_running_loop().time()
+                seconds = now - answer.sent_at if answer.sent_at is not None else None
+                self._dirty.add(stream.proxy_id)
+                self._notify(stream.proxy_id, seconds)
+                if self.on_ack is not None:
+                    self._callback(self.on_ack, stream.proxy_id, msg.version, seconds)
+                self._enqueue(stream.proxy_id)
+        elif isinstance(msg, Nack):
+            answer = rec.nack(msg.nonce, msg.error)
+            if answer.matched:
+                self._dirty.add(stream.proxy_id)
+                self._notify(stream.proxy_id)
+                if self.on_nack is not None:
+                    self._callback(self.on_nack, stream.proxy_id, answer.version or msg.version,
+                                   msg.error)
+                self._enqueue(stream.proxy_id)
+        elif isinstance(msg, Stats):
+            if self.on_stats is not None:
+                for window in msg.windows:
+                    self._callback(self.on_stats, stream.proxy_id, window)
+        elif isinstance(msg, Csr):
+            self._renew(stream, msg)
+        else:
+            raise self._refuse(stream.peer, stream.spiffe_id,
+                               f"unexpected {msg.type} after hello", proxy_id=stream.proxy_id)
+
+    def _hello(self, stream: FleetStream, hello: Hello) -> None:
+        spiffe = stream.spiffe_id
+        assert spiffe is not None
+        peer = stream.peer
         workload = parse_spiffe_id(spiffe).workload
         if workload != (hello.namespace, hello.service):
             raise self._refuse(peer, spiffe, f"identity mismatch: certificate {spiffe} may not "
@@ -399,104 +411,88 @@ class FleetServer:
         old = self._conns.get(hello.proxy_id)
         if old is not None:  # the same proxy reconnected before we noticed the old stream die
             self._disconnected(old)
-            with contextlib.suppress(Exception):
-                await old.ws.send(encode(Error("replaced by a newer stream from the same proxy id")))
-            self._spawn(old.ws.close(1008, "replaced"))
+            old.refuse("replaced by a newer stream from the same proxy id")
         if rec is None:
             rec = self._records[hello.proxy_id] = ProxyRecord(hello.proxy_id)
         now = self.clock()
         rec.connect(hello.service, hello.namespace, hello.labels, hello.running_version, now)
-        conn = _Conn(ws, hello.proxy_id, spiffe)
-        # the handshake's headers (~3 KB) are not needed any more; websockets only checks
-        # that a request is there (it tells the handshake from later frames by it)
-        ws.request, ws.response = Request(FLEET_PATH, Headers()), None
-        self._conns[hello.proxy_id] = conn
+        stream.proxy_id = hello.proxy_id
+        if stream.timer is not None:
+            stream.timer.cancel()
+            stream.timer = None
+        self._conns[hello.proxy_id] = stream
         self._dirty.add(hello.proxy_id)
         self._audit.add(f"proxy:{hello.proxy_id}", "proxy.connected", hello.proxy_id,
                         {"spiffe_id": spiffe, "peer": peer, "running_version": hello.running_version,
                          "labels": hello.labels}, now)
-        if self.on_hello is not None:
-            info = ProxyInfo(hello.proxy_id, hello.service, hello.namespace, dict(hello.labels),
-                             hello.running_version, spiffe, peer)
-            desired = await self._call(self.on_hello, info)
-            if isinstance(desired, DesiredSnapshot):
-                rec.set_desired(desired)
-        self._enqueue(hello.proxy_id)
-        self._notify(hello.proxy_id)
-        return conn
+        if self.on_hello is None:
+            self._after_hello(stream, None)
+            return
+        info = ProxyInfo(hello.proxy_id, hello.service, hello.namespace, dict(hello.labels),
+                         hello.running_version, spiffe, peer)
+        try:
+            result = self.on_hello(info)
+        except Exception:
+            log.exception("on_hello failed")
+            result = None
+        if inspect.isawaitable(result):
+            self._spawn(self._await_hello(stream, result))
+        else:
+            self._after_hello(stream, result)
 
-    async def _serve(self, conn: _Conn) -> None:
-        rec = self._records[conn.proxy_id]
-        loop = asyncio.get_running_loop()
-        async for frame in conn.ws:
-            rec.last_seen = self.clock()
-            try:
-                msg = decode_to_controller(frame)
-            except ProtocolError as exc:
-                raise self._refuse(_peer(conn.ws.remote_address), conn.spiffe_id, str(exc),
-                                   proxy_id=conn.proxy_id) from None
-            if isinstance(msg, Ack):
-                answer = rec.ack(msg.nonce, msg.version)
-                if answer.matched:
-                    seconds = loop.time() - answer.sent_at if answer.sent_at is not None else None
-                    self._dirty.add(conn.proxy_id)
-                    self._notify(conn.proxy_id, seconds)
-                    if self.on_ack is not None:
-                        await self._call(self.on_ack, conn.proxy_id, msg.version, seconds)
-                    self._enqueue(conn.proxy_id)
-            elif isinstance(msg, Nack):
-                answer = rec.nack(msg.nonce, msg.error)
-                if answer.matched:
-                    self._dirty.add(conn.proxy_id)
-                    self._notify(conn.proxy_id)
-                    if self.on_nack is not None:
-                        await self._call(self.on_nack, conn.proxy_id, answer.version or msg.version,
-                                         msg.error)
-                    self._enqueue(conn.proxy_id)
-            elif isinstance(msg, Stats):
-                if self.on_stats is not None:
-                    for window in msg.windows:
-                        await self._call(self.on_stats, conn.proxy_id, window)
-            elif isinstance(msg, Csr):
-                await self._renew(conn, msg)
-            else:
-                raise self._refuse(_peer(conn.ws.remote_address), conn.spiffe_id,
-                                   f"unexpected {msg.type} after hello", proxy_id=conn.proxy_id)
+    async def _await_hello(self, stream: FleetStream, pending: Any) -> None:
+        try:
+            result = await pending
+        except Exception:
+            log.exception("on_hello failed")
+            result = None
+        self._after_hello(stream, result)
 
-    async def _renew(self, conn: _Conn, msg: Csr) -> None:
+    def _after_hello(self, stream: FleetStream, desired: Any) -> None:
+        proxy_id = stream.proxy_id
+        if proxy_id is None or self._conns.get(proxy_id) is not stream:
+            return
+        if isinstance(desired, DesiredSnapshot):
+            self._records[proxy_id].set_desired(desired)
+        self._enqueue(proxy_id)
+        self._notify(proxy_id)
+
+    def _renew(self, stream: FleetStream, msg: Csr) -> None:
+        assert stream.spiffe_id is not None and stream.proxy_id is not None
         now = self.clock()
         try:
             # the identity is the one this stream was verified with, never what the CSR asks
-            chain = self.ca.issue_svid(msg.csr_pem, conn.spiffe_id, now=now, ttl=self.svid_ttl)
+            chain = self.ca.issue_svid(msg.csr_pem, stream.spiffe_id, now=now, ttl=self.svid_ttl)
         except (CAError, ValueError) as exc:
-            raise self._refuse(_peer(conn.ws.remote_address), conn.spiffe_id,
-                               f"certificate renewal refused: {exc}", proxy_id=conn.proxy_id) from None
-        await conn.ws.send(encode(Certificate(chain.decode("ascii"),
-                                              self.ca.trust_bundle_pem().decode("ascii"))))
-        self._audit.add(f"proxy:{conn.proxy_id}", "certificate.renewed", conn.spiffe_id,
-                        {"proxy_id": conn.proxy_id}, now)
+            raise self._refuse(stream.peer, stream.spiffe_id, f"certificate renewal refused: {exc}",
+                               proxy_id=stream.proxy_id) from None
+        stream.send_text(encode(Certificate(chain.decode("ascii"),
+                                            self.ca.trust_bundle_pem().decode("ascii"))))
+        self._audit.add(f"proxy:{stream.proxy_id}", "certificate.renewed", stream.spiffe_id,
+                        {"proxy_id": stream.proxy_id}, now)
 
-    def _disconnected(self, conn: _Conn) -> None:
-        if self._conns.get(conn.proxy_id) is not conn:
+    def _disconnected(self, stream: FleetStream) -> None:
+        proxy_id = stream.proxy_id
+        if proxy_id is None or self._conns.get(proxy_id) is not stream:
             return
-        del self._conns[conn.proxy_id]
+        del self._conns[proxy_id]
         now = self.clock()
-        rec = self._records.get(conn.proxy_id)
+        rec = self._records.get(proxy_id)
         if rec is not None:
             rec.disconnect(now)
-            self._dirty.add(conn.proxy_id)
-        self._audit.add(f"proxy:{conn.proxy_id}", "proxy.disconnected", conn.proxy_id,
-                        {"spiffe_id": conn.spiffe_id}, now)
+            self._dirty.add(proxy_id)
+        self._audit.add(f"proxy:{proxy_id}", "proxy.disconnected", proxy_id,
+                        {"spiffe_id": stream.spiffe_id}, now)
         if self.on_disconnect is not None:
-            self._spawn(self._call(self.on_disconnect, conn.proxy_id))
+            self._callback(self.on_disconnect, proxy_id)
 
     def _refuse(self, peer: str, spiffe: str | None, reason: str, *,
-                proxy_id: str | None = None) -> _Refused:
+                proxy_id: str | None = None) -> Refused:
         log.warning("fleet stream from %s refused: %s", peer, reason)
         self._audit.add(f"proxy:{proxy_id}" if proxy_id else "fleet", "fleet.refused",
                         proxy_id or peer, {"peer": peer, "spiffe_id": spiffe, "reason": reason},
                         self.clock())
-        return _Refused(reason)
+        return Refused(reason)
 
     def _tls_refused(self, peer: str, exc: BaseException) -> None:
         reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
@@ -512,28 +508,21 @@ class FleetServer:
                          "unaudited_before": self.tls_refusals_unaudited}, self.clock())
 
     async def _keepalive_loop(self) -> None:
-        """Ping every stream each `ping_interval`; close those whose previous ping (sent at
-        least `ping_timeout` ago) got no pong. One task for the whole fleet, not one per stream."""
+        """Ping every stream each `ping_interval`; close those whose ping got no pong for
+        `ping_timeout`. One task for the whole fleet, not one per stream."""
         interval = self.ping_interval
-        timeout = max(self.ping_timeout, interval)
-        rounds_to_wait = max(1, int(-(-timeout // interval)))
-        ages: dict[str, int] = {}
+        rounds_to_wait = max(1, int(-(-max(self.ping_timeout, interval) // interval)))
         while True:
             await asyncio.sleep(interval)
-            for proxy_id, conn in list(self._conns.items()):
-                if conn.pong is not None and not conn.pong.done():
-                    ages[proxy_id] = ages.get(proxy_id, 0) + 1
-                    if ages[proxy_id] >= rounds_to_wait:
-                        log.warning("proxy %s: no pong within %.0f s; closing", proxy_id, timeout)
-                        conn.ws.transport.abort()
+            for stream in list(self._conns.values()):
+                if stream.pong is not None:
+                    stream.missed += 1
+                    if stream.missed >= rounds_to_wait:
+                        log.warning("proxy %s: no pong within %.0f s; closing", stream.proxy_id,
+                                    self.ping_timeout)
+                        stream.abort()
                     continue
-                ages.pop(proxy_id, None)
-                try:
-                    conn.pong = asyncio.ensure_future(await conn.ws.ping())
-                except ConnectionClosed:
-                    continue
-            for gone in set(ages) - set(self._conns):
-                del ages[gone]
+                stream.ping()
 
     # -- pushing -----------------------------------------------------------------------------
 
@@ -545,29 +534,36 @@ class FleetServer:
         self._queued.add(proxy_id)
         self._queue.put_nowait(proxy_id)
 
-    async def _push_worker(self) -> None:
+    async def _pusher(self) -> None:
+        """Send queued pushes. A send only writes a frame (flow control is one snapshot in
+        flight per proxy), so one task does them all, yielding to the loop after every
+        `push_concurrency` sends so that ACKs are read while a wave goes out."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
+        sent = 0
         while True:
             proxy_id = await self._queue.get()
             self._queued.discard(proxy_id)
-            conn = self._conns.get(proxy_id)
+            stream = self._conns.get(proxy_id)
             rec = self._records.get(proxy_id)
-            if conn is None or rec is None:
+            if stream is None or rec is None:
                 continue
             self._nonce += 1
             push = rec.start_push(f"{self.epoch}.{self._nonce}", loop.time())
             if push is None:
                 continue
             d = push.desired
-            frame = encode_snapshot(push.nonce, self.epoch, d.version, d.revision, d.config_json)
             try:
-                await conn.ws.send(frame, text=True)
-            except ConnectionClosed:
-                rec.push_failed()
-            except Exception:  # keep the worker alive whatever one stream does
+                ok = stream.send_text(encode_snapshot(push.nonce, self.epoch, d.version,
+                                                      d.revision, d.config_json))
+            except Exception:  # keep the pusher alive whatever one stream does
                 log.exception("push to %s failed", proxy_id)
+                ok = False
+            if not ok:
                 rec.push_failed()
+            sent += 1
+            if sent % self.push_concurrency == 0:
+                await asyncio.sleep(0)
 
     # -- waiting for ACKs -----------------------------------------------------------------------
 
@@ -631,15 +627,22 @@ class FleetServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _callback(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call a user callback; a coroutine it returns runs as a task. Its failures are
+        logged, never the stream's problem."""
         try:
             result = fn(*args)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
         except Exception:
             log.exception("fleet callback %s failed", getattr(fn, "__name__", fn))
-            return None
+            return
+        if inspect.isawaitable(result):
+            self._spawn(self._guard(result, fn))
+
+    async def _guard(self, pending: Any, fn: Any) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("fleet callback %s failed", getattr(fn, "__name__", fn))
 
 
 def _peer(address: Any) -> str:
