@@ -131,3 +131,20 @@ def test_reason_names_the_numbers() -> None:
     v = judge(sample(ERRORS_5XX), sample(HEALTHY), A)
     assert "error_rate: canary 5.000%" in v.reason
     assert "p=" in v.reason
+
+
+def test_windows_from_the_proxys_own_stats_window_are_read_as_is() -> None:
+    from proxy_runtime.stats_window import StatsWindow
+
+    w = StatsWindow(60)
+    for i in range(100):
+        w.record(1000.2, 200 if i % 10 else 503, 0.004)
+    w.record_denial(1000.5)
+    w.record(1000.5, 403, 0.0004)
+    w.record_connection_failure(1001.1)
+    doc = w.as_document(1002.0, seconds=2)
+    s = Sample.of(doc["seconds"])
+    assert s.requests == (90, 0, 1, 10)
+    assert s.denials == 1 and s.connection_failures == 1 and s.seconds == 2
+    assert s.errors == 11
+    assert s.latency_buckets[2] == 100 and s.latency_buckets[0] == 1

@@ -473,3 +473,19 @@ def test_bad_change_at_the_last_stage_is_caught_by_absolute_guards() -> None:
     pb.ack("w1", "w2")
     out = pb.traffic(3, canary=ERRORS_5XX)
     assert out[:2] == ["judged Failed: roll back", "push rollback w1=old-web w2=old-web"]
+
+
+def test_status_shows_the_stage_and_live_numbers() -> None:
+    pb = Playbook.fast()
+    pb.start()
+    assert pb.engine is not None
+    st = pb.engine.status(pb.now)
+    assert (st["phase"], st["stage"], st["waitingForAck"]) == ("pushing", 1, ["a2"])
+    assert st["stages"] == ["1 proxy, bake 3s", "50%, bake 3s", "100%, bake 3s"]
+    pb.ack("a2")
+    pb.traffic(2)
+    st = pb.engine.status(pb.now)
+    assert st["phase"] == "baking" and st["canaries"] == ["a2"]
+    assert st["bakeElapsed"] == 3.0
+    live = st["live"]["services"]["api.shop"]
+    assert live["canary"]["requests"] == 200 and live["baseline"]["requests"] == 200
