@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from reconciler.rollout.stages import RolloutSettings, StageSpec, Target
@@ -19,7 +20,7 @@ STATE_FORMAT = 1
 PHASES = ("pushing", "baking", "paused", "rolling_back", "done")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RolloutSpec:
     revision: str
     previous: str | None
@@ -33,11 +34,12 @@ class RolloutSpec:
     interim_alpha_divisor: float = 10.0
     actor: str = "controller"
 
+    @cached_property
+    def _by_id(self) -> dict[str, Target]:
+        return {t.proxy_id: t for t in self.targets}
+
     def target(self, proxy_id: str) -> Target | None:
-        for t in self.targets:
-            if t.proxy_id == proxy_id:
-                return t
-        return None
+        return self._by_id.get(proxy_id)
 
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
