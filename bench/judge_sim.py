@@ -196,6 +196,8 @@ def run_once(rng: random.Random, args: argparse.Namespace, bad: dict[str, float]
                 pending = take(eng.handle(TimerFired(token, now)))
                 while pending:
                     pending = take(eng.handle(pending.pop(0))) + pending
+        if eng.state.phase == "paused" and outcome is None:
+            outcome = "paused"  # waiting for an operator (onInconclusive: pause)
         if second - START > 3600:
             raise RuntimeError("rollout did not finish within an hour of simulated time")
     return {"outcome": outcome, "judged": judged, "failed_stage": failed_stage,
@@ -242,7 +244,8 @@ def main() -> int:
     by_name = {j[2]: r for j, r in zip(jobs, runs, strict=True)}
     healthy = [by_name[f"healthy-{i}"] for i in range(args.healthy)]
     stages = sum(r["judged"] for r in healthy)
-    false_rb = sum(1 for r in healthy if r["outcome"] != "promoted")
+    false_rb = sum(1 for r in healthy if r["outcome"] == "rolled_back")
+    paused = sum(1 for r in healthy if r["outcome"] == "paused")
     why: dict[str, int] = {}
     for r in healthy:
         for name in r["failed_checks"] + ([f"stage {r['failed_stage']}"] if r["failed_stage"] else []):
@@ -253,7 +256,7 @@ def main() -> int:
         "config": {"proxies": args.proxies, "rps": args.rps, "preset": args.preset,
                    "seed": args.seed, "interim_divisor": args.interim_divisor},
         "healthy": {"rollouts": len(healthy), "stages_judged": stages,
-                    "false_rollbacks": false_rb,
+                    "false_rollbacks": false_rb, "paused": paused,
                     "false_rollback_rate_per_rollout": false_rb / max(1, len(healthy)),
                     "false_rollback_rate_per_stage": false_rb / max(1, stages),
                     "false_rollback_checks": dict(sorted(why.items()))},
@@ -279,7 +282,8 @@ def main() -> int:
     print(f"healthy: {h['rollouts']} rollouts, {h['stages_judged']} stages judged, "
           f"{h['false_rollbacks']} false rollbacks "
           f"({100 * h['false_rollback_rate_per_stage']:.2f}% per stage, "
-          f"{100 * h['false_rollback_rate_per_rollout']:.2f}% per rollout)")
+          f"{100 * h['false_rollback_rate_per_rollout']:.2f}% per rollout)"
+          + (f", {paused} paused as inconclusive" if paused else ""))
     if why:
         print("  failed checks in healthy runs: "
               + ", ".join(f"{k} x{v}" for k, v in sorted(why.items())))

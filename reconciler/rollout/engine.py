@@ -152,10 +152,8 @@ class RolloutEngine:
             return
         if ev.proxy_id not in st.on_new or ev.version != t.new_version:
             return
-        verdict = Verdict(Outcome.FAILED, f"{ev.proxy_id} refused the new config (NACK): "
-                          f"{ev.error[:300]}")
-        self._fail({"outcome": "Failed", "reason": verdict.reason, "signal": "nack",
-                    "proxy": ev.proxy_id, "services": {}}, ev.now)
+        self._fail(self._signal("nack", f"{ev.proxy_id} refused the new config (NACK): "
+                                f"{ev.error[:300]}", proxy=ev.proxy_id), ev.now)
 
     def _on_disconnect(self, ev: Disconnected) -> None:
         st, p = self.state, ev.proxy_id
@@ -174,9 +172,8 @@ class RolloutEngine:
         if p in st.acked:
             # It ran the new config and went away: we cannot tell a crash the config caused
             # from one it did not, and rolling back is the safe side.
-            self._fail({"outcome": "Failed", "signal": "disconnect", "proxy": p,
-                        "reason": f"canary {p} disconnected while running the new config",
-                        "services": {}}, ev.now)
+            self._fail(self._signal("disconnect", f"canary {p} disconnected while running "
+                                    "the new config", proxy=p), ev.now)
             return
         # Never ran the new config: drop it from the rollout (its desired goes back to the old
         # config, so it does not get an unjudged config when it reconnects).
@@ -229,10 +226,9 @@ class RolloutEngine:
         self._dirty = True
         if kind == "ack" and st.phase == "pushing":
             late = sorted(self._waiting())
-            self._fail({"outcome": "Failed", "signal": "ack_timeout", "proxies": late,
-                        "reason": f"{len(late)} canaries did not ACK within "
-                                  f"{st.spec.ack_timeout:g}s ({', '.join(late[:5])})",
-                        "services": {}}, ev.now)
+            self._fail(self._signal("ack_timeout", f"{len(late)} canaries did not ACK within "
+                                    f"{st.spec.ack_timeout:g}s ({', '.join(late[:5])})",
+                                    proxies=late), ev.now)
         elif kind == "bake" and st.phase == "baking":
             self._judge_final(ev.now)
         elif kind == "rollback" and st.phase == "rolling_back":
@@ -477,6 +473,14 @@ class RolloutEngine:
                 "stage": st.stage + 1, "canaries": sorted(canaries),
                 "baseline": sorted(baseline),
                 "services": {svc: v.to_dict() for svc, v in services.items()}}
+
+    def _signal(self, signal: str, reason: str, **extra: Any) -> dict[str, Any]:
+        """A failure from the fleet (not from stats), with the stage's numbers so far."""
+        so_far = self._stage_verdict() if self.state.phase == "baking" else None
+        return {"outcome": str(Outcome.FAILED), "reason": reason, "signal": signal, **extra,
+                "stage": self.state.stage + 1, "canaries": sorted(self._canaries()),
+                "baseline": self._baseline_ids(),
+                "services": so_far["services"] if so_far else {}}
 
     def _sum(self, ids: Any) -> Sample:
         out = Sample()

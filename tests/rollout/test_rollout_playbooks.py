@@ -122,7 +122,11 @@ def test_a_nack_fails_the_stage_at_once() -> None:
     pb.traffic(1)
     out = pb.nack("w2", "route references an unknown cluster")
     assert out[:2] == ["judged Failed: roll back", _rollback_line("a2", "w1", "w2")]
-    assert "NACK" in pb.audits("rollout.judged")[-1].data["reason"]
+    judged = pb.audits("rollout.judged")[-1].data
+    assert "NACK" in judged["reason"] and judged["signal"] == "nack" and judged["proxy"] == "w2"
+    # The audit still carries the stage's numbers so far.
+    assert judged["stage"] == 2 and judged["canaries"] == ["a2", "w1", "w2"]
+    assert judged["services"]["web.shop"]["canary"]["requests"] == 200
 
 
 def test_a_nack_while_pushing_fails_before_any_bake() -> None:
