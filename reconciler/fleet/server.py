@@ -125,6 +125,7 @@ class FleetServer:
         self.svid_ttl = svid_ttl
         self.flush_interval, self.seen_flush_interval = flush_interval, seen_flush_interval
         self.tune_malloc = tune_malloc
+        self._trimmed = 0.0
         if tune_malloc:  # ~30 instead of ~50 KB per stream; see memory.pin_mmap_threshold
             pin_mmap_threshold()
         self._store = ledger_store
@@ -616,8 +617,10 @@ class FleetServer:
                 except Exception:
                     self._dirty.update(ids[at:])  # try again next time
                     raise
-            if len(ids) >= 1000 and self.tune_malloc:  # after a burst, give back what it freed
-                trim()
+            # after a burst, give back what it freed (at most once a minute, off the loop)
+            if len(ids) >= 1000 and self.tune_malloc and time.monotonic() - self._trimmed > 60:
+                self._trimmed = time.monotonic()
+                await asyncio.to_thread(trim)
         await self._audit.flush(self.clock())
 
     # -- helpers ---------------------------------------------------------------------------------
