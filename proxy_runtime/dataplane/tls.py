@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
 from typing import Any
 
 # Reads of TLS connections. With a plain asyncio.Protocol, uvloop's TLS layer decrypts each
 # read into a fresh 256 KiB bytes object (an mmap, mremap and munmap per read: measured
 # ~3 extra syscalls and page faults per request). As a BufferedProtocol the protocol lends
-# it a buffer instead. One buffer serves every connection: uvloop fills it and calls
-# buffer_updated at once, and buffer_updated copies the bytes out before anything else runs.
-_READ_BUFFER = memoryview(bytearray(64 * 1024))
+# it a buffer instead. One buffer per thread (an event loop runs in one thread) serves every
+# connection: the loop fills it and calls buffer_updated at once, and buffer_updated copies
+# the bytes out before anything else runs.
+_per_thread = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    try:
+        buf: memoryview = _per_thread.buf
+    except AttributeError:
+        buf = _per_thread.buf = memoryview(bytearray(64 * 1024))
+    return buf
 
 
 class TlsBufferedReads:
@@ -21,10 +31,10 @@ class TlsBufferedReads:
     __slots__ = ()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _READ_BUFFER
+        return _read_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_READ_BUFFER[:nbytes]))  # type: ignore[attr-defined]
+        self.data_received(bytes(_per_thread.buf[:nbytes]))  # type: ignore[attr-defined]
 
 
 def peer_spiffe_ids(peercert: dict[str, Any] | None) -> list[str]:
