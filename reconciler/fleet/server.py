@@ -192,15 +192,16 @@ class FleetServer:
         loop = asyncio.get_running_loop()
         self._handshaking.add(csock)
         try:
-            _, stream = await loop.connect_accepted_socket(
-                lambda: FleetStream(self), csock, ssl=self._ssl,
-                ssl_handshake_timeout=self.hello_timeout)
-            if stream.state != "closing":
-                self._streams.add(stream)  # tracked from here, so stop() can close it
+            await loop.connect_accepted_socket(lambda: FleetStream(self), csock, ssl=self._ssl,
+                                               ssl_handshake_timeout=self.hello_timeout)
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             with contextlib.suppress(OSError):
                 csock.close()
             self._tls_refused(peer, exc)
+        except Exception:  # a bug must not go unseen, nor leak the socket
+            log.exception("fleet handshake with %s failed", peer)
+            with contextlib.suppress(OSError):
+                csock.close()
         finally:
             self._handshaking.discard(csock)
 
@@ -323,6 +324,9 @@ class FleetServer:
         return waiter.results
 
     # -- one stream (called by FleetStream, synchronously) ------------------------------------
+
+    def stream_made(self, stream: FleetStream) -> None:
+        self._streams.add(stream)  # tracked from the TLS handshake on, so stop() can close it
 
     def stream_opened(self, stream: FleetStream, path: str) -> None:
         """The WebSocket handshake is done: check the path and the client certificate."""

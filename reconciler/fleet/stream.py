@@ -34,6 +34,7 @@ class Refused(Exception):
 class StreamOwner(Protocol):
     hello_timeout: float
 
+    def stream_made(self, stream: FleetStream) -> None: ...
     def stream_opened(self, stream: FleetStream, path: str) -> None: ...
     def stream_message(self, stream: FleetStream, data: bytes) -> None: ...
     def stream_silent(self, stream: FleetStream) -> None: ...
@@ -65,6 +66,7 @@ class FleetStream(asyncio.Protocol):
         self.peer = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
         loop = asyncio.get_running_loop()
         self.timer = loop.call_later(self.owner.hello_timeout, self._no_hello)
+        self.owner.stream_made(self)
 
     def data_received(self, data: bytes) -> None:
         if self.state == "closing":

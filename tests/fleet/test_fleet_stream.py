@@ -202,6 +202,11 @@ def test_uvloop_controller_and_agent(tmp_path: Path) -> None:
             except (OSError, ssl.SSLError):
                 pass
             await until(lambda: bool(ctl.records("fleet.refused")), what="refusal audited")
+            # stopping the controller closes the stream: the agent notices, the ledger says so
+            await ctl.stop()
+            await until(lambda: not a.agent.connected.is_set(), what="agent sees the close")
+            assert fleet.entry("web-1").state is ProxyState.DISCONNECTED  # type: ignore[union-attr]
+            assert "proxy.disconnected" in ctl.kinds()
         finally:
             await a.stop()
             await ctl.stop()
