@@ -225,7 +225,9 @@ class HttpServerState:
                 conn.close()
 
 
-class HttpDownstream(asyncio.Protocol):
+class HttpDownstream(asyncio.BaseProtocol):
+    # A plain protocol by duck typing (data_received), deliberately not an asyncio.Protocol:
+    # uvloop lends buffers only to protocols that are not, and the TLS subclass wants one.
     def __init__(self, state: HttpServerState) -> None:
         self.state = state
         self.loop = state.loop

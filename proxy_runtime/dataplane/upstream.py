@@ -111,8 +111,11 @@ class FutureExchange:
         self.sink = sink
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(asyncio.BaseProtocol):
     """One upstream connection, used by one exchange at a time."""
+
+    # A plain protocol by duck typing (data_received), deliberately not an asyncio.Protocol:
+    # uvloop lends buffers only to protocols that are not, and the TLS subclass wants one.
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
