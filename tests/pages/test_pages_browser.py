@@ -19,7 +19,7 @@ from reconciler.pages import Action
 Site = Any  # the `site` fixture of conftest.py
 
 
-def wait(driver: Any, seconds: float = 10) -> WebDriverWait:  # type: ignore[type-arg]
+def wait(driver: Any, seconds: float = 20) -> WebDriverWait:  # type: ignore[type-arg]
     # htmx swaps the live parts in place: an element read mid-swap is stale, so retry.
     return WebDriverWait(
         driver,
@@ -150,29 +150,36 @@ def test_pages_operator_aborts_and_the_audit_record_appears(
 
 
 def test_pages_actions_work_from_the_keyboard(site: Site, browser: Any) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     driver = browser
     sign_in(driver, site, site.operator.token)
-    body = driver.find_element(By.TAG_NAME, "body")
-    # Tab through the page until the Pause link has the focus, then press Enter.
-    for _ in range(40):
-        body = driver.switch_to.active_element
-        if body.text == "Pause…":
-            break
-        body.send_keys(Keys.TAB)
-    assert driver.switch_to.active_element.text == "Pause…"
+
+    def focused() -> str:
+        return str(
+            driver.execute_script(
+                "const e = document.activeElement; return (e.id || '') + '|' + e.textContent.trim();"
+            )
+        )
+
+    def tab_to(label: str) -> None:
+        # Press Tab (as a user would) until the element with this text or id has the focus.
+        for _ in range(60):
+            if label in focused().split("|"):
+                return
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+        raise AssertionError(f"never reached {label!r} with Tab; focus is on {focused()!r}")
+
+    tab_to("Pause…")
     old = driver.find_element(By.TAG_NAME, "html")
-    driver.switch_to.active_element.send_keys(Keys.ENTER)
-    wait(driver).until(ec.staleness_of(old))
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    wait(driver, 20).until(ec.staleness_of(old))
     assert "/actions/pause" in driver.current_url
-    for _ in range(40):
-        if driver.switch_to.active_element.get_attribute("id") == "confirm":
-            break
-        driver.switch_to.active_element.send_keys(Keys.TAB)
+    tab_to("confirm")
     old = driver.find_element(By.TAG_NAME, "html")
-    driver.switch_to.active_element.send_keys(Keys.ENTER)
-    wait(driver).until(ec.staleness_of(old))
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    wait(driver, 20).until(ec.staleness_of(old))
     assert "rollout paused" in text(driver, "p.notice")
     # The strict CSP holds: nothing on the pages needed an inline script or style.
     violations = [
