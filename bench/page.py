@@ -155,6 +155,7 @@ def run_backend(url: str, args: argparse.Namespace) -> dict[str, dict[str, float
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
         signed = client.post("/signin", data={"csrf_token": csrf, "token": viewer.token})
         assert signed.status_code in (200, 303), signed.status_code
+        load_before = os.getloadavg()[0]
         # Round-robin over the pages (not 50 loads of one page, then the next), so a burst of
         # load from something else on the machine spreads over all pages instead of one.
         targets = pages(args.records, args.revisions, args.proxies)
@@ -172,7 +173,12 @@ def run_backend(url: str, args: argparse.Namespace) -> dict[str, dict[str, float
                 "p50_ms": statistics.median(values),
                 "p99_ms": values[min(len(values) - 1, round(0.99 * (len(values) - 1)))],
             }
-    results["_fill"] = {"audit_fill_s": fill_s, "verify_s": verify_s}
+    results["_fill"] = {
+        "audit_fill_s": fill_s,
+        "verify_s": verify_s,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
     engine.dispose()
     return results
 
