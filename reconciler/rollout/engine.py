@@ -563,7 +563,8 @@ class RolloutEngine:
         stages = st.spec.settings.stages
         live = (self._stage_verdict() if st.phase == "baking" else None)
         return {
-            "revision": st.spec.revision, "previous": st.spec.previous, "phase": st.phase,
+            "now": now, "revision": st.spec.revision, "previous": st.spec.previous,
+            "phase": st.phase,
             "stage": st.stage + 1, "stages": [s.label() for s in stages],
             "canaries": sorted(self._canaries()), "baseline": self._baseline_ids(),
             "waitingForAck": sorted(self._waiting()),

@@ -493,3 +493,27 @@ def test_status_shows_the_stage_and_live_numbers() -> None:
     assert st["bakeElapsed"] == 3.0
     live = st["live"]["services"]["api.shop"]
     assert live["canary"]["requests"] == 200 and live["baseline"]["requests"] == 200
+
+
+def test_status_text_for_rollout_watch() -> None:
+    from reconciler.rollout.view import render_status
+
+    pb = Playbook.fast()
+    pb.start()
+    pb.ack("a2")
+    pb.traffic(2)
+    assert pb.engine is not None
+    text = render_status(pb.engine.status(pb.now), width=10)
+    lines = text.splitlines()
+    assert lines[0] == "rollout rev-2 (replacing rev-1)"
+    # 3 s of the 3 s bake have passed (the timer has not fired yet).
+    assert lines[1] == "  stage 1 of 3 (1 proxy, bake 3s): baking 3/3s [##########]"
+    assert lines[2] == "  canaries: a2; baseline: 5 proxies"
+    assert lines[3].startswith("  api.shop") and "canary 200 req, 0.00% err" in lines[3]
+    assert "baseline 200 req" in lines[3] and lines[3].endswith("-> Successful")
+    pb.traffic(1, canary=ERRORS_5XX)
+    pb.fire("bake")
+    pb.ack_old("a2")
+    text = render_status(pb.engine.status(pb.now))
+    assert "stage 1: Failed (api.shop: error_rate" in text
+    assert "finished: rolled_back (revision rejected)" in text
