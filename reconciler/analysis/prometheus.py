@@ -150,7 +150,12 @@ class PrometheusProvider:
     def windows(self, selector: Selector, start: float, end: float, step: float = 1.0
                 ) -> list[dict[str, Any]]:
         """Per-step windows in the agent's format (`second` = the step's start), from range
-        queries of the raw counters, for the engine's StatsReceived or a page's chart."""
+        queries of the raw counters, for the engine's StatsReceived or a page's chart. The
+        range is whole steps from `start` (the last step may end up to one step after
+        `end`)."""
+        # Whole steps: the last one ends at or just after `end`, so nothing up to `end` is
+        # left out.
+        end = start + math.ceil((end - start) / step - 1e-9) * step
         series: dict[str, list[tuple[SeriesKey, list[tuple[float, float]]]]] = {}
         for name, m in self._selectors(selector).items():
             series[name] = [(_key(labels), values)

@@ -511,8 +511,8 @@ def test_status_text_for_rollout_watch() -> None:
     assert lines[2] == "  canaries: a2; baseline: 5 proxies"
     assert lines[3].startswith("  api.shop") and "canary 200 req, 0.00% err" in lines[3]
     assert "baseline 200 req" in lines[3] and lines[3].endswith("-> Successful")
-    pb.traffic(1, canary=ERRORS_5XX)
-    pb.fire("bake")
+    pb.traffic(3, canary=ERRORS_5XX)
+    assert pb.fire("bake")[0] == "judged Failed: roll back"
     pb.ack_old("a2")
     text = render_status(pb.engine.status(pb.now))
     assert "stage 1: Failed (api.shop: error_rate" in text
