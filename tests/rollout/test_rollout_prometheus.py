@@ -128,15 +128,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Targe
 
 
 def _wait_scraped(prom: PrometheusProvider, target: Target, requests: int) -> float:
-    """Wait until Prometheus holds `requests` as the target's request count; return a time
-    at which it does."""
-    q = f'sum(mesh_requests_total{{instance="{target.instance}"}})'
+    """Wait until Prometheus holds `requests` as the target's request count; return the
+    timestamp of that scrape (so no later scrape can be counted as of it)."""
+    sel = f'{{instance="{target.instance}"}}'
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         now = time.time()
-        rows = prom.query(q, now)
+        rows = prom.query(f"sum(mesh_requests_total{sel})", now)
         if rows and rows[0][1] == requests:
-            return now
+            stamp = prom.query(f"max(timestamp(mesh_requests_total{sel}))", now)
+            # Let any scrape that started before that moment finish before serving more.
+            time.sleep(0.3)
+            return stamp[0][1]
         time.sleep(0.2)
     raise AssertionError(f"Prometheus never saw {requests} requests from {target.instance}")
 
