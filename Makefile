@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The pure core: checked strictly by mypy.
 MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca reconciler/plan \
-	reconciler/revisions reconciler/controller proxy_runtime/config renderers webhooks
+	reconciler/revisions reconciler/controller reconciler/rollout reconciler/analysis \
+	proxy_runtime/config renderers webhooks
 
 .PHONY: venv test lint typecheck layers pytest demo golden clean bench-validate bench-render bench-proxy bench-webhooks bench-converge
 
