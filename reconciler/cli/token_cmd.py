@@ -1,5 +1,6 @@
-"""`meshcd token join`: create a single-use join token for a proxy (admin), printed once with
-the CA fingerprint and the bootstrap URL that `meshcd proxy join` needs."""
+"""`meshcd token`: API tokens with roles (create, list, revoke: reconciler.auth) and
+`meshcd token join`, a single-use join token for a proxy (admin), printed once with the CA
+fingerprint and the bootstrap URL that `meshcd proxy join` needs."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ from pathlib import Path
 
 import click
 
+from reconciler.auth.token_cli import create_cmd, list_cmd, revoke_cmd
 from reconciler.cli.api_client import ApiClient, api_options
 
 
 @click.group("token")
 def token_group() -> None:
-    """Join tokens for proxies."""
+    """API tokens with roles (viewer, operator, admin), and join tokens for proxies."""
+
+
+for _command in (create_cmd, list_cmd, revoke_cmd):
+    token_group.add_command(_command)
 
 
 @token_group.command("join")
