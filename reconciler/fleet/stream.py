@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import Protocol as WebSocketProtocol
 from websockets.server import ServerProtocol
 
 from proxy_runtime.config.fleet_protocol import (
@@ -102,6 +103,7 @@ class FleetStream(asyncio.Protocol):
                 self.state = "closing"
                 return
             self.state = "open"
+            self._fresh_parser()
             self.owner.stream_opened(self, event.path)
         elif isinstance(event, Frame):
             if event.opcode is Opcode.TEXT and event.fin:
@@ -112,6 +114,15 @@ class FleetStream(asyncio.Protocol):
             elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                 raise Refused("only whole text frames are spoken here")
             # PING is answered and CLOSE handled by the protocol itself
+
+    def _fresh_parser(self) -> None:
+        """websockets' server parser is a generator that keeps the handshake request (~2 KB of
+        headers) alive in its frame for the stream's life. Once the handshake is done and no
+        byte is buffered, a plain frame parser replaces it."""
+        ws = self.ws
+        if not ws.reader.buffer and not ws.reader.eof:
+            ws.parser = WebSocketProtocol.parse(ws)
+            next(ws.parser)
 
     def _no_hello(self) -> None:
         if self.proxy_id is None and self.state != "closing":
