@@ -274,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         status = api.get("/api/status")
         say(f"{len(ids)} proxies SYNCED on revision #{status['deployed']['id']} "
             f"({status['deployed']['commit'][:12]})")
+        web_tokens = {role: json.loads(run([MESHCD, "token", "create", "--role", role,
+                                            "--name", f"demo-{role}", "--data-dir", str(data),
+                                            "--json"]))["token"]
+                      for role in ("viewer", "operator")}
         frontend = next(p for p in fleet if p.service.name == "frontend")
         env_hint = f"MESHCD_DATA_DIR={data}"
         outbound = frontend.ports.outbound if frontend.ports else 0
@@ -316,6 +320,11 @@ meshcd is running: {len(ids)} proxies, all SYNCED.
 
   Send traffic through the mesh (frontend's app -> its proxy's outbound port -> catalog):
       curl -H 'Host: catalog.shop' http://127.0.0.1:{outbound}/products/1
+
+  Web page (sign in with a token): {api_url}/
+      viewer token:   {web_tokens["viewer"]}
+      operator token: {web_tokens["operator"]}
+      admin token:    in {data / 'admin.token'}
 
   API: {api_url}/api/status    metrics: {api_url}/metrics    logs: {base / 'logs'}
 

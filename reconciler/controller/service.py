@@ -368,9 +368,18 @@ class Controller:
             self.pipeline.start()
             for rev in resume:
                 self.pipeline.enqueue(rev)
+            from reconciler.auth import ApiTokens, install
             from reconciler.controller.api import make_app
+            from reconciler.controller.pages_data import ControllerPagesData
+            from reconciler.pages import PagesSettings, make_pages_router
 
             app = make_app(self)
+            api_tokens = ApiTokens(self.audit.engine)  # same database as the audit log
+            await asyncio.to_thread(api_tokens.bootstrap_admin, self.admin_token,
+                                    now=self.clock())
+            install(app, api_tokens)
+            app.include_router(make_pages_router(ControllerPagesData(self), self.audit,
+                                                 api_tokens, PagesSettings(clock=self.clock)))
             sock = _listen(s.api.host, s.api.port)
             api_port = sock.getsockname()[1]
             host_text = f"[{s.api.host}]" if ":" in s.api.host else s.api.host
