@@ -1,5 +1,9 @@
-"""How the CLI reaches a running controller: the API URL and admin token from the data dir
-(or --api / MESHCD_API and --token / MESHCD_TOKEN), stdlib HTTP, clear errors (exit 2)."""
+"""How the CLI reaches a running controller: the API URL and bearer token from the data dir
+(or --api / MESHCD_API and --token / MESHCD_TOKEN), stdlib HTTP, clear errors (exit 2).
+
+Every request carries the token when one is known: reads need a viewer token, rollout and
+rollback actions an operator token, token management the admin token. Without --token /
+MESHCD_TOKEN the data dir's admin.token is used (on the controller's own machine)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+TOKEN_HINT = ("give --token, set MESHCD_TOKEN, or run where the data dir's admin.token "
+              "is readable")
+
 
 def fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"meshcd: {message}", err=True)
@@ -31,8 +38,24 @@ def api_options(f: F) -> F:
                      help="Controller API URL (default: the address the controller recorded "
                           "in the data dir).")(f)
     f = click.option("--token", envvar="MESHCD_TOKEN",
-                     help="Admin bearer token (default: read from the data dir).")(f)
+                     help="API bearer token: viewer role to read, operator to act on "
+                          "rollouts, admin for tokens (default: the data dir's admin.token).")(f)
     return f
+
+
+def _error_text(raw: bytes) -> tuple[str, bool]:
+    """The error message of a response body, and whether it is the API's own `{"error"}`
+    (False: something else answered, e.g. the framework's 404 for an unknown route)."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text.strip()[:500], False
+    if isinstance(doc, dict) and "error" in doc:
+        return str(doc["error"]), True
+    if isinstance(doc, dict) and "detail" in doc:
+        return str(doc["detail"]), False
+    return text.strip()[:500], False
 
 
 @dataclass
@@ -58,33 +81,56 @@ class ApiClient:
                 token = None
         return cls(api_url.rstrip("/"), token)
 
-    def _request(self, method: str, path: str, body: Any = None, *,
-                 admin: bool = False, raw: bool = False) -> Any:
+    def _auth_failure(self, method: str, path: str, code: int, detail: str) -> NoReturn:
+        need = "a viewer token" if method == "GET" else "an operator (or admin) token"
+        if code == 401:
+            why = ("no token was sent" if not self.token
+                   else "the token was not accepted (revoked, mistyped, or another controller's)")
+            fail(f"{method} {path}: 401 {detail}: this needs {need} and {why}; {TOKEN_HINT}")
+        fail(f"{method} {path}: 403 {detail}: the token's role is too small; this needs {need}")
+
+    def call(self, method: str, path: str, body: Any = None, *,
+             raw: bool = False) -> tuple[int, Any]:
+        """One request. Returns (status, JSON body) for 2xx and for the API's own 4xx
+        refusals (4xx but 401/403, as `{"error": ...}`); exits 2 with a clear message when the
+        controller cannot be reached, refuses the token, fails (5xx) or has no such route."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        if admin:
-            if not self.token:
-                fail("this needs the admin token: give --token, set MESHCD_TOKEN, or run "
-                     "where the data dir's admin.token is readable")
+        if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                payload = resp.read()
+                status, payload = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            text = exc.read().decode("utf-8", "replace")
-            try:
-                detail = json.loads(text).get("error", text)
-            except (ValueError, AttributeError):
-                detail = text
-            fail(f"{method} {path}: {exc.code} {detail}", 1 if exc.code < 500 else 2)
+            detail, ours = _error_text(exc.read())
+            if exc.code in (401, 403):
+                self._auth_failure(method, path, exc.code, detail)
+            if exc.code >= 500:
+                fail(f"{method} {path}: {exc.code} {detail}")
+            if not ours and exc.code in (404, 405):
+                fail(f"{method} {path}: {exc.code} {detail} (no such endpoint: is the "
+                     "controller older than this CLI?)")
+            return exc.code, {"error": detail}
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             fail(f"the controller is not running or not reachable at {self.base} ({reason})")
         if raw:
-            return payload
-        return json.loads(payload)
+            return status, payload
+        try:
+            return status, json.loads(payload)
+        except ValueError:
+            fail(f"{method} {path}: the answer is not JSON: {payload[:200]!r}")
+
+    def _request(self, method: str, path: str, body: Any = None, *,
+                 admin: bool = False, raw: bool = False) -> Any:
+        if admin and not self.token:
+            fail(f"this needs an API token: {TOKEN_HINT}")
+        status, doc = self.call(method, path, body, raw=raw)
+        if status >= 400:
+            fail(f"{method} {path}: {status} {doc['error']}", 1)
+        return doc
 
     def get(self, path: str, **params: Any) -> Any:
         query = {k: v for k, v in params.items() if v is not None}

@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "audit": "reconciler.cli.audit_cmd:audit",
     "token": "reconciler.cli.token_cmd:token_group",
     "refresh": "reconciler.cli.token_cmd:refresh",
+    "rollout": "reconciler.cli.rollout_cmd:rollout",
+    "rollback": "reconciler.cli.rollout_cmd:rollback",
 }
 
 

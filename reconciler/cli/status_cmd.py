@@ -96,20 +96,34 @@ def proxies(data_dir: Path, api_url: str | None, token: str | None, as_json: boo
     click.echo(_table(rows, ["ID", "SERVICE", "VERSION", "STATE", "LAST SEEN"]))
 
 
+def _trigger(r: dict[str, Any]) -> str:
+    """A rollback revision names its target: "rollback to #7"."""
+    target = (r.get("rollback") or {}).get("target")
+    if r["trigger"] == "rollback":
+        return f"rollback to #{target}" if target is not None else "rollback"
+    return str(r["trigger"])
+
+
 @click.command("history")
 @api_options
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def history(data_dir: Path, api_url: str | None, token: str | None, limit: int,
             as_json: bool) -> None:
-    """Revisions, newest first: id, commit, status, trigger, author, message."""
+    """Revisions, newest first: id, commit, status, rollout outcome, trigger, author, message.
+
+    OUTCOME is how the revision's canary rollout ended (promoted, rolled_back, aborted,
+    superseded; "-" without one). Revisions made by `meshcd rollback` show the trigger
+    "rollback to #N" (N: the revision whose config they deploy).
+    """
     doc = ApiClient.from_options(data_dir, api_url, token).get("/api/revisions", limit=limit)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
-    rows = [[str(r["id"]), r["commit"][:12], r["status"], r["trigger"], r["author"][:30],
-             r["message"][:50]] for r in doc["revisions"]]
+    rows = [[str(r["id"]), r["commit"][:12], r["status"], r.get("outcome") or "-", _trigger(r),
+             r["author"][:30], r["message"][:50]] for r in doc["revisions"]]
     if not rows:
         click.echo("no revisions yet")
         return
-    click.echo(_table(rows, ["ID", "COMMIT", "STATUS", "TRIGGER", "AUTHOR", "MESSAGE"]))
+    click.echo(_table(rows, ["ID", "COMMIT", "STATUS", "OUTCOME", "TRIGGER", "AUTHOR",
+                             "MESSAGE"]))
