@@ -6,6 +6,7 @@ Start here:
   PollingSchedule(coordinator.poll, interval=60).start()
   coordinator.refresh("webhook")            # from any thread; coalesced
   observe_branch(mirror, "main", previous, policy, now=int(time.time()))
+  push_revert(mirror, "main", expected_head=..., target_commit=..., message=...)  # rollback --revert
 
 See docs/source.md for URL forms, credentials, scheduling and the signature policy.
 """
@@ -46,6 +47,15 @@ from .mirror import GitMirror, branch_ref
 from .model import CommitInfo, FetchResult, Person, RefUpdate
 from .openpgp import OpenPgpError, OpenPgpKeyring, parse_keyring
 from .remote_url import RemoteUrl, parse_remote_url
+from .revert import (
+    BranchMoved,
+    NothingToRevert,
+    PushFailed,
+    PushRejected,
+    RevertRefused,
+    RevertResult,
+    push_revert,
+)
 from .schedule import PollingSchedule
 from .signature_policy import (
     BadSignature,
@@ -71,6 +81,7 @@ __all__ = [
     "BadSignature",
     "BranchDeleted",
     "BranchMissing",
+    "BranchMoved",
     "BranchObservation",
     "ChangeEvent",
     "CommitInfo",
@@ -90,15 +101,20 @@ __all__ = [
     "NewCommit",
     "NoCredentials",
     "NotAllowed",
+    "NothingToRevert",
     "OpenPgpError",
     "OpenPgpKeyring",
     "Person",
     "PolicyDecision",
     "PollingSchedule",
+    "PushFailed",
+    "PushRejected",
     "RefUpdate",
     "RemoteUnreachable",
     "RemoteUrl",
     "RepositoryNotFound",
+    "RevertRefused",
+    "RevertResult",
     "Secret",
     "SecretRef",
     "SignatureMode",
@@ -120,5 +136,6 @@ __all__ = [
     "parse_allowed_signers",
     "parse_keyring",
     "parse_remote_url",
+    "push_revert",
     "verify_commit_signature",
 ]

@@ -12,7 +12,8 @@ Commit ids cross this API as 40-hex strings.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -98,6 +99,16 @@ class GitMirror:
         """
         return self._repo
 
+    @property
+    def environ(self) -> Mapping[str, str] | None:
+        """The environment tokens and passphrases are read from (None: os.environ)."""
+        return self._environ
+
+    @property
+    def proxy(self) -> str | Literal[True] | None:
+        """The proxy setting every network operation on this mirror uses."""
+        return self._proxy
+
     def open_repository(self) -> pygit2.Repository:
         """A fresh handle on the mirror, for one thread's exclusive use (e.g. the loader)."""
         try:
@@ -148,16 +159,27 @@ class GitMirror:
 
         Raises a SourceError subclass; the message never holds a credential.
         """
+        with self.exclusive() as repo:
+            return self.fetch_into(repo)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[pygit2.Repository]:
+        """Hold the fetch lock and a fresh repository handle for the duration.
+
+        For a writer that must not interleave with a fetch: the revert push fetches,
+        checks, pushes and moves the mirror's branch in one go.
+        """
         with self._fetch_lock:
             repo = self.open_repository()
             try:
-                return self._fetch_into(repo)
+                yield repo
             finally:
                 repo.free()  # release its files now, not when the GC gets to it
 
-    def _fetch_into(self, repo: pygit2.Repository) -> FetchResult:
+    def fetch_into(self, repo: pygit2.Repository) -> FetchResult:
+        """fetch() on a handle from `exclusive()`; only call it inside that block."""
         before = _heads(repo)
-        callbacks = _Callbacks(self.credentials, self._environ)
+        callbacks = MirrorCallbacks(self.credentials, self._environ)
         try:
             progress = repo.remotes[REMOTE_NAME].fetch(
                 callbacks=callbacks, prune=FetchPrune.PRUNE, proxy=self._proxy
@@ -165,7 +187,7 @@ class GitMirror:
         except SourceError as exc:  # raised by our credentials callback
             raise type(exc)(self._scrub(str(exc))) from None
         except (pygit2.GitError, KeyError, OSError, ValueError) as exc:
-            raise classify_git_error(str(exc), self.remote, self._secrets()) from None
+            raise classify_git_error(str(exc), self.remote, self.secrets()) from None
         after = _heads(repo)
         updates = tuple(
             RefUpdate(name, before.get(name), after.get(name))
@@ -174,11 +196,12 @@ class GitMirror:
         )
         return FetchResult(self.remote.display, updates, int(progress.received_objects))
 
-    def _secrets(self) -> list[str]:
+    def secrets(self) -> list[str]:
+        """The secret values the credentials hold now, for scrubbing any text shown."""
         return self.credentials.secrets(self._environ)
 
     def _scrub(self, text: str) -> str:
-        return scrub(text, self._secrets())
+        return scrub(text, self.secrets())
 
     # -- reads -------------------------------------------------------------------------
 
@@ -260,7 +283,9 @@ def set_network_timeouts(connect: float | None, io: float | None) -> None:
         pygit2.settings.server_timeout = int(io * 1000)
 
 
-class _Callbacks(pygit2.RemoteCallbacks):
+class MirrorCallbacks(pygit2.RemoteCallbacks):
+    """Hands libgit2 the mirror's credentials, giving up after a few rejections."""
+
     def __init__(self, credentials: Credentials, environ: Mapping[str, str] | None) -> None:
         super().__init__()
         self._credentials_source = credentials
