@@ -1,24 +1,29 @@
 """The controller's JSON API (FastAPI), /metrics, /healthz and the webhook receiver.
 
-Read endpoints are open (the API binds to 127.0.0.1 unless configured otherwise); every
-mutating call needs the admin bearer token, and the audit names the token by its short id
-(`admin-token:<id>`), never the secret. See docs/controller.md for the shapes.
+Every /api call needs a role token (`Authorization: Bearer <token>`, `meshcd token create`):
+reads need the viewer role, rollout and rollback actions and refreshes the operator role,
+join tokens the admin role. The first-start admin token (data dir `admin.token`) is the
+first admin. The audit names the acting token (`token:<name>#<id>`), never the secret.
+/healthz and /metrics stay open (probes and Prometheus). See docs/controller.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from reconciler.audit import AuditRecord, RecordNotFound
+from reconciler.auth.deps import require
+from reconciler.auth.roles import Principal, Role
 from reconciler.ca import InvalidSpiffeId, issue_join_token
-from reconciler.controller.datadir import token_id, token_matches
 from reconciler.controller.metrics import CONTENT_TYPE
+from reconciler.rollout import OPERATOR_ACTIONS
 
 if TYPE_CHECKING:
     from reconciler.controller.service import Controller
@@ -45,21 +50,26 @@ class JoinTokenRequest(BaseModel):
     ttl_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
 
+OperatorPrincipal = Annotated[Principal, Depends(require(Role.OPERATOR))]
+AdminPrincipal = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+
+class ActionRequest(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+class RollbackRequest(BaseModel):
+    to: int | None = Field(default=None, ge=1)
+    fast: bool = False
+    revert: bool = False
+    reason: str = Field(default="", max_length=500)
+
+
 def make_app(ctl: Controller) -> FastAPI:
     app = FastAPI(title="meshcd", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    viewer = [Depends(require(Role.VIEWER))]
     api = APIRouter(prefix="/api")
-
-    def admin(request: Request) -> str:
-        """The acting token's audit name, or 401."""
-        header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            raise HTTPException(401, "this call needs the admin bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if not token_matches(presented.strip(), ctl.admin_token):
-            raise HTTPException(401, "the bearer token is not valid",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return f"admin-token:{token_id(ctl.admin_token)}"
+    read = APIRouter(prefix="/api", dependencies=viewer)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -70,29 +80,29 @@ def make_app(ctl: Controller) -> FastAPI:
     async def metrics() -> Response:
         return Response(await ctl.metrics_text(), media_type=CONTENT_TYPE)
 
-    @api.get("/status")
+    @read.get("/status")
     async def status() -> dict[str, Any]:
         return await ctl.status()
 
-    @api.get("/proxies")
+    @read.get("/proxies")
     async def proxies() -> dict[str, Any]:
         return {"proxies": ctl.proxies(), "counts": ctl.fleet_counts()}
 
-    @api.get("/revisions")
+    @read.get("/revisions")
     def revisions(limit: int = Query(50, ge=1, le=1000), before: int | None = None,
                   status: str | None = None) -> dict[str, Any]:
         revs = ctl.revisions.list(limit=limit, before_id=before, status=status)
         return {"revisions": [r.summary() for r in revs],
                 "next": revs[-1].id if len(revs) == limit else None}
 
-    @api.get("/revisions/{rev_id}")
+    @read.get("/revisions/{rev_id}")
     def revision(rev_id: int) -> dict[str, Any]:
         try:
             return ctl.revisions.get(rev_id).to_dict()
         except KeyError:
             raise HTTPException(404, f"no revision {rev_id}") from None
 
-    @api.get("/audit")
+    @read.get("/audit")
     def audit_list(kind: str | None = None, actor: str | None = None,
                    subject: str | None = None, since: str | None = None,
                    until: str | None = None, before: int | None = Query(None, ge=1),
@@ -103,7 +113,7 @@ def make_app(ctl: Controller) -> FastAPI:
         return {"records": [record_dict(r) for r in records],
                 "next": records[-1].seq if len(records) == limit else None}
 
-    @api.get("/audit/verify")
+    @read.get("/audit/verify")
     def audit_verify() -> dict[str, Any]:
         result = ctl.audit.verify()
         return {"ok": result.ok, "verifiedUpTo": result.verified_up_to,
@@ -112,29 +122,67 @@ def make_app(ctl: Controller) -> FastAPI:
                 "head": None if result.head is None else {"seq": result.head.seq,
                                                           "hash": result.head.hash}}
 
-    @api.get("/audit/export")
+    @read.get("/audit/export")
     def audit_export() -> PlainTextResponse:
         buf = io.StringIO()
         ctl.audit.export_jsonl(buf)
         return PlainTextResponse(buf.getvalue(), media_type="application/x-ndjson")
 
-    @api.get("/audit/{seq}")
+    @read.get("/audit/{seq}")
     def audit_get(seq: int) -> dict[str, Any]:
         try:
             return record_dict(ctl.audit.get(seq))
         except RecordNotFound:
             raise HTTPException(404, f"no audit record {seq}") from None
 
+    @read.get("/rollout")
+    async def rollout() -> dict[str, Any]:
+        return {"rollout": ctl.rollout_status(), "pin": await ctl.pin_state()}
+
+    @read.get("/revisions/{rev_id}/rollout")
+    async def revision_rollout(rev_id: int) -> dict[str, Any]:
+        live = ctl.rollout_status()
+        if live is not None and live.get("revisionId") == rev_id:
+            return live
+        saved = await asyncio.to_thread(ctl.revision_rollout, rev_id)
+        if saved is None:
+            raise HTTPException(404, f"revision {rev_id} had no canary rollout")
+        return saved
+
+    @api.post("/rollout/{action}")
+    async def rollout_action(action: str, who: OperatorPrincipal,
+                             body: ActionRequest | None = None) -> dict[str, Any]:
+        if action not in OPERATOR_ACTIONS:
+            raise HTTPException(404, f"unknown rollout action {action!r} "
+                                f"(one of {', '.join(OPERATOR_ACTIONS)})")
+        accepted, message = await ctl.rollout_action(action, who.actor,
+                                                     body.reason if body else "")
+        if not accepted:
+            raise HTTPException(409, message)
+        return {"accepted": True, "message": message, "actor": who.actor}
+
+    @api.post("/rollback", status_code=202)
+    async def rollback(body: RollbackRequest,
+                       who: OperatorPrincipal) -> dict[str, Any]:
+        from reconciler.controller.service import RollbackRefused
+
+        try:
+            return await ctl.rollback(body.to, fast=body.fast, revert=body.revert,
+                                      actor=who.actor, reason=body.reason)
+        except RollbackRefused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+
     @api.post("/refresh", status_code=202)
-    def refresh(request: Request) -> dict[str, Any]:
-        actor = admin(request)
+    def refresh(who: OperatorPrincipal) -> dict[str, Any]:
+        actor = who.actor
         ctl.audit_now(actor, "manual.refresh", ctl.settings.branch, {})
         ctl.coordinator_refresh(f"manual:{actor}")
         return {"result": "accepted", "actor": actor}
 
     @api.post("/tokens/join", status_code=201)
-    def join_token(body: JoinTokenRequest, request: Request) -> dict[str, Any]:
-        actor = admin(request)
+    def join_token(body: JoinTokenRequest,
+                   who: AdminPrincipal) -> dict[str, Any]:
+        actor = who.actor
         try:
             issued = issue_join_token(ctl.tokens, ctl.audit, actor=actor, service=body.service,
                                       namespace=body.namespace, now=ctl.clock(),
@@ -147,6 +195,7 @@ def make_app(ctl: Controller) -> FastAPI:
                 "caFingerprint": "sha256:" + ctl.ca.bundle_fingerprint(),
                 "bootstrapUrl": ctl.bootstrap_url, "actor": actor}
 
+    app.include_router(read)
     app.include_router(api)
     if ctl.webhook_router is not None:
         app.include_router(ctl.webhook_router)

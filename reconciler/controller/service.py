@@ -29,7 +29,16 @@ from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import Settings
 from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
 from reconciler.fleet.audit_buffer import AuditBuffer
-from reconciler.revisions import AllAtOnceDeployer, KnownProxy, Pipeline, RevisionStore
+from reconciler.revisions import (
+    AllAtOnceDeployer,
+    Deployer,
+    KnownProxy,
+    Pipeline,
+    Revision,
+    RevisionStatus,
+    RevisionStore,
+)
+from reconciler.revisions.canary import CanaryDeployer
 from reconciler.source import (
     FetchCoordinator,
     FetchOutcome,
@@ -51,6 +60,15 @@ WEBHOOK_WINDOW_S = 1.0  # webhook refreshes inside this window after a fetch are
 
 class StartupError(Exception):
     """The controller cannot start with these settings (permanent until someone fixes them)."""
+
+
+class RollbackRefused(Exception):
+    """`meshcd rollback` cannot be done as asked (the message says why); nothing changed.
+    `status` is the HTTP status the API answers with (404 unknown revision, else 409)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _utcnow() -> datetime:
@@ -100,6 +118,7 @@ class Controller:
         self.bootstrap_url = ""
         self.started = asyncio.Event()
         self.pipeline: Pipeline
+        self.canary: CanaryDeployer | None = None
         self._proxy_counts: dict[str, int] = {}
         self._branch_gone = False
         self._hook_timer: asyncio.TimerHandle | None = None
@@ -140,7 +159,15 @@ class Controller:
             return current, self.revisions.latest(), self.revisions.counts()
 
         current, latest, counts = await asyncio.to_thread(from_store)
+        live = self.rollout_status()
+        rollout = None if live is None else {
+            "revisionId": live["revisionId"], "commit": live["commit"], "phase": live["phase"],
+            "stage": live["stage"], "stages": len(live["stages"]),
+            "canaries": len(live["canaries"])}
         return {
+            "strategy": self.settings.deploy_strategy,
+            "rollout": rollout,
+            "pin": await self.pin_state(),
             "epoch": self.epoch,
             "repo": self.mirror_display,
             "branch": self.settings.branch,
@@ -241,6 +268,8 @@ class Controller:
             self.loop.call_soon_threadsafe(self.pipeline.enqueue, rev)
 
     async def _on_hello(self, info: ProxyInfo) -> Any:
+        if self.canary is not None and self.canary.is_target(info.proxy_id):
+            return None  # mid-rollout: it keeps what the rollout gave it (old or new)
         proxy = KnownProxy(info.proxy_id, info.service, info.namespace, dict(info.labels), True)
         return await asyncio.to_thread(self.pipeline.snapshot_for, proxy)
 
@@ -250,6 +279,129 @@ class Controller:
 
     def _on_nack(self, _proxy_id: str, _version: str, _error: str) -> None:
         self.metrics.nacks.inc()
+
+    def _on_stats(self, proxy_id: str, window: dict[str, Any]) -> None:
+        if self.canary is not None:
+            self.canary.on_stats(proxy_id, window)
+
+    def _on_disconnect(self, proxy_id: str) -> None:
+        if self.canary is not None:
+            self.canary.on_disconnect(proxy_id)
+
+    # -- rollouts (the API and the pages call these on the event loop) -----------------------
+
+    def rollout_status(self) -> dict[str, Any] | None:
+        return self.canary.status() if self.canary is not None else None
+
+    async def pin_state(self) -> dict[str, Any] | None:
+        pin = await asyncio.to_thread(self.revisions.get_state, "pin")
+        return pin if isinstance(pin, dict) else None
+
+    def revision_rollout(self, rev_id: int) -> dict[str, Any] | None:
+        """Blocking (store): the last status of a revision's rollout, running or finished."""
+        running = self.canary.active if self.canary is not None else None
+        if running is not None and running.revision_id == rev_id:
+            return None  # the caller asks the loop for the live one (rollout_status)
+        saved = self.revisions.load_rollout(rev_id)
+        return None if saved is None else dict(saved[1])
+
+    async def rollout_action(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
+        """promote | promote-full | pause | resume | abort. `resume` with no rollout running
+        and the fleet pinned unpins it."""
+        running = self.canary is not None and self.canary.active is not None
+        if action == "resume" and not running:
+            pin = await self.pin_state()
+            if pin is None:
+                return False, "no rollout in progress and the fleet is not pinned"
+            return True, await self.unpin(actor)
+        if self.canary is None:
+            return False, ("no rollout in progress: this controller deploys all at once "
+                           "(deploy.strategy: all-at-once)")
+        return await self.canary.operator(action, actor, reason)
+
+    async def unpin(self, actor: str) -> str:
+        pin = await self.pin_state()
+        await asyncio.to_thread(self.revisions.set_state, "pin", None)
+        await asyncio.to_thread(self.audit_now, actor, "fleet.unpinned", self.settings.branch,
+                                {"pin": pin})
+        held = await asyncio.to_thread(self.revisions.list, limit=1, status="planned")
+        if held:
+            self.pipeline.enqueue(held[0])
+            return (f"unpinned; deploying the newest held revision {held[0].id} "
+                    f"({held[0].commit[:12]})")
+        return "unpinned; new commits deploy again"
+
+    async def rollback(self, to: int | None, *, fast: bool, revert: bool, actor: str,
+                       reason: str = "") -> dict[str, Any]:
+        """Deploy an earlier good revision (canaried unless `fast`) and pin the fleet there;
+        `revert` also pushes a commit with that revision's tree to the branch first."""
+        deployed = self.pipeline.deployed_revision
+        running = self.canary.active if self.canary is not None else None
+        if to is not None:
+            try:
+                target = await asyncio.to_thread(self.revisions.get, to)
+            except KeyError:
+                raise RollbackRefused(f"no revision {to}", 404) from None
+            if target.status is not RevisionStatus.DEPLOYED:
+                raise RollbackRefused(f"revision {to} was never deployed (it is {target.status}); "
+                                      "roll back to a revision that was")
+        elif running is not None and deployed is not None:
+            target = deployed  # the last good one: abort the rollout and stay there
+        else:
+            candidates = await asyncio.to_thread(self.revisions.list, limit=200,
+                                                 status="deployed")
+            current = deployed.commit if deployed is not None else None
+            found = next((r for r in candidates if r.commit != current
+                          and (deployed is None or r.id < deployed.id)), None)
+            if found is None:
+                raise RollbackRefused("nothing to roll back to: no earlier revision was deployed")
+            target = found
+        revert_commit: str | None = None
+        if revert:
+            revert_commit = await self._push_revert(target, actor, reason)
+        now = self.clock()
+        pin = {"revision": target.id, "commit": target.commit, "actor": actor,
+               "at": now.isoformat().replace("+00:00", "Z"), "reason": reason[:500]}
+        await asyncio.to_thread(self.revisions.set_state, "pin", pin)
+        await asyncio.to_thread(self.audit_now, actor, "rollback.requested", target.commit, {
+            "target": target.id, "fast": fast, "revert": revert, "revertCommit": revert_commit,
+            "reason": reason[:500], "during_rollout": running.revision_id if running else None})
+        await asyncio.to_thread(self.audit_now, actor, "fleet.pinned", target.commit, pin)
+        if running is not None and self.canary is not None:
+            await self.canary.operator("abort", actor, f"rollback to revision {target.id}"
+                                       + (f": {reason}" if reason else ""))
+        rev = await asyncio.to_thread(self.revisions.add, Revision(
+            id=0, commit=target.commit, branch=target.branch, author=target.author,
+            message=f"rollback to revision {target.id} by {actor}"
+                    + (f": {reason}" if reason else ""),
+            trigger="rollback", status=RevisionStatus.DETECTED, detected_at=now, updated_at=now,
+            signature=target.signature,
+            deploy={"rollback": {"target": target.id, "fast": fast, "actor": actor}}))
+        self.pipeline.enqueue(rev)
+        how = "all at once" if fast else "in canary stages"
+        return {"accepted": True, "revision": rev.id, "commit": target.commit,
+                "target": target.id, "revertCommit": revert_commit, "actor": actor,
+                "message": (f"rolling back to revision {target.id} ({target.commit[:12]}) {how}; "
+                            f"the fleet is pinned there until `meshcd rollout resume`")}
+
+    async def _push_revert(self, target: Revision, actor: str, reason: str) -> str:
+        from reconciler.source import push_revert  # type: ignore[attr-defined]  # helper lands it
+
+        expected = self.pipeline.last_recorded
+        if expected is None:
+            raise RollbackRefused("the controller has not seen the branch yet; cannot revert")
+        message = (f"Revert to revision {target.id} ({target.commit[:12]})\n\n"
+                   f"Rolled back by {actor} with `meshcd rollback --revert`"
+                   + (f": {reason}" if reason else "") + ".\n")
+        try:
+            result = await asyncio.to_thread(
+                push_revert, self.mirror, self.settings.branch, expected_head=expected,
+                target_commit=target.commit, message=message, now=int(time.time()))
+        except Exception as exc:
+            raise RollbackRefused(f"revert not pushed: {exc}") from None
+        await asyncio.to_thread(self.audit_now, actor, "rollback.revert_pushed", result.commit, {
+            "target": target.id, "parent": result.parent, "branch": self.settings.branch})
+        return str(result.commit)
 
     def _on_delivery(self, record: Any) -> None:
         self.metrics.webhooks.labels(record.forge, record.result).inc()
@@ -336,13 +488,21 @@ class Controller:
         self.fleet = FleetServer(self.ca, self.audit, self.ledger_store, epoch=self.epoch,
                                  clock=self.clock, hostnames=hostnames, ips=ips,
                                  on_hello=self._on_hello, on_ack=self._on_ack,
-                                 on_nack=self._on_nack)
+                                 on_nack=self._on_nack, on_stats=self._on_stats,
+                                 on_disconnect=self._on_disconnect)
+        deployer: Deployer
+        if s.deploy_strategy == "canary":
+            self.canary = deployer = CanaryDeployer(
+                self.fleet, self.audit, self.revisions, clock=self.clock,
+                preset=s.rollout_preset, ack_timeout=s.deploy_timeout_s)
+        else:
+            deployer = AllAtOnceDeployer(self.fleet, timeout=s.deploy_timeout_s)
         self.pipeline = Pipeline(
             store=self.revisions, audit=self.audit, open_repo=self.mirror.open_repository,
-            known_proxies=self.known_proxies,
-            deployer=AllAtOnceDeployer(self.fleet, timeout=s.deploy_timeout_s),
+            known_proxies=self.known_proxies, deployer=deployer,
             clock=self.clock, branch=s.branch, trust_domain=trust_domain,
-            on_reconciled=self.metrics.reconcile.observe)
+            on_reconciled=self.metrics.reconcile.observe,
+            current_desired=self.fleet.desired, fleet_assign=self.fleet.set_desired)
         self.metrics.add_sources(
             revisions=self.revisions.counts, proxies=lambda: self._proxy_counts,
             epoch=lambda: self.epoch,
@@ -428,6 +588,9 @@ class Controller:
             await self._webhook_audit.flush(self.clock())
         with contextlib.suppress(Exception):
             await self.pipeline.stop()
+        if self.canary is not None:
+            with contextlib.suppress(Exception):
+                await self.canary.stop()
         if boot is not None:
             with contextlib.suppress(Exception):
                 await boot.stop()

@@ -19,7 +19,10 @@ webhooks:
   secrets: {github: "file:/etc/meshcd/github.secret", generic: "env:MESHCD_GENERIC_SECRET"}
   max_body_bytes: 1048576
   body_timeout_s: 10
-deploy: {timeout_s: 60}
+deploy:
+  strategy: canary                       # canary (default) | all-at-once
+  preset: default                        # default | fast (1 proxy, 50%, 100%, 3 s bakes)
+  timeout_s: 60                          # how long a proxy may take to ACK
 ```
 """
 
@@ -71,6 +74,8 @@ class Settings:
     webhook_max_body_bytes: int = 1024 * 1024
     webhook_body_timeout_s: float = 10.0
     deploy_timeout_s: float = 60.0
+    deploy_strategy: str = "canary"
+    rollout_preset: str = "default"
     base_dir: Path = Path(".")  # relative paths in the file are relative to it
 
 
@@ -80,7 +85,9 @@ _SOURCE = {"url", "branch", "credentials", "poll_interval", "poll_jitter", "sign
 _SIGNATURE = {"mode", "allowed_signers", "openpgp_keyring"}
 _WEBHOOKS = {"secrets", "max_body_bytes", "body_timeout_s"}
 _BIND = {"host", "port"}
-_DEPLOY = {"timeout_s"}
+_DEPLOY = {"timeout_s", "strategy", "preset"}
+STRATEGIES = ("canary", "all-at-once")
+PRESETS = ("default", "fast")
 
 
 def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
@@ -198,8 +205,18 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
                                        low=0.01, high=300),
         deploy_timeout_s=_number(pick("MESHCD_DEPLOY_TIMEOUT", deploy.get("timeout_s", 60)),
                                  "deploy.timeout_s", low=0.1, high=3600),
+        deploy_strategy=_choice(pick("MESHCD_DEPLOY_STRATEGY", deploy.get("strategy", "canary")),
+                                "deploy.strategy", STRATEGIES),
+        rollout_preset=_choice(pick("MESHCD_ROLLOUT_PRESET", deploy.get("preset", "default")),
+                               "deploy.preset", PRESETS),
         base_dir=base_dir,
     )
+
+
+def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise SettingsError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    return value
 
 
 def load_settings(config_file: Path | None, environ: Mapping[str, str]) -> Settings:

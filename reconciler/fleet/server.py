@@ -291,6 +291,11 @@ class FleetServer:
             self._store.delete(proxy_id)
         return True
 
+    def desired(self, proxy_id: str) -> DesiredSnapshot | None:
+        """What the proxy should run now (what a rollout restores when it rolls back)."""
+        rec = self._records.get(proxy_id)
+        return rec.desired if rec is not None else None
+
     def ledger(self) -> list[LedgerEntry]:
         return [self._records[k].entry() for k in sorted(self._records)]
 

@@ -21,6 +21,8 @@ from renderers import Fleet, Proxy, default_fleet
 
 MAX_FINDINGS_STORED = 200
 MAX_PLAN_TEXT = 20_000
+MAX_DIFF_TEXT = 200 * 1024  # the revision page folds it further; /diff.txt serves it whole
+MAX_ACCESS_CHANGES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +82,23 @@ def deploy_targets(versions: Mapping[str, str], known: Iterable[KnownProxy]) -> 
 
 @dataclass(frozen=True, slots=True)
 class DeployVerdict:
-    status: RevisionStatus  # DEPLOYED or FAILED
+    status: RevisionStatus  # DEPLOYED or FAILED; a canary rollout also REJECTED or SUPERSEDED
     acked: tuple[str, ...]
     nacked: dict[str, str]  # proxy id -> error
     timed_out: tuple[str, ...]
     reason: str
+    outcome: str | None = None  # a canary rollout's: promoted | rolled_back | aborted | superseded
+    details: Mapping[str, Any] | None = None  # stored with the revision (e.g. stage history)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": str(self.status), "acked": list(self.acked),
-                "nacked": dict(self.nacked), "timedOut": list(self.timed_out),
-                "reason": self.reason}
+        out = {"status": str(self.status), "acked": list(self.acked),
+               "nacked": dict(self.nacked), "timedOut": list(self.timed_out),
+               "reason": self.reason}
+        if self.outcome is not None:
+            out["outcome"] = self.outcome
+        if self.details:
+            out.update(self.details)
+        return out
 
 
 def deploy_verdict(outcomes: Mapping[str, tuple[str, str | None]]) -> DeployVerdict:
@@ -145,13 +154,21 @@ def findings_summary(findings: Sequence[Finding]) -> list[dict[str, Any]]:
 
 
 def plan_summary(plan_json: Mapping[str, Any], text: str) -> dict[str, Any]:
-    """Counts and names from a plan's JSON (`Plan.to_json()`), plus its text (capped)."""
+    """Counts and names from a plan's JSON (`Plan.to_json()`), plus its text (capped).
+
+    For the revision page also: `blastRadius`, [[service, proxies affected], ...] for every
+    service with a changed proxy, biggest first (the page shows the top ones and sums the
+    rest); `accessChanges`, the access flips (granted first, then revoked; each with its
+    `granted` flag), at most MAX_ACCESS_CHANGES, with `accessChangesTruncated` the number
+    left out; `diffText`, the plan text capped at MAX_DIFF_TEXT on a line boundary (`text`
+    keeps its smaller cap for the API and the audit)."""
     resources = plan_json.get("resources", [])
     proxies = plan_json.get("proxies", {})
     access = plan_json.get("access", {})
     by_change: dict[str, int] = {}
     for r in resources:
         by_change[r["change"]] = by_change.get(r["change"], 0) + 1
+    flips = [*access.get("granted", []), *access.get("revoked", [])]
     return {
         "from": plan_json.get("from"),
         "to": plan_json.get("to"),
@@ -163,4 +180,30 @@ def plan_summary(plan_json: Mapping[str, Any], text: str) -> dict[str, Any]:
         "access": {"granted": len(access.get("granted", [])),
                    "revoked": len(access.get("revoked", []))},
         "text": text if len(text) <= MAX_PLAN_TEXT else text[:MAX_PLAN_TEXT] + "\n[cut]\n",
+        "blastRadius": blast_radius(proxies.get("services", [])),
+        "accessChanges": [dict(f) for f in flips[:MAX_ACCESS_CHANGES]],
+        "accessChangesTruncated": max(0, len(flips) - MAX_ACCESS_CHANGES),
+        "diffText": cap_text(text, MAX_DIFF_TEXT),
     }
+
+
+def blast_radius(services: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+    """[[service, proxies added + changed + removed], ...], biggest first, then by name;
+    services the plan lists without an affected proxy are left out."""
+    counted: list[tuple[str, int]] = []
+    for s in services:
+        n = int(s.get("added", 0)) + int(s.get("changed", 0)) + int(s.get("removed", 0))
+        if n > 0:
+            counted.append((str(s.get("service", "")), n))
+    counted.sort(key=lambda item: (-item[1], item[0]))
+    return [[name, n] for name, n in counted]
+
+
+def cap_text(text: str, limit: int) -> str:
+    """`text` when it has at most `limit` characters, else its whole lines that fit plus a
+    line saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind("\n", 0, limit) + 1 or limit
+    rest = text[cut:]
+    return text[:cut] + f"[cut: {rest.count(chr(10)) + 1} more lines, {len(rest)} characters]\n"

@@ -1,29 +1,39 @@
-"""The deploy step, behind one small interface so the canary engine (#6) can replace it.
-
-`AllAtOnceDeployer` is this issue's deploy: every affected proxy gets the new snapshot at
-once through the fleet server, and the deploy waits for each connected proxy's ACK or NACK.
+"""The deploy step, behind one small interface: `AllAtOnceDeployer` (every affected proxy
+gets the new snapshot at once; the deploy waits for each connected proxy's ACK or NACK) and
+`reconciler.revisions.canary.CanaryDeployer` (stage by stage, judged, rolled back).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.fleet import DesiredSnapshot, FleetServer
 from reconciler.revisions.decisions import DeployTargets, DeployVerdict, deploy_verdict
+from reconciler.spec.model import RolloutPolicy
 
 
 @dataclass(frozen=True)
 class DeployRequest:
     """What to deploy: each target proxy's snapshot (`snapshots` by proxy id), and which of
-    them are connected (`targets.wait_for`) and must answer."""
+    them are connected (`targets.wait_for`) and must answer.
+
+    For a canary rollout also: what each proxy ran before (`previous`, by proxy id; absent:
+    it had nothing), each proxy's service (`services`, "name.namespace"), the RolloutPolicy
+    covering each service (`policies`), the commit it replaces, and `strategy`, an override
+    for this one deploy ("all-at-once" for `meshcd rollback --fast`)."""
 
     revision_id: int
     commit: str
     targets: DeployTargets
     snapshots: Mapping[str, DesiredSnapshot]
+    previous: Mapping[str, DesiredSnapshot] = field(default_factory=dict)
+    services: Mapping[str, str] = field(default_factory=dict)
+    policies: Mapping[str, RolloutPolicy | None] = field(default_factory=dict)
+    previous_commit: str | None = None
+    strategy: str | None = None
 
 
 class Deployer(Protocol):
@@ -32,8 +42,16 @@ class Deployer(Protocol):
         that refuse or time out: that is a FAILED verdict."""
         ...
 
+    @property
+    def hello_gets_new(self) -> bool:
+        """Whether a proxy that connects during a deploy gets the new revision at once (all at
+        once) or stays on the deployed one until a stage picks it (canary)."""
+        ...
+
 
 class AllAtOnceDeployer:
+    hello_gets_new = True
+
     def __init__(self, fleet: FleetServer, *, timeout: float = 60.0) -> None:
         self.fleet = fleet
         self.timeout = timeout

@@ -7,8 +7,10 @@ Statuses and the moves between them (anything else is a bug, `IllegalTransition`
         ▼
     planned ───► superseded
         ▼
-    deploying ─► deployed | failed
-    rejected: reserved for the canary engine (#6) rolling a revision back.
+    deploying ─► deployed | failed | rejected | superseded
+                 rejected: a canary stage judged it bad, or an operator aborted it;
+                 superseded: a newer commit replaced it mid-rollout (onNewCommit: restart)
+    deployed ──► rejected                     (reserved: rolled back after it was promoted)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class RevisionStatus(enum.StrEnum):
     DEPLOYED = "deployed"
     FAILED = "failed"
     SUPERSEDED = "superseded"
-    REJECTED = "rejected"  # reserved for #6 (a canary stage judged bad)
+    REJECTED = "rejected"  # a canary stage judged it bad, or an operator aborted it
 
 
 TERMINAL = frozenset({
@@ -47,11 +49,12 @@ _MOVES: dict[RevisionStatus, frozenset[RevisionStatus]] = {
     }),
     RevisionStatus.DEPLOYING: frozenset({
         RevisionStatus.DEPLOYED, RevisionStatus.FAILED, RevisionStatus.REJECTED,
+        RevisionStatus.SUPERSEDED,
     }),
     RevisionStatus.DEPLOYED: frozenset({RevisionStatus.REJECTED}),
 }
 
-TRIGGERS = ("poll", "webhook", "manual", "startup")
+TRIGGERS = ("poll", "webhook", "manual", "startup", "rollback")
 
 
 class IllegalTransition(ValueError):
@@ -104,6 +107,8 @@ class Revision:
             "detectedAt": _iso(self.detected_at),
             "updatedAt": _iso(self.updated_at),
             "reason": self.reason,
+            "outcome": self.deploy.get("outcome"),
+            "rollback": self.deploy.get("rollback"),
         }
 
     def to_dict(self) -> dict[str, Any]:

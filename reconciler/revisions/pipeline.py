@@ -15,13 +15,15 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from reconciler.audit import AuditLog
 from reconciler.fleet import DesiredSnapshot
 from reconciler.revisions.decisions import (
+    DeployTargets,
     DeployVerdict,
     KnownProxy,
     deploy_targets,
@@ -29,10 +31,11 @@ from reconciler.revisions.decisions import (
     render_fleet,
 )
 from reconciler.revisions.deployer import Deployer, DeployRequest
-from reconciler.revisions.evaluate import Evaluated, Invalid, evaluate
+from reconciler.revisions.evaluate import Evaluated, Invalid, evaluate, load_and_validate
 from reconciler.revisions.model import Revision, RevisionStatus
 from reconciler.revisions.store import RevisionStore
 from reconciler.source import BranchDeleted, BranchObservation, ForcePush, NewCommit
+from reconciler.spec.model import ServiceRef
 from reconciler.spec.sources import SourceError as SpecSourceError
 from reconciler.spec.validate import ValidationCache
 from renderers import RenderedSnapshot, render
@@ -66,6 +69,8 @@ class Pipeline:
         branch: str,
         trust_domain: str,
         on_reconciled: Callable[[float], None] | None = None,
+        current_desired: Callable[[str], DesiredSnapshot | None] | None = None,
+        fleet_assign: Callable[[Mapping[str, DesiredSnapshot]], None] | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
@@ -76,6 +81,11 @@ class Pipeline:
         self.branch = branch
         self.trust_domain = trust_domain
         self.on_reconciled = on_reconciled
+        # What each proxy runs now (the fleet's desired snapshot): what a canary rolls back to.
+        self.current_desired = current_desired
+        # Hands the deployed revision to every known proxy after a canary promotion (proxies
+        # that joined mid-rollout were given the old revision).
+        self.fleet_assign = fleet_assign
         self.cache = ValidationCache()
         self.deployed: Evaluated | None = None
         self.deployed_revision: Revision | None = None
@@ -83,6 +93,8 @@ class Pipeline:
         self.deploying: Evaluated | None = None
         self.current: Revision | None = None  # being processed by the worker
         self._pending: Revision | None = None
+        self._urgent: Revision | None = None  # a rollback: goes before the queued commit
+        self._rolling_out = False  # the worker is in the deploy step
         self._wake = asyncio.Event()
         self._render_lock = threading.Lock()  # render states are not shared across threads
         self._repo_local = threading.local()
@@ -133,13 +145,44 @@ class Pipeline:
     # -- the event loop ---------------------------------------------------------------------
 
     def enqueue(self, rev: Revision) -> None:
-        """Queue `rev` for the worker; a queued older revision is superseded by it."""
-        older = self._pending
-        self._pending = rev
+        """Queue `rev` for the worker; a queued older revision is superseded by it. A
+        rollback revision goes first and supersedes nothing (the queued commit is held
+        behind the pin it sets)."""
         self._idle.clear()
         self._wake.set()
+        if rev.trigger == "rollback":
+            self._urgent = rev
+            return
+        older = self._pending
+        self._pending = rev
         if older is not None and older.id != rev.id:
             self._spawn_supersede(older, rev)
+        if self._rolling_out:
+            asyncio.get_running_loop().create_task(self._announce(rev))
+
+    async def _announce(self, rev: Revision) -> None:
+        """Tell a running canary rollout that a newer commit waits, once it validated (an
+        invalid commit must not stop a good rollout). Not while the fleet is pinned."""
+        new_commit = getattr(self.deployer, "new_commit", None)
+        if new_commit is None:
+            return
+        try:
+            if await asyncio.to_thread(self.store.get_state, "pin"):
+                return
+            ok = await asyncio.to_thread(self._validates, rev.commit)
+        except Exception:
+            log.exception("pre-validating %s failed", rev.commit[:12])
+            return
+        if ok and self._pending is rev and self._rolling_out:
+            new_commit(rev.commit)
+
+    def _validates(self, commit: str) -> bool:
+        with self._render_lock:
+            try:
+                result, _errors = load_and_validate(self._repo(), commit, self.cache)
+            except SpecSourceError:
+                return False
+        return bool(result.ok)
 
     def _spawn_supersede(self, older: Revision, newer: Revision) -> None:
         async def go() -> None:
@@ -177,7 +220,11 @@ class Pipeline:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            rev, self._pending = self._pending, None
+            rev: Revision | None
+            if self._urgent is not None:
+                rev, self._urgent = self._urgent, None
+            else:
+                rev, self._pending = self._pending, None
             if rev is None:
                 self._idle.set()
                 continue
@@ -192,7 +239,7 @@ class Pipeline:
                     await self._fail(rev, f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 self.current = None
-            if self._pending is None:
+            if self._pending is None and self._urgent is None:
                 self._idle.set()
             else:
                 self._wake.set()
@@ -260,6 +307,11 @@ class Pipeline:
                               {"revision": rev.id, "by": newer.id, "by_commit": newer.commit})
             self._reconciled(started)
             return
+        pin = await asyncio.to_thread(self.store.get_state, "pin")
+        if pin and rev.trigger != "rollback":
+            await self._hold(rev, pin)
+            self._reconciled(started)
+            return
         if result.trust_domain and result.trust_domain != self.trust_domain:
             reason = (f"the Mesh's trust domain {result.trust_domain!r} differs from the CA's "
                       f"{self.trust_domain!r}; a trust-domain change needs a new CA and is not "
@@ -270,34 +322,85 @@ class Pipeline:
         resumed = rev.status is RevisionStatus.DEPLOYING
         if not resumed:
             rev = await self._save(rev.moved(RevisionStatus.DEPLOYING, self.clock()))
-        self.deploying = result
+        if self.deployer.hello_gets_new:
+            self.deploying = result
+        self._rolling_out = True
         try:
             verdict, targets = await self._deploy(rev, result, known, resumed=resumed)
         finally:
             self.deploying = None
-        deploy = {**verdict.to_dict(), "absent": list(targets), "seconds":
-                  round(time.monotonic() - started, 3)}
+            self._rolling_out = False
         fresh = await asyncio.to_thread(self.store.get, rev.id)
+        deploy = {**fresh.deploy, **verdict.to_dict(), "absent": list(targets), "seconds":
+                  round(time.monotonic() - started, 3)}
         rev = await self._save(fresh.moved(verdict.status, self.clock(), deploy=deploy,
                                            reason="" if verdict.status is RevisionStatus.DEPLOYED
                                            else verdict.reason))
         if verdict.status is RevisionStatus.DEPLOYED:
             self.deployed, self.deployed_revision = result, rev
             await asyncio.to_thread(self.store.set_state, "deployed_revision", rev.id)
+            if self.fleet_assign is not None and not self.deployer.hello_gets_new:
+                self.fleet_assign(self.deployed_assignments())
         await self._audit("deploy.finished", rev.commit, {
             "revision": rev.id, "status": str(verdict.status), "reason": verdict.reason,
             "acked": len(verdict.acked), "nacked": len(verdict.nacked),
             "timed_out": list(verdict.timed_out[:100]), "absent": len(targets)})
         self._reconciled(started)
 
+    async def _hold(self, rev: Revision, pin: Mapping[str, Any]) -> None:
+        """The fleet is pinned (`meshcd rollback`): a valid revision waits, visibly, as planned
+        until `meshcd rollout resume`; older held ones are superseded by it."""
+        reason = (f"held: the fleet is pinned to revision {pin.get('revision')} by "
+                  f"{pin.get('actor', '?')}; `meshcd rollout resume` deploys the newest commit")
+        if rev.reason != reason:
+            rev = await self._save(rev.moved(RevisionStatus.PLANNED, self.clock(), reason=reason)
+                                   if rev.status is not RevisionStatus.PLANNED
+                                   else replace(rev, reason=reason, updated_at=self.clock()))
+            await self._audit("revision.held", rev.commit, {"revision": rev.id, "pin": dict(pin)})
+        older = await asyncio.to_thread(self.store.list, limit=100, before_id=rev.id,
+                                        status=str(RevisionStatus.PLANNED))
+        for old in older:
+            await self._save(old.moved(RevisionStatus.SUPERSEDED, self.clock(),
+                                       reason=f"superseded by revision {rev.id} while pinned"))
+            await self._audit("revision.superseded", old.commit, {"revision": old.id,
+                                                                  "by": rev.id})
+
+    def _request(self, rev: Revision, result: Evaluated, targets: DeployTargets,
+                 known: list[KnownProxy]) -> DeployRequest:
+        """The deploy request: each target's new snapshot and, for the canary, what it runs
+        now (the fleet's desired, else the deployed revision's render), its service and the
+        RolloutPolicy covering that service."""
+        snapshots = desired_snapshots(result.render.snapshots, targets.assign, rev.commit)
+        previous: dict[str, DesiredSnapshot] = {}
+        old_render = self.deployed.render.snapshots if self.deployed is not None else {}
+        for proxy_id in targets.assign:
+            current = self.current_desired(proxy_id) if self.current_desired else None
+            if current is None and proxy_id in old_render and self.deployed is not None:
+                snap = old_render[proxy_id]
+                current = DesiredSnapshot(snap.version, self.deployed.commit, snap.canonical())
+            if current is not None:
+                previous[proxy_id] = current
+        services = {k.proxy_id: f"{k.service}.{k.namespace}" for k in known
+                    if k.proxy_id in targets.assign}
+        policies = {svc: result.model.rollout_policy_for(ServiceRef(*svc.split(".", 1)))
+                    for svc in set(services.values())}
+        rollback = rev.deploy.get("rollback") or {}
+        return DeployRequest(
+            rev.id, rev.commit, targets, snapshots, previous=previous, services=services,
+            policies=policies,
+            previous_commit=self.deployed.commit if self.deployed is not None else None,
+            strategy="all-at-once" if rollback.get("fast") else None)
+
     async def _deploy(self, rev: Revision, result: Evaluated, known: list[KnownProxy], *,
                       resumed: bool) -> tuple[DeployVerdict, tuple[str, ...]]:
         targets = deploy_targets(result.render.versions(), known)
-        snapshots = desired_snapshots(result.render.snapshots, targets.assign, rev.commit)
+        request = self._request(rev, result, targets, known)
+        strategy = request.strategy or ("all-at-once" if self.deployer.hello_gets_new
+                                        else "canary")
         await self._audit("deploy.resumed" if resumed else "deploy.started", rev.commit, {
-            "revision": rev.id, "strategy": "all-at-once", "proxies": list(targets.wait_for[:200]),
+            "revision": rev.id, "strategy": strategy, "proxies": list(targets.wait_for[:200]),
             "waiting_for": len(targets.wait_for), "absent": list(targets.absent[:200])})
-        verdict = await self.deployer.deploy(DeployRequest(rev.id, rev.commit, targets, snapshots))
+        verdict = await self.deployer.deploy(request)
         if verdict.acked:
             await self._audit("deploy.ack", rev.commit, {"revision": rev.id,
                                                          "proxies": list(verdict.acked[:500]),
@@ -333,7 +436,8 @@ class Pipeline:
                 log.error("the deployed revision %s no longer loads: %s", rev.id, result.reason)
         recovery = recovery_plan(await asyncio.to_thread(self.store.unfinished))
         resume = recovery.resume
-        if resume is not None and resume.status is RevisionStatus.DEPLOYING:
+        if (resume is not None and resume.status is RevisionStatus.DEPLOYING
+                and self.deployer.hello_gets_new):
             # Render it now, so proxies that reconnect get where the deploy was going rather
             # than a step back to the deployed revision.
             with contextlib.suppress(SpecSourceError):

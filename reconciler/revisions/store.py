@@ -50,8 +50,21 @@ controller_state = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+# One row per revision that had a canary rollout: the engine's state (to resume after a
+# restart) and its last status (what `GET /api/revisions/{id}/rollout` and the pages show).
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("revision_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("commit_id", sa.String(64), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+)
 _R = revisions
 _S = controller_state
+_RO = rollouts
 
 
 class RevisionStore:
@@ -118,6 +131,27 @@ class RevisionStore:
         with read_transaction(self.engine) as connection:
             got = {str(s): int(n) for s, n in connection.execute(query).all()}
         return {str(s): got.get(str(s), 0) for s in RevisionStatus}
+
+    # -- rollouts ------------------------------------------------------------------------------
+
+    def save_rollout(self, revision_id: int, commit: str, state: Any, status: Any,
+                     updated_at: str) -> None:
+        """Insert or replace a revision's rollout row (`state`, `status`: JSON-able)."""
+        row = {"commit_id": commit, "phase": str(state.get("phase", "")),
+               "state": json.dumps(state, sort_keys=True),
+               "status": json.dumps(status, sort_keys=True), "updated_at": updated_at}
+        with write_transaction(self.engine) as connection:
+            done = connection.execute(_RO.update().where(_RO.c.revision_id == revision_id)
+                                      .values(**row))
+            if done.rowcount == 0:
+                connection.execute(_RO.insert().values(revision_id=revision_id, **row))
+
+    def load_rollout(self, revision_id: int) -> tuple[Any, Any] | None:
+        """(state, status) of a revision's rollout, or None."""
+        with read_transaction(self.engine) as connection:
+            row = connection.execute(sa.select(_RO.c.state, _RO.c.status)
+                                     .where(_RO.c.revision_id == revision_id)).first()
+        return None if row is None else (json.loads(row[0]), json.loads(row[1]))
 
     # -- controller state -------------------------------------------------------------------
 

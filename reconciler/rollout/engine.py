@@ -94,6 +94,15 @@ class RolloutEngine:
     def to_dict(self) -> dict[str, Any]:
         return self.state.to_dict()
 
+    def role_of(self, proxy_id: str) -> str | None:
+        """"canary" (on the new config, ACKed), "baseline" (affected, still on the old one),
+        or None (not part of this rollout's evidence)."""
+        return self._role(proxy_id)
+
+    @property
+    def phase(self) -> str:
+        return self.state.phase
+
     # -- events ----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Command]:

@@ -262,7 +262,8 @@ class Serve:
             "api": {"host": "127.0.0.1", "port": self.api_port},
             "fleet": {"host": "127.0.0.1", "port": self.fleet_port},
             "bootstrap": {"host": "127.0.0.1", "port": self.boot_port},
-            "deploy": {"timeout_s": 20},
+            # The tests of #5 check the all-at-once deploy; canary tests set their own.
+            "deploy": {"timeout_s": 20, "strategy": "all-at-once"},
             **self.extra,
         }
         path = self.data_dir.parent / f"{self.data_dir.name}.yaml"
@@ -283,8 +284,10 @@ class Serve:
     def token(self) -> str:
         return (self.data_dir / "admin.token").read_text().strip()
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.api + path, timeout=10) as r:
+    def get(self, path: str, *, token: str | None = None) -> Any:
+        req = urllib.request.Request(self.api + path,
+                                     headers={"Authorization": f"Bearer {token or self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
     def post(self, path: str, body: Any, *, token: str | None = None) -> tuple[int, Any]:

@@ -38,9 +38,10 @@ def rev(i: int, status: RevisionStatus) -> Revision:
 def test_life_cycle_allows_only_its_moves() -> None:
     for old, new in [(S.DETECTED, S.PLANNED), (S.DETECTED, S.INVALID), (S.PLANNED, S.DEPLOYING),
                      (S.PLANNED, S.SUPERSEDED), (S.DEPLOYING, S.DEPLOYED),
-                     (S.DEPLOYING, S.FAILED), (S.DEPLOYED, S.REJECTED)]:
+                     (S.DEPLOYING, S.FAILED), (S.DEPLOYED, S.REJECTED),
+                     (S.DEPLOYING, S.REJECTED), (S.DEPLOYING, S.SUPERSEDED)]:
         check_transition(old, new)
-    for old, new in [(S.DEPLOYING, S.SUPERSEDED), (S.DEPLOYED, S.DEPLOYING),
+    for old, new in [(S.DEPLOYED, S.DEPLOYING), (S.REJECTED, S.DEPLOYING),
                      (S.INVALID, S.PLANNED), (S.DETECTED, S.DEPLOYED), (S.FAILED, S.DEPLOYED),
                      (S.SUPERSEDED, S.PLANNED)]:
         with pytest.raises(IllegalTransition):

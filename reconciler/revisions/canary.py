@@ -1,0 +1,311 @@
+"""The canary deploy: the thin shell that drives the pure rollout engine
+(`reconciler.rollout.RolloutEngine`, docs/rollout.md) with the fleet, a clock, timers, the
+audit log and the store.
+
+Events reach the engine one at a time, in arrival order, through one queue and one consumer
+task: ACKs/NACKs of the pushes it asked for, proxies' per-second stats and disconnects (the
+fleet server's callbacks), its timers, operator commands (the API) and new commits (the
+pipeline). The commands it returns are run in order before the next event is handled, so an
+`Audit` lands before the state that follows it is persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from reconciler.audit import AuditLog
+from reconciler.fleet import DesiredSnapshot, FleetServer
+from reconciler.revisions.decisions import DeployVerdict
+from reconciler.revisions.deployer import AllAtOnceDeployer, DeployRequest
+from reconciler.revisions.model import RevisionStatus
+from reconciler.revisions.store import RevisionStore
+from reconciler.rollout import (
+    Acked,
+    Audit,
+    Command,
+    Disconnected,
+    Event,
+    Finished,
+    Nacked,
+    NewCommit,
+    Operator,
+    Persist,
+    Push,
+    Reply,
+    RolloutEngine,
+    RolloutSpec,
+    StartTimer,
+    StatsReceived,
+    Target,
+    TimerFired,
+    settings_for,
+)
+from reconciler.rollout.series import SeriesRecorder
+from reconciler.store.timefmt import format_instant
+
+log = logging.getLogger("meshcd.canary")
+
+_STATUS = {"deployed": RevisionStatus.DEPLOYED, "rejected": RevisionStatus.REJECTED,
+           "superseded": RevisionStatus.SUPERSEDED}
+OPERATOR_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Rollout:
+    """The rollout in progress."""
+
+    revision_id: int
+    commit: str
+    engine: RolloutEngine
+    snapshots: dict[str, DesiredSnapshot]  # by version: every version it may push
+    started_at: float
+    finished: asyncio.Future[Finished]
+    series: SeriesRecorder
+    nacked: dict[str, str] = field(default_factory=dict)
+    waits: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class CanaryDeployer:
+    """`Deployer` that rolls a revision out in canary stages (one rollout at a time)."""
+
+    hello_gets_new = False
+
+    def __init__(self, fleet: FleetServer, audit: AuditLog, store: RevisionStore, *,
+                 clock: Callable[[], datetime], preset: str = "default",
+                 ack_timeout: float = 30.0, rollback_timeout: float = 30.0,
+                 now: Callable[[], float] = time.time) -> None:
+        self.fleet = fleet
+        self.audit = audit
+        self.store = store
+        self.clock = clock
+        self.now = now
+        self.preset = preset
+        self.ack_timeout = ack_timeout
+        self.rollback_timeout = rollback_timeout
+        self.all_at_once = AllAtOnceDeployer(fleet, timeout=ack_timeout)
+        self.active: _Rollout | None = None
+        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[Reply] | None]] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
+
+    # -- Deployer ----------------------------------------------------------------------------
+
+    async def deploy(self, request: DeployRequest) -> DeployVerdict:
+        if request.strategy == "all-at-once":
+            return await self.all_at_once.deploy(request)
+        snapshots: dict[str, DesiredSnapshot] = {}
+        for d in (*request.previous.values(), *request.snapshots.values()):
+            snapshots[d.version] = d
+        saved = await asyncio.to_thread(self.store.load_rollout, request.revision_id)
+        now = self.now()
+        if saved is not None and saved[0].get("phase") == "done":
+            # It finished before a restart could mark the revision: take its outcome.
+            outcome = saved[0].get("outcome") or {}
+            return self._verdict(Finished(outcome.get("outcome", "rolled_back"),
+                                          outcome.get("revisionStatus", "rejected"),
+                                          outcome.get("reason", "")), saved[0], {})
+        if saved is not None:
+            engine, commands = RolloutEngine.restore(saved[0], now)
+        else:
+            engine, commands = RolloutEngine.start(self._spec(request), now)
+        loop = asyncio.get_running_loop()
+        started = float(saved[1].get("startedAt", now)) if saved is not None else now
+        rollout = _Rollout(request.revision_id, request.commit, engine, snapshots, started,
+                           loop.create_future(), SeriesRecorder())
+        self.active = rollout
+        self._ensure_consumer()
+        try:
+            await self._run(rollout, commands)
+            finished = await rollout.finished
+        finally:
+            for task in rollout.waits:
+                task.cancel()
+            self.active = None
+        await self._persist(rollout, rollout.engine.to_dict())
+        return self._verdict(finished, rollout.engine.to_dict(), rollout.nacked)
+
+    def _spec(self, request: DeployRequest) -> RolloutSpec:
+        connected = set(request.targets.wait_for)
+        targets = []
+        for proxy_id, new in sorted(request.snapshots.items()):
+            old = request.previous.get(proxy_id)
+            if old is not None and old.version == new.version:
+                continue  # unchanged proxies are never touched
+            targets.append(Target(proxy_id, request.services.get(proxy_id, ""), new.version,
+                                  old.version if old is not None else None,
+                                  proxy_id in connected))
+        services = {t.service for t in targets}
+        settings = settings_for({svc: request.policies.get(svc) for svc in sorted(services)},
+                                preset=self.preset)
+        return RolloutSpec(request.commit, request.previous_commit, tuple(targets), settings,
+                           ack_timeout=self.ack_timeout, rollback_timeout=self.rollback_timeout)
+
+    def _verdict(self, finished: Finished, state: Mapping[str, Any],
+                 nacked: Mapping[str, str]) -> DeployVerdict:
+        status = _STATUS.get(finished.revision_status, RevisionStatus.REJECTED)
+        acked = tuple(sorted(state.get("acked", ())))
+        details = {"strategy": "canary", "stages": len(state.get("spec", {}).get(
+            "settings", {}).get("stages", [])), "history": state.get("history", []),
+            "next": finished.next_revision}
+        return DeployVerdict(status, acked, dict(nacked), (), finished.reason,
+                             outcome=finished.outcome, details=details)
+
+    # -- inputs from the fleet, the API and the pipeline -------------------------------------
+
+    def on_stats(self, proxy_id: str, window: dict[str, Any]) -> None:
+        r = self.active
+        if r is None or r.engine.state.spec.target(proxy_id) is None:
+            return
+        role = r.engine.role_of(proxy_id)
+        if role is not None:
+            with contextlib.suppress(Exception):  # a malformed window is no evidence
+                r.series.add(proxy_id, role, window, started_at=r.started_at,
+                             stage=r.engine.state.stage + 1)
+        self.feed(StatsReceived(proxy_id, window, self.now()))
+
+    def on_disconnect(self, proxy_id: str) -> None:
+        r = self.active
+        if r is not None and r.engine.state.spec.target(proxy_id) is not None:
+            self.feed(Disconnected(proxy_id, self.now()))
+
+    def is_target(self, proxy_id: str) -> bool:
+        r = self.active
+        return r is not None and r.engine.state.spec.target(proxy_id) is not None
+
+    def new_commit(self, commit: str) -> bool:
+        """A newer valid commit is waiting. False when no rollout runs."""
+        if self.active is None:
+            return False
+        self.feed(NewCommit(commit, self.now()))
+        return True
+
+    async def operator(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
+        """An operator command for the running rollout: (accepted, message)."""
+        if self.active is None:
+            return False, "no rollout in progress"
+        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.feed(Operator(action, actor, self.now(), reason[:500]), reply)
+        try:
+            got = await asyncio.wait_for(reply, OPERATOR_TIMEOUT_S)
+        except TimeoutError:
+            return False, "the rollout did not answer in time; try again"
+        return got.accepted, got.message
+
+    def status(self) -> dict[str, Any] | None:
+        """The running rollout's status (docs/rollout.md) with the API's extra fields."""
+        r = self.active
+        if r is None:
+            return None
+        return self._status(r)
+
+    def _status(self, r: _Rollout) -> dict[str, Any]:
+        return {**r.engine.status(self.now()), "revisionId": r.revision_id, "commit": r.commit,
+                "startedAt": r.started_at, "series": r.series.to_list()}
+
+    def feed(self, event: Event, reply: asyncio.Future[Reply] | None = None) -> None:
+        self._queue.put_nowait((event, reply))
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._consumer
+            self._consumer = None
+
+    # -- the engine's loop --------------------------------------------------------------------
+
+    def _ensure_consumer(self) -> None:
+        if self._consumer is None or self._consumer.done():
+            self._consumer = asyncio.get_running_loop().create_task(self._consume())
+
+    async def _consume(self) -> None:
+        while True:
+            event, reply = await self._queue.get()
+            r = self.active
+            if r is None:
+                if reply is not None and not reply.done():
+                    reply.set_result(Reply(getattr(event, "action", "?"), False,
+                                           "no rollout in progress"))
+                continue
+            try:
+                commands = r.engine.handle(event)
+                if reply is not None:
+                    answer = next((c for c in commands if isinstance(c, Reply)), None)
+                    if not reply.done():
+                        reply.set_result(answer or Reply("?", False, "no answer"))
+                await self._run(r, commands)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not kill the loop that would roll back
+                log.exception("rollout event %r failed", type(event).__name__)
+
+    async def _run(self, r: _Rollout, commands: list[Command]) -> None:
+        for c in commands:
+            match c:
+                case Push():
+                    self._push(r, c)
+                case StartTimer():
+                    asyncio.get_running_loop().call_later(max(0.0, c.seconds), self._fire, c.token)
+                case Audit():
+                    await asyncio.to_thread(self.audit.append, c.actor, c.kind, c.subject,
+                                            {**c.data, "revision_id": r.revision_id},
+                                            now=self.clock(), oversize="truncate")
+                case Persist():
+                    await self._persist(r, c.state)
+                case Reply():
+                    pass  # answered in _consume
+                case Finished():
+                    if not r.finished.done():
+                        r.finished.set_result(c)
+
+    def _fire(self, token: str) -> None:
+        self.feed(TimerFired(token, self.now()))
+
+    async def _persist(self, r: _Rollout, state: Mapping[str, Any]) -> None:
+        status = self._status(r)
+        await asyncio.to_thread(self.store.save_rollout, r.revision_id, r.commit, dict(state),
+                                status, format_instant(self.clock()))
+
+    def _push(self, r: _Rollout, push: Push) -> None:
+        assign: dict[str, DesiredSnapshot] = {}
+        clear: list[str] = []
+        for proxy_id, version in push.assign.items():
+            if version is None:
+                clear.append(proxy_id)
+                continue
+            snap = r.snapshots.get(version)
+            if snap is None:
+                log.error("rollout of %s: no snapshot %s for %s", r.commit[:12], version[:12],
+                          proxy_id)
+                continue
+            assign[proxy_id] = snap
+        self.fleet.set_desired(assign)
+        if clear:
+            self.fleet.clear_desired(clear)
+        by_version: dict[str, list[str]] = {}
+        for proxy_id in push.wait_for:
+            version = push.assign.get(proxy_id)
+            if version is not None:
+                by_version.setdefault(version, []).append(proxy_id)
+        wait_s = (self.rollback_timeout if push.purpose == "rollback" else self.ack_timeout) + 1.0
+        for version, ids in by_version.items():
+            task = asyncio.get_running_loop().create_task(self._wait(r, ids, version, wait_s))
+            r.waits.add(task)
+            task.add_done_callback(r.waits.discard)
+
+    async def _wait(self, r: _Rollout, ids: list[str], version: str, timeout: float) -> None:
+        got = await self.fleet.wait_acked(ids, version, timeout)
+        now = self.now()
+        for proxy_id, outcome in sorted(got.items()):
+            if outcome.status == "acked":
+                self.feed(Acked(proxy_id, version, now))
+            elif outcome.status == "nacked":
+                r.nacked[proxy_id] = outcome.error or ""
+                self.feed(Nacked(proxy_id, version, outcome.error or "", now))
+            # a timeout: the engine's own timer decides
