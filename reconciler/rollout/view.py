@@ -9,8 +9,9 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# Ten levels, lowest first, for the per-second sparkline (ASCII: any terminal, any log).
-_SPARK = " .:-=+*#%@"
+# Per-second sparkline (ASCII: any terminal, any log): " " no requests that second, "_" none
+# failed, then nine levels up to the larger maximum of canary and baseline.
+_SPARK = ".:-=+*#%@"
 SPARK_SECONDS = 30
 
 
@@ -137,16 +138,16 @@ def _spark(values: Sequence[float | None], top: float) -> str:
     for v in values:
         if v is None:
             out.append(" ")
-        elif top <= 0 or v <= 0:
-            out.append(_SPARK[0] if v is not None and v <= 0 else " ")
+        elif v <= 0 or top <= 0:
+            out.append("_")
         else:
-            out.append(_SPARK[max(1, min(9, round(9 * v / top)))])
+            out.append(_SPARK[max(0, min(8, round(8 * v / top)))])
     return "".join(out)
 
 
 def series_lines(series: Sequence[Mapping[str, Any]], seconds: int = SPARK_SECONDS) -> list[str]:
     """The last `seconds` seconds of canary vs baseline error rate, one character a second
-    (scaled to the larger maximum of the two; blank: no requests that second)."""
+    (scaled to the larger maximum of the two; "_": no errors, blank: no requests)."""
     pts = list(series)[-seconds:]
     if not pts:
         return []
@@ -175,8 +176,11 @@ def render_status(status: Mapping[str, Any], width: int = 30) -> str:
     verdict = s.get("live") or s.get("lastVerdict")
     if verdict:
         for svc, v in sorted(verdict.get("services", {}).items()):
+            outcome = v.get("outcome", "")
+            if outcome == "Error" and not (v.get("canary") or {}).get("requests"):
+                outcome = "no stats yet"  # the bake's first second: nothing to judge
             lines.append(f"  {svc:<20} canary {_side(v.get('canary'))} | "
-                         f"baseline {_side(v.get('baseline'))}  -> {v.get('outcome', '')}")
+                         f"baseline {_side(v.get('baseline'))}  -> {outcome}")
     if s.get("stages"):
         lines.append("  stages:")
         lines.extend(stage_bars(s, max(10, width * 2 // 3)))
