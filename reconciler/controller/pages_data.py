@@ -1,14 +1,20 @@
 """The pages' read model (`reconciler.pages.readmodel.PagesData`) over the controller's state.
 
 Revisions come from the revision store, the fleet from the fleet server's ledger (snapshotted
-on the event loop, which owns it), the last fetch from the fetch coordinator's status. There is
-no canary engine yet (#6): the overview shows no rollout and every action answers that it is
-not available, without doing anything. `act` does not audit: the pages record the request.
+on the event loop, which owns it), the last fetch from the fetch coordinator's status. The
+rollout (`Controller.rollout_status()`) and the pin (`Controller.pin_state()`) are read on the
+event loop too, in the same hop as the fleet counts; a finished rollout's last status comes
+from the store (`Controller.revision_rollout`). Actions go to `Controller.rollout_action` /
+`Controller.rollback` with the signed-in actor, so the controller's own records
+(rollout.operator, rollback.requested, ...) name who did it. `act` does not audit: the pages
+record the request. A controller without those methods shows no rollout and refuses the
+actions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +37,8 @@ FLEET_STATES = ("SYNCED", "STALE", "NACKED", "DISCONNECTED")
 NO_ROLLOUT = ("no rollout in progress: {action} is not available until canary rollouts are "
               "wired into the controller (this controller deploys all at once)")
 _LOOP_TIMEOUT_S = 5.0
+# A rollback may abort a rollout and push a revert commit first: give actions longer.
+_ACTION_TIMEOUT_S = 60.0
 
 
 class ControllerPagesData:
@@ -39,7 +47,7 @@ class ControllerPagesData:
     def __init__(self, ctl: Controller) -> None:
         self._ctl = ctl
 
-    # -- fleet state lives on the event loop --------------------------------------------------
+    # -- fleet and rollout state live on the event loop ---------------------------------------
 
     def _fleet_snapshot(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
         ctl = self._ctl
@@ -50,26 +58,45 @@ class ControllerPagesData:
         future = asyncio.run_coroutine_threadsafe(snapshot(), ctl.loop)
         return future.result(timeout=_LOOP_TIMEOUT_S)
 
-    def _fleet_counts(self) -> dict[str, int]:
+    def _live_state(
+        self,
+    ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None]:
+        """Fleet counts, the rollout STATUS and the PIN, in one hop to the event loop."""
         ctl = self._ctl
+        status_of = getattr(ctl, "rollout_status", None)
+        pin_of = getattr(ctl, "pin_state", None)
 
-        async def counts() -> dict[str, int]:
-            return ctl.fleet_counts()
+        async def read() -> tuple[dict[str, int], Any, Any]:
+            counts = ctl.fleet_counts()
+            status = status_of() if status_of is not None else None
+            pin = pin_of() if pin_of is not None else None
+            if inspect.isawaitable(pin):
+                pin = await pin
+            return counts, status, pin
 
-        got = asyncio.run_coroutine_threadsafe(counts(), ctl.loop).result(timeout=_LOOP_TIMEOUT_S)
-        return {state: int(got.get(state, 0)) for state in FLEET_STATES}
+        got, status, pin = asyncio.run_coroutine_threadsafe(read(), ctl.loop).result(
+            timeout=_LOOP_TIMEOUT_S)
+        counts = {state: int(got.get(state, 0)) for state in FLEET_STATES}
+        return (counts, status if isinstance(status, dict) else None,
+                pin if isinstance(pin, dict) else None)
+
+    def _on_loop(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._ctl.loop).result(
+            timeout=_ACTION_TIMEOUT_S)
 
     # -- PagesData ---------------------------------------------------------------------------
 
     def overview(self) -> Overview:
         ctl = self._ctl
         deployed = ctl.pipeline.deployed_revision
+        counts, status, pin = self._live_state()
+        rollout = convert.rollout_view(status) if status is not None else None
         return Overview(
             deployed=convert.revision_row(deployed.to_dict()) if deployed is not None else None,
-            rollout=None,  # no canary engine: deployments are all at once
-            fleet_counts=self._fleet_counts(),
-            pinned=None,
-            paused=False,
+            rollout=rollout,
+            fleet_counts=counts,
+            pinned=convert.pinned_text(pin),
+            paused=rollout is not None and rollout.state == "paused",
             last_fetch=self._last_fetch(),
         )
 
@@ -94,19 +121,29 @@ class ControllerPagesData:
             rev = self._ctl.revisions.get(revision_id)
         except KeyError:
             return None
-        plan = rev.plan or {}
-        access = plan.get("access") or {}
-        # The stored plan summary keeps access counts only; lists are converted when present.
-        listed = {k: v for k, v in access.items() if isinstance(v, list)}
+        parts = convert.plan_parts(rev.plan or {})
+        status = self._rollout_of(revision_id)
         return RevisionDetail(
             row=convert.revision_row(rev.to_dict()),
             findings=convert.findings(rev.findings or []),
-            resource_diff=str(plan.get("text", "")),
-            blast_radius=(),
-            access_diff=convert.access_changes(listed),
-            rollout=None,
-            series=(),
+            resource_diff=parts.diff,
+            blast_radius=parts.blast_radius,
+            access_diff=parts.access,
+            rollout=convert.rollout_view(status) if status is not None else None,
+            series=convert.series_points((status or {}).get("series") or []),
+            access_more=parts.access_more,
         )
+
+    def _rollout_of(self, revision_id: int) -> dict[str, Any] | None:
+        """The live STATUS when this revision is rolling out now, else its stored last one."""
+        _, live, _ = self._live_state()
+        if live is not None and live.get("revisionId") == revision_id:
+            return live
+        stored_of = getattr(self._ctl, "revision_rollout", None)
+        if stored_of is None:
+            return None
+        stored = stored_of(revision_id)
+        return stored if isinstance(stored, dict) else None
 
     def rollback_targets(self, *, limit: int) -> list[RevisionRow]:
         revs = self._ctl.revisions.list(limit=limit, status="deployed")
@@ -135,8 +172,28 @@ class ControllerPagesData:
         start = max(0, offset)
         return FleetPage(rows=tuple(rows[start:start + max(0, limit)]), total=len(rows))
 
-    def act(self, action: Action, *, actor: str, target_revision: int | None) -> ActionResult:
-        return ActionResult(ok=False, message=NO_ROLLOUT.format(action=action.value))
+    def act(
+        self, action: Action, *, actor: str, target_revision: int | None, reason: str = ""
+    ) -> ActionResult:
+        ctl = self._ctl
+        if action is Action.ROLLBACK:
+            rollback = getattr(ctl, "rollback", None)
+            if rollback is None:
+                return ActionResult(ok=False, message=NO_ROLLOUT.format(action=action.value))
+            try:
+                answer = self._on_loop(rollback(target_revision, fast=False, revert=False,
+                                                actor=actor, reason=reason))
+            except Exception as exc:
+                # RollbackRefused (by name: this module must not import the service).
+                if type(exc).__name__ != "RollbackRefused":
+                    raise
+                return ActionResult(ok=False, message=f"rollback refused: {exc}")
+            return ActionResult(ok=True, message=convert.rollback_message(answer))
+        rollout_action = getattr(ctl, "rollout_action", None)
+        if rollout_action is None:
+            return ActionResult(ok=False, message=NO_ROLLOUT.format(action=action.value))
+        accepted, message = self._on_loop(rollout_action(action.value, actor, reason))
+        return ActionResult(ok=bool(accepted), message=str(message))
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
@@ -155,4 +212,3 @@ def _sort_key(sort: str) -> Any:
         return (r.proxy_id,)
 
     return key
-

@@ -9,11 +9,22 @@ dicts by key (no import of the controller's packages) and tolerate missing keys.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.pages.readmodel import AccessChange, Finding, ProxyRow, RevisionRow
+from reconciler.pages.readmodel import (
+    AccessChange,
+    Finding,
+    ProxyRow,
+    RevisionRow,
+    RolloutView,
+    SeriesPoint,
+    Signals,
+    StageView,
+)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -87,12 +98,16 @@ def proxy_row(entry: Mapping[str, Any]) -> ProxyRow:
 
 
 def access_changes(access: Mapping[str, Any]) -> tuple[AccessChange, ...]:
-    """A plan's access diff `{"granted": [...], "revoked": [...]}`; entries are dicts with
-    `source`/`from` and `destination`/`to` (plus anything else, shown as detail) or strings."""
+    """A plan's access diff `{"granted": [...], "revoked": [...]}`. Entries are the plan's
+    access flips (`{destination, port, method, path, host, sources, source_count, before,
+    after}`, reconciler/plan/access.py), other dicts with `source`/`from` and
+    `destination`/`to` (anything else shown as detail), or strings."""
     out: list[AccessChange] = []
     for key, change in (("granted", "now allowed"), ("revoked", "now denied")):
         for item in access.get(key, []) or []:
-            if isinstance(item, Mapping):
+            if isinstance(item, Mapping) and "sources" in item:
+                out.append(_flip(item, change))
+            elif isinstance(item, Mapping):
                 source = str(item.get("source", item.get("from", "")))
                 destination = str(item.get("destination", item.get("to", "")))
                 rest = {
@@ -105,3 +120,317 @@ def access_changes(access: Mapping[str, Any]) -> tuple[AccessChange, ...]:
             else:
                 out.append(AccessChange(str(item), "", change))
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanParts:
+    """What the revision page shows of a stored plan summary."""
+
+    diff: str
+    blast_radius: tuple[tuple[str, int], ...]
+    access: tuple[AccessChange, ...]
+    access_more: int
+
+
+def plan_parts(plan: Mapping[str, Any]) -> PlanParts:
+    """A revision's stored plan summary (`reconciler.revisions.decisions.plan_summary`):
+    `diffText` (else the shorter `text`), `blastRadius`, `accessChanges` (flips with their
+    `granted` flag) and `accessChangesTruncated`. Summaries stored before these keys existed
+    give an empty blast radius and whatever access lists they hold."""
+    blast = tuple(
+        (str(item[0]), int(item[1]))
+        for item in plan.get("blastRadius") or []
+        if isinstance(item, Sequence) and len(item) == 2
+    )
+    flips = plan.get("accessChanges")
+    if isinstance(flips, list):
+        split: dict[str, list[Any]] = {"granted": [], "revoked": []}
+        for f in flips:
+            granted = f.get("granted", True) if isinstance(f, Mapping) else True
+            split["granted" if granted else "revoked"].append(f)
+        access = access_changes(split)
+    else:
+        stored = plan.get("access") or {}
+        access = access_changes({k: v for k, v in stored.items() if isinstance(v, list)})
+    return PlanParts(
+        diff=str(plan.get("diffText") or plan.get("text") or ""),
+        blast_radius=blast,
+        access=access,
+        access_more=int(plan.get("accessChangesTruncated") or 0),
+    )
+
+
+def _flip(item: Mapping[str, Any], change: str) -> AccessChange:
+    """One access flip: callers (identities, capped by the planner) -> destination:port,
+    with the request class it applies to and the decisions before and after."""
+    sources = [str(x) for x in item.get("sources") or []]
+    count = int(item.get("source_count", len(sources)) or len(sources))
+    caller = ", ".join(sources) or "-"
+    if count > len(sources):
+        caller += f" and {count - len(sources)} more"
+    dest = str(item.get("destination", ""))
+    if item.get("port") is not None:
+        dest += f":{item['port']}"
+    request = " ".join(
+        str(item[k]) for k in ("method", "path") if item.get(k) not in (None, "", "*")
+    )
+    host = item.get("host")
+    if host not in (None, "", "*"):
+        request += f" host {host}"
+    detail = f"{request or 'any request'}: {item.get('before', '?')} -> {item.get('after', '?')}"
+    return AccessChange(caller, dest, change, detail)
+
+
+# -- rollouts: the controller's STATUS dict (RolloutEngine.status + revisionId, commit,
+#    startedAt, series; docs/rollout.md) as the pages' RolloutView / StageView / Signals ------
+
+_FAILED = ("Failed", "Error")
+_PASSED = ("Successful", "Promoted", "Inconclusive")  # Inconclusive advances only when passed
+_END_STATE = {"promoted": "done", "rolled_back": "rolled_back", "aborted": "aborted",
+              "superseded": "superseded"}
+
+
+def rollout_state(status: Mapping[str, Any]) -> str:
+    """pushing/baking -> running, paused -> paused, rolling_back -> rolling_back, done ->
+    done (promoted) / rolled_back / aborted / superseded."""
+    phase = str(status.get("phase", ""))
+    if phase in ("pushing", "baking"):
+        return "running"
+    if phase in ("paused", "rolling_back"):
+        return phase
+    if phase == "done":
+        outcome = (status.get("outcome") or {}).get("outcome", "")
+        return _END_STATE.get(str(outcome), "done")
+    return phase or "running"
+
+
+def point_signals(sig: Mapping[str, Any]) -> Signals:
+    """A series point's SIG (one second, summed over the group's proxies): its denials are
+    the denied requests of that second, i.e. per second."""
+    requests = int(sig.get("requests") or 0)
+    return Signals(
+        error_rate=float(sig.get("errorRatePercent") or 0.0) / 100.0,
+        p99_ms=_float_or_none(sig.get("p99Ms")),
+        denials=float(sig.get("denials") or 0),
+        denial_rate=float(sig.get("denialRatePercent") or 0.0) / 100.0,
+        requests=requests,
+    )
+
+
+def series_points(points: Sequence[Mapping[str, Any]]) -> tuple[SeriesPoint, ...]:
+    """STATUS["series"] (SeriesRecorder.to_list()) as SeriesPoints, in order of t."""
+    out = [
+        SeriesPoint(
+            t=int(p.get("t", 0)),
+            canary=point_signals(p.get("canary") or {}),
+            baseline=point_signals(p["baseline"]) if p.get("baseline") else None,
+            stage=int(p.get("stage") or 0),
+        )
+        for p in points
+    ]
+    out.sort(key=lambda p: p.t)
+    return tuple(out)
+
+
+def stage_signals(verdict: Mapping[str, Any], side: str) -> Signals | None:
+    """One side ("canary" / "baseline") of a stage verdict, over its services: requests,
+    errors and denials summed; p99 is the worst service's (a p99 cannot be merged from
+    summaries). Denials per second: the side's proxy-seconds over its proxy count is the
+    wall time covered."""
+    services = verdict.get("services") or {}
+    parts = [v.get(side) for v in services.values() if v.get(side)]
+    if not parts:
+        return None
+    requests = sum(int(p.get("requests") or 0) for p in parts)
+    errors = sum(int(p.get("errors") or 0) for p in parts)
+    denials = sum(int(p.get("denials") or 0) for p in parts)
+    proxy_seconds = sum(int(p.get("seconds") or 0) for p in parts)
+    p99s = [float(p["p99Ms"]) for p in parts if p.get("p99Ms") is not None]
+    proxies = len(verdict.get("canaries" if side == "canary" else "baseline") or []) or 1
+    wall = proxy_seconds / proxies
+    return Signals(
+        error_rate=errors / requests if requests else 0.0,
+        p99_ms=max(p99s) if p99s else None,
+        denials=denials / wall if wall > 0 else 0.0,
+        denial_rate=denials / requests if requests else 0.0,
+        requests=requests,
+    )
+
+
+# check name -> the page's threshold key; rates stay fractions (0..1), latencies ms.
+_THRESHOLD_KEYS = {
+    "error_rate": "error_rate",
+    "p99_latency": "p99_ms",
+    "denial_rate": "denial_rate",
+    "error_rate_vs_baseline": "error_rate_vs_baseline",
+    "denial_rate_vs_baseline": "denial_rate_vs_baseline",
+    "p99_vs_baseline": "p99_vs_baseline_ms",
+}
+
+
+def verdict_thresholds(verdict: Mapping[str, Any]) -> dict[str, float]:
+    """The limits the judge applied, from its checks; with several services the strictest
+    (services can have their own RolloutPolicy)."""
+    out: dict[str, float] = {}
+    for svc in (verdict.get("services") or {}).values():
+        for check in svc.get("checks") or []:
+            key = _THRESHOLD_KEYS.get(str(check.get("name")))
+            limit = check.get("threshold")
+            if key is None or limit is None:
+                continue
+            out[key] = min(out.get(key, float(limit)), float(limit))
+    return out
+
+
+def _float_or_none(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _epoch(v: Any) -> datetime | None:
+    if isinstance(v, int | float):
+        return datetime.fromtimestamp(float(v), UTC)
+    return parse_time(v)
+
+
+def _stage_size(label: str, index: int, count: int, eligible: int, all_targets: int) -> int:
+    """Proxies a stage puts on the new config, from its label ("1 proxy, bake 3s",
+    "50%, bake 3s"); the last stage is every target (reconciler.rollout.stages)."""
+    if index == count - 1:
+        return all_targets
+    head = label.split(",", 1)[0].strip()
+    try:
+        if head.endswith("%"):
+            want = math.ceil(float(head[:-1]) / 100.0 * eligible - 1e-9)
+        else:
+            want = int(head.split()[0])
+    except (ValueError, IndexError):
+        return 0
+    return max(1, min(eligible, want)) if eligible else 0
+
+
+def _detail(status: Mapping[str, Any], state: str) -> str:
+    phase = status.get("phase")
+    if phase == "pushing":
+        waiting = status.get("waitingForAck") or []
+        return f"waiting for {len(waiting)} ACK(s)" if waiting else "pushing"
+    if phase == "baking":
+        elapsed = status.get("bakeElapsed")
+        ends, now = status.get("bakeEnds"), status.get("now")
+        if elapsed is not None and ends is not None and now is not None:
+            total = float(elapsed) + max(0.0, float(ends) - float(now))
+            return f"baking {float(elapsed):.0f} of {total:.0f} s"
+        return "baking"
+    if phase == "paused":
+        return f"paused: {(status.get('paused') or {}).get('reason', '')}".rstrip(": ")
+    if phase == "rolling_back":
+        return "rolling back: canaries go back to the previous config"
+    outcome = status.get("outcome") or {}
+    if outcome:
+        return f"{outcome.get('outcome', state)}: {outcome.get('reason', '')}"
+    return ""
+
+
+def rollout_view(status: Mapping[str, Any]) -> RolloutView:
+    """A STATUS dict as the overview's / revision page's RolloutView.
+
+    Stage statuses: stages before the current one are passed or failed by their last
+    history entry (none: skipped, as by a promote --full or a stage with nobody to add);
+    the current one is running / paused, or ended by the outcome; later ones are pending,
+    or not-run once the rollout ended early. Each stage's numbers and thresholds come from
+    the verdict about it: the live one while baking, else the last verdict."""
+    labels = [str(x) for x in status.get("stages") or []]
+    count = len(labels)
+    current = max(0, min(int(status.get("stage") or 1) - 1, max(count - 1, 0)))
+    state = rollout_state(status)
+    last: dict[int, Mapping[str, Any]] = {}
+    for h in status.get("history") or []:
+        last[int(h.get("stage", 0)) - 1] = h
+    verdicts: dict[int, Mapping[str, Any]] = {}
+    for v in (status.get("lastVerdict"), status.get("live")):
+        if v:
+            verdicts[int(v.get("stage", 0)) - 1] = v
+    canaries = len(status.get("canaries") or []) + len(status.get("waitingForAck") or [])
+    eligible = canaries + len(status.get("baseline") or [])
+    now = _epoch(status.get("now")) or datetime.fromtimestamp(0, UTC)
+    started = _epoch(status.get("startedAt")) or now
+    bake_started = None
+    if status.get("bakeElapsed") is not None and status.get("now") is not None:
+        bake_started = _epoch(float(status["now"]) - float(status["bakeElapsed"]))
+    outcome = (status.get("outcome") or {}).get("outcome") if state != "rolling_back" else None
+
+    stages: list[StageView] = []
+    for i, label in enumerate(labels):
+        h = last.get(i)
+        decision = f"{h.get('outcome')}: {h.get('reason', '')}" if h else None
+        if i < current:
+            st = "failed" if h and h.get("outcome") in _FAILED else "passed" if h else "skipped"
+        elif i == current:
+            if h and h.get("outcome") in _FAILED:
+                st = "failed"
+            elif state in ("running", "paused"):
+                st = state
+            elif state == "done":
+                st = "passed"
+            elif state in ("aborted", "superseded"):
+                st = state
+            elif state == "rolled_back":
+                st = "failed"
+            else:  # rolling_back without a failed verdict: aborted or superseded
+                st = "aborted"
+            if decision is None and state not in ("running", "paused"):
+                decision = _detail(status, state)
+        else:
+            st = "pending" if state in ("running", "paused") else "not-run"
+        size = canaries if i == current and state in ("running", "paused") else _stage_size(
+            label, i, count, eligible, eligible)
+        verdict = verdicts.get(i)
+        stages.append(StageView(
+            index=i,
+            name=label,
+            proxies=size,
+            status=st,
+            decision=decision,
+            thresholds=verdict_thresholds(verdict) if verdict else {},
+            canary=stage_signals(verdict, "canary") if verdict else None,
+            baseline=stage_signals(verdict, "baseline") if verdict else None,
+            started_at=bake_started if i == current else None,
+        ))
+    return RolloutView(
+        revision_id=int(status.get("revisionId") or 0),
+        commit=str(status.get("commit") or status.get("revision") or ""),
+        state=state,
+        current_stage=current,
+        stages=tuple(stages),
+        started_at=started,
+        updated_at=now,
+        detail=_detail(status, state),
+        outcome=str(outcome) if outcome else None,
+    )
+
+
+def pinned_text(pin: Mapping[str, Any] | None) -> str | None:
+    """The pinned banner: `{"revision", "commit", "actor", "at", "reason"}`."""
+    if not pin:
+        return None
+    text = (f"the fleet is pinned to revision {pin.get('revision', '?')} "
+            f"({str(pin.get('commit') or '')[:12]}) by {pin.get('actor', '?')}")
+    at = parse_time(pin.get("at"))
+    if at is not None:
+        text += f" at {at.strftime('%Y-%m-%d %H:%M:%S UTC')}"
+    if pin.get("reason"):
+        text += f": {pin['reason']}"
+    return text + "; new revisions are held until an operator resumes"
+
+
+def rollback_message(answer: Mapping[str, Any]) -> str:
+    """One line for the controller's rollback answer (`POST /api/rollback`'s body)."""
+    msg = str(answer.get("message") or "")
+    parts = [f"rolling back to revision {answer.get('target', '?')}"]
+    if answer.get("revision") is not None:
+        parts.append(f"as revision {answer['revision']}")
+    if answer.get("commit"):
+        parts.append(f"(commit {str(answer['commit'])[:12]})")
+    if answer.get("revertCommit"):
+        parts.append(f"with revert commit {str(answer['revertCommit'])[:12]}")
+    head = " ".join(parts)
+    return f"{head}: {msg}" if msg else head

@@ -38,8 +38,9 @@ def drive(
             return  # aborted or finished from the page
         if rollout.state == "paused":
             continue
-        base = Signals(0.002 + rng.random() * 0.002, 80 + rng.random() * 20, rng.random())
-        canary = Signals(base.error_rate * 1.1, base.p99_ms * 1.05, base.denials)
+        p99 = 80 + rng.random() * 20
+        base = Signals(0.002 + rng.random() * 0.002, p99, rng.random())
+        canary = Signals(base.error_rate * 1.1, p99 * 1.05, base.denials)
         data.add_points(revision, [SeriesPoint(t, canary, base)])
         data.set_stage_signals(revision, rollout.current_stage, canary, base)
         t += 1

@@ -236,7 +236,9 @@ class SqlPagesData:
             total,
         )
 
-    def act(self, action: Action, *, actor: str, target_revision: int | None) -> ActionResult:
+    def act(
+        self, action: Action, *, actor: str, target_revision: int | None, reason: str = ""
+    ) -> ActionResult:
         now = self._clock()
         with write_transaction(self.engine) as c:
             rollout = _rollout(c, active_only=True)
@@ -421,6 +423,7 @@ class SqlPagesData:
                         "b_den": p.baseline.denials,
                     }
                     for p in points
+                    if p.baseline is not None  # the demo always has a baseline
                 ],
             )
 

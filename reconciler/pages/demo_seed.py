@@ -138,10 +138,11 @@ def series(seconds: int, *, bad_after: int | None = None, seed: int = 3) -> list
     points = []
     for t in range(seconds):
         bad = bad_after is not None and t >= bad_after
-        base = Signals(0.002 + rng.random() * 0.002, 80 + rng.random() * 20, rng.random())
+        p99 = 80 + rng.random() * 20
+        base = Signals(0.002 + rng.random() * 0.002, p99, rng.random())
         canary = Signals(
             base.error_rate * (12 if bad else 1.1),
-            base.p99_ms * (3 if bad else 1.05),
+            p99 * (3 if bad else 1.05),
             base.denials + (8 if bad else 0),
         )
         points.append(SeriesPoint(t, canary, base))

@@ -26,9 +26,11 @@ class Action(enum.StrEnum):
 class Signals:
     """Golden signals of a group of proxies over one window."""
 
-    error_rate: float  # 0..1, 5xx / all
-    p99_ms: float
+    error_rate: float  # 0..1, (5xx + connection failures) / all
+    p99_ms: float | None  # None: no request in the window
     denials: float  # denied requests per second
+    denial_rate: float | None = None  # 0..1, denied / all (the judge's signal), when known
+    requests: int | None = None  # requests in the window, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +38,8 @@ class StageView:
     index: int
     name: str  # "1 proxy", "10%", ...
     proxies: int
-    status: str  # pending | running | passed | failed | skipped
+    # pending | running | paused | passed | failed | skipped | aborted | superseded | not-run
+    status: str
     decision: str | None = None  # "promoted", "rolled back: error rate 4.1% > 1%"
     thresholds: dict[str, float] = field(default_factory=dict)
     canary: Signals | None = None
@@ -49,11 +52,14 @@ class StageView:
 class RolloutView:
     revision_id: int
     commit: str
-    state: str  # running | paused | aborted | done | rolled_back
-    current_stage: int
+    # running | paused | rolling_back | done | rolled_back | aborted | superseded
+    state: str
+    current_stage: int  # 0-based index into stages
     stages: tuple[StageView, ...]
     started_at: datetime
     updated_at: datetime
+    detail: str = ""  # one line: what it waits for, why it paused, how it ended
+    outcome: str | None = None  # promoted | rolled_back | aborted | superseded, once finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +110,13 @@ class AccessChange:
 
 @dataclass(frozen=True, slots=True)
 class SeriesPoint:
-    """One second of a rollout: canary and baseline signals. `t` counts seconds from start."""
+    """One second of a rollout: canary and baseline signals. `t` counts seconds from start;
+    `baseline` is None when no proxy was left on the old config (the last stage)."""
 
     t: int
     canary: Signals
-    baseline: Signals
+    baseline: Signals | None
+    stage: int = 0  # 1-based stage the second belongs to; 0 when not known
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,7 @@ class RevisionDetail:
     access_diff: tuple[AccessChange, ...]
     rollout: RolloutView | None
     series: tuple[SeriesPoint, ...]
+    access_more: int = 0  # access changes left out of access_diff (the stored list is capped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +190,9 @@ class PagesData(Protocol):
         limit: int,
     ) -> FleetPage: ...
 
-    def act(self, action: Action, *, actor: str, target_revision: int | None) -> ActionResult:
-        """Carry out an operator action; `ok=False` with a reason when it does not apply."""
+    def act(
+        self, action: Action, *, actor: str, target_revision: int | None, reason: str = ""
+    ) -> ActionResult:
+        """Carry out an operator action; `ok=False` with a reason when it does not apply.
+        `reason` is the operator's note, passed on to the controller's own audit records."""
         ...

@@ -36,10 +36,10 @@ from reconciler.auth.roles import ROLES, Role
 from reconciler.auth.tokens import DEFAULT_SESSION_TTL, ApiTokens, Session
 from reconciler.pages.actions import available_actions, describe, parse_action
 from reconciler.pages.chain_status import ChainStatus, badge_of
-from reconciler.pages.chart import line_chart
+from reconciler.pages.chart import Chart, line_chart
 from reconciler.pages.folding import DIFF_FOLD_BYTES, fold_text, summarise_blast
 from reconciler.pages.paging import AUDIT_PAGE, parse_audit_query, parse_positive
-from reconciler.pages.readmodel import FLEET_SORTS, Action, PagesData, RevisionDetail
+from reconciler.pages.readmodel import FLEET_SORTS, Action, PagesData, RevisionDetail, Signals
 
 SESSION_COOKIE = "meshcd_session"
 LOGIN_CSRF_COOKIE = "meshcd_signin"
@@ -88,6 +88,10 @@ def make_pages_router(
     templates.env.globals["roles"] = ROLES
     templates.env.filters["when"] = _when
     templates.env.filters["pct"] = lambda v: f"{v * 100:.2f}%"
+    templates.env.filters["p99"] = p99_text
+    templates.env.filters["denied"] = denied_text
+    templates.env.filters["side"] = side_text
+    templates.env.filters["limit"] = limit_text
     router = APIRouter(include_in_schema=False, route_class=_html_errors_route(templates))
     router.state_chain = chain  # type: ignore[attr-defined]  # for tests and the controller
 
@@ -509,13 +513,14 @@ def make_pages_router(
                 raise HTTPException(400, "choose the revision to roll back to")
             target = int(raw)
         actor = session.principal.actor
+        reason = " ".join(form.get("reason", "").split())[:500]
 
         def run() -> Any:
             overview = data.overview()
             subject = f"revision {overview.rollout.revision_id}" if overview.rollout else ""
             if target is not None:
                 subject = f"revision {target}"
-            result = data.act(action, actor=actor, target_revision=target)
+            result = data.act(action, actor=actor, target_revision=target, reason=reason)
             audit.append(
                 actor,
                 f"action.{action.value}",
@@ -524,6 +529,7 @@ def make_pages_router(
                     "ok": result.ok,
                     "message": result.message,
                     "target_revision": target,
+                    "reason": reason,
                     "via": "page",
                     "role": session.principal.role.value,
                 },
@@ -666,40 +672,89 @@ _TITLES = {
 
 
 def _revision_ctx(detail: RevisionDetail, fold_bytes: int) -> dict[str, Any]:
-    points = detail.series
-    thresholds = {}
-    if detail.rollout is not None:
-        for stage in detail.rollout.stages:
-            thresholds.update(stage.thresholds)
-    charts = [
-        line_chart(
-            "Error rate",
-            "%",
-            [(p.t, p.canary.error_rate * 100) for p in points],
-            [(p.t, p.baseline.error_rate * 100) for p in points],
-            threshold=thresholds["error_rate"] * 100 if "error_rate" in thresholds else None,
-        ),
-        line_chart(
-            "p99 latency",
-            "ms",
-            [(p.t, p.canary.p99_ms) for p in points],
-            [(p.t, p.baseline.p99_ms) for p in points],
-            threshold=thresholds.get("p99_ms"),
-        ),
-        line_chart(
-            "Denials",
-            "/s",
-            [(p.t, p.canary.denials) for p in points],
-            [(p.t, p.baseline.denials) for p in points],
-            threshold=thresholds.get("denials"),
-        ),
-    ]
     return {
         "d": detail,
         "diff": fold_text(detail.resource_diff, fold_bytes),
         "blast": summarise_blast(detail.blast_radius),
-        "charts": charts if points else [],
+        "charts": rollout_charts(detail),
     }
+
+
+def rollout_charts(detail: RevisionDetail) -> list[Chart]:
+    """Error rate, p99 and denials, canary vs baseline, with the strictest threshold any
+    stage was judged by. Seconds without requests have no p99 (a gap, not a zero). When the
+    points carry the denial rate (the controller's do), the third chart is the rate the
+    judge tests; otherwise denials per second."""
+    points = detail.series
+    if not points:
+        return []
+    thresholds: dict[str, float] = {}
+    if detail.rollout is not None:
+        for stage in detail.rollout.stages:
+            for key, value in stage.thresholds.items():
+                thresholds[key] = min(thresholds.get(key, value), value)
+
+    def side(get: Callable[[Signals], float | None], baseline: bool) -> list[tuple[int, float]]:
+        out: list[tuple[int, float]] = []
+        for p in points:
+            sig = p.baseline if baseline else p.canary
+            value = get(sig) if sig is not None else None
+            if value is not None:
+                out.append((p.t, value))
+        return out
+
+    def pct(get: Callable[[Signals], float | None]) -> Callable[[Signals], float | None]:
+        def scaled(s: Signals) -> float | None:
+            v = get(s)
+            return None if v is None else v * 100
+
+        return scaled
+
+    def limit(key: str, scale: float = 1.0) -> float | None:
+        return thresholds[key] * scale if key in thresholds else None
+
+    error_rate = pct(lambda s: s.error_rate)
+    p99 = lambda s: s.p99_ms  # noqa: E731
+    charts = [
+        line_chart("Error rate", "%", side(error_rate, False), side(error_rate, True),
+                   threshold=limit("error_rate", 100)),
+        line_chart("p99 latency", "ms", side(p99, False), side(p99, True),
+                   threshold=limit("p99_ms")),
+    ]
+    if all(p.canary.denial_rate is not None for p in points):
+        denial_rate = pct(lambda s: s.denial_rate)
+        charts.append(line_chart("Denial rate", "%", side(denial_rate, False),
+                                 side(denial_rate, True), threshold=limit("denial_rate", 100)))
+    else:
+        denials = lambda s: s.denials  # noqa: E731
+        charts.append(line_chart("Denials", "/s", side(denials, False), side(denials, True),
+                                 threshold=limit("denials")))
+    return charts
+
+
+def p99_text(s: Signals) -> str:
+    return "-" if s.p99_ms is None else f"{s.p99_ms:.0f} ms"
+
+
+def denied_text(s: Signals) -> str:
+    """The judge's denial rate when known, else denials per second."""
+    if s.denial_rate is not None:
+        return f"{s.denial_rate * 100:.2f}%"
+    return f"{s.denials:.2f}/s"
+
+
+def side_text(s: Signals) -> str:
+    req = f"{s.requests} requests, " if s.requests is not None else ""
+    return f"{req}{s.error_rate * 100:.2f}% errors, p99 {p99_text(s)}, {denied_text(s)} denied"
+
+
+def limit_text(value: float, key: str) -> str:
+    """Threshold keys: rates are fractions (shown as %), `*_ms` milliseconds."""
+    if key.endswith("_ms"):
+        return f"{value:g} ms"
+    if "rate" in key:
+        return f"{value * 100:.3g}%"
+    return f"{value:g}"
 
 
 def _harden(response: Response) -> None:
