@@ -87,7 +87,8 @@ class ApiClient:
             why = ("no token was sent" if not self.token
                    else "the token was not accepted (revoked, mistyped, or another controller's)")
             fail(f"{method} {path}: 401 {detail}: this needs {need} and {why}; {TOKEN_HINT}")
-        fail(f"{method} {path}: 403 {detail}: the token's role is too small; this needs {need}")
+        fail(f"{method} {path}: 403 {detail} (the token's role is too small: give {need} "
+             "with --token or MESHCD_TOKEN)")
 
     def call(self, method: str, path: str, body: Any = None, *,
              raw: bool = False) -> tuple[int, Any]:

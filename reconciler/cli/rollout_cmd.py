@@ -368,8 +368,6 @@ def rollback(data_dir: Path, api_url: str | None, token: str | None, to: int | N
     click.echo(f"rolling back to revision {target}: deploying commit {short(doc.get('commit'))} "
                f"as revision {doc.get('revision')}, {how}"
                + (f" (as {doc['actor']})" if doc.get("actor") else ""))
-    if doc.get("message"):
-        click.echo(f"  {doc['message']}")
     click.echo(f"  pinned: the fleet stays on revision {target}; new commits are held until "
                "`meshcd rollout resume`")
     if doc.get("revertCommit"):

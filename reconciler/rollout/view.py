@@ -159,6 +159,8 @@ def series_lines(series: Sequence[Mapping[str, Any]], seconds: int = SPARK_SECON
 
     can = [rate(p.get("canary")) for p in pts]
     base = [rate(p.get("baseline")) for p in pts]
+    if all(v is None for v in can + base):
+        return [f"  error rate per second: no requests in t={pts[0]['t']}..{pts[-1]['t']}s"]
     top = max([v for v in can + base if v is not None], default=0.0)
     span = f"t={pts[0]['t']}..{pts[-1]['t']}s"
     cmax = max([v for v in can if v is not None], default=0.0)

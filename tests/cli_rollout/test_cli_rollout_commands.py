@@ -251,9 +251,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("args", [["promote"], ["promote", "--full"], ["pause"], ["resume"],
-                                  ["abort"]])
-def test_actions_auth_and_connection_errors_exit_2(api: ApiServer, args: list[str]) -> None:
+@pytest.mark.parametrize(("args", "action"), [
+    (["promote"], "promote"), (["promote", "--full"], "promote-full"), (["pause"], "pause"),
+    (["resume"], "resume"), (["abort"], "abort")])
+def test_actions_auth_and_connection_errors_exit_2(api: ApiServer, args: list[str],
+                                                   action: str) -> None:
     start(api)
     before = api.state.driver.engine.state.to_dict() if api.state.driver else None
     r = meshcd(api, "rollout", *args, token="wrong-secret")
@@ -261,7 +263,9 @@ def test_actions_auth_and_connection_errors_exit_2(api: ApiServer, args: list[st
     assert "401" in r.stderr and "the token was not accepted" in r.stderr
     r = meshcd(api, "rollout", *args, token="view-secret")
     assert r.exit_code == 2
-    assert "403" in r.stderr and "role is too small; this needs an operator" in r.stderr
+    assert r.stderr == (f"meshcd: POST /api/rollout/{action}: 403 this needs the operator role "
+                        "(the token's role is too small: give an operator (or admin) token "
+                        "with --token or MESHCD_TOKEN)\n")
     r = meshcd(api, "rollout", *args, token=None)
     assert r.exit_code == 2 and "need an operator token" in r.stderr
     assert api.state.driver is not None and api.state.driver.engine.state.to_dict() == before
@@ -283,7 +287,6 @@ def test_rollback_request_body_and_output(api: ApiServer) -> None:
     assert r.stdout.splitlines() == [
         f"rolling back to revision 1: deploying commit {C1[:12]} as revision 3, in canary "
         "stages (as token:otto#abcd1234)",
-        "  rolling back to revision 1",
         "  pinned: the fleet stays on revision 1; new commits are held until "
         "`meshcd rollout resume`",
         f"  revert commit {'3' * 40} pushed to the branch",
