@@ -10,6 +10,7 @@ are small fragments that htmx polls.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from reconciler.audit import AuditLog, InvalidRecord, canonical_json
 from reconciler.auth.csrf import CSRF_FIELD, CSRF_HEADER, csrf_matches
+from reconciler.auth.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S, SignInLimiter
 from reconciler.auth.roles import ROLES, Role
 from reconciler.auth.tokens import DEFAULT_SESSION_TTL, ApiTokens, Session
 from reconciler.pages.actions import available_actions, describe, parse_action
@@ -69,6 +71,10 @@ class PagesSettings:
     full_verify_every: float = 600.0
     diff_fold_bytes: int = DIFF_FOLD_BYTES
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Failed sign-ins per client address before 429 (reconciler.auth.ratelimit).
+    signin_max_failures: int = DEFAULT_MAX_FAILURES
+    signin_window_s: float = DEFAULT_WINDOW_S
+    monotonic: Callable[[], float] = time.monotonic
 
 
 def make_pages_router(
@@ -84,6 +90,7 @@ def make_pages_router(
     chain = chain or ChainStatus(
         audit, max_age=cfg.verify_max_age, full_every=cfg.full_verify_every, clock=cfg.clock
     )
+    limiter = SignInLimiter(cfg.signin_max_failures, cfg.signin_window_s)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.globals["roles"] = ROLES
     templates.env.filters["when"] = _when
@@ -193,42 +200,69 @@ def make_pages_router(
         )
         return response
 
+    def signin_again(request: Request, form: dict[str, str], status: int, error: str) -> Response:
+        nonce = secrets.token_urlsafe(24)
+        response = render(
+            request,
+            "signin.html",
+            None,
+            status=status,
+            next=_safe_next(form.get("next", "/")),
+            login_csrf=nonce,
+            error=error,
+        )
+        response.set_cookie(
+            LOGIN_CSRF_COOKIE,
+            nonce,
+            httponly=True,
+            samesite="strict",
+            secure=secure(request),
+            max_age=3600,
+            path="/signin",
+        )
+        return response
+
     @router.post("/signin")
     async def signin(request: Request) -> Response:
         form = await form_of(request)
+        client = _client(request)
+        # Checked before the token is even looked at: a refused client cannot keep guessing.
+        # The limiter is used only here, on the event loop: no lock needed.
+        refusal = limiter.refuse(client, cfg.monotonic())
+        if refusal is not None:
+            if refusal.first_of_burst:
+                await run_in_threadpool(
+                    audit.append,
+                    "anonymous",
+                    "session.rate_limited",
+                    "",
+                    {"client": client, "failures": refusal.failures,
+                     "window_seconds": cfg.signin_window_s, "retry_after": refusal.retry_after},
+                    now=cfg.clock(),
+                )
+            response = signin_again(
+                request, form, 429,
+                f"Too many failed sign-ins from your address: try again in "
+                f"{refusal.retry_after} s.")
+            response.headers["Retry-After"] = str(refusal.retry_after)
+            return response
         if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form.get(CSRF_FIELD)):
             raise HTTPException(403, "missing or wrong CSRF token: reload the sign-in page")
         principal = await run_in_threadpool(tokens.authenticate, form.get("token"))
         now = cfg.clock()
         if principal is None:
+            failures = limiter.failed(client, cfg.monotonic())
             await run_in_threadpool(
                 audit.append,
                 "anonymous",
                 "session.refused",
                 "",
-                {"client": _client(request)},
+                {"client": client, "failures": failures},
                 now=now,
             )
-            nonce = secrets.token_urlsafe(24)
-            response = render(
-                request,
-                "signin.html",
-                None,
-                status=401,
-                next=_safe_next(form.get("next", "/")),
-                login_csrf=nonce,
-                error="That token is not valid (unknown, revoked, or mistyped).",
-            )
-            response.set_cookie(
-                LOGIN_CSRF_COOKIE,
-                nonce,
-                httponly=True,
-                samesite="strict",
-                secure=secure(request),
-                max_age=3600,
-                path="/signin",
-            )
-            return response
+            return signin_again(
+                request, form, 401, "That token is not valid (unknown, revoked, or mistyped).")
+        limiter.succeeded(client)
         session_id, _session = await run_in_threadpool(
             lambda: tokens.start_session(principal, now=now, ttl=cfg.session_ttl)
         )
@@ -667,6 +701,7 @@ _TITLES = {
     404: "Not found",
     409: "Not now",
     413: "Too large",
+    429: "Too many attempts",
     415: "Unsupported",
 }
 
