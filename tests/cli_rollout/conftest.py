@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "controller"))
 
 from cli_rollout_api import C1, C2, ApiServer, ApiState, summary
+from controller_helpers import Processes
 
 
 @pytest.fixture
@@ -23,3 +25,13 @@ def api() -> Iterator[ApiServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    """Processes a test starts (`meshcd serve`, proxies); stopped at the end."""
+    p = Processes()
+    try:
+        yield p
+    finally:
+        p.stop_all()
