@@ -58,7 +58,11 @@ def test_rollout_commands_against_meshcd_serve(tmp_path: Path, procs: Processes)
         return all(p in ledger and ledger[p]["state"] == "SYNCED"
                    and ledger[p]["desiredRevision"] == commit for p in callers)
 
-    until(lambda: on(c1), 60, "the proxies on the first commit")
+    try:
+        until(lambda: on(c1), 60, "the proxies on the first commit")
+    except AssertionError:
+        raise AssertionError(f"{serve.ledger()}\n{serve.get('/api/status')}\n"
+                             f"{serve.proc.output() if serve.proc else ''}") from None
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MESHCD_TOKEN", None)
 
