@@ -325,8 +325,8 @@ def _detail(status: Mapping[str, Any], state: str) -> str:
     if phase == "rolling_back":
         return "rolling back: canaries go back to the previous config"
     outcome = status.get("outcome") or {}
-    if outcome:
-        return f"{outcome.get('outcome', state)}: {outcome.get('reason', '')}"
+    if outcome:  # the state already says how it ended: say why
+        return str(outcome.get("reason") or outcome.get("outcome") or state)
     return ""
 
 

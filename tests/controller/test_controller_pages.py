@@ -1,14 +1,27 @@
 """The web pages mounted in a real `meshcd serve`: sign in over HTTP with the admin token
 (sign-in form + login CSRF cookie), the Overview shows the deployed revision and the fleet
 counts, the Audit page lists records; a viewer token from `meshcd token create` signs in and
-is offered no action; the JSON API's admin-token check still holds."""
+is offered no action; the JSON API's admin-token check still holds.
+
+With `deploy: {strategy: canary, preset: fast}`, in a real headless Chromium: a rollout shows
+up on the Overview within 2 s of the API reporting it, pauses (no traffic: inconclusive), and
+an operator aborts it from the page; the proxies go back, the revision is rejected, and the
+controller's `rollout.operator` record and the pages' `action.abort` record name the operator.
+Screenshots go to test-output/screenshots/."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from controller_helpers import NS, ConfigRepo, Processes, Serve, free_static_port, mesh_files, until
 
 from reconciler.auth import CSRF_FIELD
@@ -86,3 +99,156 @@ def test_pages_in_serve(tmp_path: Path, procs: Processes) -> None:
     assert serve.post("/api/refresh", {})[0] == 202
     admin.close()
     viewer.close()
+
+
+# --- canary rollouts on the pages, in a real browser ---------------------------------------
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or "/usr/bin/chromium"
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (os.path.exists(binary) and os.path.exists(driver_path)):
+        if os.environ.get("CI"):
+            pytest.fail("CI is set, so the browser tests must run: chromium/chromedriver missing")
+        pytest.skip("chromium and chromedriver are not installed")
+    profile = tempfile.mkdtemp(prefix="meshcd-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                 "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _text(driver: Any, css: str) -> str:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    for _ in range(20):  # htmx may swap the element while it is read
+        try:
+            return str(driver.find_element(By.CSS_SELECTOR, css).text)
+        except StaleElementReferenceException:
+            continue
+        except NoSuchElementException:
+            return ""
+    return ""
+
+
+def _click_and_load(driver: Any, element: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(ec.staleness_of(old))
+
+
+def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Processes,
+                                                    chromium: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver = chromium
+    ports = {"web": [free_static_port(), free_static_port()], "api": [free_static_port()]}
+    repo = ConfigRepo(tmp_path / "mesh.git")
+    c1 = repo.commit(mesh_files(ports), "first config")
+    serve = Serve(procs, tmp_path / "ctl", repo.url, poll_interval=0.3,
+                  extra={"deploy": {"timeout_s": 20, "strategy": "canary", "preset": "fast"}})
+    serve.start()
+    serve.wait_status(c1, {"deployed"})
+    ids = [f"web.{NS}-0", f"web.{NS}-1", f"api.{NS}-0"]
+    for i, proxy_id in enumerate(ids):
+        serve.join_proxy(proxy_id, proxy_id.split(".")[0], tmp_path / f"p{i}")
+
+    def on(commit: str, which: list[str]) -> bool:
+        ledger = serve.ledger()
+        return all(ledger.get(p, {}).get("state") == "SYNCED"
+                   and ledger[p].get("desiredRevision") == commit for p in which)
+
+    try:
+        until(lambda: on(c1, ids), 60, "every proxy on the first commit")
+    except AssertionError as exc:  # e.g. a static outbound port (20000 + i) taken elsewhere
+        raise AssertionError(f"{exc}; ledger: {serve.ledger()}") from None
+    callers = [f"web.{NS}-0", f"web.{NS}-1"]
+    before = {p: serve.ledger()[p]["ackedVersion"] for p in callers}
+
+    made = serve.cli("token", "create", "--role", "operator", "--name", "olga")
+    assert made.returncode == 0, made.stderr
+    found = TOKEN_RX.search(made.stdout)
+    assert found, made.stdout
+    driver.get(serve.api + "/signin")
+    driver.find_element(By.ID, "token").send_keys(found.group(0))
+    _click_and_load(driver, driver.find_element(By.CSS_SELECTOR,
+                                                "form.signin button[type=submit]"))
+    assert "No rollout in progress." in _text(driver, "#rollout-state")
+
+    # api's route changes: its callers (the web proxies) are rolled out in stages.
+    c2 = repo.commit(mesh_files(ports, timeout="7s"), "longer timeout")
+
+    def api_rollout() -> dict[str, Any] | None:
+        got = serve.get("/api/rollout")["rollout"]
+        return got if got is not None and got["commit"] == c2 else None
+
+    until(api_rollout, 60, "the rollout in the API", 0.05)
+    seen_by_api = time.monotonic()
+    until(lambda: c2[:12] in _text(driver, "#rollout-state"), 10, "the rollout on the page",
+          0.05)
+    lag = time.monotonic() - seen_by_api
+    print(f"overview lag after the API: {lag:.2f} s")
+    assert lag < 2.0, f"the overview showed the rollout {lag:.2f}s after the API"
+    driver.save_screenshot(str(SCREENSHOTS / "serve-canary-overview.png"))
+    rows = driver.find_elements(By.CSS_SELECTOR, "table.stages tbody tr")
+    assert [r.find_element(By.CSS_SELECTOR, "th").text.split(". ", 1)[1] for r in rows] == [
+        "1 proxy, bake 3s", "50%, bake 3s", "100%, bake 3s"]
+
+    # No traffic, so the first stage is inconclusive: the rollout waits for an operator.
+    until(lambda: "PAUSED" in _text(driver, "#rollout-state"), 60, "the rollout paused")
+    assert "Paused:" in driver.page_source
+    driver.get(serve.api + "/")
+    assert driver.find_elements(By.CSS_SELECTOR, "a.action-resume")
+    driver.save_screenshot(str(SCREENSHOTS / "serve-canary-paused.png"))
+
+    _click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-abort"))
+    assert "/actions/abort" in driver.current_url
+    driver.find_element(By.ID, "reason").send_keys("no traffic to judge")
+    driver.save_screenshot(str(SCREENSHOTS / "serve-canary-confirm-abort.png"))
+    _click_and_load(driver, driver.find_element(By.ID, "confirm"))
+    assert "Done:" in driver.page_source, driver.page_source[:3000]
+
+    rev = serve.wait_status(c2, {"rejected", "deployed"}, 60)
+    assert rev["status"] == "rejected" and rev["outcome"] == "aborted", rev
+    until(lambda: {p: serve.ledger()[p]["ackedVersion"] for p in callers} == before, 30,
+          "the callers back on their old config")
+    ops = [r for r in serve.audit("rollout.operator") if r["subject"] == c2]
+    assert [r["data"]["action"] for r in ops] == ["abort"]
+    assert ops[0]["actor"].startswith("token:olga#")
+    asked = serve.audit("action.abort")
+    assert len(asked) == 1 and asked[0]["actor"] == ops[0]["actor"]
+    assert asked[0]["data"]["ok"] is True and asked[0]["data"]["via"] == "page"
+    assert asked[0]["data"]["reason"] == "no traffic to judge"
+    until(lambda: "No rollout in progress." in _text(driver, "#rollout-state"), 10,
+          "the overview without a rollout")
+
+    # The revision page keeps the rollout: aborted at its first stage, what it touched.
+    driver.get(f"{serve.api}/revisions/{rev['id']}")
+    summary = _text(driver, "#rollout-summary")
+    assert "ABORTED" in summary, summary
+    stages = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "ol.timeline li")]
+    assert len(stages) == 3 and "aborted" in stages[0] and "not-run" in stages[2], stages
+    assert "web.shop" in _text(driver, "#h-blast + table")
+    driver.execute_script("document.getElementById('h-rollout').scrollIntoView()")
+    driver.save_screenshot(str(SCREENSHOTS / "serve-canary-revision.png"))
