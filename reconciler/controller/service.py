@@ -385,7 +385,7 @@ class Controller:
                             f"the fleet is pinned there until `meshcd rollout resume`")}
 
     async def _push_revert(self, target: Revision, actor: str, reason: str) -> str:
-        from reconciler.source import push_revert  # type: ignore[attr-defined]  # helper lands it
+        from reconciler.source import push_revert
 
         expected = self.pipeline.last_recorded
         if expected is None:

@@ -178,3 +178,41 @@ def test_api_roles(tmp_path: Path, procs: Processes) -> None:
         raise AssertionError("a read without a token was answered")
     except urllib.error.HTTPError as e:
         assert e.code == 401
+
+
+def test_rollback_revert_writes_a_commit_and_refuses_when_the_branch_moved(
+        tmp_path: Path, procs: Processes) -> None:
+    ports = {"web": [free_static_port()], "api": [free_static_port()]}
+    repo = ConfigRepo(tmp_path / "mesh.git")
+    c1 = repo.commit(files(ports, "5s"), "first")
+    # polls rarely: the test says when the controller fetches
+    serve = Serve(procs, tmp_path / "ctl", repo.url, poll_interval=3600,
+                  extra={"deploy": {"timeout_s": 20, "strategy": "canary"}})
+    serve.start()
+    serve.wait_status(c1, {"deployed"})
+    c2 = repo.commit(files(ports, "7s"), "second")
+    assert serve.post("/api/refresh", {})[0] == 202
+    assert serve.wait_status(c2, {"deployed", "rejected"}, 60)["status"] == "deployed"
+    # someone pushes c3 and the controller has not fetched it: the revert must not clobber it
+    c3 = repo.commit(files(ports, "8s"), "third, not fetched yet")
+    status, doc = serve.post("/api/rollback", {"revert": True})
+    assert status == 409 and "revert not pushed" in doc["error"], doc
+    assert str(repo.repo.references["refs/heads/main"].target) == c3
+    assert serve.get("/api/rollout")["pin"] is None  # refused: nothing changed
+    assert serve.post("/api/refresh", {})[0] == 202
+    assert serve.wait_status(c3, {"deployed", "rejected"}, 60)["status"] == "deployed"
+    status, doc = serve.post("/api/rollback", {"to": serve.revision_of(c1)["id"],
+                                               "revert": True, "reason": "c2 and c3 are bad"})
+    assert status == 202 and doc["revertCommit"], doc
+    head = repo.repo.references["refs/heads/main"].target
+    assert str(head) == doc["revertCommit"]
+    commit = repo.repo[head]
+    assert commit.parents[0].id == repo.repo[c3].id
+    assert commit.tree.id == repo.repo[c1].tree.id
+    assert f"Meshcd-Rollback-To: {c1}" in commit.message
+    # the fleet is pinned at c1; the revert commit, once fetched, is held behind the pin
+    assert serve.post("/api/refresh", {})[0] == 202
+    serve.wait_status(doc["revertCommit"], {"planned"}, 60)
+    assert serve.get("/api/rollout")["pin"]["commit"] == c1
+    pushed = serve.audit("rollback.revert_pushed")
+    assert pushed and pushed[0]["subject"] == doc["revertCommit"]

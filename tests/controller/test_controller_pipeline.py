@@ -111,6 +111,8 @@ def test_store_rows_paging_counts_and_epochs(db_url: str) -> None:
 class GatedDeployer:
     """Acks everything, but the first deploy waits until the test opens the gate."""
 
+    hello_gets_new = True  # like the all-at-once deployer
+
     def __init__(self) -> None:
         self.requests: list[DeployRequest] = []
         self.gate = asyncio.Event()

@@ -55,8 +55,8 @@ def test_branch_deleted_force_push_and_unreachable_remote(tmp_path: Path,
 
     shutil.move(moved, repo.path)
     out = serve.cli("refresh")
-    assert out.returncode == 0 and "admin-token:" in out.stdout
+    assert out.returncode == 0 and "token:admin#" in out.stdout
     until(lambda: serve.get("/api/status")["fetch"]["consecutive_failures"] == 0, 20,
           "the fetch healthy again")
     manual = serve.audit("manual.refresh")
-    assert manual and manual[0]["actor"].startswith("admin-token:")
+    assert manual and manual[0]["actor"].startswith("token:admin#")

@@ -93,15 +93,17 @@ def test_each_forge_triggers_a_deploy(tmp_path: Path, procs: Processes) -> None:
     # a fetch at once, then one per second of burst (2 for a burst within a second)
     assert 1 <= fetches(serve) - before <= 2 + int(took), took
 
-    # mutating calls need the admin token; the audit names it by id, never the secret
+    # mutating calls need an operator token; the audit names it by id, never the secret
     assert serve.post("/api/refresh", {}, token=False)[0] == 401  # type: ignore[arg-type]
     assert serve.post("/api/refresh", {}, token="mca_wrong")[0] == 401
     assert serve.post("/api/tokens/join", {"service": "Bad_Name"})[0] in (400, 422)
     status, doc = serve.post("/api/refresh", {})
-    assert status == 202 and doc["actor"].startswith("admin-token:")
+    assert status == 202 and doc["actor"].startswith("token:admin#")
     manual = serve.audit("manual.refresh")
     assert manual and manual[0]["actor"] == doc["actor"]
-    with urllib.request.urlopen(serve.api + "/api/audit/export", timeout=10) as r:
+    req = urllib.request.Request(serve.api + "/api/audit/export",
+                                 headers={"Authorization": f"Bearer {serve.token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
         export = r.read().decode()
     assert serve.token not in export and "token.issued" in export
 
@@ -110,7 +112,8 @@ def test_each_forge_triggers_a_deploy(tmp_path: Path, procs: Processes) -> None:
                        ("/api/audit?since=yesterday", 400), ("/api/audit?limit=5000", 422),
                        ("/api/revisions?limit=0", 422), ("/api/revisions/abc", 422)]:
         try:
-            urllib.request.urlopen(serve.api + path, timeout=10)
+            urllib.request.urlopen(urllib.request.Request(
+                serve.api + path, headers={"Authorization": f"Bearer {serve.token}"}), timeout=10)
             raise AssertionError(f"{path} answered 2xx")
         except urllib.error.HTTPError as e:
             assert e.code == code, (path, e.code)
