@@ -53,6 +53,11 @@ def _error_text(raw: bytes) -> tuple[str, bool]:
         return text.strip()[:500], False
     if isinstance(doc, dict) and "error" in doc:
         return str(doc["error"]), True
+    if isinstance(doc, dict) and isinstance(doc.get("detail"), list):
+        # FastAPI's request validation errors: [{"loc": [...], "msg": ...}, ...]
+        parts = [f"{'.'.join(str(x) for x in d.get('loc', [])[1:])}: {d.get('msg', '')}"
+                 if isinstance(d, dict) else str(d) for d in doc["detail"]]
+        return "; ".join(parts), False
     if isinstance(doc, dict) and "detail" in doc:
         return str(doc["detail"]), False
     return text.strip()[:500], False
