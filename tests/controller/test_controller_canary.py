@@ -73,7 +73,7 @@ def start(tmp_path: Path, procs: Processes, on_inconclusive: str = "pass",
 
 def test_a_change_is_rolled_out_in_stages_and_promoted(tmp_path: Path,
                                                        procs: Processes) -> None:
-    repo, serve, ports, ids, c1 = start(tmp_path, procs)
+    repo, serve, ports, _ids, _c1 = start(tmp_path, procs)
     c2 = repo.commit(files(ports, "7s"), "longer timeout")
     rev = serve.wait_status(c2, {"deployed", "rejected", "failed"}, 90)
     assert rev["status"] == "deployed" and rev["outcome"] == "promoted", rev
@@ -93,7 +93,7 @@ def test_a_change_is_rolled_out_in_stages_and_promoted(tmp_path: Path,
 
 
 def test_operator_pause_resume_abort(tmp_path: Path, procs: Processes) -> None:
-    repo, serve, ports, ids, c1 = start(tmp_path, procs, on_inconclusive="pass", bake="20s")
+    repo, serve, ports, ids, _c1 = start(tmp_path, procs, on_inconclusive="pass", bake="20s")
     before = versions(serve, ids)
     c2 = repo.commit(files(ports, "7s", bake="20s"), "longer timeout")
 
@@ -125,7 +125,7 @@ def test_operator_pause_resume_abort(tmp_path: Path, procs: Processes) -> None:
 
 
 def test_rollback_pins_the_fleet_and_resume_unpins(tmp_path: Path, procs: Processes) -> None:
-    repo, serve, ports, ids, c1 = start(tmp_path, procs)
+    repo, serve, ports, _ids, c1 = start(tmp_path, procs)
     c2 = repo.commit(files(ports, "7s"), "second")
     assert serve.wait_status(c2, {"deployed", "rejected"}, 90)["status"] == "deployed"
     first = serve.revision_of(c1)
