@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -68,6 +69,7 @@ class ApiClient:
     base: str
     token: str | None
     timeout: float = 30.0
+    retry_unreachable: float = 0.0  # seconds a GET keeps retrying an unreachable controller
 
     @classmethod
     def from_options(cls, data_dir: Path, api_url: str | None, token: str | None) -> ApiClient:
@@ -99,35 +101,61 @@ class ApiClient:
              raw: bool = False) -> tuple[int, Any]:
         """One request. Returns (status, JSON body) for 2xx and for the API's own 4xx
         refusals (4xx but 401/403, as `{"error": ...}`); exits 2 with a clear message when the
-        controller cannot be reached, refuses the token, fails (5xx) or has no such route."""
+        controller cannot be reached, refuses the token, fails (5xx) or has no such route.
+        With `retry_unreachable` > 0 a GET that cannot reach the controller (or gets 502-504)
+        is retried every second for that long first (a watcher outlives a restart)."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                status, payload = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            detail, ours = _error_text(exc.read())
-            if exc.code in (401, 403):
-                self._auth_failure(method, path, exc.code, detail)
-            if exc.code >= 500:
-                fail(f"{method} {path}: {exc.code} {detail}")
-            if not ours and exc.code in (404, 405):
-                fail(f"{method} {path}: {exc.code} {detail} (no such endpoint: is the "
-                     "controller older than this CLI?)")
-            return exc.code, {"error": detail}
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            fail(f"the controller is not running or not reachable at {self.base} ({reason})")
+        give_up: float | None = None
+        while True:
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    status, payload = resp.status, resp.read()
+                break
+            except urllib.error.HTTPError as exc:
+                detail, ours = _error_text(exc.read())
+                if exc.code in (401, 403):
+                    self._auth_failure(method, path, exc.code, detail)
+                if exc.code >= 500:
+                    problem = f"{method} {path}: {exc.code} {detail}"
+                    if exc.code in (502, 503, 504) and self._retry(method, problem, give_up):
+                        give_up = give_up or time.monotonic() + self.retry_unreachable
+                        continue
+                    fail(problem)
+                if not ours and exc.code in (404, 405):
+                    fail(f"{method} {path}: {exc.code} {detail} (no such endpoint: is the "
+                         "controller older than this CLI?)")
+                return exc.code, {"error": detail}
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                problem = (f"the controller is not running or not reachable at {self.base} "
+                           f"({reason})")
+                if self._retry(method, problem, give_up):
+                    give_up = give_up or time.monotonic() + self.retry_unreachable
+                    continue
+                fail(problem)
         if raw:
             return status, payload
         try:
             return status, json.loads(payload)
         except ValueError:
             fail(f"{method} {path}: the answer is not JSON: {payload[:200]!r}")
+
+    def _retry(self, method: str, problem: str, give_up: float | None) -> bool:
+        """Wait a second and say so (once per outage) if this failure is to be retried."""
+        if method != "GET" or self.retry_unreachable <= 0:
+            return False
+        if give_up is None:
+            click.echo(f"meshcd: {problem}; retrying for up to {self.retry_unreachable:g}s",
+                       err=True)
+        elif time.monotonic() >= give_up:
+            return False
+        time.sleep(1.0)
+        return True
 
     def _request(self, method: str, path: str, body: Any = None, *,
                  admin: bool = False, raw: bool = False) -> Any:

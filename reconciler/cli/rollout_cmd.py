@@ -24,6 +24,8 @@ from reconciler.rollout.view import render_final, render_rollout, short, watch_k
 EXIT_REFUSED = 1
 EXIT_NOT_DEPLOYED = 3
 EXIT_INTERRUPTED = 130
+# A watcher rides out a controller restart (or a failover) this long before it gives up.
+RETRY_UNREACHABLE = 30.0
 # Revision statuses after which a revision's rollout (or deploy) is over.
 _TERMINAL = {"deployed", "failed", "rejected", "superseded", "invalid"}
 _CLEAR = "\x1b[H\x1b[2J"
@@ -151,6 +153,8 @@ class Watcher:
         footer = f"every {self.interval:g}s; Ctrl-C to stop watching (the rollout goes on)"
         while True:
             doc = self.client.get("/api/rollout")
+            # Reached once: from now on ride out a controller restart instead of exiting.
+            self.client.retry_unreachable = RETRY_UNREACHABLE
             st = doc.get("rollout")
             running_id = None if st is None else st.get("revisionId")
             if st is not None and followed is None and followed_commit is None:
@@ -222,7 +226,7 @@ def watch(data_dir: Path, api_url: str | None, token: str | None, interval: floa
       0    promoted; or no rollout was running (after --wait); or --once
            on a rollout that is still running
       3    the watched rollout was rolled back, aborted or superseded
-      1/2  refused / controller unreachable or token refused
+      2    token refused; controller unreachable (once watching: for 30 s)
       130  Ctrl-C (the rollout itself goes on)
 
     \b

@@ -344,10 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
 class ApiServer:
     """The API on 127.0.0.1:<free port>, in a thread, until `close()`."""
 
-    def __init__(self, state: ApiState) -> None:
+    def __init__(self, state: ApiState, port: int = 0) -> None:
         self.state = state
+        self.closed = False
         handler = type("Handler", (_Handler,), {"state": state})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -357,8 +358,10 @@ class ApiServer:
         return f"http://{host!s}:{port}"
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if not self.closed:
+            self.closed = True
+            self.httpd.shutdown()
+            self.httpd.server_close()
 
 
 def new_commit(sha: str) -> Callable[[ApiState], None]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,41 @@ def test_watch_aborted_and_superseded_exit_3(api: ApiServer) -> None:
     assert r.exit_code == 3, r.output
     assert "outcome: superseded (revision superseded)" in r.stdout
     assert f"  next: {'4' * 12}" in r.stdout
+
+
+def test_watch_rides_out_a_controller_restart(api: ApiServer) -> None:
+    start(api)
+    api.state.advance_on_get = True
+    port = int(api.httpd.server_address[1])
+    again: list[ApiServer] = []
+
+    def restart(state: Any) -> None:
+        def swap() -> None:
+            api.close()
+            time.sleep(1.5)  # the watcher meets a refused connection meanwhile
+            again.append(ApiServer(state, port=port))
+
+        threading.Thread(target=swap, daemon=True).start()
+
+    api.state.on_get[4] = restart
+    try:
+        r = meshcd(api, "rollout", "watch", "--interval", "0.05")
+    finally:
+        for server in again:
+            server.close()
+    assert again, "the API never came back"
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith(f"meshcd: the controller is not running or not reachable at "
+                               f"{api.url} (")
+    assert r.stderr.rstrip().endswith("retrying for up to 30s")
+    assert r.stdout.rstrip().endswith("revision 2: promoted")
+
+
+def test_watch_gives_up_at_once_when_never_reached() -> None:
+    t0 = time.monotonic()
+    r = meshcd(f"http://127.0.0.1:{_free_port()}", "rollout", "watch")
+    assert r.exit_code == 2 and "not reachable" in r.stderr and "retrying" not in r.stderr
+    assert time.monotonic() - t0 < 10
 
 
 def test_watch_with_nothing_running(api: ApiServer) -> None:
