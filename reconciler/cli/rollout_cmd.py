@@ -125,8 +125,6 @@ class Watcher:
             reason = f": {rev['reason']}" if rev.get("reason") else ""
             if self.tty:
                 click.echo(_CLEAR, nl=False)
-            if status is not None:
-                click.echo(render_final(status))
             click.echo(f"revision {revision_id} ({short(rev.get('commit'))}) is {rev_status}"
                        f"{reason}")
             return outcome_exit_code(rev.get("outcome"), rev_status)
@@ -171,8 +169,6 @@ class Watcher:
                     return self.finish(followed, st)
             if once:
                 click.echo(render_rollout(doc))
-                if ours and st is not None and st.get("phase") == "done":
-                    return outcome_exit_code((st.get("outcome") or {}).get("outcome"))
                 return 0
             if not ours:
                 if followed is not None and (self._last_status is not None or follow is not None):
