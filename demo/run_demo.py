@@ -1,18 +1,23 @@
-"""`make demo`: meshcd on one machine, end to end.
+"""`make demo`: meshcd on one machine, end to end, telling the canary story.
 
-    python demo/run_demo.py [--dir .meshcd-demo] [--smoke]
+    python demo/run_demo.py [--dir .meshcd-demo] [--smoke] [--bake SECONDS]
 
-1. a bare Git repo seeded from repo_layout_example (one commit), with the post-receive hook
-   from webhooks/contrib installed, so a `git push` tells meshcd at once (the poll, every
-   5 s here, is the safety net); and a working clone for you to edit;
-2. `meshcd serve` on SQLite in <dir>/data;
+1. a bare Git repo seeded from repo_layout_example (one commit; the demo's copy shortens the
+   `standard` RolloutPolicy's bakes, see DEMO_POLICY), with the post-receive hook from
+   webhooks/contrib installed, so a `git push` tells meshcd at once (the poll, every 5 s
+   here, is the safety net); and a working clone to edit;
+2. `meshcd serve` on SQLite in <dir>/data, `deploy.strategy: canary`;
 3. one tiny HTTP app per static endpoint of the example (on the port behind its proxy);
 4. one managed proxy per app instance (`meshcd proxy join` with a token from the API);
-5. waits until every proxy is SYNCED, prints what to edit and push, and waits for Ctrl-C,
-   then stops everything it started.
+5. once every proxy is SYNCED, a steady load through the proxies' outbound listeners
+   (demo/load.py), then the story: a good change goes out in canary stages; a bad route is
+   pushed, the canary catches it and every proxy is back on the old config; how to roll
+   back by hand. Then it prints the page's URL and tokens and waits for Ctrl-C, and stops
+   everything it started.
 
-`--smoke` edits a route, commits and pushes it itself, waits for every proxy to ACK the new
-revision, prints the result and exits 0 (or 1 on failure).
+`--smoke` runs the same story without a person, with shorter bakes, and exits 0 when the good
+change was promoted to every proxy and the bad one was rejected with every proxy back on the
+config it ran before (1 otherwise, with the reason).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +42,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from demo.load import Call, Client, LoadGenerator, count  # noqa: E402
+
 EXAMPLE = ROOT / "repo_layout_example"
 HOOK = ROOT / "webhooks" / "contrib" / "post-receive"
 MESHCD = str(Path(sys.executable).parent / "meshcd")
+# The example's `standard` policy bakes each stage 30 s: two rollouts would take minutes.
+# The demo's copy bakes `--bake` seconds, and extends an inconclusive bake instead of pausing
+# for an operator (a loaded laptop can starve a stage of requests). Thresholds are unchanged.
+EXAMPLE_STAGES = ("    - {count: 1, bake: 30s}\n    - {percent: 10, bake: 30s}\n"
+                  "    - {percent: 50, bake: 30s}\n    - {percent: 100, bake: 30s}\n")
+EXAMPLE_ON_INCONCLUSIVE = "    onInconclusive: pause\n"
+# Requests per second per client (one per calling proxy); the canary needs the standard
+# policy's minRequests (50) within a bake.
+LOAD_RATE = 25.0
+BAD_PERCENT = 90
 
 
 class DemoError(Exception):
@@ -48,10 +67,15 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def run(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+def show(text: str, indent: str = "    ") -> None:
+    print("\n".join(indent + line for line in text.rstrip("\n").splitlines()), flush=True)
+
+
+def run(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+        check: bool = True) -> str:
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120)
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise DemoError(f"{' '.join(args[:3])} failed: {done.stderr.strip() or done.stdout}")
     return done.stdout
 
@@ -93,17 +117,18 @@ class Api:
     def __init__(self, base: str, token: str) -> None:
         self.base, self.token = base, token
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.base + path, timeout=10) as r:
-            return json.loads(r.read())
-
-    def post(self, path: str, body: Any) -> Any:
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
-                                     method="POST", headers={
-                                         "Content-Type": "application/json",
-                                         "Authorization": f"Bearer {self.token}"})
+    def _open(self, req: urllib.request.Request) -> Any:
+        req.add_header("Authorization", f"Bearer {self.token}")
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
+
+    def get(self, path: str) -> Any:
+        return self._open(urllib.request.Request(self.base + path))
+
+    def post(self, path: str, body: Any) -> Any:
+        return self._open(urllib.request.Request(
+            self.base + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"}))
 
 
 def wait(pred: Any, timeout: float, what: str, children: Children) -> Any:
@@ -118,7 +143,7 @@ def wait(pred: Any, timeout: float, what: str, children: Children) -> Any:
             return got
         if time.monotonic() > end:
             raise DemoError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
+        time.sleep(0.2)
 
 
 def free_port(preferred: int) -> int:
@@ -134,15 +159,29 @@ def free_port(preferred: int) -> int:
     raise DemoError("no free port")
 
 
-def seed_repo(base: Path) -> tuple[Path, Path]:
+def demo_policy(text: str, bake: int) -> str:
+    """The example's standard RolloutPolicy with `bake`-second stages and onInconclusive: extend."""
+    if EXAMPLE_STAGES not in text or EXAMPLE_ON_INCONCLUSIVE not in text:
+        raise DemoError("repo_layout_example/rollout/standard.yaml changed: update run_demo.py")
+    stages = EXAMPLE_STAGES.replace("30s", f"{bake}s")
+    return ("# The demo's copy: bakes shortened from 30 s, onInconclusive extend (was pause).\n"
+            + text.replace(EXAMPLE_STAGES, stages)
+            .replace(EXAMPLE_ON_INCONCLUSIVE, "    onInconclusive: extend\n"))
+
+
+def seed_repo(base: Path, bake: int) -> tuple[Path, Path]:
     """The bare repo (one commit of repo_layout_example) and a working clone."""
     bare, seed, work = base / "mesh-config.git", base / "seed", base / "mesh-config"
     who = {"GIT_AUTHOR_NAME": "meshcd demo", "GIT_AUTHOR_EMAIL": "demo@meshcd.invalid",
            "GIT_COMMITTER_NAME": "meshcd demo", "GIT_COMMITTER_EMAIL": "demo@meshcd.invalid"}
     shutil.copytree(EXAMPLE, seed)
+    policy = seed / "rollout" / "standard.yaml"
+    policy.write_text(demo_policy(policy.read_text(), bake))
     run(["git", "init", "-q", "-b", "main", str(seed)])
     run(["git", "add", "-A"], cwd=seed)
-    run(["git", "commit", "-q", "-m", "Seed from repo_layout_example"], cwd=seed, env=who)
+    run(["git", "commit", "-q", "-m",
+         f"Seed from repo_layout_example (demo: standard RolloutPolicy bakes {bake}s)"],
+        cwd=seed, env=who)
     run(["git", "clone", "-q", "--bare", str(seed), str(bare)])
     shutil.rmtree(seed)
     run(["git", "clone", "-q", str(bare), str(work)])
@@ -175,11 +214,41 @@ def static_fleet() -> list[Any]:
     return list(default_fleet(result.model))
 
 
-def all_synced(api: Api, ids: set[str], revision: str | None = None) -> bool:
-    ledger = {p["proxyId"]: p for p in api.get("/api/proxies")["proxies"]}
-    return ids <= set(ledger) and all(
-        ledger[i]["state"] == "SYNCED" and ledger[i]["ackedVersion"]
-        and (revision is None or ledger[i]["desiredRevision"] == revision) for i in ids)
+def busy_ports(fleet: list[Any]) -> list[int]:
+    """The example's fixed ports (proxies, apps, outbound listeners) that cannot be bound now."""
+    import socket
+
+    wanted: list[tuple[str, int]] = []
+    for p in fleet:
+        if p.ports:
+            wanted += [("0.0.0.0", i.listen) for i in p.ports.inbound]
+            wanted += [("127.0.0.1", int(i.app_address.rpartition(":")[2]))
+                       for i in p.ports.inbound]
+            wanted.append(("127.0.0.1", p.ports.outbound))
+    busy = []
+    for host, port in wanted:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def ledger(api: Api) -> dict[str, dict[str, Any]]:
+    return {p["proxyId"]: p for p in api.get("/api/proxies")["proxies"]}
+
+
+def all_synced(api: Api, ids: set[str]) -> bool:
+    got = ledger(api)
+    for proxy_id in sorted(ids & set(got)):
+        error = got[proxy_id]["lastError"] or ""
+        if got[proxy_id]["state"] == "NACKED" and "already in use" in error:
+            raise DemoError(f"{proxy_id} NACKed its config: {error} (another demo or test "
+                            "on this machine holds the example's ports?)")
+    return ids <= set(got) and all(
+        got[i]["state"] == "SYNCED" and got[i]["ackedVersion"] for i in ids)
 
 
 def through_mesh(outbound: int) -> tuple[int, bytes]:
@@ -195,31 +264,263 @@ def through_mesh(outbound: int) -> tuple[int, bytes]:
         return 0, str(e).encode()
 
 
-def smoke_edit(work: Path) -> str:
-    """Change the catalog route's default timeout, commit and push; returns the commit."""
+# What each app calls (Host, paths) through its proxy: paths the example's policies allow.
+CALLS: dict[str, tuple[Call, ...]] = {
+    "frontend": (Call("GET", "catalog.shop", "/products/{n}"),
+                 Call("GET", "cart.shop", "/cart/{n}"),
+                 Call("GET", "catalog.shop", "/categories/shoes"),
+                 Call("GET", "cart.shop", "/cart/{n}")),
+    "cart": (Call("GET", "catalog.shop", "/products/{n}"),),
+    "checkout": (Call("GET", "cart.shop", "/cart/{n}"),
+                 Call("POST", "payments.shop", "/charge", b'{"amount": 42}')),
+}
+
+
+def load_clients(fleet: list[Any]) -> list[Client]:
+    return [Client(p.id, p.ports.outbound, CALLS[p.service.name], LOAD_RATE)
+            for p in fleet if p.ports and p.service.name in CALLS]
+
+
+def edit(work: Path, old: str, new: str, message: str) -> str:
+    """Replace `old` (which must occur once) in routes/catalog.yaml, commit, push."""
     path = work / "routes" / "catalog.yaml"
     text = path.read_text()
-    if "timeout: 5s" not in text:
-        raise DemoError("routes/catalog.yaml no longer has 'timeout: 5s' to edit")
-    path.write_text(text.replace("timeout: 5s", "timeout: 6s", 1))
-    run(["git", "commit", "-q", "-am", "catalog: default timeout 6s"], cwd=work)
+    if text.count(old) != 1:
+        raise DemoError(f"routes/catalog.yaml no longer has exactly one {old.strip()!r}")
+    path.write_text(text.replace(old, new, 1))
+    run(["git", "commit", "-q", "-am", message], cwd=work)
     run(["git", "push", "-q", "origin", "main"], cwd=work)
     return run(["git", "rev-parse", "HEAD"], cwd=work).strip()
+
+
+def revision_of(api: Api, commit: str) -> dict[str, Any] | None:
+    return next((r for r in api.get("/api/revisions?limit=20")["revisions"]
+                 if r["commit"] == commit), None)
+
+
+def finished_revision(api: Api, commit: str) -> dict[str, Any] | None:
+    rev = revision_of(api, commit)
+    if rev is None or rev["status"] in ("detected", "planned", "deploying"):
+        return None
+    return rev
+
+
+def audit_records(api: Api, kind: str, subject: str) -> list[dict[str, Any]]:
+    q = urllib.parse.urlencode({"kind": kind, "subject": subject, "limit": 100})
+    return list(reversed(api.get(f"/api/audit?{q}")["records"]))  # oldest first
+
+
+def epoch(record: dict[str, Any]) -> float:
+    return datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+
+
+def hms(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def pct(v: Any) -> str:
+    return "-" if v is None else f"{v:.1f}%"
+
+
+def side(name: str, s: dict[str, Any] | None) -> str:
+    if not s:
+        return f"{name}: none"
+    p99 = "-" if s.get("p99Ms") is None else f"{s['p99Ms']:.0f} ms"
+    return (f"{name}: {s['requests']} requests, {s['errors']} errors "
+            f"({pct(s.get('errorRatePercent'))}), {s['denials']} denials, p99 {p99}")
+
+
+def describe_decision(judged: dict[str, Any]) -> list[str]:
+    """The rollout.judged record as a few lines: canary vs baseline, thresholds, checks."""
+    d = judged["data"]
+    look = "an early look" if d.get("interim") else "the end of the bake"
+    lines = [f"audit #{judged['seq']} rollout.judged at {hms(epoch(judged))} UTC: stage "
+             f"{d['stage']}, {look}: {d['outcome']} -> {d['decision']}",
+             f"canaries {', '.join(d['canaries'])}; baseline {', '.join(d['baseline']) or '-'}"]
+    for svc, v in d.get("services", {}).items():
+        th = v.get("thresholds", {})
+        lines += [f"{svc}: {v['outcome']}",
+                  "  " + side("canary  ", v.get("canary")),
+                  "  " + side("baseline", v.get("baseline")),
+                  f"  thresholds: error rate <= {th.get('maxErrorRatePercent')}%, at most "
+                  f"+{th.get('maxIncreaseOverBaselinePercent')}% over the baseline, p99 <= "
+                  f"{th.get('maxP99LatencyMs')} ms, confidence {th.get('confidence')}"]
+        for c in v.get("checks", []):
+            if c.get("failed"):
+                def rate(x: Any) -> str:
+                    return "-" if x is None else f"{100 * x:.2f}%"
+                lines.append(f"  FAILED {c['name']}: canary {rate(c['canary'])} vs limit "
+                             f"{rate(c['threshold'])} (p = {c['pValue']:.3g} < alpha "
+                             f"{c['alpha']:.3g}, {c['test']})")
+    if d.get("signal"):
+        lines.append(f"signal: {d['signal']}: {d['reason']}")
+    return lines
+
+
+class Story:
+    """The steps `make demo` (and --smoke) walk through, printed with the commands to type."""
+
+    def __init__(self, api: Api, children: Children, work: Path, data: Path, ids: set[str],
+                 load: LoadGenerator, smoke: bool) -> None:
+        self.api, self.children, self.work, self.data = api, children, work, data
+        self.ids, self.load, self.smoke = ids, load, smoke
+        self.env = {"MESHCD_DATA_DIR": str(data)}
+        self.hint = f"MESHCD_DATA_DIR={short(data)} {short(Path(MESHCD))}"
+
+    def cli(self, *args: str) -> str:
+        return run([MESHCD, *args], env=self.env, check=False)
+
+    def watch(self) -> subprocess.Popen[str]:
+        """`meshcd rollout watch` as a newcomer would run it right after a push."""
+        return subprocess.Popen([MESHCD, "rollout", "watch", "--wait", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **self.env}, start_new_session=True)
+
+    def finish_watch(self, watch: subprocess.Popen[str], expect: int) -> None:
+        """Print the watch's final report (its earlier updates are the live view)."""
+        try:
+            out, _ = watch.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            out, _ = watch.communicate()
+        lines = out.rstrip("\n").splitlines()
+        starts = [i for i, line in enumerate(lines) if line.startswith("rollout of revision")]
+        final = lines[starts[-1]:] if starts else lines
+        earlier = f"; {len(starts) - 1} live updates before it not shown" if starts else ""
+        say(f"`{self.hint} rollout watch` (exit {watch.returncode}) ended with{earlier}:")
+        show("\n".join(final))
+        if watch.returncode != expect:
+            say(f"note: rollout watch exited {watch.returncode}, expected {expect}")
+
+    def good_change(self) -> dict[str, Any]:
+        print(flush=True)
+        say("STEP 1: a good change goes out in canary stages")
+        show(f"cd {short(self.work)}\n"
+             "sed -i 's/timeout: 5s/timeout: 6s/' routes/catalog.yaml   # catalog's default rule\n"
+             "git commit -am 'catalog: default timeout 6s' && git push\n"
+             f"{self.hint} rollout watch", "    $ ")
+        watch = self.watch()
+        start = time.time()
+        commit = edit(self.work, "timeout: 5s", "timeout: 6s", "catalog: default timeout 6s")
+        rev = wait(lambda: finished_revision(self.api, commit), 240,
+                   "the good change's rollout to finish", self.children)
+        self.finish_watch(watch, 0)
+        if rev["status"] != "deployed":
+            raise DemoError(f"the good change, revision #{rev['id']}, is {rev['status']}: "
+                            f"{rev['reason']}")
+        rollout = self.api.get(f"/api/revisions/{rev['id']}/rollout")
+        stages = "; ".join(f"stage {h['stage']} {h['outcome']}"
+                           for h in rollout.get("history", []))
+        say(f"revision #{rev['id']} ({commit[:12]}) deployed, outcome {rev.get('outcome')}, "
+            f"in {time.time() - start:.1f} s after the push: {stages}")
+        wait(lambda: all_synced(self.api, self.ids), 60, "every proxy SYNCED", self.children)
+        return rev
+
+    def bad_change(self) -> dict[str, Any]:
+        print(flush=True)
+        say(f"STEP 2: a BAD route: catalog's 'reads' rule aborts {BAD_PERCENT}% of requests "
+            "with 503")
+        show(f"cd {short(self.work)}\n"
+             f"$EDITOR routes/catalog.yaml    # rule 'reads': fault: {{abort: {{httpStatus: 503, "
+             f"percent: {BAD_PERCENT}}}}}\n"
+             "git commit -am 'catalog: fault-inject 503s on reads' && git push\n"
+             f"{self.hint} rollout watch", "    $ ")
+        before = {p: e["ackedVersion"] for p, e in ledger(self.api).items() if p in self.ids}
+        watch = self.watch()
+        pushed_at = time.time()
+        commit = edit(self.work, "      timeout: 3s\n",
+                      "      timeout: 3s\n      fault:\n        abort: {httpStatus: 503, "
+                      f"percent: {BAD_PERCENT}}}\n",
+                      f"catalog: fault-inject 503 on {BAD_PERCENT}% of reads (a bad change)")
+        rev = wait(lambda: finished_revision(self.api, commit), 120,
+                   "the bad change's rollout to finish", self.children)
+        if rev["status"] != "rejected":
+            raise DemoError(f"the canary did not catch the bad route: revision #{rev['id']} is "
+                            f"{rev['status']} ({rev.get('outcome')}): {rev['reason']}")
+
+        def back() -> bool:
+            got = ledger(self.api)
+            return all(got[p]["ackedVersion"] == v and got[p]["state"] == "SYNCED"
+                       for p, v in before.items())
+
+        wait(back, 60, "every proxy back on the config it ran before", self.children)
+        seen_back = time.time()
+        self.finish_watch(watch, 3)
+        acked = audit_records(self.api, "rollout.stage_acked", commit)
+        judged = [r for r in audit_records(self.api, "rollout.judged", commit)
+                  if r["data"].get("decision") == "roll back"]
+        done = audit_records(self.api, "rollout.finished", commit)
+        if not acked or not judged or not done:
+            raise DemoError("the audit lacks the bad rollout's stage_acked/judged/finished")
+        t_ack, t_judged, t_done = epoch(acked[0]), epoch(judged[-1]), epoch(done[-1])
+        say(f"revision #{rev['id']} ({commit[:12]}) {rev['status']}, outcome "
+            f"{rev.get('outcome')}: {rev['reason']}")
+        say("the canary's decision, from the audit:")
+        show("\n".join(describe_decision(judged[-1])))
+        say(f"timing: pushed {hms(pushed_at)} UTC; first canary ACK {hms(t_ack)} "
+            f"(rollout.stage_acked); decision +{t_judged - t_ack:.2f} s (rollout.judged); "
+            f"every rolled-back proxy ACKed its old config +{t_done - t_ack:.2f} s "
+            f"(rollout.finished); the demo saw all {len(self.ids)} proxies on their old "
+            f"config +{seen_back - t_ack:.2f} s")
+        window = self.load.window(pushed_at, t_done)
+        total, failed = count(window)
+        by_proxy = {p: count([r for r in window if r.proxy_id == p])
+                    for p in sorted({r.proxy_id for r in window})}
+        where = ", ".join(f"{p} {f} of {n}" for p, (n, f) in by_proxy.items() if f) or "none"
+        share = f" ({100 * failed / total:.1f}%)" if total else ""
+        fails = [r.at for r in window if r.status == 0 or r.status >= 500]
+        span = (f"; the first failed {fails[0] - t_ack:+.2f} s and the last {fails[-1] - t_ack:+.2f}"
+                " s from the first canary ACK" if fails else "")
+        say(f"traffic from the push to the rollback done: {failed} of {total} requests "
+            f"failed{share}; failed by calling proxy: {where}{span}")
+        print(flush=True)
+        say(f"`{self.hint} history --limit 4`:")
+        show(self.cli("history", "--limit", "4"))
+        say(f"`{self.hint} audit list --kind rollout.judged --limit 2`:")
+        show(self.cli("audit", "list", "--kind", "rollout.judged", "--limit", "2"))
+        after = self.load.window(t_done + 0.5, time.time())
+        say(f"since the rollback: {count(after)[1]} of {len(after)} requests failed")
+        if self.smoke and count(after)[1]:
+            raise DemoError("requests still fail after the rollback")
+        return rev
+
+    def how_to_roll_back(self, page: str, good: dict[str, Any], bad: dict[str, Any]) -> None:
+        print(flush=True)
+        say("STEP 3: roll back by hand (your turn)")
+        show(f"""The fleet runs revision #{good['id']}; Git's HEAD is still the rejected #{bad['id']}
+(a rejected revision is never retried: only a new commit deploys again). Fix forward:
+    $ cd {short(self.work)} && git revert --no-edit HEAD && git push
+Or go back to the seed, revision #{good['id'] - 1}, in canary stages (pins the fleet there):
+    $ {self.hint} rollback --to {good['id'] - 1} --reason "back to the seed" --watch
+    $ {self.hint} rollout resume     # lifts the pin; the newest commit deploys
+Or from the page {page} : sign in with the operator token, open revision #{good['id'] - 1},
+press "Roll back to this revision" (a running rollout has Pause/Promote/Abort on the
+overview, with canary vs baseline charts).""")
+
+
+def short(path: Path) -> str:
+    """`path` relative to the current directory when it is below it (shorter to type)."""
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="meshcd demo")
     parser.add_argument("--dir", type=Path, default=Path(".meshcd-demo"))
     parser.add_argument("--smoke", action="store_true",
-                        help="push one change, wait for every proxy to ACK it, exit 0/1")
+                        help="run the story unattended (shorter bakes) and exit 0/1")
+    parser.add_argument("--bake", type=int, default=None,
+                        help="seconds each canary stage bakes (default 10; --smoke 4)")
     parser.add_argument("--api-port", type=int, default=8080)
     args = parser.parse_args(argv)
+    bake: int = args.bake or (4 if args.smoke else 10)
     base: Path = args.dir.resolve()
     if base.exists():
         shutil.rmtree(base)  # the demo's state is its own; each run starts clean
     base.mkdir(parents=True)
     (base / "logs").mkdir()
     children = Children(base / "logs")
+    load: LoadGenerator | None = None
     interrupted = False
 
     def on_signal(_sig: int, _frame: Any) -> None:
@@ -230,7 +531,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)  # also when started in the background (SIG_IGN)
     try:
-        bare, work = seed_repo(base)
+        fleet = static_fleet()
+        # The example pins its ports; another demo (or a test) on this machine would make
+        # proxies NACK "address already in use" much later, so say it now.
+        busy = busy_ports(fleet)
+        if busy and args.smoke:
+            end = time.monotonic() + 60
+            while busy and time.monotonic() < end:
+                time.sleep(1)
+                busy = busy_ports(fleet)
+        if busy:
+            raise DemoError(f"the example's ports {', '.join(map(str, busy))} are in use "
+                            "(another demo running?); stop it and retry")
+        bare, work = seed_repo(base, bake)
         secret_file = base / "generic.secret"
         secret_file.write_text(secrets.token_hex(32) + "\n")
         secret_file.chmod(0o600)
@@ -243,18 +556,21 @@ def main(argv: list[str] | None = None) -> int:
             "fleet": {"host": "127.0.0.1", "port": 0},
             "bootstrap": {"host": "127.0.0.1", "port": 0},
             "webhooks": {"secrets": {"generic": f"file:{secret_file}"}},
+            "deploy": {"strategy": "canary", "preset": "default", "timeout_s": 30},
         }
         (base / "meshcd.yaml").write_text(json.dumps(settings, indent=2))
         api_url = f"http://127.0.0.1:{api_port}"
         install_hook(bare, secret_file, api_url)
-        say(f"config repo {bare} (working clone: {work})")
+        say(f"config repo {short(bare)} (working clone: {short(work)})")
+        say(f"deploy.strategy: canary; the demo's copy of the example bakes each stage of the "
+            f"standard RolloutPolicy {bake} s (the example: 30 s) and extends an inconclusive "
+            "bake instead of pausing; thresholds as in the example")
         children.start("meshcd-serve", [MESHCD, "serve", "--config", str(base / "meshcd.yaml")])
         wait(lambda: (data / "admin.token").exists() and urllib.request.urlopen(
             api_url + "/healthz", timeout=2), 60, "meshcd serve", children)
         api = Api(api_url, (data / "admin.token").read_text().strip())
         wait(lambda: (api.get("/api/status")["deployed"] or {}).get("id"), 60,
              "the first revision", children)
-        fleet = static_fleet()
         apps = [f"{p.id}={p.ports.inbound[0].app_address}" for p in fleet if p.ports]
         children.start("sample-apps", [sys.executable, "-m", "demo.sample_app",
                                        *[a for x in apps for a in ("--app", x)]])
@@ -279,54 +595,56 @@ def main(argv: list[str] | None = None) -> int:
                                             "--json"]))["token"]
                       for role in ("viewer", "operator")}
         frontend = next(p for p in fleet if p.service.name == "frontend")
-        env_hint = f"MESHCD_DATA_DIR={data}"
         outbound = frontend.ports.outbound if frontend.ports else 0
+        code, body = through_mesh(outbound)
+        if code != 200:
+            raise DemoError(f"frontend -> catalog through the mesh answered {code}: {body!r}")
+        say(f"frontend -> catalog through the proxies: {code} {body.decode().strip()}")
+        clients = load_clients(fleet)
+        load = LoadGenerator(clients)
+        load.start()
+        time.sleep(2.0)
+        warm = load.window(time.time() - 2.0, time.time())
+        n, failed = count(warm)
+        say(f"background load: {load.rate:g} req/s through the outbound listeners of "
+            f"{', '.join(c.proxy_id for c in clients)} (catalog, cart, payments calls); "
+            f"last 2 s: {n} requests, {failed} failed")
+        if n == 0 or failed:
+            raise DemoError(f"the load before any change: {failed} of {n} failed")
+        story = Story(api, children, work, data, ids, load, args.smoke)
+        page = f"{api_url}/"
+        good = story.good_change()
+        bad = story.bad_change()
+        code, _ = through_mesh(outbound)
+        if code != 200:
+            raise DemoError(f"after the rollback, frontend -> catalog answered {code}")
         if args.smoke:
-            code, body = through_mesh(outbound)
-            if code != 200:
-                raise DemoError(f"frontend -> catalog through the mesh answered {code}: {body!r}")
-            say(f"frontend -> catalog through the proxies: {code} {body.decode().strip()}")
-            commit = smoke_edit(work)
-            say(f"pushed {commit[:12]}; waiting for every proxy to ack it")
-            wait(lambda: all_synced(api, ids, commit), 90, "every proxy to ack the push",
-                 children)
-            rev = next(r for r in api.get("/api/revisions")["revisions"]
-                       if r["commit"] == commit)
-            if rev["status"] != "deployed":
-                raise DemoError(f"revision {rev['id']} is {rev['status']}: {rev['reason']}")
-            plan = api.get(f"/api/revisions/{rev['id']}")["plan"]
-            say(f"revision #{rev['id']} {rev['status']} (trigger: {rev['trigger']}); "
-                f"{plan['proxies']['changed']} proxies changed, all {len(ids)} SYNCED")
-            code, _ = through_mesh(outbound)
-            if code != 200:
-                raise DemoError(f"after the push, frontend -> catalog answered {code}")
-            print(run([MESHCD, "status"], env={"MESHCD_DATA_DIR": str(data)}), flush=True)
             say("smoke test passed")
             return 0
+        story.how_to_roll_back(page, good, bad)
+        hint = story.hint
         print(f"""
-meshcd is running: {len(ids)} proxies, all SYNCED.
+meshcd is running: {len(ids)} proxies, {load.rate:g} req/s of background load through them.
 
-  Edit the config and push it (the post-receive hook tells meshcd at once):
-      cd {work}
-      $EDITOR routes/catalog.yaml          # e.g. change a timeout or a weight
-      git commit -am "my change" && git push
-
-  Watch it land:
-      {env_hint} {MESHCD} status
-      {env_hint} {MESHCD} proxies
-      {env_hint} {MESHCD} history
-      {env_hint} {MESHCD} audit list
-      {env_hint} {MESHCD} audit verify
-
-  Send traffic through the mesh (frontend's app -> its proxy's outbound port -> catalog):
-      curl -H 'Host: catalog.shop' http://127.0.0.1:{outbound}/products/1
-
-  Web page (sign in with a token): {api_url}/
+  Web page (sign in with a token): {page}
       viewer token:   {web_tokens["viewer"]}
       operator token: {web_tokens["operator"]}
-      admin token:    in {data / 'admin.token'}
+      admin token:    in {short(data / 'admin.token')}
 
-  API: {api_url}/api/status    metrics: {api_url}/metrics    logs: {base / 'logs'}
+  Edit the config and push it (the post-receive hook tells meshcd at once):
+      cd {short(work)}
+      $EDITOR routes/catalog.yaml          # e.g. change a timeout, a weight, a fault
+      git commit -am "my change" && git push
+      {hint} rollout watch             # stages, canary vs baseline, the verdict
+
+  Look around:
+      {hint} status
+      {hint} history
+      {hint} audit list --kind rollout.judged
+      {hint} audit verify
+      curl -H 'Host: catalog.shop' http://127.0.0.1:{outbound}/products/1   # via frontend's proxy
+
+  API: {api_url}/api/status (Bearer token)    metrics: {api_url}/metrics    logs: {short(base / 'logs')}
 
 Press Ctrl-C to stop everything the demo started.
 """, flush=True)
@@ -340,6 +658,8 @@ Press Ctrl-C to stop everything the demo started.
         say(f"FAILED: {exc}")
         return 1
     finally:
+        if load is not None:
+            load.stop()
         children.stop()
         if interrupted:
             say("stopped everything the demo started")
