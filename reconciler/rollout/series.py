@@ -6,6 +6,8 @@ contract's POINT list: `{"t", "stage", "canary": SIG, "baseline": SIG | None}` w
 seconds since the rollout started. Windows are parsed and summarised exactly as the judge
 does (reconciler.analysis.sample / judge), so the chart shows the judge's numbers.
 Memory is bounded: at most `max_points` seconds are kept, the oldest dropped first.
+Each second's point is summarised once and kept until a window for that second arrives
+again, so `to_list()` (asked for on every overview poll) redoes only the last few seconds.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class SeriesRecorder:
         # t -> [stage, {role: Sample}]; dict order is not relied on (t may arrive late).
         self._points: dict[int, tuple[int, dict[str, Sample]]] = {}
         self._oldest_dropped: int | None = None
+        self._rendered: dict[int, dict[str, Any]] = {}  # t -> its POINT, until t changes
 
     def add(self, proxy_id: str, role: str, window: Mapping[str, Any], *, started_at: float,
             stage: int) -> None:
@@ -59,6 +62,7 @@ class SeriesRecorder:
             if len(self._points) > self.max_points:
                 oldest = min(self._points)
                 del self._points[oldest]
+                self._rendered.pop(oldest, None)
                 self._oldest_dropped = oldest
                 if oldest == t:
                     return
@@ -68,17 +72,23 @@ class SeriesRecorder:
             self._points[t] = (stage, sides)
         prev = sides.get(role)
         sides[role] = sample if prev is None else prev + sample
+        self._rendered.pop(t, None)
 
     def __len__(self) -> int:
         return len(self._points)
 
     def to_list(self) -> list[dict[str, Any]]:
+        """The POINTs, oldest first (fresh outer dicts; the SIG dicts are shared: read only)."""
         out: list[dict[str, Any]] = []
         for t in sorted(self._points):
-            stage, sides = self._points[t]
-            canary = sides.get("canary")
-            baseline = sides.get("baseline")
-            out.append({"t": t, "stage": stage,
-                        "canary": signals(canary if canary is not None else Sample()),
-                        "baseline": None if baseline is None else signals(baseline)})
+            point = self._rendered.get(t)
+            if point is None:
+                stage, sides = self._points[t]
+                canary = sides.get("canary")
+                baseline = sides.get("baseline")
+                point = {"t": t, "stage": stage,
+                         "canary": signals(canary if canary is not None else Sample()),
+                         "baseline": None if baseline is None else signals(baseline)}
+                self._rendered[t] = point
+            out.append(dict(point))
         return out

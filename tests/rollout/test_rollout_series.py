@@ -128,3 +128,18 @@ def test_series_of_a_real_rollout_matches_the_judges_numbers() -> None:
     v = judge(Sample.of([window(0, ERRORS_5XX)] * 3), Sample.of([window(0, HEALTHY)] * 9),
               Analysis())
     assert v.canary["requests"] == sum(p["canary"]["requests"] for p in pts)
+
+
+def test_to_list_redoes_only_the_seconds_that_changed() -> None:
+    rec = SeriesRecorder(max_points=3)
+    s0 = int(START)
+    for t in range(3):
+        rec.add("a", "canary", window(s0 + t, HEALTHY), started_at=START, stage=1)
+    first = rec.to_list()
+    rec.add("b", "baseline", window(s0 + 2, DENYING), started_at=START, stage=1)
+    second = rec.to_list()
+    assert second[:2] == first[:2] and second[0]["canary"] is first[0]["canary"]  # kept
+    assert first[2]["baseline"] is None and second[2]["baseline"]["denials"] == 30  # redone
+    second[0]["t"] = 99  # callers get their own outer dicts
+    rec.add("a", "canary", window(s0 + 3, HEALTHY), started_at=START, stage=2)  # drops t=0
+    assert [p["t"] for p in rec.to_list()] == [1, 2, 3]
