@@ -252,3 +252,30 @@ def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Proce
     assert "web.shop" in _text(driver, "#h-blast + table")
     driver.execute_script("document.getElementById('h-rollout').scrollIntoView()")
     driver.save_screenshot(str(SCREENSHOTS / "serve-canary-revision.png"))
+
+    # Roll back from the page to the first revision: the fleet is pinned there (banner) and
+    # Resume unpins it.
+    driver.get(serve.api + "/")
+    _click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-rollback"))
+    from selenium.webdriver.support.ui import Select
+
+    first = serve.revision_of(c1)
+    assert first is not None
+    Select(driver.find_element(By.ID, "target")).select_by_value(str(first["id"]))
+    driver.find_element(By.ID, "reason").send_keys("back to the first config")
+    _click_and_load(driver, driver.find_element(By.ID, "confirm"))
+    assert f"rolling back to revision {first['id']}" in driver.page_source, \
+        driver.page_source[:3000]
+    until(lambda: "pinned to revision" in _text(driver, "p.banner"), 30, "the pinned banner")
+    requested = serve.audit("rollback.requested")
+    assert len(requested) == 1 and requested[0]["actor"] == ops[0]["actor"]
+    pin = serve.get("/api/rollout")["pin"]
+    assert pin["revision"] == first["id"] and pin["actor"] == ops[0]["actor"]
+    driver.get(serve.api + "/")
+    driver.save_screenshot(str(SCREENSHOTS / "serve-canary-pinned.png"))
+    _click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-resume"))
+    _click_and_load(driver, driver.find_element(By.ID, "confirm"))
+    assert "unpinned" in driver.page_source, driver.page_source[:3000]
+    assert serve.get("/api/rollout")["pin"] is None
+    unpinned = serve.audit("fleet.unpinned")
+    assert len(unpinned) == 1 and unpinned[0]["actor"] == ops[0]["actor"]
