@@ -192,10 +192,7 @@ class FaultMesh(CanaryMesh):
         os.kill(self.proxies[proxy_id].pid, sig)
 
     def kill_proxy(self, proxy_id: str) -> None:
-        proc = self.proxies[proxy_id]
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)  # a stopped process dies on SIGKILL too
-        proc.kill()
+        self.proxies[proxy_id].kill()  # SIGKILL; a SIGSTOPped process dies of it too
 
     def restart_proxy(self, proxy_id: str) -> Proc:
         """The proxy again, from its state dir (no join token: it has its SVID)."""
