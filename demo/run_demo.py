@@ -57,6 +57,7 @@ EXAMPLE_ON_INCONCLUSIVE = "    onInconclusive: pause\n"
 # policy's minRequests (50) within a bake.
 LOAD_RATE = 25.0
 BAD_PERCENT = 90
+PAUSE_S = 20
 
 
 class DemoError(Exception):
@@ -365,10 +366,24 @@ class Story:
         self.api, self.children, self.work, self.data = api, children, work, data
         self.ids, self.load, self.smoke = ids, load, smoke
         self.env = {"MESHCD_DATA_DIR": str(data)}
-        self.hint = f"MESHCD_DATA_DIR={short(data)} {short(Path(MESHCD))}"
+        # typed once in a second terminal; the story's commands are then plain `meshcd ...`
+        self.setup = (f"export MESHCD_DATA_DIR={data} "
+                      f"PATH={Path(MESHCD).parent}:$PATH")
 
     def cli(self, *args: str) -> str:
         return run([MESHCD, *args], env=self.env, check=False)
+
+    def pause(self) -> None:
+        """At a terminal, give the newcomer time to start `meshcd rollout watch` first."""
+        if self.smoke or not sys.stdin.isatty():
+            return
+        say(f"press Enter to push (or wait {PAUSE_S} s); try `meshcd rollout watch --wait 60` "
+            "in the second terminal first")
+        import select
+
+        ready, _, _ = select.select([sys.stdin], [], [], PAUSE_S)
+        if ready:
+            sys.stdin.readline()
 
     def watch(self) -> subprocess.Popen[str]:
         """`meshcd rollout watch` as a newcomer would run it right after a push."""
@@ -386,19 +401,23 @@ class Story:
         lines = out.rstrip("\n").splitlines()
         starts = [i for i, line in enumerate(lines) if line.startswith("rollout of revision")]
         final = lines[starts[-1]:] if starts else lines
-        earlier = f"; {len(starts) - 1} live updates before it not shown" if starts else ""
-        say(f"`{self.hint} rollout watch` (exit {watch.returncode}) ended with{earlier}:")
+        earlier = f" ({len(starts) - 1} live updates before it not shown)" if starts else ""
+        say(f"`meshcd rollout watch` exited {watch.returncode} with its final report"
+            f"{earlier}:")
         show("\n".join(final))
         if watch.returncode != expect:
             say(f"note: rollout watch exited {watch.returncode}, expected {expect}")
 
     def good_change(self) -> dict[str, Any]:
         print(flush=True)
+        say("to follow along (or try it yourself later), in a second terminal:")
+        show(self.setup, "    $ ")
         say("STEP 1: a good change goes out in canary stages")
-        show(f"cd {short(self.work)}\n"
+        show(f"cd {self.work}\n"
              "sed -i 's/timeout: 5s/timeout: 6s/' routes/catalog.yaml   # catalog's default rule\n"
              "git commit -am 'catalog: default timeout 6s' && git push\n"
-             f"{self.hint} rollout watch", "    $ ")
+             f"meshcd rollout watch", "    $ ")
+        self.pause()
         watch = self.watch()
         start = time.time()
         commit = edit(self.work, "timeout: 5s", "timeout: 6s", "catalog: default timeout 6s")
@@ -408,7 +427,10 @@ class Story:
         if rev["status"] != "deployed":
             raise DemoError(f"the good change, revision #{rev['id']}, is {rev['status']}: "
                             f"{rev['reason']}")
-        rollout = self.api.get(f"/api/revisions/{rev['id']}/rollout")
+        try:
+            rollout = self.api.get(f"/api/revisions/{rev['id']}/rollout")
+        except urllib.error.HTTPError as exc:  # 404: it had no canary rollout
+            rollout = {"history": [{"stage": "-", "outcome": f"no rollout ({exc.code})"}]}
         stages = "; ".join(f"stage {h['stage']} {h['outcome']}"
                            for h in rollout.get("history", []))
         say(f"revision #{rev['id']} ({commit[:12]}) deployed, outcome {rev.get('outcome')}, "
@@ -420,11 +442,12 @@ class Story:
         print(flush=True)
         say(f"STEP 2: a BAD route: catalog's 'reads' rule aborts {BAD_PERCENT}% of requests "
             "with 503")
-        show(f"cd {short(self.work)}\n"
+        show(f"cd {self.work}\n"
              f"$EDITOR routes/catalog.yaml    # rule 'reads': fault: {{abort: {{httpStatus: 503, "
              f"percent: {BAD_PERCENT}}}}}\n"
              "git commit -am 'catalog: fault-inject 503s on reads' && git push\n"
-             f"{self.hint} rollout watch", "    $ ")
+             f"meshcd rollout watch", "    $ ")
+        self.pause()
         before = {p: e["ackedVersion"] for p, e in ledger(self.api).items() if p in self.ids}
         watch = self.watch()
         pushed_at = time.time()
@@ -474,10 +497,11 @@ class Story:
         say(f"traffic from the push to the rollback done: {failed} of {total} requests "
             f"failed{share}; failed by calling proxy: {where}{span}")
         print(flush=True)
-        say(f"`{self.hint} history --limit 4`:")
+        say("`meshcd history --limit 4`:")
         show(self.cli("history", "--limit", "4"))
-        say(f"`{self.hint} audit list --kind rollout.judged --limit 2`:")
+        say("`meshcd audit list --kind rollout.judged --limit 2`:")
         show(self.cli("audit", "list", "--kind", "rollout.judged", "--limit", "2"))
+        time.sleep(max(0.0, t_done + 2.5 - time.time()))
         after = self.load.window(t_done + 0.5, time.time())
         say(f"since the rollback: {count(after)[1]} of {len(after)} requests failed")
         if self.smoke and count(after)[1]:
@@ -486,16 +510,19 @@ class Story:
 
     def how_to_roll_back(self, page: str, good: dict[str, Any], bad: dict[str, Any]) -> None:
         print(flush=True)
-        say("STEP 3: roll back by hand (your turn)")
-        show(f"""The fleet runs revision #{good['id']}; Git's HEAD is still the rejected #{bad['id']}
-(a rejected revision is never retried: only a new commit deploys again). Fix forward:
-    $ cd {short(self.work)} && git revert --no-edit HEAD && git push
-Or go back to the seed, revision #{good['id'] - 1}, in canary stages (pins the fleet there):
-    $ {self.hint} rollback --to {good['id'] - 1} --reason "back to the seed" --watch
-    $ {self.hint} rollout resume     # lifts the pin; the newest commit deploys
-Or from the page {page} : sign in with the operator token, open revision #{good['id'] - 1},
-press "Roll back to this revision" (a running rollout has Pause/Promote/Abort on the
-overview, with canary vs baseline charts).""")
+        say("STEP 3: your turn: roll back by hand, from the page or the CLI")
+        seed = good["id"] - 1
+        show(f"""The fleet runs revision #{good['id']}; Git's HEAD is still the rejected #{bad['id']},
+which is never retried: only a new commit deploys again. Fix forward:
+    $ cd {self.work} && git revert --no-edit HEAD && git push
+Or go back to the seed, revision #{seed}, in canary stages; this pins the fleet there (new
+commits wait) until you lift the pin:
+    $ meshcd rollback --to {seed} --reason "back to the seed" --watch
+    $ meshcd rollout resume
+From the page: open {page} and sign in with the operator token below; the overview's
+"Rollback..." button asks which revision to go back to and why. While a rollout runs the
+overview offers Promote/Pause/Abort, and /revisions/<id> charts canary vs baseline
+(revision #{bad['id']}'s page shows this bad rollout's timeline and verdict).""")
 
 
 def short(path: Path) -> str:
@@ -562,9 +589,6 @@ def main(argv: list[str] | None = None) -> int:
         api_url = f"http://127.0.0.1:{api_port}"
         install_hook(bare, secret_file, api_url)
         say(f"config repo {short(bare)} (working clone: {short(work)})")
-        say(f"deploy.strategy: canary; the demo's copy of the example bakes each stage of the "
-            f"standard RolloutPolicy {bake} s (the example: 30 s) and extends an inconclusive "
-            "bake instead of pausing; thresholds as in the example")
         children.start("meshcd-serve", [MESHCD, "serve", "--config", str(base / "meshcd.yaml")])
         wait(lambda: (data / "admin.token").exists() and urllib.request.urlopen(
             api_url + "/healthz", timeout=2), 60, "meshcd serve", children)
@@ -588,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         ids = {p.id for p in fleet}
         wait(lambda: all_synced(api, ids), 90, f"all {len(ids)} proxies to be SYNCED", children)
         status = api.get("/api/status")
+        say(f"meshcd serve: deploy.strategy {status['strategy']}; the demo's copy of the example "
+            f"bakes each stage of the standard RolloutPolicy {bake} s (the example: 30 s) and "
+            "extends an inconclusive bake instead of pausing; thresholds as in the example")
         say(f"{len(ids)} proxies SYNCED on revision #{status['deployed']['id']} "
             f"({status['deployed']['commit'][:12]})")
         web_tokens = {role: json.loads(run([MESHCD, "token", "create", "--role", role,
@@ -622,7 +649,6 @@ def main(argv: list[str] | None = None) -> int:
             say("smoke test passed")
             return 0
         story.how_to_roll_back(page, good, bad)
-        hint = story.hint
         print(f"""
 meshcd is running: {len(ids)} proxies, {load.rate:g} req/s of background load through them.
 
@@ -631,17 +657,20 @@ meshcd is running: {len(ids)} proxies, {load.rate:g} req/s of background load th
       operator token: {web_tokens["operator"]}
       admin token:    in {short(data / 'admin.token')}
 
+  In a second terminal:
+      {story.setup}
+
   Edit the config and push it (the post-receive hook tells meshcd at once):
-      cd {short(work)}
+      cd {work}
       $EDITOR routes/catalog.yaml          # e.g. change a timeout, a weight, a fault
       git commit -am "my change" && git push
-      {hint} rollout watch             # stages, canary vs baseline, the verdict
+      meshcd rollout watch                 # stages, canary vs baseline, the verdict
 
   Look around:
-      {hint} status
-      {hint} history
-      {hint} audit list --kind rollout.judged
-      {hint} audit verify
+      meshcd status
+      meshcd history
+      meshcd audit list --kind rollout.judged
+      meshcd audit verify
       curl -H 'Host: catalog.shop' http://127.0.0.1:{outbound}/products/1   # via frontend's proxy
 
   API: {api_url}/api/status (Bearer token)    metrics: {api_url}/metrics    logs: {short(base / 'logs')}
