@@ -111,6 +111,11 @@ class FaultMesh(CanaryMesh):
         got: dict[str, Any] | None = self.api.get("/api/rollout")["rollout"]
         return got
 
+    def rollout_of(self, rev_id: int) -> dict[str, Any]:
+        """The last status of a revision's rollout (also once it is over)."""
+        got: dict[str, Any] = self.api.get(f"/api/revisions/{rev_id}/rollout")
+        return got
+
     def pin(self) -> dict[str, Any] | None:
         got: dict[str, Any] | None = self.api.get("/api/rollout")["pin"]
         return got
