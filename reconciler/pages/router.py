@@ -313,6 +313,16 @@ def make_pages_router(
         session = need(request)
         return render(request, "_overview_live.html", session, **overview_ctx(session))
 
+    @router.get("/live/actions")
+    def actions_live(request: Request, have: str = "") -> Response:
+        """The actions offered now; 204 (htmx swaps nothing) when they are those the page
+        already shows, so a focused button is not replaced while nothing changed."""
+        session = need(request, Role.OPERATOR)
+        actions = available_actions(data.overview())
+        if ",".join(a.value for a in actions) == have:
+            return Response(status_code=204)
+        return render(request, "_actions.html", session, actions=actions)
+
     # -- revisions -------------------------------------------------------------------------
 
     @router.get("/revisions")

@@ -11,10 +11,7 @@ Screenshots go to test-output/screenshots/."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+from chromium_driver import (
+    SCREENSHOTS,
+    chromium_session,
+    click_and_load,
+    page_text,
+    sign_in_browser,
+)
 from controller_helpers import NS, ConfigRepo, Processes, Serve, free_static_port, mesh_files, until
 
 from reconciler.auth import CSRF_FIELD
@@ -103,65 +107,16 @@ def test_pages_in_serve(tmp_path: Path, procs: Processes) -> None:
 
 # --- canary rollouts on the pages, in a real browser ---------------------------------------
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
-
-
 @pytest.fixture
 def chromium() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary = shutil.which("chromium") or "/usr/bin/chromium"
-    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not (os.path.exists(binary) and os.path.exists(driver_path)):
-        if os.environ.get("CI"):
-            pytest.fail("CI is set, so the browser tests must run: chromium/chromedriver missing")
-        pytest.skip("chromium and chromedriver are not installed")
-    profile = tempfile.mkdtemp(prefix="meshcd-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                 "--window-size=1280,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    try:
+    with chromium_session() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _text(driver: Any, css: str) -> str:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.common.by import By
-
-    for _ in range(20):  # htmx may swap the element while it is read
-        try:
-            return str(driver.find_element(By.CSS_SELECTOR, css).text)
-        except StaleElementReferenceException:
-            continue
-        except NoSuchElementException:
-            return ""
-    return ""
-
-
-def _click_and_load(driver: Any, element: Any) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    old = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, 20).until(ec.staleness_of(old))
 
 
 def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Processes,
                                                     chromium: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver = chromium
     ports = {"web": [free_static_port(), free_static_port()], "api": [free_static_port()]}
     repo = ConfigRepo(tmp_path / "mesh.git")
@@ -190,11 +145,8 @@ def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Proce
     assert made.returncode == 0, made.stderr
     found = TOKEN_RX.search(made.stdout)
     assert found, made.stdout
-    driver.get(serve.api + "/signin")
-    driver.find_element(By.ID, "token").send_keys(found.group(0))
-    _click_and_load(driver, driver.find_element(By.CSS_SELECTOR,
-                                                "form.signin button[type=submit]"))
-    assert "No rollout in progress." in _text(driver, "#rollout-state")
+    sign_in_browser(driver, serve.api, found.group(0))
+    assert "No rollout in progress." in page_text(driver, "#rollout-state")
 
     # api's route changes: its callers (the web proxies) are rolled out in stages.
     c2 = repo.commit(mesh_files(ports, timeout="7s"), "longer timeout")
@@ -205,7 +157,7 @@ def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Proce
 
     until(api_rollout, 60, "the rollout in the API", 0.05)
     seen_by_api = time.monotonic()
-    until(lambda: c2[:12] in _text(driver, "#rollout-state"), 10, "the rollout on the page",
+    until(lambda: c2[:12] in page_text(driver, "#rollout-state"), 10, "the rollout on the page",
           0.05)
     lag = time.monotonic() - seen_by_api
     print(f"overview lag after the API: {lag:.2f} s")
@@ -216,17 +168,18 @@ def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Proce
         "1 proxy, bake 3s", "50%, bake 3s", "100%, bake 3s"]
 
     # No traffic, so the first stage is inconclusive: the rollout waits for an operator.
-    until(lambda: "PAUSED" in _text(driver, "#rollout-state"), 60, "the rollout paused")
+    until(lambda: "PAUSED" in page_text(driver, "#rollout-state"), 60, "the rollout paused")
     assert "Paused:" in driver.page_source
-    driver.get(serve.api + "/")
-    assert driver.find_elements(By.CSS_SELECTOR, "a.action-resume")
+    # The actions follow without a reload: Resume is offered now.
+    until(lambda: driver.find_elements(By.CSS_SELECTOR, "a.action-resume"), 5,
+          "Resume offered on the page")
     driver.save_screenshot(str(SCREENSHOTS / "serve-canary-paused.png"))
 
-    _click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-abort"))
+    click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-abort"))
     assert "/actions/abort" in driver.current_url
     driver.find_element(By.ID, "reason").send_keys("no traffic to judge")
     driver.save_screenshot(str(SCREENSHOTS / "serve-canary-confirm-abort.png"))
-    _click_and_load(driver, driver.find_element(By.ID, "confirm"))
+    click_and_load(driver, driver.find_element(By.ID, "confirm"))
     assert "Done:" in driver.page_source, driver.page_source[:3000]
 
     rev = serve.wait_status(c2, {"rejected", "deployed"}, 60)
@@ -240,41 +193,41 @@ def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Proce
     assert len(asked) == 1 and asked[0]["actor"] == ops[0]["actor"]
     assert asked[0]["data"]["ok"] is True and asked[0]["data"]["via"] == "page"
     assert asked[0]["data"]["reason"] == "no traffic to judge"
-    until(lambda: "No rollout in progress." in _text(driver, "#rollout-state"), 10,
+    until(lambda: "No rollout in progress." in page_text(driver, "#rollout-state"), 10,
           "the overview without a rollout")
 
     # The revision page keeps the rollout: aborted at its first stage, what it touched.
     driver.get(f"{serve.api}/revisions/{rev['id']}")
-    summary = _text(driver, "#rollout-summary")
+    summary = page_text(driver, "#rollout-summary")
     assert "ABORTED" in summary, summary
     stages = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "ol.timeline li")]
     assert len(stages) == 3 and "aborted" in stages[0] and "not-run" in stages[2], stages
-    assert "web.shop" in _text(driver, "#h-blast + table")
+    assert "web.shop" in page_text(driver, "#h-blast + table")
     driver.execute_script("document.getElementById('h-rollout').scrollIntoView()")
     driver.save_screenshot(str(SCREENSHOTS / "serve-canary-revision.png"))
 
     # Roll back from the page to the first revision: the fleet is pinned there (banner) and
     # Resume unpins it.
     driver.get(serve.api + "/")
-    _click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-rollback"))
+    click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-rollback"))
     from selenium.webdriver.support.ui import Select
 
     first = serve.revision_of(c1)
     assert first is not None
     Select(driver.find_element(By.ID, "target")).select_by_value(str(first["id"]))
     driver.find_element(By.ID, "reason").send_keys("back to the first config")
-    _click_and_load(driver, driver.find_element(By.ID, "confirm"))
+    click_and_load(driver, driver.find_element(By.ID, "confirm"))
     assert f"rolling back to revision {first['id']}" in driver.page_source, \
         driver.page_source[:3000]
-    until(lambda: "pinned to revision" in _text(driver, "p.banner"), 30, "the pinned banner")
+    until(lambda: "pinned to revision" in page_text(driver, "p.banner"), 30, "the pinned banner")
     requested = serve.audit("rollback.requested")
     assert len(requested) == 1 and requested[0]["actor"] == ops[0]["actor"]
     pin = serve.get("/api/rollout")["pin"]
     assert pin["revision"] == first["id"] and pin["actor"] == ops[0]["actor"]
     driver.get(serve.api + "/")
     driver.save_screenshot(str(SCREENSHOTS / "serve-canary-pinned.png"))
-    _click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-resume"))
-    _click_and_load(driver, driver.find_element(By.ID, "confirm"))
+    click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "a.action-resume"))
+    click_and_load(driver, driver.find_element(By.ID, "confirm"))
     assert "unpinned" in driver.page_source, driver.page_source[:3000]
     assert serve.get("/api/rollout")["pin"] is None
     unpinned = serve.audit("fleet.unpinned")

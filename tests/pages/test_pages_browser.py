@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -127,6 +128,18 @@ def test_pages_overview_follows_a_rollout_live(site: Site, browser: Any) -> None
     site.data.act(Action.PAUSE, actor="test", target_revision=None)
     wait(driver, 5).until(lambda d: "PAUSED" in text(d, "#rollout-state"))
     assert "Paused:" in driver.page_source
+
+
+def test_pages_actions_follow_the_rollout_without_a_reload(site: Site, browser: Any) -> None:
+    driver = browser
+    sign_in(driver, site, site.operator.token)
+    assert driver.find_elements(By.CSS_SELECTOR, "a.action-pause")
+    pause = driver.find_element(By.CSS_SELECTOR, "a.action-pause")
+    time.sleep(1.5)  # a poll or two with nothing changed: the same element, not a swap
+    assert pause.is_displayed()  # raises StaleElementReferenceException if it was replaced
+    site.data.act(Action.PAUSE, actor="test", target_revision=None)
+    wait(driver, 5).until(lambda d: d.find_elements(By.CSS_SELECTOR, "a.action-resume"))
+    assert not driver.find_elements(By.CSS_SELECTOR, "a.action-pause")
 
 
 def test_pages_operator_aborts_and_the_audit_record_appears(

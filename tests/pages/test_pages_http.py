@@ -288,3 +288,14 @@ def test_pages_session_cookie_is_secure_over_tls(tmp_path: Path) -> None:
         server.should_exit = True
         thread.join(timeout=10)
         engine.dispose()
+
+
+def test_pages_live_actions_answer_204_while_unchanged(site: Site) -> None:
+    with signed_in(site.url, site.operator.token) as client:
+        now = client.get("/live/actions?have=promote,pause,abort,rollback")
+        assert now.status_code == 204 and now.content == b""
+        changed = client.get("/live/actions?have=promote,resume,abort,rollback")
+        assert changed.status_code == 200 and 'class="button action-pause"' in changed.text
+        assert 'hx-get="/live/actions?have=promote,pause,abort,rollback"' in changed.text
+    with signed_in(site.url, site.viewer.token) as client:
+        assert client.get("/live/actions").status_code == 403
