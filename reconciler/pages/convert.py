@@ -314,12 +314,8 @@ def _detail(status: Mapping[str, Any], state: str) -> str:
         waiting = status.get("waitingForAck") or []
         return f"waiting for {len(waiting)} ACK(s)" if waiting else "pushing"
     if phase == "baking":
-        elapsed = status.get("bakeElapsed")
-        ends, now = status.get("bakeEnds"), status.get("now")
-        if elapsed is not None and ends is not None and now is not None:
-            total = float(elapsed) + max(0.0, float(ends) - float(now))
-            return f"baking {float(elapsed):.0f} of {total:.0f} s"
-        return "baking"
+        bake = _bake(status)
+        return f"baking {bake[0]:.0f} of {bake[1]:.0f} s" if bake else "baking"
     if phase == "paused":
         return f"paused: {(status.get('paused') or {}).get('reason', '')}".rstrip(": ")
     if phase == "rolling_back":
@@ -405,7 +401,17 @@ def rollout_view(status: Mapping[str, Any]) -> RolloutView:
         updated_at=now,
         detail=_detail(status, state),
         outcome=str(outcome) if outcome else None,
+        bake=_bake(status),
     )
+
+
+def _bake(status: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(elapsed, total) seconds of the bake in progress; None unless baking."""
+    elapsed, ends, now = status.get("bakeElapsed"), status.get("bakeEnds"), status.get("now")
+    if status.get("phase") != "baking" or elapsed is None or ends is None or now is None:
+        return None
+    done = float(elapsed)
+    return done, done + max(0.0, float(ends) - float(now))
 
 
 def pinned_text(pin: Mapping[str, Any] | None) -> str | None:

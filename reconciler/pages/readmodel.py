@@ -60,6 +60,7 @@ class RolloutView:
     updated_at: datetime
     detail: str = ""  # one line: what it waits for, why it paused, how it ended
     outcome: str | None = None  # promoted | rolled_back | aborted | superseded, once finished
+    bake: tuple[float, float] | None = None  # (seconds baked, seconds the bake lasts) now
 
 
 @dataclass(frozen=True, slots=True)

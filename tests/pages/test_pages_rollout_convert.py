@@ -94,6 +94,7 @@ def test_baking_stage_is_running_with_live_numbers_and_thresholds() -> None:
     assert "p99_vs_baseline_ms" in first.thresholds
     assert first.started_at is not None
     assert view.detail.startswith("baking ")
+    assert view.bake is not None and 0 < view.bake[0] <= view.bake[1] == 3.0
     assert view.outcome is None
     ov = Overview(None, view, {}, None, False, None)
     assert available_actions(ov) == [Action.PROMOTE, Action.PAUSE, Action.ABORT, Action.ROLLBACK]
@@ -140,6 +141,7 @@ def test_pause_resume_abort_by_an_operator() -> None:
     pb.op("pause", actor="token:ana#01234567", reason="looking")
     view = rollout_view(pb.status())
     assert view.state == "paused" and view.stages[0].status == "paused"
+    assert view.bake is None
     assert "looking" in view.detail or "token:ana" in view.detail
     actions = available_actions(Overview(None, view, {}, None, True, None))
     assert actions == [Action.PROMOTE, Action.RESUME, Action.ABORT, Action.ROLLBACK]
