@@ -109,6 +109,38 @@ def fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def report(doc: dict[str, Any], args: argparse.Namespace) -> None:
+    say("")
+    say(machine())
+    say(f"{'scenario':<18}{'decision_s':>11}{'rollback_s':>11}{'failed_share':>14}"
+        f"{'stage':>7}  caught by")
+    for name, row in doc["scenarios"].items():
+        by = row["signal"] or ",".join(row["failedChecks"]) or row["status"]
+        say(f"{name:<18}{fmt(row['decision_s'], '.2f'):>11}{fmt(row['rollback_s'], '.3f'):>11}"
+            f"{row['failed_share']:>14.4f}{row['stage'] or '-':>7}  {by}")
+    for name, row in doc.get("all_at_once", {}).items():
+        say(f"{name + ' all-at-once':<18}{'-':>11}{'-':>11}{row['failed_share']:>14.4f}"
+            f"{'-':>7}  (not caught: {row['status']})")
+    if doc["healthy_runs"]:
+        secs = [h["seconds"] for h in doc["healthy"]]
+        say(f"healthy: {doc['healthy_runs']} changes, {doc['false_rollbacks']} false "
+            f"rollbacks; rollout p50 {statistics.median(secs):.1f} s, max {max(secs):.1f} s")
+    say("targets: decision < 15 s, rollback < 1 s, failed_share < 0.01, 0 false rollbacks")
+    misses = [f"{n}.{k}" for n, row in doc["scenarios"].items() for k, lim in TARGETS.items()
+              if row.get(k) is not None and row[k] >= lim]
+    if doc["false_rollbacks"]:
+        misses.append("false_rollbacks")
+    say("all targets met" if not misses else f"missed: {', '.join(misses)}")
+    doc["machine"] = machine()
+    doc["settings"] = {"callers": args.callers, "backends": args.backends, "rate": args.rate,
+                       "window_s": args.window, "preset": "fast",
+                       "minRequests": args.min_requests}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2))
+        say(f"wrote {args.json}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--callers", type=int, default=10)
@@ -141,52 +173,26 @@ def main(argv: list[str] | None = None) -> int:
                     o = run_bad_change(mesh, load, kind, window=args.window, log=say)
                     doc["scenarios"][kind] = describe(o)
                     say(f"  {kind}: {json.dumps(doc['scenarios'][kind])}")
-                healthy = []
+                healthy: list[Any] = []
                 for n in range(1, args.healthy + 1):
                     run = run_healthy_change(mesh, n)
                     healthy.append(run)
+                    doc["healthy_runs"] = len(healthy)
+                    doc["false_rollbacks"] = sum(r.status != "deployed" for r in healthy)
+                    doc["healthy"] = [{"n": r.n, "status": r.status,
+                                       "seconds": round(r.seconds, 2), "decisions": r.decisions,
+                                       "reason": r.reason, "failedVerdict": r.failed_verdict}
+                                      for r in healthy]
                     say(f"  healthy {n}: {run.status} ({run.outcome}) in {run.seconds:.1f} s")
-                    until(lambda c=run.commit: mesh.synced(c), 120, "every proxy synced", 0.5)
-                doc["healthy_runs"] = len(healthy)
-                doc["false_rollbacks"] = sum(r.status != "deployed" for r in healthy)
-                doc["healthy"] = [{"n": r.n, "status": r.status, "seconds": round(r.seconds, 2),
-                                   "decisions": r.decisions, "reason": r.reason}
-                                  for r in healthy]
+                    if run.failed_verdict is not None:
+                        say(f"    FALSE ROLLBACK: {json.dumps(run.failed_verdict)}")
                 if args.all_at_once:
                     say("  5xx all at once ...")
                     doc["all_at_once"] = {"5xx": all_at_once_5xx(mesh, load, args.window)}
         finally:
             mesh.close()
+            report(doc, args)
 
-    say("")
-    say(machine())
-    say(f"{'scenario':<18}{'decision_s':>11}{'rollback_s':>11}{'failed_share':>14}"
-        f"{'stage':>7}  caught by")
-    for name, row in doc["scenarios"].items():
-        by = row["signal"] or ",".join(row["failedChecks"]) or row["status"]
-        say(f"{name:<18}{fmt(row['decision_s'], '.2f'):>11}{fmt(row['rollback_s'], '.3f'):>11}"
-            f"{row['failed_share']:>14.4f}{row['stage'] or '-':>7}  {by}")
-    for name, row in doc.get("all_at_once", {}).items():
-        say(f"{name + ' all-at-once':<18}{'-':>11}{'-':>11}{row['failed_share']:>14.4f}"
-            f"{'-':>7}  (not caught: {row['status']})")
-    if doc["healthy_runs"]:
-        secs = [h["seconds"] for h in doc["healthy"]]
-        say(f"healthy: {doc['healthy_runs']} changes, {doc['false_rollbacks']} false "
-            f"rollbacks; rollout p50 {statistics.median(secs):.1f} s, max {max(secs):.1f} s")
-    say("targets: decision < 15 s, rollback < 1 s, failed_share < 0.01, 0 false rollbacks")
-    misses = [f"{n}.{k}" for n, row in doc["scenarios"].items() for k, lim in TARGETS.items()
-              if row.get(k) is not None and row[k] >= lim]
-    if doc["false_rollbacks"]:
-        misses.append("false_rollbacks")
-    say("all targets met" if not misses else f"missed: {', '.join(misses)}")
-    doc["machine"] = machine()
-    doc["settings"] = {"callers": args.callers, "backends": args.backends, "rate": args.rate,
-                       "window_s": args.window, "preset": "fast",
-                       "minRequests": args.min_requests}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2))
-        say(f"wrote {args.json}")
     return 0
 
 

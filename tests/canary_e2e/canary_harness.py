@@ -766,6 +766,7 @@ class HealthyRun:
     seconds: float
     decisions: list[str]
     reason: str
+    failed_verdict: dict[str, Any] | None = None  # the judge's verdict when it was not promoted
 
 
 def run_healthy_change(mesh: CanaryMesh, n: int, *, timeout: float = 180) -> HealthyRun:
@@ -779,11 +780,17 @@ def run_healthy_change(mesh: CanaryMesh, n: int, *, timeout: float = 180) -> Hea
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{mesh.diagnose(commit)}") from None
     took = time.monotonic() - t0
-    mesh.healthy = ch
     judged = [r["data"] for r in mesh.audit(subject=commit, kind="rollout.judged")]
+    if rev["status"] == "deployed":
+        mesh.healthy = ch
+        until(lambda: mesh.synced(commit), 120, f"every proxy on healthy change {n}", 0.25)
+    else:  # rolled back: the proxies go back to the last good config
+        until(lambda: mesh.synced(), 120, f"every proxy back after healthy change {n}", 0.25)
+    failed = [j for j in judged if str(j.get("outcome")).lower() == "failed"]
     return HealthyRun(n, commit, rev["status"], rev.get("outcome"), took,
                       [f"stage {j.get('stage')}: {j.get('outcome')} -> {j.get('decision')}"
-                       for j in judged], rev.get("reason") or "")
+                       for j in judged], rev.get("reason") or "",
+                      failed[0] if failed else None)
 
 
 def machine() -> str:
