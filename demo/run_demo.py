@@ -422,7 +422,7 @@ class Story:
         watch = self.watch()
         start = time.time()
         commit = edit(self.work, "timeout: 5s", "timeout: 6s", "catalog: default timeout 6s")
-        rev = wait(lambda: finished_revision(self.api, commit), 240,
+        rev: dict[str, Any] = wait(lambda: finished_revision(self.api, commit), 240,
                    "the good change's rollout to finish", self.children)
         self.finish_watch(watch, 0)
         if rev["status"] != "deployed":
@@ -456,7 +456,7 @@ class Story:
                       "      timeout: 3s\n      fault:\n        abort: {httpStatus: 503, "
                       f"percent: {BAD_PERCENT}}}\n",
                       f"catalog: fault-inject 503 on {BAD_PERCENT}% of reads (a bad change)")
-        rev = wait(lambda: finished_revision(self.api, commit), 120,
+        rev: dict[str, Any] = wait(lambda: finished_revision(self.api, commit), 120,
                    "the bad change's rollout to finish", self.children)
         if rev["status"] != "rejected":
             raise DemoError(f"the canary did not catch the bad route: revision #{rev['id']} is "
