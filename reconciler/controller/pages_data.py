@@ -173,7 +173,13 @@ class ControllerPagesData:
         return FleetPage(rows=tuple(rows[start:start + max(0, limit)]), total=len(rows))
 
     def act(
-        self, action: Action, *, actor: str, target_revision: int | None, reason: str = ""
+        self,
+        action: Action,
+        *,
+        actor: str,
+        target_revision: int | None,
+        reason: str = "",
+        fast: bool = False,
     ) -> ActionResult:
         ctl = self._ctl
         if action is Action.ROLLBACK:
@@ -181,7 +187,7 @@ class ControllerPagesData:
             if rollback is None:
                 return ActionResult(ok=False, message=NO_ROLLOUT.format(action=action.value))
             try:
-                answer = self._on_loop(rollback(target_revision, fast=False, revert=False,
+                answer = self._on_loop(rollback(target_revision, fast=fast, revert=False,
                                                 actor=actor, reason=reason))
             except Exception as exc:
                 # RollbackRefused (by name: this module must not import the service).

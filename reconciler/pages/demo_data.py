@@ -237,7 +237,13 @@ class SqlPagesData:
         )
 
     def act(
-        self, action: Action, *, actor: str, target_revision: int | None, reason: str = ""
+        self,
+        action: Action,
+        *,
+        actor: str,
+        target_revision: int | None,
+        reason: str = "",
+        fast: bool = False,
     ) -> ActionResult:
         now = self._clock()
         with write_transaction(self.engine) as c:

@@ -192,8 +192,15 @@ class PagesData(Protocol):
     ) -> FleetPage: ...
 
     def act(
-        self, action: Action, *, actor: str, target_revision: int | None, reason: str = ""
+        self,
+        action: Action,
+        *,
+        actor: str,
+        target_revision: int | None,
+        reason: str = "",
+        fast: bool = False,
     ) -> ActionResult:
         """Carry out an operator action; `ok=False` with a reason when it does not apply.
-        `reason` is the operator's note, passed on to the controller's own audit records."""
+        `reason` is the operator's note, passed on to the controller's own audit records;
+        `fast` (rollback only): deploy the target at once instead of in canary stages."""
         ...

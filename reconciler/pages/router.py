@@ -558,13 +558,16 @@ def make_pages_router(
             target = int(raw)
         actor = session.principal.actor
         reason = " ".join(form.get("reason", "").split())[:500]
+        fast = action is Action.ROLLBACK and form.get("fast") == "yes"
 
         def run() -> Any:
             overview = data.overview()
             subject = f"revision {overview.rollout.revision_id}" if overview.rollout else ""
             if target is not None:
                 subject = f"revision {target}"
-            result = data.act(action, actor=actor, target_revision=target, reason=reason)
+            result = data.act(
+                action, actor=actor, target_revision=target, reason=reason, fast=fast
+            )
             audit.append(
                 actor,
                 f"action.{action.value}",
@@ -574,6 +577,7 @@ def make_pages_router(
                     "message": result.message,
                     "target_revision": target,
                     "reason": reason,
+                    "fast": fast,
                     "via": "page",
                     "role": session.principal.role.value,
                 },

@@ -216,12 +216,15 @@ def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Proce
     assert first is not None
     Select(driver.find_element(By.ID, "target")).select_by_value(str(first["id"]))
     driver.find_element(By.ID, "reason").send_keys("back to the first config")
+    driver.find_element(By.ID, "fast").click()
     click_and_load(driver, driver.find_element(By.ID, "confirm"))
     assert f"rolling back to revision {first['id']}" in driver.page_source, \
         driver.page_source[:3000]
     until(lambda: "pinned to revision" in page_text(driver, "p.banner"), 30, "the pinned banner")
     requested = serve.audit("rollback.requested")
     assert len(requested) == 1 and requested[0]["actor"] == ops[0]["actor"]
+    assert requested[0]["data"]["fast"] is True
+    assert requested[0]["data"]["reason"] == "back to the first config"
     pin = serve.get("/api/rollout")["pin"]
     assert pin["revision"] == first["id"] and pin["actor"] == ops[0]["actor"]
     driver.get(serve.api + "/")
