@@ -32,8 +32,10 @@ pytest: $(STAMP)
 
 test: lint layers typecheck pytest
 
-# Validates the example, then runs the controller, sample apps and one proxy per app
-# on this machine; edit and `git push` in .meshcd-demo/mesh-config. Ctrl-C stops it all.
+# Validates the example, then runs the controller, sample apps, one proxy per app and a steady
+# load on this machine and tells the canary story: a good change promoted stage by stage, a bad
+# route caught by the canary and rolled back. Then edit and `git push` in
+# .meshcd-demo/mesh-config yourself. Ctrl-C stops it all.
 demo: $(STAMP)
 	$(BIN)/meshcd validate repo_layout_example
 	$(BIN)/python demo/run_demo.py
