@@ -15,6 +15,11 @@ _SPARK = ".:-=+*#%@"
 SPARK_SECONDS = 30
 
 
+def _cut(text: str, n: int) -> str:
+    """`text` up to `n` characters, with an ellipsis when cut (a cut must not look whole)."""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _bar(done: float, total: float, width: int) -> str:
     frac = 0.0 if total <= 0 else max(0.0, min(1.0, done / total))
     full = round(frac * width)
@@ -188,7 +193,7 @@ def render_status(status: Mapping[str, Any], width: int = 30) -> str:
         lines.extend(stage_bars(s, max(10, width * 2 // 3)))
     lines.extend(series_lines(s.get("series") or []))
     for h in s.get("history", []):
-        lines.append(f"  stage {h['stage']}: {h['outcome']} ({h['reason'][:100]})")
+        lines.append(f"  stage {h['stage']}: {h['outcome']} ({_cut(h['reason'], 100)})")
     if s.get("phase") == "paused":
         lines.append("  waiting for an operator: `meshcd rollout resume` bakes the stage again, "
                      "`promote` passes it, `abort` rolls back")
@@ -276,7 +281,7 @@ def render_final(status: Mapping[str, Any], width: int = 30) -> str:
         lines.append("  stages:")
         lines.extend(stage_bars(s, max(10, width * 2 // 3)))
     for h in s.get("history", []):
-        lines.append(f"  stage {h['stage']}: {h['outcome']} ({h['reason'][:200]})")
+        lines.append(f"  stage {h['stage']}: {h['outcome']} ({_cut(h['reason'], 200)})")
     verdict = s.get("lastVerdict")
     if verdict and o.get("outcome") != "promoted":
         lines.extend(verdict_lines(verdict))
