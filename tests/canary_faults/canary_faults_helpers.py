@@ -116,6 +116,19 @@ class FaultMesh(CanaryMesh):
         got: dict[str, Any] = self.api.get(f"/api/revisions/{rev_id}/rollout")
         return got
 
+    def persisted_phase(self, rev_id: int) -> str | None:
+        """The rollout phase the controller has written to its store (what a restart
+        resumes from), read straight from the database."""
+        from reconciler.revisions.store import RevisionStore
+        from reconciler.store import open_engine, sqlite_url
+
+        engine = open_engine(sqlite_url(self.data_dir))
+        try:
+            saved = RevisionStore(engine).load_rollout(rev_id)
+        finally:
+            engine.dispose()
+        return None if saved is None else str(saved[0].get("phase"))
+
     def pin(self) -> dict[str, Any] | None:
         got: dict[str, Any] | None = self.api.get("/api/rollout")["pin"]
         return got
@@ -142,6 +155,32 @@ class FaultMesh(CanaryMesh):
             return self.wait_status(commit, FINAL, timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.diagnose(commit)}") from None
+
+    def settle(self, timeout: float = 90) -> None:
+        """Leave no rollout running, no pin, every proxy SYNCED (so that a failed test does not
+        fail the next one): abort, unpin, wait."""
+        import time
+
+        if self.serve is None or self.serve.popen.poll() is not None:
+            self.start_serve()
+        for pid, proc in list(self.proxies.items()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+            if proc.popen.poll() is not None:
+                self.restart_proxy(pid)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with contextlib.suppress(OSError, AssertionError):
+                got = self.api.get("/api/rollout")
+                if got["rollout"] is not None:
+                    self.post("/api/rollout/abort", {"reason": "test cleanup"})
+                elif got["pin"] is not None:
+                    self.post("/api/rollout/resume", {})
+                elif self.synced() and self.api.get("/api/status")["deployState"] == "idle":
+                    return
+            time.sleep(0.2)
+        raise AssertionError("the mesh did not settle:\n" + self.diagnose(
+            self.revisions()[0]["commit"]))
 
     def kill_serve(self) -> None:
         """SIGKILL: no shutdown code runs (no controller.stopped, no flush)."""

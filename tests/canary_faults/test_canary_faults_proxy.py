@@ -25,6 +25,11 @@ def mesh() -> Iterator[FaultMesh]:
         yield m
 
 
+@pytest.fixture(autouse=True)
+def _settled(mesh: FaultMesh) -> None:
+    mesh.settle()  # whatever the previous test left running
+
+
 def test_canary_killed_after_ack_fails_the_stage_and_comes_back_on_the_old_config(
         mesh: FaultMesh) -> None:
     mesh.stages = (("2", 8.0), ("100%", 1.0))  # two canaries of four callers in stage 1

@@ -32,6 +32,11 @@ def mesh() -> Iterator[FaultMesh]:
         yield m
 
 
+@pytest.fixture(autouse=True)
+def _settled(mesh: FaultMesh) -> None:
+    mesh.settle()  # whatever the previous test left running
+
+
 def _check_final(mesh: FaultMesh, commit: str, before: dict[str, Any], previous: str) -> str:
     """The rollout ended once and everything agrees on how; returns the outcome."""
     rev = mesh.finish(commit)

@@ -28,13 +28,20 @@ from controller_helpers import until
 from reconciler.store import sqlite_url
 
 RATE = 30.0  # requests/s over 3 callers: ~10 per caller proxy
+FINAL_STATUSES = {"deployed", "rejected", "failed", "superseded", "invalid"}
 
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[FaultMesh]:
-    # stage 1 bakes 8 s, long enough for the kill to land in it; stage 2 (every caller) 1 s
-    with fault_mesh("canary-faults-restart-", 3, 1, stages=(("1", 8.0), ("100%", 1.0))) as m:
+    # stage 1 bakes 5 s, long enough for the kill to land in it and for the 503s after the
+    # restart to be judged; stage 2 (every caller) 1 s
+    with fault_mesh("canary-faults-restart-", 3, 1, stages=(("1", 5.0), ("100%", 1.0))) as m:
         yield m
+
+
+@pytest.fixture(autouse=True)
+def _settled(mesh: FaultMesh) -> None:
+    mesh.settle()  # whatever the previous test left running
 
 
 def _verify_offline(mesh: FaultMesh) -> None:
@@ -160,7 +167,161 @@ def test_killed_while_rolling_back_sends_the_rollback_again(mesh: FaultMesh) -> 
     until(lambda: mesh.versions() == before and mesh.on(previous), 60,
           "every proxy back on the previous commit")
     mesh.verify_audit()
-    # the next commit starts from the last good config and is promoted
-    again = mesh.commit_healthy("healthy again after the aborted rollout")
-    assert mesh.finish(again)["status"] == "deployed", mesh.diagnose(again)
-    until(lambda: mesh.on(again), 60, "every proxy on the next commit")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: RolloutEngine.restore leaves a paused rollout as it was, but serve's start-up "
+    "set_desired(deployed_assignments()) and the hellos put the canary back on the old config; "
+    "resume then bakes (judges) the old config as the canary (reconciler/rollout/engine.py, "
+    "RolloutEngine.restore); see the #6 fault-tests report"))
+def test_killed_while_paused_stays_paused_with_the_canary_on_the_new_config(
+        mesh: FaultMesh) -> None:
+    until(lambda: mesh.synced(), 60, "a synced fleet")
+    before = mesh.versions()
+    commit = mesh.commit_healthy("healthy, paused, controller killed")
+    st = mesh.wait_rollout(commit, {"baking"}, stage=1)
+    canary = st["canaries"][0]
+    status, doc = mesh.post("/api/rollout/pause", {"reason": "lunch"})
+    assert status == 200, doc
+    new_version = mesh.ledger()[canary]["ackedVersion"]
+    assert new_version != before[canary]
+    rev_id = mesh.revision_of(commit)["id"]
+    # killed once the pause is in the store (an answered pause the store lacks is the next
+    # test's business)
+    until(lambda: mesh.persisted_phase(rev_id) == "paused", 10, "the pause persisted")
+    mesh.kill_serve()
+    mesh.start_serve()
+
+    st = mesh.wait_rollout(commit, {"paused"}, timeout=60)  # a pause survives a restart
+    restored = mesh.audit(subject=commit, kind="rollout.restored")
+    assert [r["data"]["phase"] for r in restored] == ["paused"], restored
+    assert restored[0]["data"]["repeated"] is False
+    assert st["canaries"] == [canary]
+    # what the rollout calls its canary must run the new config: a resumed bake judges it
+    until(lambda: mesh.ledger().get(canary, {}).get("state") == "SYNCED", 60,
+          "the canary reconnected")
+    try:
+        until(lambda: mesh.ledger()[canary]["ackedVersion"] == new_version, 10,
+              "the paused canary on the new config after the restart")
+    except AssertionError:
+        led = mesh.ledger()[canary]
+        raise AssertionError(
+            f"after the restart the paused rollout still counts {canary} as its canary, but "
+            f"the proxy runs {led['ackedVersion'][:12]} (its old config is "
+            f"{before[canary][:12]}, the new one {new_version[:12]}); desired revision "
+            f"{led['desiredRevision'][:12]}, rollout commit {commit[:12]}") from None
+    status, doc = mesh.post("/api/rollout/resume", {})
+    assert status == 200, doc
+    st = mesh.wait_rollout(commit, {"baking"}, stage=1)
+    assert mesh.ledger()[canary]["ackedVersion"] == new_version  # the bake judges the new one
+    rev = mesh.finish(commit)
+    assert rev["status"] == "deployed" and rev["outcome"] == "promoted", mesh.diagnose(commit)
+    until(lambda: mesh.on(commit), 60, "every proxy on the promoted commit")
+    mesh.verify_audit()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: CanaryDeployer._consume answers the operator before it runs the commands (Audit, "
+    "Persist): a crash right after a 200 loses the pause (reconciler/revisions/canary.py, "
+    "CanaryDeployer._consume); see the #6 fault-tests report"))
+def test_an_answered_pause_survives_a_kill_right_after_the_answer(mesh: FaultMesh) -> None:
+    until(lambda: mesh.synced() and mesh.rollout() is None, 60, "an idle, synced fleet")
+    commit = mesh.commit_healthy("healthy, paused, killed the moment the pause is answered")
+    mesh.wait_rollout(commit, {"baking"}, stage=1)
+    status, doc = mesh.post("/api/rollout/pause", {"reason": "hold it"})
+    mesh.kill_serve()  # the operator saw 200: the pause must hold whatever happens next
+    assert status == 200 and doc["accepted"], doc
+    mesh.start_serve()
+    restored = until(lambda: mesh.audit(subject=commit, kind="rollout.restored"), 60,
+                     "the rollout restored")
+    ops = mesh.ops(commit)
+    assert restored[0]["data"]["phase"] == "paused" and len(ops) == 1, (
+        f"the pause was answered 200 ({'audited' if ops else 'not even audited'}), but the "
+        f"restart resumed the rollout from {restored[0]['data']['phase']!r}: neither the "
+        "audit record nor the state had to be in the store when the API answered")
+    assert ops[0]["data"]["action"] == "pause"
+    assert mesh.rollout()["phase"] == "paused"
+    status, doc = mesh.post("/api/rollout/abort", {"reason": "done testing"})
+    assert status == 200, doc
+    rev = mesh.finish(commit)
+    assert rev["status"] == "rejected" and rev["outcome"] == "aborted"
+    until(lambda: mesh.synced(), 60, "a synced fleet")
+    mesh.verify_audit()
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "bug, racy: a commit enqueued while the resumed revision is still being evaluated (before "
+    "Pipeline._rolling_out is set) is never announced to the rollout (NewCommit), so "
+    "onNewCommit: restart is not honoured; whether the first fetch after the restart lands "
+    "before or after that point is timing (reconciler/revisions/pipeline.py, Pipeline.enqueue "
+    "and Pipeline.process); see the #6 fault-tests report"))
+def test_a_commit_pushed_while_the_controller_is_down_supersedes_the_resumed_rollout(
+        mesh: FaultMesh) -> None:
+    until(lambda: mesh.synced() and mesh.rollout() is None, 60, "an idle, synced fleet")
+    commit = mesh.commit_healthy("healthy, controller killed in stage 1")
+    mesh.wait_rollout(commit, {"baking"}, stage=1)
+    mesh.kill_serve()
+    newer = mesh.commit_healthy("pushed while the controller is down")
+    mesh.start_serve()
+    got = mesh.finish(newer)
+    assert got["status"] == "deployed" and got["outcome"] == "promoted", mesh.diagnose(newer)
+    until(lambda: mesh.on(newer), 60, "every proxy on the newer commit")
+    old = mesh.revision_of(commit)
+    assert old is not None
+    # onNewCommit: restart. The resumed rollout learns of the newer commit once it is fetched
+    # and gives way to it (superseded), as it would had the controller never stopped.
+    assert old["status"] == "superseded" and old["outcome"] == "superseded", (
+        f"{old['status']} / {old['outcome']}: the newer commit {newer[:12]} was fetched while "
+        f"the resumed rollout of {commit[:12]} ran, and the rollout was never told\n"
+        + mesh.diagnose(commit))
+    mesh.verify_audit()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bugs: after the restart the aborted revision is failed ('interrupted by a controller "
+    "restart') instead of finishing its rollback as rejected/aborted (recovery_plan + "
+    "Pipeline.restore); the branch head is recorded again (Pipeline.restore's last_recorded "
+    "from the rollback revision); the rollback revision can be superseded by it "
+    "(Pipeline.process supersedes a planned rollback revision); see the #6 fault-tests report"))
+def test_killed_right_after_a_rollback_request_during_a_rollout(mesh: FaultMesh) -> None:
+    until(lambda: mesh.synced() and mesh.rollout() is None, 60, "an idle, synced fleet")
+    good = next(r for r in mesh.revisions() if r["status"] == "deployed")
+    good_versions = mesh.versions()
+    commit = mesh.commit_healthy("healthy, rolled back by hand, controller killed")
+    mesh.wait_rollout(commit, {"baking"}, stage=1)
+    rolling = mesh.revision_of(commit)
+    assert rolling is not None
+    status, doc = mesh.post("/api/rollback", {"reason": "crash test"})
+    assert status == 202 and doc["target"] == good["id"], doc
+    mesh.kill_serve()
+    mesh.start_serve()
+
+    # the fleet ends on the target, pinned there, whatever else happens
+    until(lambda: mesh.on(good["commit"]) and mesh.versions() == good_versions, 60,
+          "every proxy on the rollback target")
+    until(lambda: mesh.api.get(f"/api/revisions/{doc['revision']}")["status"] in FINAL_STATUSES,
+          60, "the rollback revision settled")
+    until(lambda: mesh.api.get("/api/status")["fetch"]["total_fetches"] >= 3, 30,
+          "a few fetches after the restart")
+    assert mesh.pin() is not None and mesh.pin()["revision"] == good["id"]
+    problems = []
+    aborted = mesh.api.get(f"/api/revisions/{rolling['id']}")
+    if (aborted["status"], aborted.get("outcome")) != ("rejected", "aborted"):
+        problems.append(f"the aborted revision {rolling['id']} is {aborted['status']} "
+                        f"(outcome {aborted.get('outcome')}, reason {aborted.get('reason')!r}), "
+                        "not rejected/aborted")
+    back = mesh.api.get(f"/api/revisions/{doc['revision']}")
+    if back["status"] != "deployed":
+        problems.append(f"the rollback revision {back['id']} is {back['status']} "
+                        f"({back.get('reason')!r}), not deployed")
+    again = [r for r in mesh.revisions() if r["commit"] == commit]
+    if len(again) != 1:
+        problems.append(f"the aborted commit {commit[:12]} was recorded again after the "
+                        f"restart: {[(r['id'], r['status'], r['reason']) for r in again]}")
+    finished = mesh.audit(subject=commit, kind="rollout.finished")
+    if len(finished) != 1:
+        problems.append(f"{len(finished)} rollout.finished records for the aborted rollout")
+    assert not problems, "\n".join(problems)
+    mesh.verify_audit()
+    status, doc = mesh.post("/api/rollout/resume", {})
+    assert status == 200, doc

@@ -14,7 +14,10 @@ against a real `meshcd serve` with real proxies.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -27,6 +30,11 @@ def mesh() -> Iterator[FaultMesh]:
     # stage 1 bakes 4 s: the rollback lands in it (the test acts as soon as it bakes)
     with fault_mesh("canary-faults-rollback-", 3, 1, stages=(("1", 4.0), ("100%", 1.0))) as m:
         yield m
+
+
+@pytest.fixture(autouse=True)
+def _settled(mesh: FaultMesh) -> None:
+    mesh.settle()  # whatever the previous test left running
 
 
 def _deployed(mesh: FaultMesh) -> dict[str, Any]:
@@ -138,6 +146,97 @@ def test_rollback_to_an_older_revision_during_a_rollout(mesh: FaultMesh) -> None
     # unpin for whatever runs next in this module
     status, doc = mesh.post("/api/rollout/resume", {})
     assert status == 200 and "unpinned" in doc["message"], doc
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: Pipeline.restore takes the newest revision's commit as the last branch head seen; "
+    "after a rollback that is the rollback target, so the first fetch records the branch head "
+    "(here the rejected commit) again and deploys it (reconciler/revisions/pipeline.py, "
+    "Pipeline.restore); see the #6 fault-tests report"))
+def test_a_restart_after_a_rollback_does_not_bring_back_the_aborted_commit(
+        mesh: FaultMesh) -> None:
+    commit = mesh.commit_healthy("aborted by a rollback, then the controller restarts")
+    mesh.wait_rollout(commit, {"baking"}, stage=1)
+    status, doc = mesh.post("/api/rollback", {"fast": True, "reason": "no"})
+    assert status == 202, doc
+    rev = mesh.finish(commit)
+    assert rev["status"] == "rejected" and rev["outcome"] == "aborted", mesh.diagnose(commit)
+    until(lambda: mesh.api.get(f"/api/revisions/{doc['revision']}")["status"] == "deployed",
+          60, "the rollback revision deployed")
+    status, unpinned = mesh.post("/api/rollout/resume", {})
+    assert status == 200 and "unpinned" in unpinned["message"], unpinned
+    until(lambda: mesh.synced() and mesh.rollout() is None, 60, "an idle fleet")
+    serving = mesh.versions()
+
+    mesh.stop_serve()  # a plain restart (SIGTERM), nothing in flight
+    mesh.start_serve()
+    until(lambda: mesh.api.get("/api/status")["fetch"]["total_fetches"] >= 3, 30,
+          "a few fetches after the restart")
+    again = [r for r in mesh.revisions() if r["commit"] == commit]
+    assert len(again) == 1, (
+        f"the branch head {commit[:12]} was rejected (aborted) before the restart and was "
+        f"recorded again after it: {[(r['id'], r['status'], r['trigger']) for r in again]}; "
+        "the newest revision was the rollback's, whose commit is the rollback target, and "
+        "the controller took it for the last branch head it had seen")
+    until(lambda: mesh.synced() and mesh.rollout() is None, 60, "an idle fleet")
+    assert mesh.versions() == serving
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: Pipeline.enqueue keeps one urgent (rollback) revision: a second rollback enqueued "
+    "before the worker took the first overwrites it, and the first stays `detected` forever "
+    "(reconciler/revisions/pipeline.py, Pipeline.enqueue); see the #6 fault-tests report"))
+def test_two_operators_roll_back_at_once_during_a_rollout(mesh: FaultMesh) -> None:
+    good = _deployed(mesh)
+    good_versions = mesh.versions()
+    (ana, ana_actor), (bo, bo_actor) = mesh.token("operator", "ana"), mesh.token("operator", "bo")
+    commit = mesh.commit_healthy("two operators roll it back at the same time")
+    st = mesh.wait_rollout(commit, {"baking"}, stage=1)
+    canary = st["canaries"][0]
+    gate = threading.Barrier(2)
+
+    def rollback(token: str) -> tuple[int, Any]:
+        gate.wait(5)
+        return mesh.post("/api/rollback", {"reason": "me too"}, token=token)
+
+    # The canary is stopped, so the aborted rollout's rollback waits for its ACK while both
+    # requests land (as it would for a slow proxy); then it goes on.
+    mesh.signal_proxy(canary, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(rollback, (ana, bo)))
+        mesh.wait_rollout(commit, {"rolling_back"}, timeout=10)
+    finally:
+        mesh.signal_proxy(canary, signal.SIGCONT)
+    assert all(s in (202, 409) for s, _ in answers), answers
+    made = [doc for s, doc in answers if s == 202]
+    assert made, answers
+    rev = mesh.finish(commit)
+    assert rev["status"] == "rejected" and rev["outcome"] == "aborted", mesh.diagnose(commit)
+    aborts = mesh.ops(commit)
+    assert len(aborts) == 1 and aborts[0]["actor"] in (ana_actor, bo_actor), aborts
+    # every rollback revision the API answered with reaches a final status; the fleet ends on
+    # the last good revision, pinned there
+    for doc in made:
+        try:
+            until(lambda d=doc: mesh.api.get(f"/api/revisions/{d['revision']}")["status"]
+                  in ("deployed", "superseded"), 15,
+                  f"rollback revision {doc['revision']} deployed or superseded")
+        except AssertionError:
+            stuck = mesh.api.get(f"/api/revisions/{doc['revision']}")
+            raise AssertionError(
+                f"rollback revision {stuck['id']} (asked by {doc['actor']}) is still "
+                f"{stuck['status']} 15 s later; the API answered {answers}; revisions "
+                f"{[(r['id'], r['trigger'], r['status']) for r in mesh.revisions()[:5]]}; "
+                f"pin {mesh.pin()}") from None
+    statuses = [mesh.api.get(f"/api/revisions/{d['revision']}")["status"] for d in made]
+    assert statuses.count("deployed") >= 1, statuses
+    until(lambda: mesh.on(good["commit"]) and mesh.versions() == good_versions, 60,
+          "every proxy on the last good revision")
+    pin = mesh.pin()
+    assert pin is not None and pin["revision"] == good["id"]
+    assert pin["actor"] in {d["actor"] for d in made}
+    mesh.verify_audit()
 
 
 def test_refusals_when_nothing_runs(mesh: FaultMesh) -> None:
