@@ -91,7 +91,13 @@ class CanaryDeployer:
         self.rollback_timeout = rollback_timeout
         self.all_at_once = AllAtOnceDeployer(fleet, timeout=ack_timeout)
         self.active: _Rollout | None = None
-        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[Reply] | None]] = asyncio.Queue()
+        self._starting = False  # deploy() runs but the engine is not built yet
+        self._early_commit: str | None = None  # a NewCommit that came in meanwhile
+        # Events (with the future an operator command waits on), or commands to run in order.
+        # Each item may name the rollout it belongs to: a timer or an ACK of an earlier
+        # rollout must not reach the next one (timer tokens restart with each engine).
+        self._queue: asyncio.Queue[tuple[Event | list[Command], asyncio.Future[Reply] | None,
+                                         _Rollout | None]] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
 
     # -- Deployer ----------------------------------------------------------------------------
@@ -99,6 +105,13 @@ class CanaryDeployer:
     async def deploy(self, request: DeployRequest) -> DeployVerdict:
         if request.strategy == "all-at-once":
             return await self.all_at_once.deploy(request)
+        self._starting, self._early_commit = True, None
+        try:
+            return await self._deploy(request)
+        finally:
+            self._starting, self._early_commit = False, None
+
+    async def _deploy(self, request: DeployRequest) -> DeployVerdict:
         snapshots: dict[str, DesiredSnapshot] = {}
         for d in (*request.previous.values(), *request.snapshots.values()):
             snapshots[d.version] = d
@@ -120,8 +133,12 @@ class CanaryDeployer:
                            loop.create_future(), SeriesRecorder())
         self.active = rollout
         self._ensure_consumer()
+        # The first commands go through the queue too, so that nothing an event causes can
+        # run before them (an abort's rollback push before the first stage's push).
+        self._queue.put_nowait((commands, None, rollout))
+        if self._early_commit is not None:
+            self.feed(NewCommit(self._early_commit, self.now()))
         try:
-            await self._run(rollout, commands)
             finished = await rollout.finished
         finally:
             for task in rollout.waits:
@@ -181,6 +198,9 @@ class CanaryDeployer:
     def new_commit(self, commit: str) -> bool:
         """A newer valid commit is waiting. False when no rollout runs."""
         if self.active is None:
+            if self._starting:
+                self._early_commit = commit  # handed over once the engine is built
+                return True
             return False
         self.feed(NewCommit(commit, self.now()))
         return True
@@ -208,8 +228,9 @@ class CanaryDeployer:
         return {**r.engine.status(self.now()), "revisionId": r.revision_id, "commit": r.commit,
                 "startedAt": r.started_at, "series": r.series.to_list()}
 
-    def feed(self, event: Event, reply: asyncio.Future[Reply] | None = None) -> None:
-        self._queue.put_nowait((event, reply))
+    def feed(self, event: Event, reply: asyncio.Future[Reply] | None = None,
+             owner: _Rollout | None = None) -> None:
+        self._queue.put_nowait((event, reply, owner))
 
     async def stop(self) -> None:
         if self._consumer is not None:
@@ -226,8 +247,19 @@ class CanaryDeployer:
 
     async def _consume(self) -> None:
         while True:
-            event, reply = await self._queue.get()
+            event, reply, owner = await self._queue.get()
             r = self.active
+            if owner is not None and owner is not r:
+                continue  # from a rollout that is over
+            if isinstance(event, list):
+                if r is not None:
+                    try:
+                        await self._run(r, event)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("rollout commands failed")
+                continue
             if r is None:
                 if reply is not None and not reply.done():
                     reply.set_result(Reply(getattr(event, "action", "?"), False,
@@ -235,11 +267,12 @@ class CanaryDeployer:
                 continue
             try:
                 commands = r.engine.handle(event)
-                if reply is not None:
-                    answer = next((c for c in commands if isinstance(c, Reply)), None)
-                    if not reply.done():
-                        reply.set_result(answer or Reply("?", False, "no answer"))
+                # The answer goes out after the commands ran: an accepted command is audited
+                # and its state stored before the operator hears "accepted".
                 await self._run(r, commands)
+                if reply is not None and not reply.done():
+                    answer = next((c for c in commands if isinstance(c, Reply)), None)
+                    reply.set_result(answer or Reply("?", False, "no answer"))
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not kill the loop that would roll back
@@ -251,7 +284,8 @@ class CanaryDeployer:
                 case Push():
                     self._push(r, c)
                 case StartTimer():
-                    asyncio.get_running_loop().call_later(max(0.0, c.seconds), self._fire, c.token)
+                    asyncio.get_running_loop().call_later(max(0.0, c.seconds), self._fire, r,
+                                                          c.token)
                 case Audit():
                     await asyncio.to_thread(self.audit.append, c.actor, c.kind, c.subject,
                                             {**c.data, "revision_id": r.revision_id},
@@ -264,8 +298,8 @@ class CanaryDeployer:
                     if not r.finished.done():
                         r.finished.set_result(c)
 
-    def _fire(self, token: str) -> None:
-        self.feed(TimerFired(token, self.now()))
+    def _fire(self, r: _Rollout, token: str) -> None:
+        self.feed(TimerFired(token, self.now()), owner=r)
 
     async def _persist(self, r: _Rollout, state: Mapping[str, Any]) -> None:
         status = self._status(r)
@@ -304,8 +338,8 @@ class CanaryDeployer:
         now = self.now()
         for proxy_id, outcome in sorted(got.items()):
             if outcome.status == "acked":
-                self.feed(Acked(proxy_id, version, now))
+                self.feed(Acked(proxy_id, version, now), owner=r)
             elif outcome.status == "nacked":
                 r.nacked[proxy_id] = outcome.error or ""
-                self.feed(Nacked(proxy_id, version, outcome.error or "", now))
+                self.feed(Nacked(proxy_id, version, outcome.error or "", now), owner=r)
             # a timeout: the engine's own timer decides

@@ -151,7 +151,10 @@ class Pipeline:
         self._idle.clear()
         self._wake.set()
         if rev.trigger == "rollback":
+            older_rollback = self._urgent
             self._urgent = rev
+            if older_rollback is not None and older_rollback.id != rev.id:
+                self._spawn_supersede(older_rollback, rev)
             return
         older = self._pending
         self._pending = rev
@@ -299,7 +302,8 @@ class Pipeline:
                 "revision": rev.id, "from": plan.get("from"), "resources": plan["resources"],
                 "resourceNames": plan["resourceNames"][:20], "proxies": plan["proxies"],
                 "access": plan["access"]})
-        if self._pending is not None and rev.status is RevisionStatus.PLANNED:
+        if (self._pending is not None and rev.status is RevisionStatus.PLANNED
+                and rev.trigger != "rollback"):
             newer = self._pending
             await self._save(rev.moved(RevisionStatus.SUPERSEDED, self.clock(),
                                        reason=f"superseded by revision {newer.id} ({newer.commit[:12]})"))
@@ -325,6 +329,8 @@ class Pipeline:
         if self.deployer.hello_gets_new:
             self.deploying = result
         self._rolling_out = True
+        if self._pending is not None and rev.trigger != "rollback":
+            asyncio.get_running_loop().create_task(self._announce(self._pending))
         try:
             verdict, targets = await self._deploy(rev, result, known, resumed=resumed)
         finally:
@@ -421,7 +427,9 @@ class Pipeline:
         """Rebuild the deployed revision's render (so hellos get it at once) and return the
         unfinished revision to resume (at most one; older ones are closed)."""
         deployed_id = await asyncio.to_thread(self.store.get_state, "deployed_revision")
-        latest = await asyncio.to_thread(self.store.latest)
+        # The last branch head seen: the newest revision the branch produced (a rollback
+        # revision's commit is an older one, not the head).
+        latest = await asyncio.to_thread(self.store.latest, exclude_trigger="rollback")
         self.last_recorded = latest.commit if latest is not None else None
         if deployed_id is not None:
             rev = await asyncio.to_thread(self.store.get, int(deployed_id))
@@ -434,7 +442,12 @@ class Pipeline:
                 self.deployed, self.deployed_revision = result, rev
             else:
                 log.error("the deployed revision %s no longer loads: %s", rev.id, result.reason)
-        recovery = recovery_plan(await asyncio.to_thread(self.store.unfinished))
+        unfinished = await asyncio.to_thread(self.store.unfinished)
+        # A rollback asked for before the restart is resumed too, first (and pins the fleet,
+        # so the commit resumed after it is held); older rollbacks are superseded by it.
+        rollbacks = [r for r in unfinished if r.trigger == "rollback"]
+        rollback_plan = recovery_plan(rollbacks)
+        recovery = recovery_plan([r for r in unfinished if r.trigger != "rollback"])
         resume = recovery.resume
         if (resume is not None and resume.status is RevisionStatus.DEPLOYING
                 and self.deployer.hello_gets_new):
@@ -445,15 +458,41 @@ class Pipeline:
                                                 self.known_proxies(), self.deployed)
                 if isinstance(again, Evaluated):
                     self.deploying = again
-        for old in recovery.supersede:
+        if rollback_plan.resume is not None and resume is not None \
+                and resume.status is RevisionStatus.DEPLOYING:
+            # The rollback was asked for during this rollout (which it aborts): close it
+            # the way the abort would have; the fleet was reset to the deployed revision.
+            await self._close_interrupted(resume, aborted=True)
+            resume = None
+        for old in (*recovery.supersede, *rollback_plan.supersede):
             if old.status is RevisionStatus.DEPLOYING:
-                await self._fail(old, "interrupted by a controller restart; a newer revision follows")
+                await self._close_interrupted(old, aborted=False)
             else:
                 await self._save(old.moved(RevisionStatus.SUPERSEDED, self.clock(),
                                            reason="superseded at restart by a newer revision"))
                 await self._audit("revision.superseded", old.commit,
                                   {"revision": old.id, "reason": "restart"})
-        return [recovery.resume] if recovery.resume is not None else []
+        return [r for r in (rollback_plan.resume, resume) if r is not None]
+
+    async def _close_interrupted(self, rev: Revision, *, aborted: bool) -> None:
+        """A revision caught mid-deploy by a restart that will not be resumed. A canary
+        rollout of it (a row in `rollouts`) ends rejected (a rollback aborted it) or
+        superseded (a newer commit follows); every proxy was reset to the deployed revision
+        at start-up. An all-at-once deploy is failed, as before."""
+        saved = await asyncio.to_thread(self.store.load_rollout, rev.id)
+        if saved is None:
+            await self._fail(rev, "interrupted by a controller restart; a newer revision follows")
+            return
+        status = RevisionStatus.REJECTED if aborted else RevisionStatus.SUPERSEDED
+        outcome = "aborted" if aborted else "superseded"
+        reason = ("aborted by a rollback asked for before the controller restarted"
+                  if aborted else "superseded at restart by a newer revision")
+        fresh = await asyncio.to_thread(self.store.get, rev.id)
+        await self._save(fresh.moved(status, self.clock(), reason=reason,
+                                     deploy={**fresh.deploy, "outcome": outcome}))
+        await self._audit("rollout.finished", rev.commit, {
+            "revision_id": rev.id, "outcome": outcome, "revisionStatus": str(status),
+            "reason": reason, "note": "closed at restart"})
 
     def deployed_assignments(self) -> dict[str, DesiredSnapshot]:
         """What every known proxy should run after a restart: the revision a resumed deploy

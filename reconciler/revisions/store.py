@@ -107,9 +107,11 @@ class RevisionStore:
         return _revision(row)
 
     def list(self, *, limit: int = 50, before_id: int | None = None,
-             status: str | None = None) -> list[Revision]:
+             status: str | None = None, exclude_trigger: str | None = None) -> list[Revision]:
         """Newest first, keyset-paged by id."""
         query = sa.select(_R).order_by(_R.c.id.desc()).limit(max(1, min(limit, 1000)))
+        if exclude_trigger is not None:
+            query = query.where(_R.c.trigger != exclude_trigger)
         if before_id is not None:
             query = query.where(_R.c.id < before_id)
         if status is not None:
@@ -122,8 +124,8 @@ class RevisionStore:
         with read_transaction(self.engine) as connection:
             return [_revision(r) for r in connection.execute(query).all()]
 
-    def latest(self) -> Revision | None:
-        found = self.list(limit=1)
+    def latest(self, *, exclude_trigger: str | None = None) -> Revision | None:
+        found = self.list(limit=1, exclude_trigger=exclude_trigger)
         return found[0] if found else None
 
     def counts(self) -> dict[str, int]:

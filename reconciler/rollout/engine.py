@@ -88,6 +88,14 @@ class RolloutEngine:
         elif st.phase in ("pushing", "baking"):
             st.acked.clear()
             eng._begin_stage(st.stage, now, repeat=True)
+        elif st.phase == "paused" and st.on_new:
+            # A restart hands every proxy the deployed config: the paused stage's canaries
+            # get the new one again (their ACKs are asked again; `resume` waits for them
+            # before it bakes), so the pause holds what the operator paused.
+            st.acked.clear()
+            members = sorted(st.on_new)
+            eng._out.append(Push({p: eng._new(p) for p in members},
+                                 tuple(p for p in members if p not in st.disconnected), "stage"))
         eng._dirty = True
         return eng, eng._flush()
 

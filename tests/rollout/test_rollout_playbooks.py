@@ -348,9 +348,12 @@ def test_restart_while_paused_stays_paused() -> None:
     pb.start()
     pb.ack("a2")
     pb.op("pause")
-    assert pb.restart() == []
+    # the restart handed every proxy the deployed config: the canary gets the new one again
+    assert pb.restart() == ["push stage a2=new-api"]
     assert pb.phase == "paused"
-    assert pb.op("resume")[-1] == "timer bake 3"
+    # resume waits for the canary's ACK of the new config before it bakes
+    assert pb.op("resume")[-1].startswith("timer ack")
+    assert pb.ack("a2")[-1] == "timer bake 3"
 
 
 def test_canary_disconnecting_after_ack_fails_the_stage() -> None:
