@@ -169,11 +169,6 @@ def test_killed_while_rolling_back_sends_the_rollback_again(mesh: FaultMesh) -> 
     mesh.verify_audit()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: RolloutEngine.restore leaves a paused rollout as it was, but serve's start-up "
-    "set_desired(deployed_assignments()) and the hellos put the canary back on the old config; "
-    "resume then bakes (judges) the old config as the canary (reconciler/rollout/engine.py, "
-    "RolloutEngine.restore); see the #6 fault-tests report"))
 def test_killed_while_paused_stays_paused_with_the_canary_on_the_new_config(
         mesh: FaultMesh) -> None:
     until(lambda: mesh.synced(), 60, "a synced fleet")
@@ -196,20 +191,22 @@ def test_killed_while_paused_stays_paused_with_the_canary_on_the_new_config(
     restored = mesh.audit(subject=commit, kind="rollout.restored")
     assert [r["data"]["phase"] for r in restored] == ["paused"], restored
     assert restored[0]["data"]["repeated"] is False
-    assert st["canaries"] == [canary]
+    assert set(st["canaries"] + st["waitingForAck"]) == {canary}, st
     # what the rollout calls its canary must run the new config: a resumed bake judges it
     until(lambda: mesh.ledger().get(canary, {}).get("state") == "SYNCED", 60,
           "the canary reconnected")
     try:
-        until(lambda: mesh.ledger()[canary]["ackedVersion"] == new_version, 10,
+        until(lambda: mesh.ledger()[canary]["ackedVersion"] == new_version
+              and mesh.rollout()["canaries"] == [canary], 10,
               "the paused canary on the new config after the restart")
     except AssertionError:
         led = mesh.ledger()[canary]
         raise AssertionError(
-            f"after the restart the paused rollout still counts {canary} as its canary, but "
-            f"the proxy runs {led['ackedVersion'][:12]} (its old config is "
+            f"after the restart the paused rollout counts {mesh.rollout()['canaries']} as its "
+            f"canaries; {canary} runs {led['ackedVersion'][:12]} (its old config is "
             f"{before[canary][:12]}, the new one {new_version[:12]}); desired revision "
             f"{led['desiredRevision'][:12]}, rollout commit {commit[:12]}") from None
+    assert mesh.rollout()["phase"] == "paused"  # the ACK did not start a bake
     status, doc = mesh.post("/api/rollout/resume", {})
     assert status == 200, doc
     st = mesh.wait_rollout(commit, {"baking"}, stage=1)
@@ -220,10 +217,6 @@ def test_killed_while_paused_stays_paused_with_the_canary_on_the_new_config(
     mesh.verify_audit()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: CanaryDeployer._consume answers the operator before it runs the commands (Audit, "
-    "Persist): a crash right after a 200 loses the pause (reconciler/revisions/canary.py, "
-    "CanaryDeployer._consume); see the #6 fault-tests report"))
 def test_an_answered_pause_survives_a_kill_right_after_the_answer(mesh: FaultMesh) -> None:
     until(lambda: mesh.synced() and mesh.rollout() is None, 60, "an idle, synced fleet")
     commit = mesh.commit_healthy("healthy, paused, killed the moment the pause is answered")
@@ -249,12 +242,6 @@ def test_an_answered_pause_survives_a_kill_right_after_the_answer(mesh: FaultMes
     mesh.verify_audit()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "bug, racy: a commit enqueued while the resumed revision is still being evaluated (before "
-    "Pipeline._rolling_out is set) is never announced to the rollout (NewCommit), so "
-    "onNewCommit: restart is not honoured; whether the first fetch after the restart lands "
-    "before or after that point is timing (reconciler/revisions/pipeline.py, Pipeline.enqueue "
-    "and Pipeline.process); see the #6 fault-tests report"))
 def test_a_commit_pushed_while_the_controller_is_down_supersedes_the_resumed_rollout(
         mesh: FaultMesh) -> None:
     until(lambda: mesh.synced() and mesh.rollout() is None, 60, "an idle, synced fleet")
@@ -277,12 +264,6 @@ def test_a_commit_pushed_while_the_controller_is_down_supersedes_the_resumed_rol
     mesh.verify_audit()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bugs: after the restart the aborted revision is failed ('interrupted by a controller "
-    "restart') instead of finishing its rollback as rejected/aborted (recovery_plan + "
-    "Pipeline.restore); the branch head is recorded again (Pipeline.restore's last_recorded "
-    "from the rollback revision); the rollback revision can be superseded by it "
-    "(Pipeline.process supersedes a planned rollback revision); see the #6 fault-tests report"))
 def test_killed_right_after_a_rollback_request_during_a_rollout(mesh: FaultMesh) -> None:
     until(lambda: mesh.synced() and mesh.rollout() is None, 60, "an idle, synced fleet")
     good = next(r for r in mesh.revisions() if r["status"] == "deployed")

@@ -148,11 +148,6 @@ def test_rollback_to_an_older_revision_during_a_rollout(mesh: FaultMesh) -> None
     assert status == 200 and "unpinned" in doc["message"], doc
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Pipeline.restore takes the newest revision's commit as the last branch head seen; "
-    "after a rollback that is the rollback target, so the first fetch records the branch head "
-    "(here the rejected commit) again and deploys it (reconciler/revisions/pipeline.py, "
-    "Pipeline.restore); see the #6 fault-tests report"))
 def test_a_restart_after_a_rollback_does_not_bring_back_the_aborted_commit(
         mesh: FaultMesh) -> None:
     commit = mesh.commit_healthy("aborted by a rollback, then the controller restarts")
@@ -182,10 +177,6 @@ def test_a_restart_after_a_rollback_does_not_bring_back_the_aborted_commit(
     assert mesh.versions() == serving
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Pipeline.enqueue keeps one urgent (rollback) revision: a second rollback enqueued "
-    "before the worker took the first overwrites it, and the first stays `detected` forever "
-    "(reconciler/revisions/pipeline.py, Pipeline.enqueue); see the #6 fault-tests report"))
 def test_two_operators_roll_back_at_once_during_a_rollout(mesh: FaultMesh) -> None:
     good = _deployed(mesh)
     good_versions = mesh.versions()
