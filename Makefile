@@ -8,7 +8,7 @@ MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca r
 	reconciler/revisions reconciler/controller reconciler/rollout reconciler/analysis \
 	proxy_runtime/config renderers webhooks
 
-.PHONY: venv test lint typecheck layers pytest demo golden clean bench-validate bench-render bench-proxy bench-webhooks bench-converge
+.PHONY: venv test lint typecheck layers pytest demo golden clean bench-validate bench-render bench-proxy bench-webhooks bench-converge bench-canary bench-page bench-judge_sim
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ golden: $(STAMP)
 	$(BIN)/python tests/golden/regenerate.py
 
 # Benchmarks: each prints a table and writes bench/out/<name>.json. Not part of `make test`.
-bench-validate bench-render bench-proxy bench-webhooks bench-converge: bench-%: $(STAMP)
+bench-validate bench-render bench-proxy bench-webhooks bench-converge bench-canary bench-page bench-judge_sim: bench-%: $(STAMP)
 	mkdir -p bench/out
 	$(BIN)/python bench/$*.py --json bench/out/$*.json
 
