@@ -243,12 +243,13 @@ def start_forward(
         done(outcome)
         return
     loop = conn.loop
+    picked: EndpointState | None = None
     if not retry.attempts:
         pool = cluster.single_pool
         if pool is not None:
             endpoint = cluster.endpoints[0]
         else:
-            endpoint = cluster.balancer.pick(loop.time(), hash_key)
+            endpoint = picked = cluster.balancer.pick(loop.time(), hash_key)
             pool = cluster.pool(endpoint)
         up = pool.take_idle()
         if up is not None:
@@ -260,17 +261,21 @@ def start_forward(
             up.begin(request_head(req, headers, trace), req.method == b"HEAD", ex)
             req.body.attach(up)
             return
+    # The endpoint already picked goes with it: picking again would advance round robin twice
+    # per request and starve every other endpoint.
     conn.spawn(_forward_task(conn, req, cluster, headers, retry, timeout, response_edit,
-                             hash_key, outcome, done, trace))
+                             hash_key, outcome, done, trace, picked))
 
 
 async def _forward_task(conn: HttpDownstream, req: Request, cluster: ClusterRuntime,
                         headers: list[Header], retry: RetrySettings, timeout: float | None,
                         response_edit: HeaderEdit | None, hash_key: bytes | None,
-                        outcome: Outcome, done: Done, trace: bytes) -> None:
+                        outcome: Outcome, done: Done, trace: bytes,
+                        picked: EndpointState | None) -> None:
     try:
         await forward(conn, req, cluster, headers, retry=retry, timeout=timeout,
-                      response_edit=response_edit, hash_key=hash_key, outcome=outcome, trace=trace)
+                      response_edit=response_edit, hash_key=hash_key, outcome=outcome, trace=trace,
+                      first_endpoint=picked)
     finally:
         done(outcome)
 
@@ -290,8 +295,10 @@ async def forward(
     hash_key: bytes | None = None,
     outcome: Outcome,
     trace: bytes = b"",
+    first_endpoint: EndpointState | None = None,
 ) -> None:
-    """Send `req` (with `headers`, then `trace`) to `cluster` and stream the answer to `conn`."""
+    """Send `req` (with `headers`, then `trace`) to `cluster` and stream the answer to `conn`.
+    `first_endpoint`: the endpoint the balancer already picked for the first attempt."""
     loop = conn.loop
     if not cluster.endpoints:
         outcome.status = 503
@@ -303,7 +310,10 @@ async def forward(
     attempt = 0
     while True:
         now = loop.time()
-        endpoint = cluster.balancer.pick(now, hash_key)
+        if attempt == 0 and first_endpoint is not None:
+            endpoint, first_endpoint = first_endpoint, None
+        else:
+            endpoint = cluster.balancer.pick(now, hash_key)
         pool = cluster.pool(endpoint)
         try:
             up = await pool.acquire()

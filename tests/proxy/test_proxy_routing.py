@@ -299,6 +299,21 @@ def test_consistent_hash_keeps_a_key_on_one_endpoint() -> None:
     run(body)
 
 
+def test_round_robin_takes_turns_over_two_endpoints() -> None:
+    # The first attempt must use the endpoint the fast path already picked: picking again
+    # advanced round robin twice per request and sent everything to one endpoint.
+    async def body() -> None:
+        backends = [await Backend(n).start() for n in "ab"]
+        snap = outbound_snapshot([route("c")], [cluster("c", *(x.address for x in backends),
+                                                        lb_policy="round_robin")])
+        rt, port = await _proxy(snap)
+        got = [(await get(port, "/")).json()["backend"] for _ in range(40)]
+        assert abs(got.count("a") - got.count("b")) <= 2, got
+        await rt.aclose()
+
+    run(body)
+
+
 def test_trace_context_is_propagated_with_a_new_span() -> None:
     async def body() -> None:
         b = await Backend().start()
