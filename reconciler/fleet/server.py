@@ -422,10 +422,15 @@ class FleetServer:
         if old is not None:  # the same proxy reconnected before we noticed the old stream die
             self._disconnected(old)
             old.refuse("replaced by a newer stream from the same proxy id")
+        first_time = rec is None
         if rec is None:
             rec = self._records[hello.proxy_id] = ProxyRecord(hello.proxy_id)
         now = self.clock()
         rec.connect(hello.service, hello.namespace, hello.labels, hello.running_version, now)
+        if first_time and self._store is not None:
+            # Written now, not at the next flush: a controller that crashes in between would
+            # not know the proxy after its restart (and a resumed rollout could not reach it).
+            self._spawn(self._save_now(rec))
         stream.proxy_id = hello.proxy_id
         if stream.timer is not None:
             stream.timer.cancel()
@@ -631,6 +636,15 @@ class FleetServer:
                 self._trimmed = time.monotonic()
                 await asyncio.to_thread(trim)
         await self._audit.flush(self.clock())
+
+    async def _save_now(self, rec: ProxyRecord) -> None:
+        assert self._store is not None
+        try:
+            await asyncio.to_thread(self._store.save, [rec.entry()])
+        except Exception:
+            log.exception("saving the ledger row of %s failed (the next flush retries)",
+                          rec.proxy_id)
+            self._dirty.add(rec.proxy_id)
 
     # -- helpers ---------------------------------------------------------------------------------
 
