@@ -62,13 +62,23 @@ def page_text(driver: Any, css: str) -> str:
 
 def click_and_load(driver: Any, element: Any) -> None:
     """Click something that loads a new page, and wait until it has."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, 20).until(ec.staleness_of(old))
+
+    def gone(_driver: Any) -> bool:
+        # chromedriver sometimes reports a replaced page as "Node with given id does not
+        # belong to the document" (an unknown error) rather than a stale element
+        try:
+            old.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(driver, 20).until(gone)
 
 
 def sign_in_browser(driver: Any, base: str, token: str) -> None:

@@ -10,7 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -38,11 +42,26 @@ def sign_in(driver: Any, site: Site, token: str) -> None:
     wait(driver).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.whoami")))
 
 
+def replaced(old: Any) -> Any:
+    """A wait condition: `old` is no longer in the page. Chromedriver sometimes says so with
+    "Node with given id does not belong to the document" (an unknown error) instead of a
+    stale-element error: both mean the page was replaced."""
+
+    def gone(_driver: Any) -> bool:
+        try:
+            old.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one
+            return True
+        return False
+
+    return gone
+
+
 def go(driver: Any, element: Any) -> None:
     """Click something that loads a new page, and wait until it has."""
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    wait(driver).until(ec.staleness_of(old))
+    WebDriverWait(driver, 10, poll_frequency=0.1).until(replaced(old))
 
 
 def text(driver: Any, css: str) -> str:
@@ -187,12 +206,12 @@ def test_pages_actions_work_from_the_keyboard(site: Site, browser: Any) -> None:
     tab_to("Pause…")
     old = driver.find_element(By.TAG_NAME, "html")
     ActionChains(driver).send_keys(Keys.ENTER).perform()
-    wait(driver, 20).until(ec.staleness_of(old))
+    WebDriverWait(driver, 20, poll_frequency=0.1).until(replaced(old))
     assert "/actions/pause" in driver.current_url
     tab_to("confirm")
     old = driver.find_element(By.TAG_NAME, "html")
     ActionChains(driver).send_keys(Keys.ENTER).perform()
-    wait(driver, 20).until(ec.staleness_of(old))
+    WebDriverWait(driver, 20, poll_frequency=0.1).until(replaced(old))
     assert "rollout paused" in text(driver, "p.notice")
     # The strict CSP holds: nothing on the pages needed an inline script or style.
     violations = [
