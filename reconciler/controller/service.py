@@ -503,6 +503,8 @@ class Controller:
             clock=self.clock, branch=s.branch, trust_domain=trust_domain,
             on_reconciled=self.metrics.reconcile.observe,
             current_desired=self.fleet.desired, fleet_assign=self.fleet.set_desired)
+        if self.canary is not None:
+            self.canary.newer_commit = self.pipeline.newer_commit
         self.metrics.add_sources(
             revisions=self.revisions.counts, proxies=lambda: self._proxy_counts,
             epoch=lambda: self.epoch,

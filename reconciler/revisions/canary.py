@@ -69,6 +69,7 @@ class _Rollout:
     finished: asyncio.Future[Finished]
     series: SeriesRecorder
     nacked: dict[str, str] = field(default_factory=dict)
+    announced: set[str] = field(default_factory=set)  # newer commits told to the engine
     waits: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -91,8 +92,9 @@ class CanaryDeployer:
         self.rollback_timeout = rollback_timeout
         self.all_at_once = AllAtOnceDeployer(fleet, timeout=ack_timeout)
         self.active: _Rollout | None = None
-        self._starting = False  # deploy() runs but the engine is not built yet
-        self._early_commit: str | None = None  # a NewCommit that came in meanwhile
+        # Asked when a rollout starts: a newer valid commit already waiting (the pipeline's
+        # `newer_commit`); later ones come through `new_commit`.
+        self.newer_commit: Callable[[], str | None] = lambda: None
         # Events (with the future an operator command waits on), or commands to run in order.
         # Each item may name the rollout it belongs to: a timer or an ACK of an earlier
         # rollout must not reach the next one (timer tokens restart with each engine).
@@ -105,11 +107,7 @@ class CanaryDeployer:
     async def deploy(self, request: DeployRequest) -> DeployVerdict:
         if request.strategy == "all-at-once":
             return await self.all_at_once.deploy(request)
-        self._starting, self._early_commit = True, None
-        try:
-            return await self._deploy(request)
-        finally:
-            self._starting, self._early_commit = False, None
+        return await self._deploy(request)
 
     async def _deploy(self, request: DeployRequest) -> DeployVerdict:
         snapshots: dict[str, DesiredSnapshot] = {}
@@ -136,8 +134,9 @@ class CanaryDeployer:
         # The first commands go through the queue too, so that nothing an event causes can
         # run before them (an abort's rollback push before the first stage's push).
         self._queue.put_nowait((commands, None, rollout))
-        if self._early_commit is not None:
-            self.feed(NewCommit(self._early_commit, self.now()))
+        waiting = self.newer_commit()
+        if waiting is not None:
+            self.new_commit(waiting)
         try:
             finished = await rollout.finished
         finally:
@@ -197,12 +196,12 @@ class CanaryDeployer:
 
     def new_commit(self, commit: str) -> bool:
         """A newer valid commit is waiting. False when no rollout runs."""
-        if self.active is None:
-            if self._starting:
-                self._early_commit = commit  # handed over once the engine is built
-                return True
+        r = self.active
+        if r is None or commit == r.commit:
             return False
-        self.feed(NewCommit(commit, self.now()))
+        if commit not in r.announced:  # the pipeline and the start of a rollout may both tell
+            r.announced.add(commit)
+            self.feed(NewCommit(commit, self.now()), owner=r)
         return True
 
     async def operator(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:

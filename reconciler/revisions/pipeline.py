@@ -95,6 +95,7 @@ class Pipeline:
         self._pending: Revision | None = None
         self._urgent: Revision | None = None  # a rollback: goes before the queued commit
         self._rolling_out = False  # the worker is in the deploy step
+        self._validated: Revision | None = None  # the queued revision, once it validated
         self._wake = asyncio.Event()
         self._render_lock = threading.Lock()  # render states are not shared across threads
         self._repo_local = threading.local()
@@ -160,15 +161,14 @@ class Pipeline:
         self._pending = rev
         if older is not None and older.id != rev.id:
             self._spawn_supersede(older, rev)
-        if self._rolling_out:
+        if getattr(self.deployer, "new_commit", None) is not None:
             asyncio.get_running_loop().create_task(self._announce(rev))
 
     async def _announce(self, rev: Revision) -> None:
-        """Tell a running canary rollout that a newer commit waits, once it validated (an
-        invalid commit must not stop a good rollout). Not while the fleet is pinned."""
-        new_commit = getattr(self.deployer, "new_commit", None)
-        if new_commit is None:
-            return
+        """Validate a queued commit ahead of its turn and, once it validated (an invalid
+        commit must not stop a good rollout), tell a running canary rollout that a newer
+        commit waits. A rollout that starts later asks `newer_commit()` itself. Not while
+        the fleet is pinned, nor to a rollback's rollout."""
         try:
             if await asyncio.to_thread(self.store.get_state, "pin"):
                 return
@@ -176,8 +176,21 @@ class Pipeline:
         except Exception:
             log.exception("pre-validating %s failed", rev.commit[:12])
             return
-        if ok and self._pending is rev and self._rolling_out:
-            new_commit(rev.commit)
+        if not ok or self._pending is not rev:
+            return
+        self._validated = rev
+        commit = self.newer_commit()
+        if commit is not None and self._rolling_out:
+            self.deployer.new_commit(commit)  # type: ignore[attr-defined]
+
+    def newer_commit(self) -> str | None:
+        """The queued commit that validated while a (non-rollback) revision deploys: what a
+        canary rollout hears as NewCommit (onNewCommit)."""
+        pending, current = self._pending, self.current
+        if (pending is None or self._validated is not pending or current is None
+                or current.trigger == "rollback" or current.commit == pending.commit):
+            return None
+        return pending.commit
 
     def _validates(self, commit: str) -> bool:
         with self._render_lock:
@@ -329,8 +342,6 @@ class Pipeline:
         if self.deployer.hello_gets_new:
             self.deploying = result
         self._rolling_out = True
-        if self._pending is not None and rev.trigger != "rollback":
-            asyncio.get_running_loop().create_task(self._announce(self._pending))
         try:
             verdict, targets = await self._deploy(rev, result, known, resumed=resumed)
         finally:
