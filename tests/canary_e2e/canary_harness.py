@@ -206,15 +206,6 @@ spec:
       headers:
         request: {{set: {{x-canary-run: "{ch.header}"}}}}
 {fault}"""
-    # least_request, not the default round_robin: the proxy's round robin picks twice when
-    # the first pick has no idle connection (forward.py), which sends every request to one
-    # of two endpoints; see the report of issue #6's tests
-    files["policies/backend-traffic.yaml"] = head + f"""kind: TrafficPolicy
-metadata: {{name: {BACKEND}, namespace: {NS}}}
-spec:
-  service: {BACKEND}
-  loadBalancer: {{type: least_request}}
-"""
     # legitimate 403s: nobody may call /admin on the backend
     files["policies/backend-admin.yaml"] = head + f"""kind: AuthorizationPolicy
 metadata: {{name: backend-no-admin, namespace: {NS}}}
