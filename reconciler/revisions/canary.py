@@ -107,9 +107,6 @@ class CanaryDeployer:
     async def deploy(self, request: DeployRequest) -> DeployVerdict:
         if request.strategy == "all-at-once":
             return await self.all_at_once.deploy(request)
-        return await self._deploy(request)
-
-    async def _deploy(self, request: DeployRequest) -> DeployVerdict:
         snapshots: dict[str, DesiredSnapshot] = {}
         for d in (*request.previous.values(), *request.snapshots.values()):
             snapshots[d.version] = d
