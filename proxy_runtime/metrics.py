@@ -38,6 +38,10 @@ class Stats:
         self.config_revision = ""
         self.config_applied_at = 0.0
         self.nacks = 0
+        # Who this proxy is, on `mesh_config_info` (so Prometheus data can be attributed to
+        # proxy ids without relabelling); set by the agent once it knows its identity.
+        self.proxy_id = ""
+        self.service = ""  # "name.namespace"
 
     def record(self, direction: str, source: str, destination: str, status: int,
                seconds: float, now: float) -> None:
@@ -141,7 +145,8 @@ class _Collector:
         nack.add_metric([], s.nacks)
         yield nack
         info = InfoMetricFamily("mesh_config", "The applied config snapshot.")
-        info.add_metric([], {"version": s.config_version, "revision": s.config_revision})
+        info.add_metric([], {"version": s.config_version, "revision": s.config_revision,
+                             "proxy_id": s.proxy_id, "service": s.service})
         yield info
         applied = GaugeMetricFamily("mesh_config_applied_timestamp_seconds", "When the snapshot was applied.")
         applied.add_metric([], s.config_applied_at)

@@ -35,6 +35,8 @@ class ManagedProxy:
         loop = asyncio.get_running_loop()
         runtime = ProxyRuntime(loop, state_dir=self.dir.path, limits=self.limits,
                                drain_seconds=self.drain_seconds)
+        runtime.stats.proxy_id = self.proxy_id  # labels mesh_config_info (docs/proxy-runtime.md)
+        runtime.stats.service = f"{self.service}.{self.namespace}"
         persisted = await runtime.load_persisted()  # static stability: serve before dialling
         if isinstance(persisted, Nack):
             log.error("the persisted snapshot is refused (%s); waiting for the controller",

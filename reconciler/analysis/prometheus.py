@@ -35,6 +35,7 @@ BUCKETS = "mesh_request_duration_seconds_bucket"
 DURATION_SUM = "mesh_request_duration_seconds_sum"
 DENIED = "mesh_requests_denied_total"
 CONNECT_FAILURES = "mesh_upstream_connect_failures_total"
+INFO = "mesh_config_info"  # labels version, revision, proxy_id, service (set by the agent)
 
 Selector = Mapping[str, "str | Sequence[str]"]
 SeriesKey = tuple[tuple[str, str], ...]
@@ -67,6 +68,15 @@ def matcher(selector: Selector, extra: Mapping[str, str] | None = None) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def redact_url(url: str) -> str:
+    """`url` without its user info and query (where credentials would be)."""
+    try:
+        u = httpx.URL(url)
+        return str(u.copy_with(username=None, password=None, query=None, fragment=None))
+    except Exception:
+        return "<bad url>"
+
+
 def _key(metric: Mapping[str, str]) -> SeriesKey:
     return tuple(sorted((k, v) for k, v in metric.items() if k != "__name__"))
 
@@ -84,6 +94,7 @@ class PrometheusProvider:
         """`direction`: count only "inbound" (a service's own traffic) or "outbound"
         requests; None counts both, as the proxies' stats windows do."""
         self.url = url.rstrip("/")
+        self.display_url = redact_url(self.url)
         self.client = client or httpx.Client(timeout=timeout)
         self.direction = direction
 
@@ -96,7 +107,9 @@ class PrometheusProvider:
         try:
             r = self.client.get(f"{self.url}{path}", params=dict(params))
         except httpx.HTTPError as e:
-            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {e}") from e
+            text = str(e).replace(self.url, self.display_url)
+            raise PrometheusError(f"cannot reach Prometheus at {self.display_url}: "
+                                  f"{text or type(e).__name__}") from e
         try:
             body = r.json()
         except ValueError:
@@ -153,29 +166,36 @@ class PrometheusProvider:
         queries of the raw counters, for the engine's StatsReceived or a page's chart. The
         range is whole steps from `start` (the last step may end up to one step after
         `end`)."""
-        # Whole steps: the last one ends at or just after `end`, so nothing up to `end` is
-        # left out.
-        end = start + math.ceil((end - start) / step - 1e-9) * step
+        end = _whole_steps(start, end, step)
         series: dict[str, list[tuple[SeriesKey, list[tuple[float, float]]]]] = {}
         for name, m in self._selectors(selector).items():
             series[name] = [(_key(labels), values)
                             for labels, values in self.query_range(f"{name}{m}", start, end, step)]
-        steps: dict[float, dict[str, dict[SeriesKey, float]]] = {}
-        for name, rows in series.items():
-            for key, values in rows:
-                if values and values[0][0] > start + step / 2:
-                    # The series appeared within the range: it counted from zero.
-                    t_first, v_first = values[0]
-                    steps.setdefault(t_first, {n: {} for n in series})[name][key] = v_first
-                for (_, v0), (t1, v1) in itertools.pairwise(values):
-                    steps.setdefault(t1, {n: {} for n in series})[name][key] = _delta(v0, v1)
-        out = []
-        for t1 in sorted(steps):
-            instances = {dict(k).get("instance", "") for k in steps[t1][REQUESTS]}
-            w = _to_sample(steps[t1], seconds=max(1, len(instances))).to_dict()
-            w["second"] = int(t1 - step)
-            out.append(w)
-        return out
+        return _step_windows(series, start, step)
+
+    def windows_by_proxy(self, proxy_ids: Sequence[str], start: float, end: float,
+                         step: float = 1.0) -> dict[str, list[dict[str, Any]]]:
+        """`windows()` per proxy id: the series are attributed to proxies by joining on the
+        `proxy_id` label of the proxies' `mesh_config_info` (set by the agent), so the scrape
+        config needs no relabelling. One range query per metric for all the proxies. A proxy
+        Prometheus holds nothing of is absent from the answer."""
+        if not proxy_ids:
+            return {}
+        end = _whole_steps(start, end, step)
+        info = (f"max by (instance, job, proxy_id) "
+                f"({INFO}{matcher({'proxy_id': sorted(set(proxy_ids))})})")
+        by_proxy: dict[str, dict[str, list[tuple[SeriesKey, list[tuple[float, float]]]]]] = {}
+        names = self._selectors({})
+        for name, m in names.items():
+            # `max by` drops the info's version/revision labels: a config change during the
+            # range cannot make the match many-to-many.
+            q = f"{name}{'' if m == '{}' else m} * on(instance, job) group_left(proxy_id) {info}"
+            for labels, values in self.query_range(q, start, end, step):
+                pid = labels.get("proxy_id", "")
+                rows = by_proxy.setdefault(pid, {n: [] for n in names})
+                rows[name].append((_key(labels), values))
+        return {pid: _step_windows(series, start, step) for pid, series in sorted(by_proxy.items())
+                if pid}
 
     def p99_ms(self, selector: Selector, start: float, end: float) -> float | None:
         """Prometheus' own histogram_quantile(0.99) over the selection's latency buckets
@@ -188,6 +208,35 @@ class PrometheusProvider:
         if not rows or math.isnan(rows[0][1]):
             return None
         return rows[0][1] * 1000.0
+
+
+def _whole_steps(start: float, end: float, step: float) -> float:
+    """The end of the whole steps from `start` that cover `end` (the last one ends at or
+    just after it, so nothing up to `end` is left out)."""
+    if step <= 0:
+        raise ValueError("step must be positive")
+    return start + math.ceil((end - start) / step - 1e-9) * step
+
+
+def _step_windows(series: Mapping[str, list[tuple[SeriesKey, list[tuple[float, float]]]]],
+                  start: float, step: float) -> list[dict[str, Any]]:
+    """Range-query values of raw counters -> one window per step (`second` = its start)."""
+    steps: dict[float, dict[str, dict[SeriesKey, float]]] = {}
+    for name, rows in series.items():
+        for key, values in rows:
+            if values and values[0][0] > start + step / 2:
+                # The series appeared within the range: it counted from zero.
+                t_first, v_first = values[0]
+                steps.setdefault(t_first, {n: {} for n in series})[name][key] = v_first
+            for (_, v0), (t1, v1) in itertools.pairwise(values):
+                steps.setdefault(t1, {n: {} for n in series})[name][key] = _delta(v0, v1)
+    out = []
+    for t1 in sorted(steps):
+        instances = {dict(k).get("instance", "") for k in steps[t1].get(REQUESTS, {})}
+        w = _to_sample(steps[t1], seconds=max(1, len(instances))).to_dict()
+        w["second"] = int(t1 - step)
+        out.append(w)
+    return out
 
 
 def _to_sample(d: Mapping[str, Mapping[SeriesKey, float]], seconds: int) -> Sample:

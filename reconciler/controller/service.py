@@ -119,6 +119,7 @@ class Controller:
         self.started = asyncio.Event()
         self.pipeline: Pipeline
         self.canary: CanaryDeployer | None = None
+        self.prometheus_feed: Any = None  # analysis.source: prometheus (PrometheusFeed)
         self._proxy_counts: dict[str, int] = {}
         self._branch_gone = False
         self._hook_timer: asyncio.TimerHandle | None = None
@@ -505,6 +506,16 @@ class Controller:
             current_desired=self.fleet.desired, fleet_assign=self.fleet.set_desired)
         if self.canary is not None:
             self.canary.newer_commit = self.pipeline.newer_commit
+        if self.canary is not None and s.analysis_source == "prometheus":
+            from reconciler.analysis.prometheus import PrometheusProvider
+            from reconciler.revisions.prometheus_feed import PrometheusFeed
+
+            self.prometheus_feed = PrometheusFeed(
+                self.canary, PrometheusProvider(str(s.prometheus_url),
+                                                direction=s.prometheus_direction),
+                audit=self.audit_now, interval_s=s.prometheus_interval_s,
+                lag_s=s.prometheus_lag_s)
+            self.prometheus_feed.start()
         self.metrics.add_sources(
             revisions=self.revisions.counts, proxies=lambda: self._proxy_counts,
             epoch=lambda: self.epoch,
@@ -590,6 +601,10 @@ class Controller:
             await self._webhook_audit.flush(self.clock())
         with contextlib.suppress(Exception):
             await self.pipeline.stop()
+        if self.prometheus_feed is not None:
+            with contextlib.suppress(Exception):
+                await self.prometheus_feed.stop()
+                self.prometheus_feed.provider.close()
         if self.canary is not None:
             with contextlib.suppress(Exception):
                 await self.canary.stop()

@@ -23,6 +23,13 @@ deploy:
   strategy: canary                       # canary (default) | all-at-once
   preset: default                        # default | fast (1 proxy, 50%, 100%, 3 s bakes)
   timeout_s: 60                          # how long a proxy may take to ACK
+analysis:                                # what the canary judge reads (docs/rollout.md)
+  source: fleet                          # fleet (default: the proxies' stats stream) | prometheus
+  prometheus:
+    url: http://prometheus:9090          # required with source: prometheus
+    interval_s: 5                        # how often to read
+    lag_s: 10                            # read up to now - lag_s (> scrape interval + delays)
+    direction: null                      # null (both) | inbound | outbound
 ```
 """
 
@@ -76,16 +83,25 @@ class Settings:
     deploy_timeout_s: float = 60.0
     deploy_strategy: str = "canary"
     rollout_preset: str = "default"
+    analysis_source: str = "fleet"  # fleet | prometheus
+    prometheus_url: str | None = None
+    prometheus_interval_s: float = 5.0
+    prometheus_lag_s: float = 10.0
+    prometheus_direction: str | None = None  # None: inbound and outbound
     base_dir: Path = Path(".")  # relative paths in the file are relative to it
 
 
 _TOP = {"data_dir", "store_url", "source", "api", "fleet", "bootstrap", "trust_domain",
-        "webhooks", "deploy", "advertise_host"}
+        "webhooks", "deploy", "advertise_host", "analysis"}
 _SOURCE = {"url", "branch", "credentials", "poll_interval", "poll_jitter", "signature"}
 _SIGNATURE = {"mode", "allowed_signers", "openpgp_keyring"}
 _WEBHOOKS = {"secrets", "max_body_bytes", "body_timeout_s"}
 _BIND = {"host", "port"}
 _DEPLOY = {"timeout_s", "strategy", "preset"}
+_ANALYSIS = {"source", "prometheus"}
+_PROMETHEUS = {"url", "interval_s", "lag_s", "direction"}
+ANALYSIS_SOURCES = ("fleet", "prometheus")
+DIRECTIONS = ("inbound", "outbound")
 STRATEGIES = ("canary", "all-at-once")
 PRESETS = ("default", "fast")
 
@@ -176,6 +192,7 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
     credentials = source.get("credentials") or {}
     if not isinstance(credentials, Mapping):
         raise SettingsError("source.credentials: expected a mapping")
+    analysis = _analysis(top.get("analysis"), env)
     return Settings(
         repo_url=repo_url.strip(),
         data_dir=data_dir,
@@ -209,8 +226,42 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
                                 "deploy.strategy", STRATEGIES),
         rollout_preset=_choice(pick("MESHCD_ROLLOUT_PRESET", deploy.get("preset", "default")),
                                "deploy.preset", PRESETS),
+        **analysis,
         base_dir=base_dir,
     )
+
+
+def _analysis(value: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    """`analysis:` -> the Settings fields analysis_source and prometheus_*."""
+    analysis = _mapping(value, "analysis", _ANALYSIS)
+    prom = _mapping(analysis.get("prometheus"), "analysis.prometheus", _PROMETHEUS)
+
+    def pick(env_name: str, v: Any) -> Any:
+        return env[env_name] if env.get(env_name) else v
+
+    source = _choice(pick("MESHCD_ANALYSIS_SOURCE", analysis.get("source", "fleet")),
+                     "analysis.source", ANALYSIS_SOURCES)
+    url = pick("MESHCD_PROMETHEUS_URL", prom.get("url"))
+    if url is not None:
+        if not isinstance(url, str) or not url.strip().startswith(("http://", "https://")):
+            raise SettingsError("analysis.prometheus.url: expected an http:// or https:// URL")
+        url = url.strip()
+    if source == "prometheus" and not url:
+        raise SettingsError("analysis.source is prometheus but analysis.prometheus.url (or "
+                            "MESHCD_PROMETHEUS_URL) is not set")
+    direction = pick("MESHCD_PROMETHEUS_DIRECTION", prom.get("direction"))
+    if direction is not None:
+        direction = _choice(direction, "analysis.prometheus.direction", DIRECTIONS)
+    return {
+        "analysis_source": source,
+        "prometheus_url": url,
+        "prometheus_interval_s": _number(pick("MESHCD_PROMETHEUS_INTERVAL_S",
+                                              prom.get("interval_s", 5)),
+                                         "analysis.prometheus.interval_s", low=0.1, high=300),
+        "prometheus_lag_s": _number(pick("MESHCD_PROMETHEUS_LAG_S", prom.get("lag_s", 10)),
+                                    "analysis.prometheus.lag_s", low=0, high=600),
+        "prometheus_direction": direction,
+    }
 
 
 def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:

@@ -95,6 +95,9 @@ class CanaryDeployer:
         # Asked when a rollout starts: a newer valid commit already waiting (the pipeline's
         # `newer_commit`); later ones come through `new_commit`.
         self.newer_commit: Callable[[], str | None] = lambda: None
+        # Where the judge's stats come from: "fleet" (the proxies' stream) or "prometheus"
+        # (revisions/prometheus_feed.py); stats from the other source are not evidence.
+        self.stats_source = "fleet"
         # Events (with the future an operator command waits on), or commands to run in order.
         # Each item may name the rollout it belongs to: a timer or an ACK of an earlier
         # rollout must not reach the next one (timer tokens restart with each engine).
@@ -171,8 +174,10 @@ class CanaryDeployer:
 
     # -- inputs from the fleet, the API and the pipeline -------------------------------------
 
-    def on_stats(self, proxy_id: str, window: dict[str, Any]) -> None:
+    def on_stats(self, proxy_id: str, window: dict[str, Any], source: str = "fleet") -> None:
         r = self.active
+        if source != self.stats_source:
+            return  # no mixing of sources
         if r is None or r.engine.state.spec.target(proxy_id) is None:
             return
         role = r.engine.role_of(proxy_id)
@@ -222,7 +227,8 @@ class CanaryDeployer:
 
     def _status(self, r: _Rollout) -> dict[str, Any]:
         return {**r.engine.status(self.now()), "revisionId": r.revision_id, "commit": r.commit,
-                "startedAt": r.started_at, "series": r.series.to_list()}
+                "startedAt": r.started_at, "series": r.series.to_list(),
+                "source": self.stats_source}
 
     def feed(self, event: Event, reply: asyncio.Future[Reply] | None = None,
              owner: _Rollout | None = None) -> None:
@@ -283,8 +289,9 @@ class CanaryDeployer:
                     asyncio.get_running_loop().call_later(max(0.0, c.seconds), self._fire, r,
                                                           c.token)
                 case Audit():
+                    extra = {"source": self.stats_source} if c.kind == "rollout.judged" else {}
                     await asyncio.to_thread(self.audit.append, c.actor, c.kind, c.subject,
-                                            {**c.data, "revision_id": r.revision_id},
+                                            {**c.data, **extra, "revision_id": r.revision_id},
                                             now=self.clock(), oversize="truncate")
                 case Persist():
                     await self._persist(r, c.state)

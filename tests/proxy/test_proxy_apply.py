@@ -211,7 +211,12 @@ def test_admin_api(pki: Any) -> None:
                 'response_class="2xx",source_workload="shop/web"} 3.0') in text
         assert 'response_class="4xx"' in text
         assert "mesh_request_duration_seconds_bucket" in text
-        assert f'mesh_config_info{{revision="r1",version="{good.version}"}} 1.0' in text
+        assert (f'mesh_config_info{{proxy_id="",revision="r1",service="",'
+                f'version="{good.version}"}} 1.0') in text
+        rt.stats.proxy_id, rt.stats.service = "web-1", "web.shop"  # what the agent sets
+        text = (await get(aport, "/metrics")).body.decode()
+        assert (f'mesh_config_info{{proxy_id="web-1",revision="r1",service="web.shop",'
+                f'version="{good.version}"}} 1.0') in text
         assert "process_resident_memory_bytes" in text and "process_cpu_seconds_total" in text
         assert "mesh_upstream_connections_total" in text
         await asyncio.sleep(1.05)  # the window shows completed seconds only
