@@ -89,7 +89,15 @@ def test_bad_change_is_caught_from_prometheus_and_rolled_back(
     # the failing canary's numbers are Prometheus' (the caller's outbound 503s)
     caller = failed[0]["services"]["caller.shop"]
     assert caller["canary"]["errors"] > 0 and caller["canary"]["requests"] > 0, caller
+    assert caller["canary"]["errorRatePercent"] > 50, caller  # the canary's 503s, all of them
     assert not [r for r in audit if r["kind"] == "analysis.source_error"], audit
+    # and Prometheus, joined on the real proxies' mesh_config_info, holds that canary's 503s
+    canary = failed[0]["canaries"][0]
+    rows = httpx.get(f"{prom.url}/api/v1/query", timeout=5, params={"query": (
+        'sum(mesh_requests_total{response_class="5xx"} * on(instance, job) group_left(proxy_id)'
+        f' max by (instance, job, proxy_id) (mesh_config_info{{proxy_id="{canary}"}}))')}
+    ).json()["data"]["result"]
+    assert rows and float(rows[0]["value"][1]) >= caller["canary"]["errors"] > 0, rows
     # the stored rollout status names the source too
     status = mesh.api.get(f"/api/revisions/{mesh.revision_of(out.commit)['id']}/rollout")  # type: ignore[index]
     assert status["source"] == "prometheus", status

@@ -30,8 +30,9 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 class Target:
     """A /metrics endpoint backed by a proxy's Stats (a lock keeps scrapes and updates apart)."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy_id: str = "", service: str = "") -> None:
         self.stats = Stats()
+        self.stats.proxy_id, self.stats.service = proxy_id, service  # as the agent sets them
         self.exporter = MetricsExporter(self.stats)
         self.lock = threading.Lock()
         target = self
@@ -89,7 +90,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Targe
             pytest.fail(f"{PROMETHEUS} is missing (CI must have Debian's prometheus package)")
         pytest.skip(f"{PROMETHEUS} is not installed (Debian package prometheus)")
     tmp = tmp_path_factory.mktemp("prom")
-    canary, baseline = Target(), Target()
+    canary, baseline = Target("web.shop-0", "web.shop"), Target("web.shop-1", "web.shop")
     port = _free_port()
     cfg = tmp / "prometheus.yml"
     cfg.write_text(
@@ -209,3 +210,47 @@ def test_matcher_quotes_and_escapes() -> None:
         matcher({"bad-label": ["x"]})
     with pytest.raises(ValueError):
         matcher({"instance": []})
+
+
+def test_windows_by_proxy_joins_on_the_proxy_id_of_the_info_metric(
+        setup: tuple[str, Target, Target]) -> None:
+    url, canary, baseline = setup
+    prom = PrometheusProvider(url)
+    base_c = sum(canary.stats.requests.values())
+    base_b = sum(baseline.stats.requests.values())
+    t0 = max(_wait_scraped(prom, canary, base_c), _wait_scraped(prom, baseline, base_b))
+    # the canary gets a new config (the info metric's version changes mid-range: the join
+    # must not become many-to-many) and fails; the baseline stays healthy
+    with canary.lock:
+        canary.stats.config_version, canary.stats.config_revision = "v2", "r2"
+    canary.serve(ok=120, e5=40, denied=5, latency=0.3, connect_failures=3)
+    baseline.serve(ok=200, e5=1)
+    t1 = max(_wait_scraped(prom, canary, base_c + 165), _wait_scraped(prom, baseline, base_b + 201))
+
+    got = prom.windows_by_proxy(["web.shop-0", "web.shop-1", "web.shop-9"], t0, t1, step=1.0)
+    assert sorted(got) == ["web.shop-0", "web.shop-1"]  # nothing of a proxy it does not hold
+    c, b = Sample.of(got["web.shop-0"]), Sample.of(got["web.shop-1"])
+    assert c.requests == (120, 0, 5, 40) and c.denials == 5 and c.connection_failures == 3
+    assert b.requests == (200, 0, 0, 1) and b.denials == 0 and b.connection_failures == 0
+    want = [0] * (len(LATENCY_BUCKETS) + 1)
+    want[0], want[8], want[9] = 5, 120, 40
+    assert list(c.latency_buckets) == want
+    assert c.latency_sum == pytest.approx(120 * 0.3 + 40 * 0.6 + 5 * 0.0005, rel=1e-6)
+    # one window per step, `second` = the step's start, in the agent's format
+    for wins in got.values():
+        seconds = [w["second"] for w in wins]
+        assert seconds == sorted(set(seconds)) and seconds[0] == int(t0)
+        assert all(Sample.from_window(w).seconds == 1 for w in wins)
+    # the same numbers as selecting by instance
+    by_instance = Sample.of(prom.windows({"instance": [canary.instance]}, t0, t1))
+    assert by_instance.requests == c.requests and by_instance.latency_buckets == c.latency_buckets
+    # only the proxies asked for, and none at all for an empty list
+    only = prom.windows_by_proxy(["web.shop-1"], t0, t1)
+    assert list(only) == ["web.shop-1"] and Sample.of(only["web.shop-1"]) == b
+    assert prom.windows_by_proxy([], t0, t1) == {}
+    # direction: these targets count inbound requests only
+    outbound = PrometheusProvider(url, direction="outbound")
+    assert Sample.of(outbound.windows_by_proxy(["web.shop-0"], t0, t1).get("web.shop-0", [])
+                     ).total == 0
+    outbound.close()
+    prom.close()
