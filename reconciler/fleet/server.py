@@ -135,6 +135,10 @@ class FleetServer:
             for entry in ledger_store.load():
                 self._records[entry.proxy_id] = ProxyRecord.from_entry(entry)
         self._conns: dict[str, FleetStream] = {}  # proxy id -> its stream (hello accepted)
+        # set_desired calls are numbered; a hello's answer (computed while the loop runs on)
+        # is dropped for a proxy that set_desired named after the hello came in.
+        self._assign_seq = 0
+        self._assigned_at: dict[str, int] = {}
         self._streams: set[FleetStream] = set()  # every open stream, hello or not
         self._dirty: set[str] = set()
         self._queue: asyncio.Queue[str] | None = None
@@ -261,9 +265,11 @@ class FleetServer:
     def set_desired(self, assignments: Mapping[str, DesiredSnapshot]) -> None:
         """What each named proxy should run (connected or not). Latest wins; proxies that
         already acked that version are not touched."""
+        self._assign_seq += 1
         for proxy_id, desired in assignments.items():
             if not isinstance(desired, DesiredSnapshot):
                 raise TypeError(f"{proxy_id}: expected a DesiredSnapshot, got {type(desired).__name__}")
+            self._assigned_at[proxy_id] = self._assign_seq
             rec = self._records.get(proxy_id)
             if rec is None:
                 rec = self._records[proxy_id] = ProxyRecord(proxy_id)
@@ -286,6 +292,7 @@ class FleetServer:
         if rec is None or rec.connected:
             return False
         del self._records[proxy_id]
+        self._assigned_at.pop(proxy_id, None)
         self._dirty.discard(proxy_id)
         if self._store is not None:
             self._store.delete(proxy_id)
@@ -440,8 +447,9 @@ class FleetServer:
         self._audit.add(f"proxy:{hello.proxy_id}", "proxy.connected", hello.proxy_id,
                         {"spiffe_id": spiffe, "peer": peer, "running_version": hello.running_version,
                          "labels": hello.labels}, now)
+        seq = self._assign_seq
         if self.on_hello is None:
-            self._after_hello(stream, None)
+            self._after_hello(stream, None, seq)
             return
         info = ProxyInfo(hello.proxy_id, hello.service, hello.namespace, dict(hello.labels),
                          hello.running_version, spiffe, peer)
@@ -451,23 +459,23 @@ class FleetServer:
             log.exception("on_hello failed")
             result = None
         if inspect.isawaitable(result):
-            self._spawn(self._await_hello(stream, result))
+            self._spawn(self._await_hello(stream, result, seq))
         else:
-            self._after_hello(stream, result)
+            self._after_hello(stream, result, seq)
 
-    async def _await_hello(self, stream: FleetStream, pending: Any) -> None:
+    async def _await_hello(self, stream: FleetStream, pending: Any, seq: int) -> None:
         try:
             result = await pending
         except Exception:
             log.exception("on_hello failed")
             result = None
-        self._after_hello(stream, result)
+        self._after_hello(stream, result, seq)
 
-    def _after_hello(self, stream: FleetStream, desired: Any) -> None:
+    def _after_hello(self, stream: FleetStream, desired: Any, seq: int) -> None:
         proxy_id = stream.proxy_id
         if proxy_id is None or self._conns.get(proxy_id) is not stream:
             return
-        if isinstance(desired, DesiredSnapshot):
+        if isinstance(desired, DesiredSnapshot) and self._assigned_at.get(proxy_id, 0) <= seq:
             self._records[proxy_id].set_desired(desired)
         self._enqueue(proxy_id)
         self._notify(proxy_id)

@@ -344,6 +344,10 @@ class Pipeline:
         self._rolling_out = True
         try:
             verdict, targets = await self._deploy(rev, result, known, resumed=resumed)
+            if verdict.status is RevisionStatus.DEPLOYED:
+                # Before `deploying` is cleared, with no await between: a hello rendered in
+                # between must get this revision, not the one it replaces.
+                self.deployed = result
         finally:
             self.deploying = None
             self._rolling_out = False

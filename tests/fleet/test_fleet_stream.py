@@ -3,6 +3,7 @@ reconnects, stats."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fleet_helpers import Controller, desired, run, start_agent, until
@@ -293,5 +294,46 @@ def test_controller_away_under_load_no_failed_requests(tmp_path: Path) -> None:
             stop.set()
             await a.stop()
             backend.close()
+
+    run(main())
+
+
+def test_a_hello_answer_older_than_set_desired_is_dropped(tmp_path: Path) -> None:
+    """The controller answers a hello with a render of what is deployed, in a thread; if a
+    deploy names the proxy meanwhile, the deploy wins (a stale answer would put the proxy back
+    on the revision being replaced, and nothing would correct it)."""
+
+    async def main() -> None:
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        gate = asyncio.Event()
+        old, new = desired(1), desired(2)
+
+        async def slow_hello(_info: object) -> object:
+            await gate.wait()
+            return old
+
+        fleet.on_hello = slow_hello
+        sd = ctl.enroll(tmp_path / "p", "web")
+        a = await start_agent(sd, fleet.url, "web-1", "web")
+        try:
+            await until(lambda: fleet.connected() == ["web-1"], what="connect")
+            fleet.set_desired({"web-1": new})
+            assert (await fleet.wait_acked(["web-1"], new.version, 10))["web-1"].status == "acked"
+            gate.set()
+            await asyncio.sleep(0.3)
+            assert fleet.desired("web-1") == new
+            assert a.agent.config_version == new.version
+            # with no set_desired in between, the hello's answer is what the proxy gets
+            await a.stop()
+            gate.clear()
+            a = await start_agent(sd, fleet.url, "web-1", "web")
+            await until(lambda: fleet.connected() == ["web-1"], what="reconnect")
+            gate.set()
+            out = await fleet.wait_acked(["web-1"], old.version, 10)
+            assert out["web-1"].status == "acked" and fleet.desired("web-1") == old
+        finally:
+            await a.stop()
+            await ctl.stop()
 
     run(main())
