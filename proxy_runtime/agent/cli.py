@@ -44,12 +44,16 @@ def parse_labels(text: str | None) -> dict[str, str]:
 @click.option("--labels", help="k=v,k2=v2 sent in hello (canary selection, display).")
 @click.option("--proxy-id", help="Default: the id kept in the state dir, else <service>-<host>-<random>.")
 @click.option("--drain-seconds", type=float, default=10.0, show_default=True)
+@click.option("--reconnect-max", type=click.FloatRange(min=0.1, max=3600), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="Longest wait between tries to reach the controller (exponential backoff "
+                   "with full jitter up to this).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def join(controller_url: str | None, token: str | None, service: str, namespace: str,
          ca_fingerprint: str | None, ca_file: Path | None, state_dir: Path, admin_port: int,
          admin_address: str, labels: str | None, proxy_id: str | None, drain_seconds: float,
-         log_level: str) -> None:
+         reconnect_max: float, log_level: str) -> None:
     """Join the fleet and run a managed proxy.
 
     With a valid certificate in the state dir, bootstrap is skipped and the persisted config
@@ -111,5 +115,5 @@ def join(controller_url: str | None, token: str | None, service: str, namespace:
     process = ManagedProxy(sd, fleet_url=state.fleet_url, proxy_id=state.proxy_id,
                            service=service, namespace=namespace, labels=label_map,
                            admin_address=admin_address, admin_port=admin_port,
-                           drain_seconds=drain_seconds)
+                           drain_seconds=drain_seconds, reconnect_max=reconnect_max)
     sys.exit(asyncio.run(process.run()))

@@ -22,7 +22,8 @@ log = logging.getLogger("meshcd.agent")
 class ManagedProxy:
     def __init__(self, state_dir: StateDir, *, fleet_url: str, proxy_id: str, service: str,
                  namespace: str, labels: dict[str, str], admin_address: str, admin_port: int,
-                 drain_seconds: float, limits: ServerLimits | None = None) -> None:
+                 drain_seconds: float, limits: ServerLimits | None = None,
+                 reconnect_max: float = 30.0) -> None:
         self.dir = state_dir
         self.fleet_url = fleet_url
         self.proxy_id, self.service, self.namespace = proxy_id, service, namespace
@@ -30,6 +31,7 @@ class ManagedProxy:
         self.admin_address, self.admin_port = admin_address, admin_port
         self.drain_seconds = drain_seconds
         self.limits = limits
+        self.reconnect_max = reconnect_max
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -42,7 +44,8 @@ class ManagedProxy:
             log.error("the persisted snapshot is refused (%s); waiting for the controller",
                       persisted.error)
         agent = FleetAgent(runtime, self.dir, fleet_url=self.fleet_url, proxy_id=self.proxy_id,
-                           service=self.service, namespace=self.namespace, labels=self.labels)
+                           service=self.service, namespace=self.namespace, labels=self.labels,
+                           backoff_cap=self.reconnect_max)
         routes = admin_routes(runtime)
         routes["/agent"] = lambda _q: json_body(describe(agent))
         admin = await start_admin(routes, self.admin_address, self.admin_port)

@@ -563,7 +563,7 @@ class CanaryMesh:
             MESHCD, "proxy", "join", "--controller", tok["bootstrapUrl"], "--token", tok["token"],
             "--service", service, "--namespace", NS, "--ca-fingerprint", tok["caFingerprint"],
             "--state-dir", str(self.workdir / "proxies" / proxy_id), "--admin-port", "0",
-            "--proxy-id", proxy_id, "--drain-seconds", "1"])
+            "--proxy-id", proxy_id, "--drain-seconds", "1", "--reconnect-max", "2"])
 
     def close(self) -> None:
         self.procs.stop_all()

@@ -334,7 +334,7 @@ class Serve:
             MESHCD, "proxy", "join", "--controller", tok["bootstrapUrl"], "--token", tok["token"],
             "--service", service, "--namespace", NS, "--ca-fingerprint", tok["caFingerprint"],
             "--state-dir", str(state_dir), "--admin-port", "0", "--proxy-id", proxy_id,
-            "--drain-seconds", "1"])
+            "--drain-seconds", "1", "--reconnect-max", "2"])
         p.wait_for(r"admin on 127\.0\.0\.1:(\d+)", 60)
         return p
 
@@ -342,7 +342,7 @@ class Serve:
         p = self.procs.start([
             MESHCD, "proxy", "join", "--service", service, "--namespace", NS,
             "--state-dir", str(state_dir), "--admin-port", "0", "--proxy-id", proxy_id,
-            "--drain-seconds", "1"])
+            "--drain-seconds", "1", "--reconnect-max", "2"])
         p.wait_for(r"admin on 127\.0\.0\.1:(\d+)", 60)
         return p
 

@@ -33,6 +33,16 @@ def synced(serve: Serve, ids: set[str], revision: str | None = None) -> bool:
         and (revision is None or ledger[i]["desiredRevision"] == revision) for i in ids)
 
 
+def wait_synced(serve: Serve, ids: set[str], revision: str | None, timeout: float, what: str,
+                procs: Processes) -> None:
+    """`synced`, or a failure that shows the ledger and every process's output."""
+    try:
+        until(lambda: synced(serve, ids, revision), timeout, what)
+    except AssertionError as e:
+        outputs = "\n".join(f"--- {' '.join(p.args[1:3])}\n{p.output()}" for p in procs.procs)
+        raise AssertionError(f"{e}\nledger: {serve.ledger()}\n{outputs}") from None
+
+
 def test_controller_killed_during_deploy_resumes_it(tmp_path: Path, procs: Processes) -> None:
     ports = {"web": [free_static_port()], "api": [free_static_port()]}
     repo = ConfigRepo(tmp_path / "mesh.git")
@@ -43,7 +53,7 @@ def test_controller_killed_during_deploy_resumes_it(tmp_path: Path, procs: Proce
     web = serve.join_proxy(f"web.{NS}-0", "web", tmp_path / "p-web")
     serve.join_proxy(f"api.{NS}-0", "api", tmp_path / "p-api")
     ids = {f"web.{NS}-0", f"api.{NS}-0"}
-    until(lambda: synced(serve, ids), 60, "first sync")
+    wait_synced(serve, ids, None, 60, "first sync", procs)
     # web cannot answer while stopped: the deploy of c2 (which changes web) hangs there
     web.popen.send_signal(signal.SIGSTOP)
     try:
@@ -56,9 +66,9 @@ def test_controller_killed_during_deploy_resumes_it(tmp_path: Path, procs: Proce
     serve.start()  # same data dir and ports
     rev = serve.wait_status(c2, {"deployed", "failed"}, 60)
     assert rev["status"] == "deployed", rev
-    # a proxy reconnects with exponential backoff and full jitter (capped at 30 s): after the
-    # controller was away a while, its next try can be half a minute off
-    until(lambda: synced(serve, ids, c2), 120, "every proxy on c2 after the restart")
+    # a proxy reconnects with exponential backoff and full jitter (capped at 2 s here by
+    # --reconnect-max; 30 s by default)
+    wait_synced(serve, ids, c2, 120, "every proxy on c2 after the restart", procs)
     status = serve.get("/api/status")
     assert status["deployed"]["commit"] == c2 and status["epoch"] == 2
     kinds = [r["kind"] for r in serve.audit() if r["subject"] == c2]

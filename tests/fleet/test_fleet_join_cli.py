@@ -137,6 +137,13 @@ def test_join_refused_token_exits_2(tmp_path: Path) -> None:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
             _out, err = await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == 2 and b"--token" in err
+            # a reconnect cap of zero would spin on a dead controller: refused up front
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "proxy_runtime", "join", "--service", "web",
+                "--state-dir", str(tmp_path / "p"), "--reconnect-max", "0",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+            _out, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 2 and b"--reconnect-max" in err, err
         finally:
             await ctl.stop()
 
