@@ -1,4 +1,5 @@
-"""Backends for the audit tests: a SQLite file in tmp_path, and a fresh PostgreSQL schema.
+"""Fixtures for the audit tests: an audit log per backend (tests/conftest.py gives the
+URLs) and a fixed clock.
 
 PostgreSQL tests skip (saying why) when no server is reachable, except under CI, where
 they fail: see reconciler.store.testing.
@@ -8,42 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from reconciler.audit import AuditLog
-from reconciler.store import sqlite_url
-from reconciler.store.testing import (
-    PostgresMissing,
-    must_run_postgres_tests,
-    postgres_database,
-    postgres_schema,
-)
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="session")
-def postgres_db() -> Iterator[str]:
-    try:
-        with postgres_database() as url:
-            yield url
-    except PostgresMissing as exc:
-        if must_run_postgres_tests():
-            pytest.fail(f"CI is set, so PostgreSQL tests must run: {exc}")
-        pytest.skip(f"PostgreSQL tests skipped: {exc}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL for an empty store, once per backend."""
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "data")
-        return
-    database = request.getfixturevalue("postgres_db")
-    with postgres_schema(database) as url:
-        yield url
 
 
 @pytest.fixture

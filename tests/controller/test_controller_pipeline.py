@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,7 @@ from reconciler.revisions import (
     deploy_verdict,
 )
 from reconciler.source import GitMirror, SignaturePolicy, observe_branch
-from reconciler.store import open_engine, sqlite_url
-from reconciler.store.testing import (
-    PostgresMissing,
-    must_run_postgres_tests,
-    postgres_database,
-    postgres_schema,
-)
+from reconciler.store import open_engine
 
 S = RevisionStatus
 
@@ -43,24 +36,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@pytest.fixture(scope="module")
-def postgres_db() -> Iterator[str]:
-    try:
-        with postgres_database() as url:
-            yield url
-    except PostgresMissing as exc:
-        if must_run_postgres_tests():
-            pytest.fail(f"CI is set, so PostgreSQL tests must run: {exc}")
-        pytest.skip(f"PostgreSQL tests skipped: {exc}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "data")
-        return
-    with postgres_schema(request.getfixturevalue("postgres_db")) as url:
-        yield url
 
 
 def test_store_rows_paging_counts_and_epochs(db_url: str) -> None:

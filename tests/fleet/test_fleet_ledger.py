@@ -103,8 +103,8 @@ def test_entry_round_trip_and_json() -> None:
     assert back.state is ProxyState.DISCONNECTED and back.desired_version == e.desired_version
 
 
-def test_ledger_store_upserts_and_loads(fleet_db_url: str) -> None:
-    store = LedgerStore.open(fleet_db_url)
+def test_ledger_store_upserts_and_loads(db_url: str) -> None:
+    store = LedgerStore.open(db_url)
     try:
         a, b = _connected(), ProxyRecord("p2")
         a.set_desired(desired(1))
@@ -124,7 +124,7 @@ def test_ledger_store_upserts_and_loads(fleet_db_url: str) -> None:
         assert [e.proxy_id for e in store.load()] == ["p1"]
         store.save([])
         # a second store on the same database does not recreate or clobber the table
-        again = LedgerStore.open(fleet_db_url)
+        again = LedgerStore.open(db_url)
         assert [e.proxy_id for e in again.load()] == ["p1"]
         again.close()
     finally:

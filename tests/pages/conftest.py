@@ -25,12 +25,7 @@ from reconciler.pages import PagesSettings, Signals
 from reconciler.pages.demo_data import SqlPagesData
 from reconciler.pages.demo_seed import canary_stages, make_app, seed_fleet, seed_revisions, series
 from reconciler.store import open_engine, sqlite_url
-from reconciler.store.testing import (
-    PostgresMissing,
-    must_run_postgres_tests,
-    postgres_database,
-    postgres_schema,
-)
+from reconciler.store.testing import must_run_postgres_tests
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 
@@ -141,24 +136,3 @@ def browser(browser_session: object) -> Iterator[object]:
 def shots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
-
-
-@pytest.fixture(scope="session")
-def postgres_db() -> Iterator[str]:
-    try:
-        with postgres_database() as url:
-            yield url
-    except PostgresMissing as exc:
-        if must_run_postgres_tests():
-            pytest.fail(f"CI is set, so PostgreSQL tests must run: {exc}")
-        pytest.skip(f"PostgreSQL tests skipped: {exc}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "db")
-        return
-    database = request.getfixturevalue("postgres_db")
-    with postgres_schema(database) as url:
-        yield url
