@@ -39,6 +39,7 @@ from reconciler.revisions import (
     RevisionStore,
 )
 from reconciler.revisions.canary import CanaryDeployer
+from reconciler.revisions.prometheus_feed import PrometheusFeed
 from reconciler.source import (
     FetchCoordinator,
     FetchOutcome,
@@ -119,7 +120,7 @@ class Controller:
         self.started = asyncio.Event()
         self.pipeline: Pipeline
         self.canary: CanaryDeployer | None = None
-        self.prometheus_feed: Any = None  # analysis.source: prometheus (PrometheusFeed)
+        self.prometheus_feed: PrometheusFeed | None = None  # analysis.source: prometheus
         self._proxy_counts: dict[str, int] = {}
         self._branch_gone = False
         self._hook_timer: asyncio.TimerHandle | None = None
@@ -508,7 +509,6 @@ class Controller:
             self.canary.newer_commit = self.pipeline.newer_commit
         if self.canary is not None and s.analysis_source == "prometheus":
             from reconciler.analysis.prometheus import PrometheusProvider
-            from reconciler.revisions.prometheus_feed import PrometheusFeed
 
             self.prometheus_feed = PrometheusFeed(
                 self.canary, PrometheusProvider(str(s.prometheus_url),

@@ -35,6 +35,8 @@ class WindowsProvider(Protocol):
     def windows_by_proxy(self, proxy_ids: Sequence[str], start: float, end: float,
                          step: float = 1.0) -> dict[str, list[dict[str, Any]]]: ...
 
+    def close(self) -> None: ...
+
 
 class StatsSink(Protocol):
     """What the feed needs of `CanaryDeployer`."""
