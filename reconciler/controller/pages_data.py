@@ -7,14 +7,12 @@ event loop too, in the same hop as the fleet counts; a finished rollout's last s
 from the store (`Controller.revision_rollout`). Actions go to `Controller.rollout_action` /
 `Controller.rollback` with the signed-in actor, so the controller's own records
 (rollout.operator, rollback.requested, ...) name who did it. `act` does not audit: the pages
-record the request. A controller without those methods shows no rollout and refuses the
-actions.
+record the request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +32,6 @@ if TYPE_CHECKING:
     from reconciler.controller.service import Controller
 
 FLEET_STATES = ("SYNCED", "STALE", "NACKED", "DISCONNECTED")
-NO_ROLLOUT = ("no rollout in progress: {action} is not available until canary rollouts are "
-              "wired into the controller (this controller deploys all at once)")
 _LOOP_TIMEOUT_S = 5.0
 # A rollback may abort a rollout and push a revert commit first: give actions longer.
 _ACTION_TIMEOUT_S = 60.0
@@ -63,16 +59,9 @@ class ControllerPagesData:
     ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None]:
         """Fleet counts, the rollout STATUS and the PIN, in one hop to the event loop."""
         ctl = self._ctl
-        status_of = getattr(ctl, "rollout_status", None)
-        pin_of = getattr(ctl, "pin_state", None)
 
         async def read() -> tuple[dict[str, int], Any, Any]:
-            counts = ctl.fleet_counts()
-            status = status_of() if status_of is not None else None
-            pin = pin_of() if pin_of is not None else None
-            if inspect.isawaitable(pin):
-                pin = await pin
-            return counts, status, pin
+            return ctl.fleet_counts(), ctl.rollout_status(), await ctl.pin_state()
 
         got, status, pin = asyncio.run_coroutine_threadsafe(read(), ctl.loop).result(
             timeout=_LOOP_TIMEOUT_S)
@@ -139,11 +128,7 @@ class ControllerPagesData:
         _, live, _ = self._live_state()
         if live is not None and live.get("revisionId") == revision_id:
             return live
-        stored_of = getattr(self._ctl, "revision_rollout", None)
-        if stored_of is None:
-            return None
-        stored = stored_of(revision_id)
-        return stored if isinstance(stored, dict) else None
+        return self._ctl.revision_rollout(revision_id)
 
     def rollback_targets(self, *, limit: int) -> list[RevisionRow]:
         revs = self._ctl.revisions.list(limit=limit, status="deployed")
@@ -181,24 +166,18 @@ class ControllerPagesData:
         reason: str = "",
         fast: bool = False,
     ) -> ActionResult:
+        # Here, not at the top: the service module imports this one.
+        from reconciler.controller.service import RollbackRefused
+
         ctl = self._ctl
         if action is Action.ROLLBACK:
-            rollback = getattr(ctl, "rollback", None)
-            if rollback is None:
-                return ActionResult(ok=False, message=NO_ROLLOUT.format(action=action.value))
             try:
-                answer = self._on_loop(rollback(target_revision, fast=fast, revert=False,
-                                                actor=actor, reason=reason))
-            except Exception as exc:
-                # RollbackRefused (by name: this module must not import the service).
-                if type(exc).__name__ != "RollbackRefused":
-                    raise
+                answer = self._on_loop(ctl.rollback(target_revision, fast=fast, revert=False,
+                                                    actor=actor, reason=reason))
+            except RollbackRefused as exc:
                 return ActionResult(ok=False, message=f"rollback refused: {exc}")
             return ActionResult(ok=True, message=convert.rollback_message(answer))
-        rollout_action = getattr(ctl, "rollout_action", None)
-        if rollout_action is None:
-            return ActionResult(ok=False, message=NO_ROLLOUT.format(action=action.value))
-        accepted, message = self._on_loop(rollout_action(action.value, actor, reason))
+        accepted, message = self._on_loop(ctl.rollout_action(action.value, actor, reason))
         return ActionResult(ok=bool(accepted), message=str(message))
 
 
