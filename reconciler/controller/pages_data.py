@@ -30,6 +30,7 @@ from reconciler.pages.readmodel import (
 
 if TYPE_CHECKING:
     from reconciler.controller.service import Controller
+    from reconciler.fleet.ledger import LedgerEntry
 
 FLEET_STATES = ("SYNCED", "STALE", "NACKED", "DISCONNECTED")
 _LOOP_TIMEOUT_S = 5.0
@@ -45,14 +46,16 @@ class ControllerPagesData:
 
     # -- fleet and rollout state live on the event loop ---------------------------------------
 
-    def _fleet_snapshot(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
-        ctl = self._ctl
+    def _ledger(self) -> list[LedgerEntry]:
+        """The fleet server's ledger, read on the event loop (which owns it). Only the
+        entries: frozen, so the filtering, sorting and paging run here, off the loop."""
+        fleet = self._ctl.fleet
 
-        async def snapshot() -> tuple[list[dict[str, Any]], dict[str, int]]:
-            return ctl.proxies(), ctl.fleet_counts()
+        async def read() -> list[LedgerEntry]:
+            return fleet.ledger()
 
-        future = asyncio.run_coroutine_threadsafe(snapshot(), ctl.loop)
-        return future.result(timeout=_LOOP_TIMEOUT_S)
+        return asyncio.run_coroutine_threadsafe(read(), self._ctl.loop).result(
+            timeout=_LOOP_TIMEOUT_S)
 
     def _live_state(
         self,
@@ -124,11 +127,21 @@ class ControllerPagesData:
         )
 
     def _rollout_of(self, revision_id: int) -> dict[str, Any] | None:
-        """The live STATUS when this revision is rolling out now, else its stored last one."""
-        _, live, _ = self._live_state()
-        if live is not None and live.get("revisionId") == revision_id:
-            return live
-        return self._ctl.revision_rollout(revision_id)
+        """The live STATUS when this revision is rolling out now, else its stored last one.
+        Only a page of the revision rolling out asks the loop (for that STATUS alone)."""
+        ctl = self._ctl
+        active = ctl.canary.active if ctl.canary is not None else None
+        if active is not None and active.revision_id == revision_id:
+
+            async def read() -> Any:
+                return ctl.rollout_status()
+
+            live = asyncio.run_coroutine_threadsafe(read(), ctl.loop).result(
+                timeout=_LOOP_TIMEOUT_S)
+            if isinstance(live, dict) and live.get("revisionId") == revision_id:
+                return live
+        # Not rolling out (or it just finished): its stored last STATUS, if it had a rollout.
+        return ctl.revision_rollout(revision_id)
 
     def rollback_targets(self, *, limit: int) -> list[RevisionRow]:
         revs = self._ctl.revisions.list(limit=limit, status="deployed")
@@ -145,17 +158,18 @@ class ControllerPagesData:
         offset: int,
         limit: int,
     ) -> FleetPage:
-        entries, _ = self._fleet_snapshot()
-        rows = [convert.proxy_row(e) for e in entries]
+        entries = self._ledger()
         if state:
-            rows = [r for r in rows if r.state == state]
+            entries = [e for e in entries if e.state == state]
         if service:
-            rows = [r for r in rows if r.service == service]
+            entries = [e for e in entries if e.service == service]
         if search:
-            rows = [r for r in rows if r.proxy_id.startswith(search)]
-        rows.sort(key=_sort_key(sort), reverse=descending)
+            entries = [e for e in entries if e.proxy_id.startswith(search)]
+        # The ledger comes sorted by proxy id; the sort is stable, so ties stay in that order.
+        entries.sort(key=_sort_key(sort), reverse=descending)
         start = max(0, offset)
-        return FleetPage(rows=tuple(rows[start:start + max(0, limit)]), total=len(rows))
+        shown = entries[start:start + max(0, limit)]
+        return FleetPage(rows=tuple(_proxy_row(e) for e in shown), total=len(entries))
 
     def act(
         self,
@@ -184,16 +198,21 @@ class ControllerPagesData:
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
-def _sort_key(sort: str) -> Any:
-    def key(r: ProxyRow) -> tuple[Any, ...]:
-        if sort == "service":
-            return (r.service, r.proxy_id)
-        if sort == "state":
-            return (r.state, r.proxy_id)
-        if sort == "version":
-            return (r.version or "", r.proxy_id)
-        if sort == "last_seen":
-            return (r.last_seen or _EPOCH, r.proxy_id)
-        return (r.proxy_id,)
+def _proxy_row(e: LedgerEntry) -> ProxyRow:
+    """`convert.proxy_row(e.to_dict())` without the detour through ISO text."""
+    return ProxyRow(proxy_id=e.proxy_id, service=e.service,
+                    version=e.acked_version or e.desired_version, state=str(e.state),
+                    last_seen=convert.parse_time(e.last_seen), last_error=e.last_error)
 
-    return key
+
+def _sort_key(sort: str) -> Any:
+    """Sort keys of ledger entries, the same as of their `ProxyRow`s."""
+    if sort == "service":
+        return lambda e: (e.service, e.proxy_id)
+    if sort == "state":
+        return lambda e: (str(e.state), e.proxy_id)
+    if sort == "version":
+        return lambda e: (e.acked_version or e.desired_version or "", e.proxy_id)
+    if sort == "last_seen":
+        return lambda e: (convert.parse_time(e.last_seen) or _EPOCH, e.proxy_id)
+    return lambda e: (e.proxy_id,)
