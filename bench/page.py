@@ -2,14 +2,26 @@
 
     .venv/bin/python bench/page.py [--records 1000000] [--proxies 10000] [--revisions 1000]
                                    [--loads 50] [--backends sqlite,postgres] [--json out.json]
+                                   [--read-model controller|demo]
 
 For each backend: fills a fresh store with `--records` audit records (append_many in bursts of
-20,000: a valid chain), `--proxies` proxies and `--revisions` revisions in the pages' demo
-tables (`SqlPagesData`), verifies the chain once (the badge's background job, so it does not
-run during the measurement), then loads each page `--loads` times through a real uvicorn on
-127.0.0.1 and reports the server's own time per request (a middleware's `Server-Timing`),
-p50 and p99. PostgreSQL comes from MESHCD_TEST_POSTGRES_URL (default postgres@127.0.0.1/test);
-a throwaway database is created and dropped.
+20,000: a valid chain), then `--proxies` proxies and `--revisions` revisions behind the read
+model the pages are served from:
+
+- `controller` (the default): what `meshcd serve` serves, `ControllerPagesData` over a
+  controller assembled from the real parts (bench/controller_model.py): a `RevisionStore`
+  with the revisions, their plans, findings, deploy results and stored rollouts, a
+  `FleetServer` whose ledger was loaded from its `LedgerStore` and then connected, a
+  `CanaryDeployer` with a live rollout of the newest revision (a real `RolloutEngine` in its
+  third stage, with its series), a `Pipeline`, and an asyncio loop in a thread that the
+  fleet, the rollout and the pin are read on;
+- `demo`: the pages' demo tables (`SqlPagesData`).
+
+Then it verifies the chain once (the badge's background job, so it does not run during the
+measurement), loads each page `--loads` times through a real uvicorn on 127.0.0.1 and reports
+the server's own time per request (a middleware's `Server-Timing`), p50 and p99. PostgreSQL
+comes from MESHCD_TEST_POSTGRES_URL (default postgres@127.0.0.1/test); a throwaway database is
+created and dropped.
 """
 
 from __future__ import annotations
@@ -25,16 +37,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/controller_model.py
 
 from reconciler.audit import AuditEntry, AuditLog
 from reconciler.auth import ApiTokens
@@ -79,7 +93,7 @@ def fill_audit(audit: AuditLog, records: int, batch: int = 20_000) -> float:
     return time.perf_counter() - started
 
 
-def pages(records: int, revisions: int, proxies: int) -> dict[str, str]:
+def pages(records: int, revisions: int, proxies: int, done_revision: int) -> dict[str, str]:
     mid = max(records // 2, 2)
     since = (T0 + timedelta(seconds=records // 200)).strftime("%Y-%m-%dT%H:%M:%S")
     until = (T0 + timedelta(seconds=records // 200 + 600)).strftime("%Y-%m-%dT%H:%M:%S")
@@ -89,6 +103,7 @@ def pages(records: int, revisions: int, proxies: int) -> dict[str, str]:
         "revisions": "/revisions",
         "revisions_filtered": "/revisions?outcome=rejected",
         "revision_detail": f"/revisions/{revisions}",
+        "revision_detail_done": f"/revisions/{done_revision}",
         "fleet": "/fleet",
         "fleet_filtered_sorted": "/fleet?state=NACKED&sort=last_seen&order=desc",
         "fleet_last_page": f"/fleet?offset={max(proxies - 100, 0)}",
@@ -122,14 +137,46 @@ def serve(app: Any) -> Iterator[str]:
 
 def run_backend(url: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     engine = open_engine(url)
-    audit, tokens, data = AuditLog(engine), ApiTokens(engine), SqlPagesData(engine)
+    with ExitStack() as stack:
+        stack.callback(engine.dispose)
+        return _run_backend(engine, args, stack)
+
+
+def _fill_demo(engine: Engine, args: argparse.Namespace) -> tuple[Any, int, str]:
+    data = SqlPagesData(engine)
     now = datetime.now(UTC)
-    fill_s = fill_audit(audit, args.records)
     seed_revisions(data, args.revisions, now=now)
     seed_fleet(data, args.proxies, now=now)
     data.start_rollout(args.revisions, canary_stages(args.proxies), now=now)
     data.add_points(args.revisions, series(600, bad_after=400))
-    print(f"  filled in {fill_s:.0f} s; verifying the chain once ...", file=sys.stderr)
+    return data, max(args.revisions - 1, 1), "demo read model (SqlPagesData)"
+
+
+def _fill_controller(engine: Engine, audit: AuditLog, args: argparse.Namespace,
+                     stack: ExitStack) -> tuple[Any, int, str]:
+    from controller_model import build, loop_thread
+
+    loop = stack.enter_context(loop_thread())
+    data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    built = build(engine, audit, loop, data_dir, revisions=args.revisions, proxies=args.proxies)
+    return built.data, built.done_revision, (
+        f"controller read model (ControllerPagesData; {built.stored_rollouts} stored rollouts, "
+        f"live rollout of revision {args.revisions})")
+
+
+def _run_backend(engine: Engine, args: argparse.Namespace,
+                 stack: ExitStack) -> dict[str, dict[str, float]]:
+    audit, tokens = AuditLog(engine), ApiTokens(engine)
+    now = datetime.now(UTC)
+    fill_s = fill_audit(audit, args.records)
+    started = time.perf_counter()
+    if args.read_model == "demo":
+        data, done_revision, model = _fill_demo(engine, args)
+    else:
+        data, done_revision, model = _fill_controller(engine, audit, args, stack)
+    model_s = time.perf_counter() - started
+    print(f"  audit filled in {fill_s:.0f} s, the {model} in {model_s:.0f} s; "
+          "verifying the chain once ...", file=sys.stderr)
     chain = ChainStatus(audit, max_age=1e9, full_every=1e9)
     started = time.perf_counter()
     chain.refresh(full=True, wait=True)
@@ -158,7 +205,7 @@ def run_backend(url: str, args: argparse.Namespace) -> dict[str, dict[str, float
         load_before = os.getloadavg()[0]
         # Round-robin over the pages (not 50 loads of one page, then the next), so a burst of
         # load from something else on the machine spreads over all pages instead of one.
-        targets = pages(args.records, args.revisions, args.proxies)
+        targets = pages(args.records, args.revisions, args.proxies, done_revision)
         times: dict[str, list[float]] = {name: [] for name in targets}
         for round_ in range(args.loads + 2):
             for name, path in targets.items():
@@ -175,11 +222,12 @@ def run_backend(url: str, args: argparse.Namespace) -> dict[str, dict[str, float
             }
     results["_fill"] = {
         "audit_fill_s": fill_s,
+        "model_fill_s": model_s,
         "verify_s": verify_s,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
+        "done_revision": done_revision,
     }
-    engine.dispose()
     return results
 
 
@@ -205,10 +253,14 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=50)
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--read-model", choices=("controller", "demo"), default="controller",
+                        help="what the pages read: the controller's ControllerPagesData "
+                        "(what `meshcd serve` serves; default) or the demo SqlPagesData")
     args = parser.parse_args()
     out: dict[str, dict[str, float]] = {}
     full: dict[str, Any] = {}
     print(f"machine: {machine()}")
+    print(f"read model: {args.read_model}")
     for backend in args.backends.split(","):
         print(
             f"{backend}: {args.records} audit records, {args.proxies} proxies, {args.revisions} revisions",
@@ -226,8 +278,10 @@ def main() -> None:
         out[backend] = {
             page: round(v["p99_ms"], 2) for page, v in res.items() if not page.startswith("_")
         }
-    print(f"\n{'page':<24}" + "".join(f"{b + ' p50':>14}{b + ' p99':>14}" for b in full))
-    for page in pages(args.records, args.revisions, args.proxies):
+    done = int(next(iter(full.values()))["_fill"]["done_revision"]) if full else 1
+    print(f"\n{args.read_model} read model, server time per page\n{'page':<24}"
+          + "".join(f"{b + ' p50':>14}{b + ' p99':>14}" for b in full))
+    for page in pages(args.records, args.revisions, args.proxies, done):
         print(
             f"{page:<24}"
             + "".join(
@@ -238,7 +292,8 @@ def main() -> None:
     for b in full:
         fill = full[b]["_fill"]
         print(
-            f"{b}: audit fill {fill['audit_fill_s']:.0f} s, full chain verify {fill['verify_s']:.0f} s, "
+            f"{b}: audit fill {fill['audit_fill_s']:.0f} s, {args.read_model} read model fill "
+            f"{fill['model_fill_s']:.0f} s, full chain verify {fill['verify_s']:.0f} s, "
             f"load average (1 min) {fill['load_before']:.1f} before / {fill['load_after']:.1f} after the loads"
         )
     worst = max(v for b in out.values() for v in b.values())
