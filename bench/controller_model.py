@@ -280,8 +280,8 @@ def fill_revisions(store: RevisionStore, count: int, proxies: int, now: datetime
         assert got.id == i, (got.id, i)
     kept = canary_ids[-keep_rollouts:]
     for rid in kept:
-        status = {**done_status, "revisionId": rid, "commit": commit_of(rid)}
-        store.save_rollout(rid, commit_of(rid), done_state, status,
+        last = {**done_status, "revisionId": rid, "commit": commit_of(rid)}
+        store.save_rollout(rid, commit_of(rid), done_state, last,
                            (now - timedelta(minutes=(count - rid) * 7)).isoformat())
     return len(kept), kept[-1]
 
