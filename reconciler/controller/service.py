@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -577,6 +578,11 @@ class Controller:
             print(f"meshcd serve: epoch {self.epoch}; API {self.api_url}; fleet {self.fleet.url}; "
                   f"bootstrap {self.bootstrap_url}; watching {self.mirror_display} "
                   f"branch {s.branch}", flush=True)
+            # What start-up built (modules, the deployed render, the restored ledger) lives as
+            # long as the process: out of the collector's sight, a full collection no longer
+            # walks it (measured: ~77 ms pauses on page loads with 10,000 proxies, docs/pages.md).
+            gc.collect()
+            gc.freeze()
             self.started.set()
             await stop.wait()
         finally:

@@ -337,10 +337,38 @@ def test_restart_during_rollback_resends_the_rollback() -> None:
     pb = Playbook.fast()
     _to_stage2(pb)
     pb.nack("w1")
-    pb.ack_old("a2")
+    n = len(pb.commands)
+    pb.ack_old("a2")  # an ACK alone is not persisted one by one ...
+    assert not any(isinstance(c, Persist) for c in pb.commands[n:])
     assert pb.restart() == ["push rollback a2=old-api w1=old-web w2=old-web", "timer rollback 30"]
     assert pb.ack_old("w1") == []
-    assert pb.ack_old("w2") == ["finished rolled_back (rejected)"]
+    assert pb.ack_old("w2") == []
+    # ... so after the restart a2 must ACK again (a proxy already on its old config does so
+    # at once: the fleet sees it runs that version)
+    assert pb.ack_old("a2") == ["finished rolled_back (rejected)"]
+
+
+def test_acks_alone_are_not_persisted_one_by_one_and_a_restart_asks_again() -> None:
+    pb = Playbook.fast({"web": 10}, stages=DEFAULT_STAGES)
+    pb.start()
+    pb.ack_pushed()
+    pb.traffic(30)
+    pb.fire("bake")  # stage 2 (10%: nothing new) is skipped; stage 3 (50%) pushes to 4 more
+    waiting = sorted(pb.last_push().wait_for)
+    assert len(waiting) == 4 and pb.engine is not None
+    n = len(pb.commands)
+    pb.ack(*waiting[:-1])
+    assert not any(isinstance(c, Persist) for c in pb.commands[n:])  # no Persist per ACK
+    # the restored engine repeats the stage: it re-sends the push and waits for all four
+    # again (and for the stage's earlier canary)
+    restarted = pb.restart()
+    again = sorted(pb.engine.status(pb.now)["waitingForAck"])
+    assert set(waiting) <= set(again) and sorted(pb.last_push().wait_for) == again
+    assert any(line.startswith("push ") for line in restarted), restarted
+    pb.ack(*again[:-1])
+    assert pb.engine.status(pb.now)["waitingForAck"] == [again[-1]]
+    pb.ack(again[-1])  # the last ACK starts the bake: that is persisted
+    assert isinstance(pb.commands[-1], Persist) and pb.engine.state.phase == "baking"
 
 
 def test_restart_while_paused_stays_paused() -> None:
