@@ -163,7 +163,9 @@ class RolloutEngine:
         if t is None:
             return
         if st.phase == "rolling_back":
-            if ev.proxy_id in st.rollback_pending:
+            # Only a NACK of the old config refuses the rollback: a late NACK of the new one
+            # (from the stage's push) says nothing about the rollback.
+            if ev.proxy_id in st.rollback_pending and ev.version == t.old_version:
                 st.rollback_pending.discard(ev.proxy_id)
                 self._dirty = True
                 self._audit("rollout.rollback_refused", {"proxy": ev.proxy_id,

@@ -6,7 +6,15 @@ import json
 
 from rollout_playbook import DENYING, ERRORS_5XX, HEALTHY, SLOW, Playbook, Traffic, window
 
-from reconciler.rollout import DEFAULT_STAGES, Finished, Persist, Push, StageSpec, StatsReceived
+from reconciler.rollout import (
+    DEFAULT_STAGES,
+    Finished,
+    Nacked,
+    Persist,
+    Push,
+    StageSpec,
+    StatsReceived,
+)
 from reconciler.spec.model import Analysis
 
 STAGE1 = "push stage a2=new-api"
@@ -548,3 +556,18 @@ def test_status_text_for_rollout_watch() -> None:
     text = render_status(pb.engine.status(pb.now))
     assert "stage 1: Failed (api.shop: error_rate" in text
     assert "finished: rolled_back (revision rejected)" in text
+
+
+def test_only_a_nack_of_the_old_config_refuses_the_rollback() -> None:
+    pb = Playbook.fast()
+    _to_stage2(pb)
+    pb.nack("w1")  # the stage fails: every proxy that got the change goes back
+    # w2's stage push is answered late, with a NACK of the *new* config: not a refusal
+    assert pb.send(Nacked("w2", pb.new("w2"), "late", pb.now)) == []
+    assert "w2" in pb.engine.state.rollback_pending  # type: ignore[union-attr]
+    # a2 refuses its old config: audited, and not waited for any more
+    pb.send(Nacked("a2", pb.old("a2") or "", "old config broken", pb.now))
+    refused = pb.audits("rollout.rollback_refused")
+    assert [a.data["proxy"] for a in refused] == ["a2"]
+    assert pb.ack_old("w1") == []
+    assert pb.ack_old("w2") == ["finished rolled_back (rejected)"]
