@@ -35,7 +35,7 @@ analysis:                                # what the canary judge reads (docs/rol
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,7 +192,7 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
     credentials = source.get("credentials") or {}
     if not isinstance(credentials, Mapping):
         raise SettingsError("source.credentials: expected a mapping")
-    analysis = _analysis(top.get("analysis"), env)
+    analysis = _analysis(top.get("analysis"), pick)
     return Settings(
         repo_url=repo_url.strip(),
         data_dir=data_dir,
@@ -231,14 +231,11 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
     )
 
 
-def _analysis(value: Any, env: Mapping[str, str]) -> dict[str, Any]:
-    """`analysis:` -> the Settings fields analysis_source and prometheus_*."""
+def _analysis(value: Any, pick: Callable[[str, Any], Any]) -> dict[str, Any]:
+    """`analysis:` -> the Settings fields analysis_source and prometheus_*; `pick(env name,
+    value)` is build_settings' environment override."""
     analysis = _mapping(value, "analysis", _ANALYSIS)
     prom = _mapping(analysis.get("prometheus"), "analysis.prometheus", _PROMETHEUS)
-
-    def pick(env_name: str, v: Any) -> Any:
-        return env[env_name] if env.get(env_name) else v
-
     source = _choice(pick("MESHCD_ANALYSIS_SOURCE", analysis.get("source", "fleet")),
                      "analysis.source", ANALYSIS_SOURCES)
     url = pick("MESHCD_PROMETHEUS_URL", prom.get("url"))
