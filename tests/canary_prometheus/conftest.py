@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-for _p in (HERE, HERE.parent / "canary_e2e"):  # canary_harness is imported, not copied
+# canary_harness and prometheus_process are imported, not copied
+for _p in (HERE, HERE.parent / "canary_e2e", HERE.parent / "rollout"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))

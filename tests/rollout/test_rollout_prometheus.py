@@ -4,27 +4,20 @@ reads back are the numbers the targets counted."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import httpx
 import pytest
+from prometheus_process import PrometheusProcess, require_prometheus
 
 from proxy_runtime.metrics import MetricsExporter, Stats
 from reconciler.analysis import LATENCY_BUCKETS, Outcome, Sample, judge
 from reconciler.analysis.prometheus import PrometheusError, PrometheusProvider, matcher
 from reconciler.analysis.stats import histogram_quantile
 from reconciler.spec.model import Analysis
-
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 class Target:
@@ -85,45 +78,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Target, Target]]:
-    if not os.path.exists(PROMETHEUS):
-        if os.environ.get("CI"):
-            pytest.fail(f"{PROMETHEUS} is missing (CI must have Debian's prometheus package)")
-        pytest.skip(f"{PROMETHEUS} is not installed (Debian package prometheus)")
-    tmp = tmp_path_factory.mktemp("prom")
+    require_prometheus()
     canary, baseline = Target("web.shop-0", "web.shop"), Target("web.shop-1", "web.shop")
-    port = _free_port()
-    cfg = tmp / "prometheus.yml"
-    cfg.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: proxies\n"
-        "    scrape_interval: 1s\n"
-        f"    static_configs: [{{targets: ['{canary.instance}', '{baseline.instance}']}}]\n")
-    log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    prom = PrometheusProcess(tmp_path_factory.mktemp("prom"), _free_port(),
+                             [canary.instance, baseline.instance])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("prometheus did not start: "
-                                   + Path(tmp / "prometheus.log").read_text()[-2000:])
-            time.sleep(0.2)
-        yield url, canary, baseline
+        yield prom.wait_ready().url, canary, baseline
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        prom.stop()
         canary.close()
         baseline.close()
 
