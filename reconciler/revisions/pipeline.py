@@ -358,7 +358,7 @@ class Pipeline:
                                            reason="" if verdict.status is RevisionStatus.DEPLOYED
                                            else verdict.reason))
         if verdict.status is RevisionStatus.DEPLOYED:
-            self.deployed, self.deployed_revision = result, rev
+            self.deployed_revision = rev  # self.deployed was set above
             await asyncio.to_thread(self.store.set_state, "deployed_revision", rev.id)
             if self.fleet_assign is not None and not self.deployer.hello_gets_new:
                 self.fleet_assign(self.deployed_assignments())
