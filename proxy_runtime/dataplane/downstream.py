@@ -83,12 +83,16 @@ class RequestBody:
 
     def finish(self) -> None:
         self.complete = True
-        if self.sink is not None and self.chunked:
-            self.sink.write(LAST_CHUNK)
+        sink = self.sink
+        if sink is not None:
+            if self.chunked:
+                sink.write(LAST_CHUNK)
+            sink.request_done = True
 
     def attach(self, upstream: Any) -> None:
         """Send the body to `upstream` (an UpstreamConnection): what came so far, then live."""
         if not self.has_body:
+            upstream.request_done = True
             return
         # on a retry the earlier attempt consumed `pending`: replay the copy
         chunks = self.replay if self.sent else self.pending
@@ -98,8 +102,10 @@ class RequestBody:
         frame = self._frame
         for piece in chunks:
             upstream.write(frame(piece))
-        if self.complete and self.chunked:
-            upstream.write(LAST_CHUNK)
+        if self.complete:
+            if self.chunked:
+                upstream.write(LAST_CHUNK)
+            upstream.request_done = True
         self.sink = upstream
         upstream.body_source = self
         self.conn.resume_reading_for_body()
@@ -127,7 +133,7 @@ class _NoBody(RequestBody):
         pass
 
     def attach(self, upstream: Any) -> None:
-        pass
+        upstream.request_done = True
 
     def detach(self) -> None:
         pass

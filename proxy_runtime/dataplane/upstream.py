@@ -131,6 +131,10 @@ class UpstreamConnection(asyncio.BaseProtocol):
         self.head: ResponseHead | None = None
         self.is_head_request = False
         self.message_done = False
+        # the request body is fully written (set by the RequestBody); a connection whose
+        # request ended early must not be reused: the rest of the body would be read as the
+        # next request's start (and the next request as the rest of this body)
+        self.request_done = False
         self.write_paused = False
         self.body_source: Any = None  # RequestBody feeding us (paused when our buffer is full)
 
@@ -233,6 +237,7 @@ class UpstreamConnection(asyncio.BaseProtocol):
         self.chunked = False
         self.head = None
         self.message_done = False
+        self.request_done = False  # until the request body says it is all written
         self.is_head_request = is_head_request
         self.requests_served += 1
         assert self.transport is not None
@@ -251,9 +256,11 @@ class UpstreamConnection(asyncio.BaseProtocol):
             self.transport.resume_reading()
 
     def finish(self) -> bool:
-        """End the exchange; True if the connection may be reused."""
+        """End the exchange; True if the connection may be reused: both the request (head
+        and whole body written) and the response completed, and the upstream keeps it open."""
         head = self.head
-        reusable = not self.closed and self.message_done and head is not None and head.keep_alive
+        reusable = (not self.closed and self.message_done and self.request_done
+                    and head is not None and head.keep_alive)
         self.ex = None
         self.body_source = None
         return reusable
