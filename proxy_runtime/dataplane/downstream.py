@@ -4,7 +4,10 @@ One protocol per client connection. It parses requests, hands each complete head
 server's handler coroutine (one at a time per connection: pipelined requests queue), streams
 the request body to whoever the handler attaches, and enforces the input limits: malformed
 request -> 400, oversized headers -> 431, CL+TE together -> 400 (the parser refuses them),
-header read timeout -> 408. Timeouts are checked by a sweep over all connections every
+a Transfer-Encoding other than exactly `chunked` -> 400 (not final) or 501 (another coding),
+header read timeout -> 408. A body the parser refuses after the head went upstream (a bad
+chunk size, a Content-Length trailer...) answers 400, closes, cuts the upstream attempt off
+and marks the request `refused` so that it is never retried. Timeouts are checked by a sweep over all connections every
 fraction of a second, so the hot path arms no timer per request."""
 
 from __future__ import annotations
@@ -31,6 +34,29 @@ DISCARD_LIMIT = 1024 * 1024  # unread request body we still read and drop to kee
 
 class HeadersTooLarge(Exception):
     pass
+
+
+class BadFraming(Exception):
+    """A request head whose message framing we refuse; `status` is the answer (400 or 501)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+def check_transfer_encoding(values: list[bytes]) -> None:
+    """Transfer-Encoding (all its field lines) as the comma-separated token list it is
+    (RFC 9112 6.1): the only coding this proxy implements is `chunked`, once, last.
+    Raises BadFraming: 400 if chunked is not the final coding (the body length cannot be
+    known) or is applied twice, 501 for any other coding."""
+    tokens = [t.strip(b" \t").lower() for v in values for t in v.split(b",")]
+    tokens = [t for t in tokens if t]
+    if not tokens or tokens[-1] != b"chunked":
+        raise BadFraming(400, "chunked is not the final transfer coding")
+    if tokens.count(b"chunked") > 1:
+        raise BadFraming(400, "chunked applied more than once")
+    if len(tokens) > 1:
+        raise BadFraming(501, f"transfer coding {tokens[0].decode('latin-1')!r} not implemented")
 
 
 class RequestBody:
@@ -143,8 +169,13 @@ NO_BODY = _NoBody()
 
 
 class Request:
-    __slots__ = ("body", "chunked", "content_length", "expect_continue", "headers", "host",
-                 "keep_alive", "method", "path", "started", "url", "version")
+    """One request. `head_complete`: its head is parsed; `handled`: the handler has run for
+    it; `refused`: the parser refused its body after the head (the text of the 400): the
+    request is over, nothing may send or retry it any more."""
+
+    __slots__ = ("body", "chunked", "content_length", "expect_continue", "handled", "head_complete",
+                 "headers", "host", "keep_alive", "method", "path", "refused", "started",
+                 "transfer_encoding", "url", "version")
 
     def __init__(self) -> None:
         self.method = b""
@@ -159,6 +190,10 @@ class Request:
         self.expect_continue = False
         self.content_length: int | None = None
         self.chunked = False
+        self.transfer_encoding: list[bytes] | None = None
+        self.head_complete = False
+        self.handled = False
+        self.refused: bytes | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:
@@ -303,10 +338,11 @@ class HttpDownstream(asyncio.BaseProtocol):
         except httptools.HttpParserError as exc:
             self.stop_parsing = True
             if self.too_large:
-                self.reject(431, b"request header fields too large\n")
+                self.refuse(431, b"request header fields too large\n")
             else:
-                detail = str(exc.__context__ or exc) if isinstance(exc, httptools.HttpParserCallbackError) else str(exc)
-                self.reject(400, b"bad request: " + detail.encode(errors="replace") + b"\n")
+                cause = (exc.__context__ or exc) if isinstance(exc, httptools.HttpParserCallbackError) else exc
+                status = cause.status if isinstance(cause, BadFraming) else 400
+                self.refuse(status, b"bad request: " + str(cause).encode(errors="replace") + b"\n")
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -340,6 +376,8 @@ class HttpDownstream(asyncio.BaseProtocol):
         if self.header_bytes > self.state.limits.max_header_bytes:
             self.too_large = True
             raise HeadersTooLarge()
+        if not self.in_headers:
+            return  # a trailer field: not forwarded, never framing
         lname = name.lower()
         req.headers.append((lname, value))
         if lname == b"host":
@@ -347,13 +385,20 @@ class HttpDownstream(asyncio.BaseProtocol):
         elif lname == b"content-length":
             req.content_length = int(value)  # the parser already refused a malformed one
         elif lname == b"transfer-encoding":
-            req.chunked = b"chunked" in value.lower()
+            if req.transfer_encoding is None:
+                req.transfer_encoding = [value]
+            else:
+                req.transfer_encoding.append(value)
         elif lname == b"expect" and value.lower() == b"100-continue":
             req.expect_continue = True
 
     def on_headers_complete(self) -> None:
         req: Request = self.parsing  # type: ignore[assignment]
         self.in_headers = False
+        if req.transfer_encoding is not None:
+            check_transfer_encoding(req.transfer_encoding)  # raises: refused before it starts
+            req.chunked = True
+        req.head_complete = True
         self.since = self.state.now
         parser = self.parser
         req.method = method = parser.get_method()
@@ -407,6 +452,7 @@ class HttpDownstream(asyncio.BaseProtocol):
             return  # the connection went away before its turn
         self.fresh = False
         self.response_started = False
+        req.handled = True
         if req.expect_continue and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
@@ -493,6 +539,42 @@ class HttpDownstream(asyncio.BaseProtocol):
         if self.read_paused and self.transport is not None and not self.closing:
             self.read_paused = False
             self.transport.resume_reading()
+
+    def refuse(self, status: int, body: bytes) -> None:
+        """The parser refused the input: answer `status` and close. A request whose head was
+        complete is taken back: before its handler ran it never starts; after, the upstream
+        attempt is cut off and the request is marked refused (never sent again, no retry)."""
+        req = self.parsing
+        if req is None or not req.head_complete:
+            self.reject(status, body)
+            return
+        req.refused = body
+        if req in self.queue:
+            # pipelined behind the current request, never started: stop after the current one
+            self.queue.remove(req)
+            if self.current is not None:
+                self.current.keep_alive = False
+            else:
+                self.close()
+            return
+        if req is not self.current:
+            self.close()  # answered already (the rest of its body was read and dropped)
+            return
+        if not req.handled:
+            # read in the same poll as its head: it never starts (_start sees it is not current)
+            self.current = None
+            self.state.in_flight -= 1
+            self.reject(status, body)
+            return
+        sink = req.body.sink
+        req.body.detach()
+        self.stop_parsing = True
+        if not self.response_started:
+            self.respond(status, body, keep_alive=False)
+        else:
+            self.abort()
+        if sink is not None:
+            sink.abort()  # the upstream saw a part of this request: that connection is done
 
     def reject(self, status: int, body: bytes) -> None:
         """Answer a request we could not parse and close (the stream position is lost)."""

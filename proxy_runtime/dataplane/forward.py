@@ -191,7 +191,12 @@ class DirectExchange:
         conn = self.conn
         conn.feeder = None
         outcome = self.outcome
-        if not self.started:
+        if self.req.refused is not None:
+            # the client's request was refused mid-body (already answered 400): not the
+            # upstream's fault, nothing more to say
+            outcome.status = 400
+            outcome.flags = "DPE"
+        elif not self.started:
             cluster = self.cluster
             if record_result(cluster.outlier, cluster.endpoints, self.endpoint, 503, conn.loop.time()):
                 cluster.stats.ejected(cluster.name)
@@ -236,6 +241,11 @@ def start_forward(
 ) -> None:
     """Forward `req`; `done(outcome)` is called once the exchange is over, either way.
     `trace`: trace headers in wire form, sent after `headers`."""
+    if req.refused is not None:  # refused while a fault delay held it
+        outcome.status = 400
+        outcome.flags = "DPE"
+        done(outcome)
+        return
     if not cluster.endpoints:
         outcome.status = 503
         outcome.flags = "UH"
@@ -334,6 +344,12 @@ async def forward(
             outcome.flags = "UF"
             conn.respond(503, b"upstream connect error: " + str(exc).encode() + b"\n")
             return
+        if req.refused is not None:
+            # refused (and answered 400) while we waited for a connection: nothing was sent on it
+            pool.release(up, True)
+            outcome.status = 400
+            outcome.flags = "DPE"
+            return
         outcome.endpoint = endpoint.label
         endpoint.active_requests += 1
         ex = FutureExchange(loop)
@@ -356,6 +372,10 @@ async def forward(
                 req.body.detach()
                 up.finish()
                 up.abort()
+                if req.refused is not None:
+                    outcome.status = 400  # answered by the downstream; never retried
+                    outcome.flags = "DPE"
+                    return
                 if (exc.kind != "timeout" or retry.per_try_timeout is not None) and record_result(
                     cluster.outlier, cluster.endpoints, endpoint, 503, loop.time()
                 ):
@@ -409,7 +429,7 @@ async def forward(
 
 
 def _can_retry(attempt: int, retry: RetrySettings, req: Request) -> bool:
-    return attempt < retry.attempts and req.body.replayable
+    return attempt < retry.attempts and req.body.replayable and req.refused is None
 
 
 async def _relay_response(
