@@ -136,3 +136,15 @@ async def read_until_close(reader: asyncio.StreamReader, timeout: float = 5.0) -
 
 def status_of(data: bytes) -> int:
     return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+
+
+@asynccontextmanager
+async def harness_backend(name: str = "b", ssl_ctx: Any = None) -> AsyncIterator[Any]:
+    """proxy_harness.Backend, started and always stopped."""
+    from proxy_harness import Backend
+
+    b = await Backend(name, ssl_ctx=ssl_ctx).start()
+    try:
+        yield b
+    finally:
+        await b.stop()
