@@ -34,7 +34,7 @@ from proxy_runtime.dataplane.downstream import (
 from proxy_runtime.dataplane.forward import Outcome, forward
 from proxy_runtime.dataplane.handlers import make_inbound_handler, make_outbound_handler
 from proxy_runtime.dataplane.tcp_relay import RelaySide, relay_to
-from proxy_runtime.dataplane.tls import peer_spiffe_ids
+from proxy_runtime.dataplane.tls import NOT_AN_SVID, svid_spiffe_id
 from proxy_runtime.metrics import Stats
 
 log = logging.getLogger("meshcd.proxy")
@@ -331,11 +331,11 @@ class ProxyRuntime:
                 factory, ep.address, ep.port, ssl=pool.ssl_context,
                 server_hostname=pool.server_hostname if pool.ssl_context else None),
                 pool.connect_timeout)
-            if pool.ssl_context is not None and pool.expected_peer_ids:
-                got = peer_spiffe_ids(t.get_extra_info("ssl_object").getpeercert())
-                if not any(i in pool.expected_peer_ids for i in got):
+            if pool.ssl_context is not None:
+                got = svid_spiffe_id(t.get_extra_info("ssl_object").getpeercert())
+                if got is None or (pool.expected_peer_ids and got not in pool.expected_peer_ids):
                     t.abort()
-                    raise OSError(f"peer SPIFFE ID {got} is not {pool.expected_peer_ids}")
+                    raise OSError(NOT_AN_SVID if got is None else f"peer SPIFFE ID {got} is not {pool.expected_peer_ids}")
             self.stats.connection_opened(cluster_name)
             return t, p
 
@@ -487,9 +487,12 @@ class _InboundTcp(RelaySide):
             return
         listener, cluster = entry
         sslobj = transport.get_extra_info("ssl_object")
-        ids = peer_spiffe_ids(sslobj.getpeercert()) if sslobj is not None else []
+        principal = svid_spiffe_id(sslobj.getpeercert()) if sslobj is not None else None
         peer = transport.get_extra_info("peername") or ("", 0)
-        principal = ids[0] if ids else None
+        if sslobj is not None and principal is None:
+            log.info("inbound tcp %s refused: %s", peer[0], NOT_AN_SVID)
+            transport.abort()  # type: ignore[attr-defined]
+            return
         areq = AuthzRequest(principal=principal, source_ip=peer[0],
                             destination_port=listener.service_port, is_tcp=True)
         source = principal or "unknown"

@@ -23,7 +23,7 @@ import httptools
 
 from proxy_runtime.config.paths import PathError, normalize_target
 from proxy_runtime.dataplane.http1 import LAST_CHUNK, chunk, simple_response
-from proxy_runtime.dataplane.tls import TlsBufferedReads, peer_spiffe_ids
+from proxy_runtime.dataplane.tls import NOT_AN_SVID, TlsBufferedReads, svid_spiffe_id
 
 log = logging.getLogger("meshcd.proxy")
 _monotonic = time.monotonic
@@ -313,8 +313,12 @@ class HttpDownstream(asyncio.BaseProtocol):
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             self.tls = True
-            ids = peer_spiffe_ids(sslobj.getpeercert())
-            self.principal = ids[0] if ids else None
+            self.principal = svid_spiffe_id(sslobj.getpeercert())
+            if self.principal is None:
+                log.info("inbound %s:%s refused: %s", self.peer_ip, self.peer_port, NOT_AN_SVID)
+                self.closing = True
+                transport.abort()  # type: ignore[attr-defined]
+                return
         self.since = self.state.now
         self.state.connections.add(self)
 

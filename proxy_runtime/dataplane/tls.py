@@ -38,10 +38,28 @@ class TlsBufferedReads:
 
 
 def peer_spiffe_ids(peercert: dict[str, Any] | None) -> list[str]:
-    """URI SANs starting with spiffe:// from ssl's getpeercert() dict."""
+    """URI SANs starting with spiffe:// from ssl's getpeercert() dict (for display; decide with
+    svid_spiffe_id)."""
     if not peercert:
         return []
     return [v for k, v in peercert.get("subjectAltName", ()) if k == "URI" and v.startswith("spiffe://")]
+
+
+NOT_AN_SVID = "peer certificate is not an X509-SVID (exactly one URI SAN, a SPIFFE ID)"
+
+
+def svid_spiffe_id(peercert: dict[str, Any] | None) -> str | None:
+    """The SPIFFE ID of an X509-SVID from ssl's getpeercert() dict: its one URI SAN, which
+    must be a spiffe:// URI (X509-SVID spec 4.1). None if the certificate has no URI SAN,
+    more than one, or one that is not a SPIFFE ID: such a peer is refused, never taken as
+    one of its identities."""
+    if not peercert:
+        return None
+    uris = [v for k, v in peercert.get("subjectAltName", ()) if k == "URI"]
+    if len(uris) != 1 or not uris[0].startswith("spiffe://") or len(uris[0]) <= 9:
+        return None
+    spiffe_id: str = uris[0]
+    return spiffe_id
 
 
 def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:

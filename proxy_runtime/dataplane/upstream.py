@@ -16,7 +16,12 @@ from typing import Any, Protocol
 import httptools
 
 from proxy_runtime.dataplane.http1 import HOP_BY_HOP
-from proxy_runtime.dataplane.tls import TlsBufferedReads, peer_spiffe_ids
+from proxy_runtime.dataplane.tls import (
+    NOT_AN_SVID,
+    TlsBufferedReads,
+    peer_spiffe_ids,
+    svid_spiffe_id,
+)
 
 Header = tuple[bytes, bytes]
 
@@ -367,21 +372,24 @@ class UpstreamPool:
                 self.on_connect_failure()
             raise UpstreamError("connect-failure", f"{self.host}:{self.port}: {exc or 'timeout'}") from None
         conn: UpstreamConnection = proto
-        if self.ssl_context is not None and self.expected_peer_ids:
+        if self.ssl_context is not None:
+            # mesh mTLS: the peer must be an X509-SVID, and one of the expected IDs if any
             assert conn.transport is not None
             sslobj = conn.transport.get_extra_info("ssl_object")
-            got = peer_spiffe_ids(sslobj.getpeercert() if sslobj else None)
-            if not any(i in self.expected_peer_ids for i in got):
+            peercert = sslobj.getpeercert() if sslobj else None
+            spiffe_id = svid_spiffe_id(peercert)
+            problem = ""
+            if spiffe_id is None:
+                problem = f"{NOT_AN_SVID}: SPIFFE IDs {', '.join(peer_spiffe_ids(peercert)) or '(none)'}"
+            elif self.expected_peer_ids and spiffe_id not in self.expected_peer_ids:
+                problem = f"peer SPIFFE ID {spiffe_id} is not the expected {', '.join(self.expected_peer_ids)}"
+            if problem:
                 conn.abort()
                 self.open -= 1
                 self._wake_one()
                 if self.on_connect_failure is not None:
                     self.on_connect_failure()
-                raise UpstreamError(
-                    "connect-failure",
-                    f"peer SPIFFE ID {', '.join(got) or '(none)'} is not the expected "
-                    f"{', '.join(self.expected_peer_ids)}",
-                )
+                raise UpstreamError("connect-failure", problem)
         self._all.add(conn)
         if self.on_connect is not None:
             self.on_connect()

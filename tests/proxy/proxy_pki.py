@@ -53,7 +53,10 @@ class CA:
         )
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
-    def svid(self, spiffe_id: str, *, expired: bool = False) -> Cert:
+    def svid(self, spiffe_id: str, *, expired: bool = False, uris: tuple[str, ...] | None = None,
+             dns: tuple[str, ...] = ()) -> Cert:
+        """A leaf for `spiffe_id`; `uris` replaces its URI SANs (an SVID has exactly one),
+        `dns` adds DNS SANs."""
         key = _key()
         now = dt.datetime.now(dt.UTC)
         if expired:
@@ -68,8 +71,9 @@ class CA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
-                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(u) for u in ((spiffe_id,) if uris is None else uris)]
+                + [x509.DNSName(d) for d in dns]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
