@@ -6,9 +6,10 @@ the request body to whoever the handler attaches, and enforces the input limits:
 request -> 400, oversized headers -> 431, CL+TE together -> 400 (the parser refuses them),
 a Transfer-Encoding other than exactly `chunked` -> 400 (not final) or 501 (another coding),
 header read timeout -> 408. A body the parser refuses after the head went upstream (a bad
-chunk size, a Content-Length trailer...) answers 400, closes, cuts the upstream attempt off
-and marks the request `refused` so that it is never retried. Timeouts are checked by a sweep over all connections every
-fraction of a second, so the hot path arms no timer per request."""
+chunk size, a Content-Length trailer...) answers 400, a body that stops arriving 408; both
+close, cut the upstream attempt off and mark the request `refused` so it is never retried.
+Timeouts are checked by a sweep over all connections every fraction of a second, so the hot
+path arms no timer per request."""
 
 from __future__ import annotations
 
@@ -176,8 +177,9 @@ NO_BODY = _NoBody()
 
 class Request:
     """One request. `head_complete`: its head is parsed; `handled`: the handler has run for
-    it; `refused`: the parser refused its body after the head (the text of the 400): the
-    request is over, nothing may send or retry it any more."""
+    it; `refused`: the status the proxy itself ended it with while its body was being read
+    (400: the parser refused the body, 408: the body stopped arriving), 0 while it is not:
+    a refused request is over, nothing may send or retry it any more."""
 
     __slots__ = ("body", "chunked", "content_length", "expect_continue", "handled", "head_complete",
                  "headers", "host", "keep_alive", "method", "path", "refused", "started",
@@ -199,7 +201,7 @@ class Request:
         self.transfer_encoding: list[bytes] | None = None
         self.head_complete = False
         self.handled = False
-        self.refused: bytes | None = None
+        self.refused = 0
 
     def header(self, name: bytes) -> bytes | None:
         for n, v in self.headers:
@@ -578,7 +580,7 @@ class HttpDownstream(asyncio.BaseProtocol):
         if req is None or not req.head_complete:
             self.reject(status, body)
             return
-        req.refused = body
+        req.refused = status
         if req in self.queue:
             # pipelined behind the current request, never started: stop after the current one
             self.queue.remove(req)
@@ -622,6 +624,7 @@ class HttpDownstream(asyncio.BaseProtocol):
             if req is not None and not self.in_headers and now - self.since > limits.body_timeout:
                 # a request body that stopped arriving: give up on the request and the client
                 self.stop_parsing = True
+                req.refused = 408  # over: the upstream attempt cut off below is not retried
                 sink = req.body.sink
                 if not self.response_started:
                     self.respond(408, b"request body read timeout\n", keep_alive=False)

@@ -191,10 +191,10 @@ class DirectExchange:
         conn = self.conn
         conn.feeder = None
         outcome = self.outcome
-        if self.req.refused is not None:
-            # the client's request was refused mid-body (already answered 400): not the
-            # upstream's fault, nothing more to say
-            outcome.status = 400
+        if self.req.refused:
+            # the proxy ended the client's request mid-body (answered 400 or 408 already):
+            # not the upstream's fault, nothing more to say
+            outcome.status = self.req.refused
             outcome.flags = "DPE"
         elif not self.started:
             cluster = self.cluster
@@ -241,8 +241,8 @@ def start_forward(
 ) -> None:
     """Forward `req`; `done(outcome)` is called once the exchange is over, either way.
     `trace`: trace headers in wire form, sent after `headers`."""
-    if req.refused is not None:  # refused while a fault delay held it
-        outcome.status = 400
+    if req.refused:  # refused while a fault delay held it
+        outcome.status = req.refused
         outcome.flags = "DPE"
         done(outcome)
         return
@@ -344,10 +344,10 @@ async def forward(
             outcome.flags = "UF"
             conn.respond(503, b"upstream connect error: " + str(exc).encode() + b"\n")
             return
-        if req.refused is not None:
-            # refused (and answered 400) while we waited for a connection: nothing was sent on it
+        if req.refused:
+            # refused (and answered) while we waited for a connection: nothing was sent on it
             pool.release(up, True)
-            outcome.status = 400
+            outcome.status = req.refused
             outcome.flags = "DPE"
             return
         outcome.endpoint = endpoint.label
@@ -372,8 +372,8 @@ async def forward(
                 req.body.detach()
                 up.finish()
                 up.abort()
-                if req.refused is not None:
-                    outcome.status = 400  # answered by the downstream; never retried
+                if req.refused:
+                    outcome.status = req.refused  # answered by the downstream; never retried
                     outcome.flags = "DPE"
                     return
                 if (exc.kind != "timeout" or retry.per_try_timeout is not None) and record_result(
@@ -429,7 +429,7 @@ async def forward(
 
 
 def _can_retry(attempt: int, retry: RetrySettings, req: Request) -> bool:
-    return attempt < retry.attempts and req.body.replayable and req.refused is None
+    return attempt < retry.attempts and req.body.replayable and not req.refused
 
 
 async def _relay_response(

@@ -11,6 +11,7 @@ from hardening_support import connection, head_backend, read_until_close, runnin
 from proxy_harness import cluster, get, outbound_snapshot, route, run
 
 from proxy_runtime.config import RetryPolicy
+from proxy_runtime.dataplane.downstream import ServerLimits
 
 # a route that retries everything it may: a refused request must still reach the app once at most
 _RETRYING = route("c", timeout_ms=1500,
@@ -115,5 +116,29 @@ def test_transfer_encoding_is_a_token_list() -> None:
                 out = await read_until_close(reader, 5.0)
             assert status_of(out) == 200, out[:200]
             assert out.endswith(b"ok /te body=hello")
+
+    run(body)
+
+
+def test_a_body_that_stops_arriving_is_answered_408_and_never_retried() -> None:
+    """The same rule for the body read timeout: the proxy ended the request, so the upstream
+    attempt it cut off is not retried (the app must not see the head again)."""
+
+    slow_retrying = route("c", timeout_ms=5000,
+                          retries=RetryPolicy(attempts=2, per_try_timeout_ms=2000,
+                                              retry_on=("5xx", "reset", "connect-failure", "gateway-error")))
+
+    async def body() -> None:
+        async with head_backend() as b, running_proxy(
+            outbound_snapshot([slow_retrying], [cluster("c", b.address)]), ServerLimits(body_timeout=0.3)
+        ) as rt:
+            port = rt.port_of("outbound", 0)
+            assert port
+            async with connection(port) as (reader, writer):
+                writer.write(_HEAD + b"Content-Length: 100\r\n\r\nonly-a-little")
+                out = await read_until_close(reader, 3.0)
+            assert status_of(out) == 408, out[:200]
+            await asyncio.sleep(0.5)  # a retry on the reset would show by now
+            assert b.heads == ["/del"]
 
     run(body)
