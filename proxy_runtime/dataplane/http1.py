@@ -48,6 +48,12 @@ def simple_response(
     return b"".join(parts)
 
 
+def final_coding_is_chunked(value: bytes) -> bool:
+    """Whether a Transfer-Encoding field line's last coding is `chunked` (token list, any
+    case, optional whitespace), which is what frames a response body (RFC 9112 6.3)."""
+    return value.rsplit(b",", 1)[-1].strip(b" \t").lower() == b"chunked"
+
+
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 

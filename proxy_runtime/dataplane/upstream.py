@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import httptools
 
-from proxy_runtime.dataplane.http1 import HOP_BY_HOP
+from proxy_runtime.dataplane.http1 import HOP_BY_HOP, final_coding_is_chunked
 from proxy_runtime.dataplane.tls import (
     NOT_AN_SVID,
     TlsBufferedReads,
@@ -194,7 +194,9 @@ class UpstreamConnection(asyncio.BaseProtocol):
             if lname == b"content-length":
                 self.content_length = int(value)
             elif lname == b"transfer-encoding":
-                self.chunked = b"chunked" in value.lower()
+                # a token list: the last line's last coding decides (`xchunked` is not chunked:
+                # such a body ends with the connection)
+                self.chunked = final_coding_is_chunked(value)
         else:
             self.wire += (lname, b": ", value, b"\r\n")
 

@@ -142,3 +142,32 @@ def test_a_body_that_stops_arriving_is_answered_408_and_never_retried() -> None:
             assert b.heads == ["/del"]
 
     run(body)
+
+
+def test_upstream_transfer_encoding_is_a_token_list_too() -> None:
+    """A response whose final transfer coding is not chunked (`xchunked`) is delimited by the
+    close, not parsed as chunked because the value contains the word."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n5\r\nhello")
+        await writer.drain()
+        writer.close()
+
+    async def body() -> None:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        try:
+            address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            async with running_proxy(outbound_snapshot([route("c")], [cluster("c", address)])) as rt:
+                port = rt.port_of("outbound", 0)
+                assert port
+                async with connection(port) as (reader, writer):
+                    writer.write(b"GET /x HTTP/1.1\r\nHost: svc\r\n\r\n")
+                    out = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 5)
+                # re-framed as chunked to the client, and ended properly (not cut off)
+                assert status_of(out) == 200, out
+                assert out.endswith(b"\r\n\r\n8\r\n5\r\nhello\r\n0\r\n\r\n"), out
+        finally:
+            server.close()
+
+    run(body)
