@@ -5,9 +5,31 @@ would be read as the rest of an earlier client's body (cross-client smuggling)."
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from hardening_support import connection, head_backend, running_proxy, status_of
-from proxy_harness import Client, cluster, get, outbound_snapshot, route, run
+from hardening_support import connection, harness_backend, head_backend, running_proxy, status_of
+from proxy_harness import (
+    Client,
+    cluster,
+    get,
+    identity,
+    inbound,
+    inbound_listener,
+    outbound_snapshot,
+    route,
+    run,
+)
+
+from proxy_runtime.config import (
+    AuthorizationPolicy,
+    Operation,
+    Outbound,
+    Rule,
+    Snapshot,
+    UpstreamTls,
+    VirtualHost,
+    snapshot_to_json,
+)
 
 
 def test_early_answer_with_the_body_unfinished_does_not_pool_the_connection() -> None:
@@ -54,5 +76,43 @@ def test_a_completed_exchange_still_reuses_its_connection() -> None:
             finally:
                 await c.close()
             assert len(b.connections) == 1  # keep-alive to the upstream kept working
+
+    run(body)
+
+
+def test_early_403_from_the_callees_proxy_over_mtls(pki: Any) -> None:
+    """The issue's chain: caller proxy -> (mTLS) -> callee proxy whose authorization denies
+    /deny* at once -> app. Client B's request must reach the app as its own request."""
+    deny = (AuthorizationPolicy(name="shop/deny", action="DENY",
+                                rules=(Rule(operations=(Operation(paths=("/deny*",)),)),)),)
+
+    async def body() -> None:
+        async with harness_backend("app") as app:
+            callee = snapshot_to_json(Snapshot(
+                identity=identity(pki.ca.pem, pki.server, pki.server_id),
+                inbound=inbound("cart", "shop", [inbound_listener(app.address, "STRICT")], deny),
+            ))
+            async with running_proxy(callee) as srv:
+                sport = srv.port_of("inbound-http", 0)
+                assert sport
+                tls = UpstreamTls(mode="MUTUAL", peer_spiffe_ids=(pki.server_id,))
+                caller = snapshot_to_json(Snapshot(
+                    identity=identity(pki.ca.pem, pki.client, pki.client_id),
+                    outbound=Outbound(port=0, virtual_hosts=(
+                        VirtualHost("cart", ("cart",), (route("cart", timeout_ms=2000),)),)),
+                    clusters=(cluster("cart", f"127.0.0.1:{sport}", tls=tls),),
+                ))
+                async with running_proxy(caller) as cli:
+                    port = cli.port_of("outbound", 0)
+                    assert port
+                    assert (await get(port, "/warm", host="cart")).status == 200
+                    async with connection(port) as (reader, writer):
+                        writer.write(b"POST /deny HTTP/1.1\r\nHost: cart\r\nContent-Length: 200\r\n\r\n0123456789")
+                        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                        assert status_of(head) == 403, head
+                        r = await asyncio.wait_for(get(port, "/victim", host="cart"), 5)
+                        assert r.status == 200, (r.status, r.body)
+                        assert r.json()["path"] == "/victim"
+                    assert [s.path for s in app.seen] == ["/warm", "/victim"]
 
     run(body)
