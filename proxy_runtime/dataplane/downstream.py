@@ -20,6 +20,7 @@ import httptools
 
 from proxy_runtime.dataplane.http1 import LAST_CHUNK, chunk, simple_response
 from proxy_runtime.dataplane.tls import TlsBufferedReads, peer_spiffe_ids
+from proxy_runtime.errors import ProxyRuntimeError
 
 log = logging.getLogger("meshcd.proxy")
 _monotonic = time.monotonic
@@ -29,8 +30,8 @@ HIGH_WATER = 256 * 1024  # request bytes buffered before we stop reading the cli
 DISCARD_LIMIT = 1024 * 1024  # unread request body we still read and drop to keep the connection
 
 
-class HeadersTooLarge(Exception):
-    pass
+class HeadersTooLarge(ProxyRuntimeError):
+    """A request head over the size limit (answered 431)."""
 
 
 class RequestBody:

@@ -17,20 +17,25 @@ import httptools
 
 from proxy_runtime.dataplane.http1 import HOP_BY_HOP
 from proxy_runtime.dataplane.tls import TlsBufferedReads, peer_spiffe_ids
+from proxy_runtime.errors import ProxyRuntimeError
 
 Header = tuple[bytes, bytes]
 
 
-class UpstreamError(Exception):
+class UpstreamError(ProxyRuntimeError):
     """The upstream failed. kind: connect-failure | reset | timeout | tls-identity."""
+
+    temporary = True
 
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
 
 
-class Overflow(Exception):
+class Overflow(ProxyRuntimeError):
     """A circuit-breaker limit was hit; `limit` names it (max_connections | max_pending_requests)."""
+
+    temporary = True
 
     def __init__(self, limit: str) -> None:
         super().__init__(limit)

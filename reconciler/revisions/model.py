@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from reconciler.errors import MeshcdError
+
 
 class RevisionStatus(enum.StrEnum):
     DETECTED = "detected"
@@ -57,7 +59,7 @@ _MOVES: dict[RevisionStatus, frozenset[RevisionStatus]] = {
 TRIGGERS = ("poll", "webhook", "manual", "startup", "rollback")
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(MeshcdError, ValueError):
     """A status change the life cycle does not allow (a programming error: permanent)."""
 
 

@@ -58,7 +58,7 @@ from .revert import (
 )
 from .schedule import PollingSchedule
 from .signature_policy import (
-    BadSignature,
+    BadlySigned,
     NotAllowed,
     PolicyDecision,
     SignatureMode,
@@ -78,7 +78,7 @@ __all__ = [
     "AllowedSignersError",
     "AuthFailed",
     "BackoffPolicy",
-    "BadSignature",
+    "BadlySigned",
     "BranchDeleted",
     "BranchMissing",
     "BranchMoved",

@@ -68,7 +68,7 @@ from reconciler.spec.model import (
     parse_duration,
     resolve_service_ref,
 )
-from reconciler.spec.sources import DirectorySource, GitTreeSource, SourceError
+from reconciler.spec.sources import ConfigReadError, DirectorySource, GitTreeSource
 from reconciler.spec.validate import ValidateOptions, ValidationCache, ValidationResult, validate
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "AuthorizationSettings",
     "Condition",
     "ConfigModel",
+    "ConfigReadError",
     "ConnectionPool",
     "Destination",
     "DirectorySource",
@@ -121,7 +122,6 @@ __all__ = [
     "Service",
     "ServiceRef",
     "Severity",
-    "SourceError",
     "Stage",
     "Subset",
     "SubsetPolicy",

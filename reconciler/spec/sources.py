@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from reconciler.errors import ConfigError
 from reconciler.spec.codes import finding
 from reconciler.spec.findings import Finding, Location
 
@@ -66,8 +67,10 @@ class SourceFile:
         return f"SourceFile({self.path!r}, {self.key[:12]})"
 
 
-class SourceError(Exception):
-    """The source as a whole cannot be read (missing directory, bad repo, unknown rev)."""
+class ConfigReadError(ConfigError):
+    """The config source as a whole cannot be read (missing directory, bad repo, unknown rev).
+
+    Not `reconciler.source.SourceError`: that one is about talking to the remote repo."""
 
 
 class Source(Protocol):
@@ -108,9 +111,9 @@ class DirectorySource:
         try:
             st = os.stat(self.root)
         except OSError as e:
-            raise SourceError(f"cannot read {self.root}: {e.strerror or e}") from e
+            raise ConfigReadError(f"cannot read {self.root}: {e.strerror or e}") from e
         if not stat.S_ISDIR(st.st_mode):
-            raise SourceError(f"{self.root} is not a directory")
+            raise ConfigReadError(f"{self.root} is not a directory")
         real_root = os.path.realpath(self.root)
         yield from self._walk(real_root, "", max_file_size)
 
@@ -213,13 +216,13 @@ class GitTreeSource:
             try:
                 repo = pygit2.Repository(os.fspath(repo))
             except (pygit2.GitError, KeyError, OSError) as e:
-                raise SourceError(f"not a git repository: {os.fspath(repo)}") from e
+                raise ConfigReadError(f"not a git repository: {os.fspath(repo)}") from e
         self.repo = repo
         self.rev = rev
         try:
             obj = repo.revparse_single(rev)
         except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
-            raise SourceError(f"unknown revision {rev!r} in {repo.path}") from e
+            raise ConfigReadError(f"unknown revision {rev!r} in {repo.path}") from e
         # A commit, a tag, or a bare tree (`git write-tree` gives the staged tree: pre-commit).
         self.commit_id: str | None = None
         try:
@@ -230,18 +233,18 @@ class GitTreeSource:
             try:
                 self.tree = obj.peel(pygit2.Tree)
             except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
-                raise SourceError(f"{rev!r} names neither a commit nor a tree") from e
+                raise ConfigReadError(f"{rev!r} names neither a commit nor a tree") from e
         parts = [p for p in subdir.replace("\\", "/").split("/") if p not in ("", ".")]
         if ".." in parts:
-            raise SourceError(f"{subdir!r} leaves the repository")
+            raise ConfigReadError(f"{subdir!r} leaves the repository")
         self.subdir = "/".join(parts)
         if self.subdir:
             try:
                 entry = self.tree[self.subdir]
             except KeyError as e:
-                raise SourceError(f"no directory {self.subdir!r} in {rev!r}") from e
+                raise ConfigReadError(f"no directory {self.subdir!r} in {rev!r}") from e
             if entry.filemode != _GIT_TREE:
-                raise SourceError(f"{self.subdir!r} is not a directory in {rev!r}")
+                raise ConfigReadError(f"{self.subdir!r} is not a directory in {rev!r}")
             self.tree = repo[entry.id]
 
     def describe(self) -> str:
