@@ -4,12 +4,8 @@ StageView, Signals and SeriesPoints; the actions offered for them; the charts dr
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
 
 from rollout_playbook import (
     ERRORS_5XX,
