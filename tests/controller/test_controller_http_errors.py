@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,9 +25,10 @@ from reconciler.errors import (
     RollbackTargetNotFound,
     StartupError,
 )
+from reconciler.revisions import RevisionNotFound, RevisionStore
 from reconciler.source import BranchMissing, CommitNotFound, RemoteUnreachable
 from reconciler.spec import ConfigReadError
-from reconciler.store import StoreUnavailable
+from reconciler.store import StoreUnavailable, sqlite_url
 
 CASES: dict[str, tuple[MeshcdError, int]] = {
     "record": (RecordNotFound(7), 404),
@@ -107,3 +109,15 @@ def test_a_rollback_to_an_unknown_revision_is_both_not_found_and_a_refusal() -> 
     exc = RollbackTargetNotFound("no revision 99")
     assert isinstance(exc, RollbackRefused) and isinstance(exc, LookupError)
     assert status_for(exc) == 404
+
+
+def test_an_unknown_revision_is_not_found_and_still_a_key_error(tmp_path: Path) -> None:
+    store = RevisionStore.open(sqlite_url(tmp_path / "data"))
+    try:
+        with pytest.raises(RevisionNotFound) as caught:
+            store.get(99)
+    finally:
+        store.close()
+    assert isinstance(caught.value, KeyError)  # callers written before NotFound still work
+    assert str(caught.value) == "no revision 99"
+    assert status_for(caught.value) == 404
