@@ -1,9 +1,13 @@
 """A ratchet on `dict[str, Any]` annotations: typed data inside, JSON only at the edges.
 
-Counts, per package, the annotations (parameters, returns, annotated assignments) that contain
-`dict[str, Any]` (or `Dict[str, Any]`), and fails when a count goes above the number recorded
-here. When you remove some, lower the number in LIMITS so they cannot come back. A new package
-starts at 0: add it to LIMITS with its real count only if it is an edge (wire, store, API)."""
+Counts, per package of the controller (`reconciler.*`) and of the pure cores beside it
+(`renderers`, `webhooks`, `proxy_runtime.config`), the annotations (parameters, returns,
+annotated assignments) that contain `dict[str, Any]` (or `Dict[str, Any]`), and fails when a
+count goes above the number recorded here. The rest of `proxy_runtime` (the data plane, the
+Envoy translation) speaks JSON at its edges and is not counted.
+
+When you remove some, lower the number in LIMITS so they cannot come back. A new package starts
+at 0: add it to LIMITS with its real count only if it is an edge (wire, store, API)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Counted on the tree of issue #12's hygiene branch (2026-12-05): 132 in reconciler. Every
-# package not listed (auth, ca, store, errors, webhooks' and proxy_runtime's others) has 0.
+# package not listed (auth, ca, store, errors) has 0.
 LIMITS: dict[str, int] = {
     "reconciler.analysis": 8,
     "reconciler.audit": 14,
@@ -28,16 +32,12 @@ LIMITS: dict[str, int] = {
     "reconciler.rollout": 17,
     "reconciler.source": 10,
     "reconciler.spec": 11,
-    "proxy_runtime.agent": 8,
     "proxy_runtime.config": 14,
-    "proxy_runtime.dataplane": 1,
-    "proxy_runtime.runtime": 3,
-    "proxy_runtime.stats_window": 3,
     "renderers": 131,
     "webhooks": 2,
 }
 
-PACKAGES = ("reconciler", "proxy_runtime", "renderers", "webhooks")
+PACKAGES = ("reconciler", "renderers", "webhooks", "proxy_runtime/config")
 _PATTERN = re.compile(r"\b[Dd]ict\[\s*str\s*,\s*(typing\.)?Any\s*\]")
 
 
