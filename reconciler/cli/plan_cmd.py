@@ -7,7 +7,8 @@ from typing import NoReturn
 
 import click
 
-from reconciler.spec.sources import ConfigReadError, GitTreeSource
+from reconciler.source.tree import GitTreeSource
+from reconciler.spec.sources import ConfigReadError
 from reconciler.spec.validate import ValidationCache, ValidationResult, validate
 
 _HELP = """Show what going from one revision of a config repo to another would change.

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import click
 
-from reconciler.spec.sources import ConfigReadError, DirectorySource, GitTreeSource, Source
+from reconciler.spec.sources import ConfigReadError, DirectorySource, Source
 from reconciler.spec.validate import validate
 
 _FORMATS = ("native", "envoy", "istio", "linkerd", "gateway-api")
@@ -40,6 +40,8 @@ def _source(path: str | None, repo: str | None, rev: str | None) -> Source:
         _fail("--rev needs --repo")
     try:
         if repo is not None:
+            from reconciler.source.tree import GitTreeSource  # git only when a repo is read
+
             return GitTreeSource(repo, rev or "HEAD", subdir=path or "")
         return DirectorySource(path or ".")
     except ConfigReadError as e:

@@ -52,7 +52,7 @@ from reconciler.source import (
     observe_branch,
     parse_remote_url,
 )
-from reconciler.spec.sources import GitTreeSource
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec.validate import validate
 from reconciler.store import open_engine, sqlite_url
 

@@ -17,8 +17,8 @@ from reconciler.revisions.decisions import (
     plan_summary,
     render_fleet,
 )
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec.model import ConfigModel
-from reconciler.spec.sources import GitTreeSource
 from reconciler.spec.validate import ValidationCache, validate
 from renderers import RenderResult, render
 

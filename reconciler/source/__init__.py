@@ -70,6 +70,7 @@ from .signature_policy import (
     Verified,
     verify_commit_signature,
 )
+from .tree import GitTreeSource
 from .watch import BranchObservation, observe_branch
 
 __all__ = [
@@ -96,6 +97,7 @@ __all__ = [
     "FetchStatus",
     "ForcePush",
     "GitMirror",
+    "GitTreeSource",
     "HttpsToken",
     "MirrorError",
     "NewCommit",

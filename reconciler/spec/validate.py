@@ -1,6 +1,6 @@
 """The validation pipeline: source -> loader -> envelope -> schema -> model -> semantic checks.
 
-    result = validate(DirectorySource("repo"))            # or GitTreeSource(repo, "main")
+    result = validate(DirectorySource("repo"))  # or reconciler.source.GitTreeSource(repo, "main")
     result.findings   # sorted by file, line, column, code
     result.model      # ConfigModel of every document that passed all per-file stages
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec.findings import Finding
 from reconciler.spec.loader import LoadLimits
 from reconciler.spec.sources import (
     ConfigReadError,
     DirectorySource,
-    GitTreeSource,
     SourceFile,
     blob_id,
 )
