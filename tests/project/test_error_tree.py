@@ -100,3 +100,10 @@ def test_nobody_reads_temporary_by_duck_typing() -> None:
             if rel not in DUCK_TYPED_TEMPORARY_LEFT and pattern.search(path.read_text()):
                 readers.append(rel)
     assert not readers, readers
+
+
+def test_webhook_refusals_keep_their_retry_meaning() -> None:
+    # was `permanent = False` on exactly these three: a retry of the same request may pass
+    classes = _exception_classes("webhooks")
+    temporary = sorted(c.__name__ for c in classes if c.temporary)  # type: ignore[attr-defined]
+    assert temporary == ["BodyTimeout", "ClientGone", "NotConfigured"]
