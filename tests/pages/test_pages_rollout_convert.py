@@ -1,5 +1,5 @@
 """STATUS dicts from a REAL RolloutEngine (driven with Acked / StatsReceived / TimerFired /
-Operator events, tests/rollout/rollout_playbook.py) turned into the pages' RolloutView,
+Operator events, tests/support/rollout_playbook.py) turned into the pages' RolloutView,
 StageView, Signals and SeriesPoints; the actions offered for them; the charts drawn."""
 
 from __future__ import annotations
