@@ -1,7 +1,7 @@
 """Fixtures shared by every test folder (tests/): a database URL per backend.
 
 PostgreSQL tests skip (saying why) when no server is reachable, except under CI, where
-they fail: see reconciler.store.testing.
+they fail: see tests/support/postgres.py.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from reconciler.store import sqlite_url
-from reconciler.store.testing import (
+from postgres import (
     PostgresMissing,
     must_run_postgres_tests,
     postgres_database,
     postgres_schema,
 )
+
+from reconciler.store import sqlite_url
 
 
 @pytest.fixture(scope="session")

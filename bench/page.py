@@ -50,16 +50,18 @@ from starlette.requests import Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/controller_model.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # pages fake
+
+from pages_fake import SqlPagesData
+from pages_seed import canary_stages, seed_fleet, seed_revisions, series
+from postgres import postgres_database
 
 from reconciler.audit import AuditEntry, AuditLog
 from reconciler.auth import ApiTokens
 from reconciler.pages import PagesSettings
 from reconciler.pages.chain_status import ChainStatus
-from reconciler.pages.demo_data import SqlPagesData
-from reconciler.pages.demo_seed import canary_stages, seed_fleet, seed_revisions, series
 from reconciler.pages.router import make_pages_router
 from reconciler.store import open_engine, sqlite_url
-from reconciler.store.testing import postgres_database
 
 KINDS = (
     "revision.detected",

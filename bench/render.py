@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synth import generate
 from reconciler.plan import access_diff, plan
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec import model as sm
-from reconciler.spec.sources import GitTreeSource
 from reconciler.spec.validate import ValidationCache, validate
 from renderers import Fleet, Proxy, render
 

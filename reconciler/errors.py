@@ -3,23 +3,54 @@
 Every error meshcd's controller raises on purpose derives from `MeshcdError`. Callers catch at
 the level they care about, and read one flag to decide whether to retry:
 
-    MeshcdError                 temporary: may retrying help?
-    ├── NotFound                a named thing (revision, proxy, token, record) does not exist
-    ├── Conflict                the request is valid but the current state refuses it
-    │   └── RollbackRefused
-    ├── ConfigError             settings or a config repo that cannot be used as given
-    ├── StartupError            the controller cannot start (one line says what to do)
-    ├── SourceError             the Git source            (reconciler.source.errors)
-    ├── StoreError              the database              (reconciler.store.errors)
-    │   └── AuditError          the audit log             (reconciler.audit.errors)
-    └── CAError                 the certificate authority (reconciler.ca.errors)
+    MeshcdError                     temporary: may retrying help?
+    ├── NotFound                    a named thing does not exist (also a LookupError)
+    │   └── RollbackTargetNotFound  `meshcd rollback --to N`: no revision N (also RollbackRefused)
+    ├── Conflict                    the request is valid but the current state refuses it
+    │   └── RollbackRefused         nothing changed (controller)
+    ├── ConfigError                 settings or a config repo that cannot be used as given
+    │   ├── SettingsError           the controller's settings      (controller.settings)
+    │   ├── ConfigReadError         a config source cannot be read (spec.sources)
+    │   └── AllowedSignersError     an allowed-signers file        (source.allowed_signers)
+    ├── StartupError                the controller cannot start (one line says what to do)
+    ├── SourceError                 the Git source                 (source.errors)
+    │   ├── SourceConfigError
+    │   │   └── CredentialsUnavailable
+    │   ├── RemoteUnreachable       temporary
+    │   ├── AuthFailed
+    │   ├── RepositoryNotFound
+    │   ├── FetchFailed             temporary
+    │   ├── BranchMissing           temporary
+    │   ├── CommitNotFound          also NotFound
+    │   ├── MirrorError
+    │   ├── RevertRefused           (source.revert) BranchMoved, PushRejected, NothingToRevert
+    │   ├── PushFailed              temporary (source.revert)
+    │   ├── CoordinatorClosed       refresh() after close() (source.coordinator)
+    │   ├── SshSigError             (source.sshsig) └── UnsupportedKeyType
+    │   └── OpenPgpError            (source.openpgp) └── UnsupportedOpenPgp
+    ├── StoreError                  the database                   (store.errors)
+    │   ├── StoreUnavailable        temporary
+    │   ├── SchemaMismatch
+    │   └── AuditError              the audit log                  (audit.errors)
+    │       ├── InvalidRecord       └── RecordTooLarge
+    │       ├── RecordNotFound      also NotFound
+    │       ├── AppendConflict      temporary
+    │       └── ChainBroken
+    ├── CAError                     the certificate authority      (ca.errors)
+    │   ├── CAConfigError, InvalidSpiffeId, CSRRejected, SVIDRejected
+    │   └── TokenError              └── TokenRefused, TokenNotFound (also NotFound)
+    ├── IllegalTransition           a revision status move the life cycle forbids (revisions.model)
+    ├── BadWindow                   a stats window without the agent's shape (analysis.sample)
+    ├── PrometheusError             Prometheus refused the query   (analysis.prometheus)
+    │   └── PrometheusUnreachable   temporary
+    └── Refused                     a fleet stream ended with an error message (fleet.stream)
 
 Lower-level errors (sqlalchemy, pygit2, OSError) are wrapped at the shell that met them, with
-the original kept as `__cause__`. Exactly one place maps this tree to HTTP status codes (the
-API's exception handler); domain errors carry no status of their own.
+the original kept as `__cause__`. Exactly one place maps this tree to HTTP status codes
+(`reconciler.controller.http_errors`); domain errors carry no status of their own.
 
 `webhooks` and `proxy_runtime` may not import `reconciler`: they keep their own roots
-(`webhooks.errors.Rejection`, `proxy_runtime.agent.errors.AgentError`) with the same
+(`webhooks.errors.Rejection`, `proxy_runtime.errors.ProxyRuntimeError`) with the same
 `temporary` flag.
 """
 
@@ -52,3 +83,7 @@ class ConfigError(MeshcdError, ValueError):
 
 class StartupError(MeshcdError):
     """The controller cannot start; the message is one line saying what is wrong and what to do."""
+
+
+class RollbackTargetNotFound(NotFound, RollbackRefused):
+    """A rollback to a revision that does not exist: a `NotFound` (404) and a refusal."""

@@ -1,12 +1,14 @@
 """Every way a delivery can be refused, as one exception hierarchy.
 
 Each `Rejection` carries the HTTP status the receiver answers with, a stable machine-readable
-`reason` code (goes into the JSON answer and the audit) and `permanent`: whether sending the
-very same request again would get the same answer. Catch `Rejection` to handle them all.
+`reason` code (goes into the JSON answer and the audit) and `temporary`: whether sending the
+very same request again may get another answer (the spelling of `reconciler.errors.MeshcdError`
+and `proxy_runtime.errors.ProxyRuntimeError`; `webhooks` may import neither). Catch
+`Rejection` to handle them all.
 
     Rejection
     ├── NotFoundRejection        404  unknown_forge
-    ├── NotConfigured            403  forge_not_configured        (fail closed; not permanent)
+    ├── NotConfigured            403  forge_not_configured        (fail closed; temporary)
     ├── AuthenticationFailed     401
     │   ├── MissingSignature          missing_signature
     │   ├── UnsupportedAlgorithm      unsupported_signature_algorithm  (e.g. sha1=)
@@ -16,15 +18,17 @@ very same request again would get the same answer. Catch `Rejection` to handle t
     │   ├── AmbiguousHeader           ambiguous_header
     │   ├── BadHeader                 bad_header  (e.g. an unusable delivery id)
     │   ├── UnsupportedEvent          unsupported_event
-    │   ├── ClientGone                client_disconnected  (not permanent)
+    │   ├── ClientGone                client_disconnected  (temporary)
     │   └── InvalidJson               invalid_json
     ├── UnsupportedMediaType     415  unsupported_media_type
     ├── InvalidPayload           422  invalid_payload
     ├── BodyTooLarge             413  body_too_large
-    └── BodyTimeout              408  body_timeout                 (not permanent)
+    └── BodyTimeout              408  body_timeout                 (temporary)
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class Rejection(Exception):
@@ -32,7 +36,7 @@ class Rejection(Exception):
 
     status: int = 400
     reason: str = "rejected"
-    permanent: bool = True
+    temporary: ClassVar[bool] = False
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.reason)
@@ -52,7 +56,7 @@ class NotConfigured(Rejection):
 
     status = 403
     reason = "forge_not_configured"
-    permanent = False  # an operator can add the secret
+    temporary = True  # an operator can add the secret
 
 
 class AuthenticationFailed(Rejection):
@@ -95,7 +99,7 @@ class UnsupportedEvent(BadRequest):
 
 class ClientGone(BadRequest):
     reason = "client_disconnected"
-    permanent = False
+    temporary = True
 
 
 class InvalidJson(BadRequest):
@@ -123,4 +127,4 @@ class BodyTooLarge(Rejection):
 class BodyTimeout(Rejection):
     status = 408
     reason = "body_timeout"
-    permanent = False
+    temporary = True

@@ -20,8 +20,8 @@ DEFAULT_BODY_TIMEOUT_S = 10.0
 DEFAULT_DEDUP_CAPACITY = 10_000
 
 
-class SettingsError(ValueError):
-    pass
+class ReceiverSettingsError(ValueError):
+    """Receiver settings that cannot be used (the message names the setting)."""
 
 
 def _strip_newline(raw: bytes) -> bytes:
@@ -33,9 +33,9 @@ def secret_from_file(path: str | Path) -> bytes:
     try:
         secret = _strip_newline(Path(path).read_bytes())
     except OSError as err:
-        raise SettingsError(f"cannot read secret file {path}: {err.strerror}") from None
+        raise ReceiverSettingsError(f"cannot read secret file {path}: {err.strerror}") from None
     if not secret:
-        raise SettingsError(f"secret file {path} is empty")
+        raise ReceiverSettingsError(f"secret file {path} is empty")
     return secret
 
 
@@ -43,7 +43,7 @@ def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> byte
     env = os.environ if environ is None else environ
     value = env.get(name)
     if not value:
-        raise SettingsError(f"environment variable {name} is unset or empty")
+        raise ReceiverSettingsError(f"environment variable {name} is unset or empty")
     return value.encode("utf-8")
 
 
@@ -54,7 +54,7 @@ def load_secret(source: str, environ: Mapping[str, str] | None = None) -> bytes:
         return secret_from_file(where)
     if sep and kind == "env":
         return secret_from_env(where, environ)
-    raise SettingsError(f"secret source must be file:PATH or env:NAME, not {source[:40]!r}")
+    raise ReceiverSettingsError(f"secret source must be file:PATH or env:NAME, not {source[:40]!r}")
 
 
 @dataclass(frozen=True)
@@ -71,28 +71,28 @@ class ReceiverSettings:
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_body_bytes <= HARD_MAX_BODY:
-            raise SettingsError(
+            raise ReceiverSettingsError(
                 f"max_body_bytes must be between 1 and {HARD_MAX_BODY} (25 MiB), "
                 f"not {self.max_body_bytes}"
             )
         if not 0 < self.body_timeout_s <= 300:
-            raise SettingsError("body_timeout_s must be in (0, 300] seconds")
+            raise ReceiverSettingsError("body_timeout_s must be in (0, 300] seconds")
         if self.dedup_capacity < 1:
-            raise SettingsError("dedup_capacity must be at least 1")
+            raise ReceiverSettingsError("dedup_capacity must be at least 1")
         unknown = set(self.secrets) - set(FORGES)
         if unknown:
-            raise SettingsError(f"secrets for unknown forges: {', '.join(sorted(unknown))}")
+            raise ReceiverSettingsError(f"secrets for unknown forges: {', '.join(sorted(unknown))}")
         empty = [forge for forge, secret in self.secrets.items() if not secret]
         if empty:
-            raise SettingsError(f"empty secret for: {', '.join(sorted(empty))}")
+            raise ReceiverSettingsError(f"empty secret for: {', '.join(sorted(empty))}")
         branch = self.watched_branch.removeprefix("refs/heads/")
         if not branch or branch != branch.strip():
-            raise SettingsError("watched_branch must be a branch name like 'main'")
+            raise ReceiverSettingsError("watched_branch must be a branch name like 'main'")
         object.__setattr__(self, "watched_branch", branch)
         try:
             canonical_repo_key(self.watched_repo, fold_path_case=self.fold_path_case)
         except InvalidRepoUrl as err:
-            raise SettingsError(f"watched_repo {self.watched_repo[:80]!r}: {err}") from None
+            raise ReceiverSettingsError(f"watched_repo {self.watched_repo[:80]!r}: {err}") from None
 
     @property
     def watched_key(self) -> str:

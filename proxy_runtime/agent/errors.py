@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+from proxy_runtime.errors import ProxyRuntimeError
 
-class AgentError(Exception):
-    temporary: bool = False
+
+class AgentError(ProxyRuntimeError):
+    """Base of the agent's errors."""
 
 
 class IdentityError(AgentError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from proxy_runtime.errors import ProxyRuntimeError
 
-class SnapshotError(ValueError):
+
+class SnapshotError(ProxyRuntimeError, ValueError):
     """A snapshot that must not be applied.
 
     `path` is a JSON path in the snapshot, e.g. `outbound.virtualHosts[2].routes[0].match.path.regex`

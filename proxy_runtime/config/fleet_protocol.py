@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from proxy_runtime.errors import ProxyRuntimeError
+
 SUBPROTOCOL = "meshcd.fleet.v1"
 FLEET_PATH = "/fleet"
 # Snapshots can be large (a proxy calling many services); everything a proxy sends is small.
@@ -23,10 +25,8 @@ MAX_TEXT = 64 * 1024  # any single string field other than config/PEMs/errors
 MAX_LABELS = 64
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ProxyRuntimeError, ValueError):
     """A frame that is not a valid message of this protocol. Permanent."""
-
-    temporary = False
 
 
 @dataclass(frozen=True, slots=True)

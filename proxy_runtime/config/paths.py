@@ -24,10 +24,12 @@ from __future__ import annotations
 import re
 import string
 
+from proxy_runtime.errors import ProxyRuntimeError
+
 __all__ = ["PathError", "normalize_path", "normalize_target"]
 
 
-class PathError(ValueError):
+class PathError(ProxyRuntimeError, ValueError):
     """The request target cannot be normalized; the proxy answers 400."""
 
 

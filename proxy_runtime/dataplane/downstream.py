@@ -25,6 +25,7 @@ import httptools
 from proxy_runtime.config.paths import PathError, normalize_target
 from proxy_runtime.dataplane.http1 import LAST_CHUNK, chunk, simple_response
 from proxy_runtime.dataplane.tls import NOT_AN_SVID, TlsBufferedReads, svid_spiffe_id
+from proxy_runtime.errors import ProxyRuntimeError
 
 log = logging.getLogger("meshcd.proxy")
 _monotonic = time.monotonic
@@ -39,11 +40,11 @@ HIGH_WATER = 256 * 1024  # request bytes buffered before we stop reading the cli
 DISCARD_LIMIT = 1024 * 1024  # unread request body we still read and drop to keep the connection
 
 
-class HeadersTooLarge(Exception):
-    pass
+class HeadersTooLarge(ProxyRuntimeError):
+    """A request head over the size limit (answered 431)."""
 
 
-class BadFraming(Exception):
+class BadFraming(ProxyRuntimeError):
     """A request head whose message framing we refuse; `status` is the answer (400 or 501)."""
 
     def __init__(self, status: int, detail: str) -> None:

@@ -22,20 +22,25 @@ from proxy_runtime.dataplane.tls import (
     peer_spiffe_ids,
     svid_spiffe_id,
 )
+from proxy_runtime.errors import ProxyRuntimeError
 
 Header = tuple[bytes, bytes]
 
 
-class UpstreamError(Exception):
+class UpstreamError(ProxyRuntimeError):
     """The upstream failed. kind: connect-failure | reset | timeout | tls-identity."""
+
+    temporary = True
 
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
 
 
-class Overflow(Exception):
+class Overflow(ProxyRuntimeError):
     """A circuit-breaker limit was hit; `limit` names it (max_connections | max_pending_requests)."""
+
+    temporary = True
 
     def __init__(self, limit: str) -> None:
         super().__init__(limit)

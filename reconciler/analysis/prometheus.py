@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from reconciler.analysis.sample import CLASSES, LATENCY_BUCKETS, Sample
+from reconciler.errors import MeshcdError
 
 REQUESTS = "mesh_requests_total"
 BUCKETS = "mesh_request_duration_seconds_bucket"
@@ -41,8 +42,14 @@ Selector = Mapping[str, "str | Sequence[str]"]
 SeriesKey = tuple[tuple[str, str], ...]
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(MeshcdError, RuntimeError):
     """Prometheus could not be asked, or refused the query."""
+
+
+class PrometheusUnreachable(PrometheusError):
+    """Prometheus could not be reached, or answered without JSON (a proxy, a restart)."""
+
+    temporary = True
 
 
 def _quote(value: str) -> str:
@@ -108,12 +115,12 @@ class PrometheusProvider:
             r = self.client.get(f"{self.url}{path}", params=dict(params))
         except httpx.HTTPError as e:
             text = str(e).replace(self.url, self.display_url)
-            raise PrometheusError(f"cannot reach Prometheus at {self.display_url}: "
-                                  f"{text or type(e).__name__}") from e
+            raise PrometheusUnreachable(f"cannot reach Prometheus at {self.display_url}: "
+                                        f"{text or type(e).__name__}") from e
         try:
             body = r.json()
         except ValueError:
-            raise PrometheusError(f"Prometheus answered {r.status_code} without JSON") from None
+            raise PrometheusUnreachable(f"Prometheus answered {r.status_code} without JSON") from None
         if r.status_code != 200 or body.get("status") != "success":
             raise PrometheusError(f"query refused ({r.status_code}): "
                                   f"{body.get('errorType', '')} {body.get('error', '')}".strip())

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.errors import MeshcdError
+
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
@@ -20,7 +22,7 @@ CLASSES: tuple[str, ...] = ("2xx", "3xx", "4xx", "5xx")
 _NBUCKETS = len(LATENCY_BUCKETS) + 1
 
 
-class BadWindow(ValueError):
+class BadWindow(MeshcdError, ValueError):
     """A stats window that does not have the agent's shape."""
 
 

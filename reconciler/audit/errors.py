@@ -12,6 +12,7 @@ StoreError                      (reconciler.store)
 
 from __future__ import annotations
 
+from reconciler.errors import NotFound
 from reconciler.store.errors import StoreError, StoreUnavailable
 
 __all__ = [
@@ -46,7 +47,7 @@ class RecordTooLarge(InvalidRecord):
         self.limit = limit
 
 
-class RecordNotFound(AuditError, LookupError):
+class RecordNotFound(AuditError, NotFound):
     def __init__(self, seq: int) -> None:
         super().__init__(f"no audit record with seq {seq}")
         self.seq = seq

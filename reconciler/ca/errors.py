@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from reconciler.errors import MeshcdError, NotFound
 
-class CAError(Exception):
+
+class CAError(MeshcdError):
     """Base of the CA's errors. `temporary` is True when a retry may succeed."""
-
-    temporary: bool = False
 
 
 class CAConfigError(CAError):
@@ -60,7 +60,7 @@ class TokenRefused(TokenError):
         self.token_id = token_id
 
 
-class TokenNotFound(TokenError, LookupError):
+class TokenNotFound(TokenError, NotFound):
     def __init__(self, token_id: str) -> None:
         super().__init__(f"no join token with id {token_id!r}")
         self.token_id = token_id

@@ -7,7 +7,8 @@ from typing import NoReturn
 
 import click
 
-from reconciler.spec.sources import GitTreeSource, SourceError
+from reconciler.source.tree import GitTreeSource
+from reconciler.spec.sources import ConfigReadError
 from reconciler.spec.validate import ValidationCache, ValidationResult, validate
 
 _HELP = """Show what going from one revision of a config repo to another would change.
@@ -34,7 +35,7 @@ def _load(repo: object, rev: str, cache: ValidationCache) -> tuple[ValidationRes
     try:
         source = GitTreeSource(repo, rev)
         return validate(source, cache), str(source.commit_id)
-    except SourceError as e:
+    except ConfigReadError as e:
         _fail(str(e))
 
 

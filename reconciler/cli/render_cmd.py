@@ -9,7 +9,7 @@ from typing import NoReturn
 
 import click
 
-from reconciler.spec.sources import DirectorySource, GitTreeSource, Source, SourceError
+from reconciler.spec.sources import ConfigReadError, DirectorySource, Source
 from reconciler.spec.validate import validate
 
 _FORMATS = ("native", "envoy", "istio", "linkerd", "gateway-api")
@@ -40,9 +40,11 @@ def _source(path: str | None, repo: str | None, rev: str | None) -> Source:
         _fail("--rev needs --repo")
     try:
         if repo is not None:
+            from reconciler.source.tree import GitTreeSource  # git only when a repo is read
+
             return GitTreeSource(repo, rev or "HEAD", subdir=path or "")
         return DirectorySource(path or ".")
-    except SourceError as e:
+    except ConfigReadError as e:
         _fail(str(e))
 
 
@@ -92,7 +94,7 @@ def render_command(path: str | None, repo: str | None, rev: str | None, fmt: str
     source = _source(path, repo, rev)
     try:
         result = validate(source)
-    except SourceError as e:
+    except ConfigReadError as e:
         _fail(str(e))
     if not result.ok:
         click.echo(f"meshcd: the config is invalid ({len(result.errors)} error(s)):", err=True)

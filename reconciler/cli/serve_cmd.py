@@ -29,8 +29,9 @@ def serve(config_file: Path | None, repo: str | None, branch: str | None,
 
     Exit status: 0 after SIGTERM/SIGINT; 2 when the settings are bad or it cannot start.
     """
-    from reconciler.controller.service import Controller, StartupError
+    from reconciler.controller.service import Controller
     from reconciler.controller.settings import SettingsError, load_settings
+    from reconciler.errors import StartupError
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

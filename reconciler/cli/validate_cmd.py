@@ -25,7 +25,7 @@ from reconciler.spec.model import (
     Service,
     TrafficPolicy,
 )
-from reconciler.spec.sources import DirectorySource, GitTreeSource, Source, SourceError
+from reconciler.spec.sources import ConfigReadError, DirectorySource, Source
 from reconciler.spec.validate import ValidationResult, validate
 
 _STAGE = {"0": "loader and schema", "1": "semantic check"}
@@ -68,16 +68,18 @@ def _source(path: str | None, repo: str | None, rev: str | None) -> Source:
         raise click.UsageError("--rev needs --repo")
     try:
         if repo is not None:
+            from reconciler.source.tree import GitTreeSource  # git only when a repo is read
+
             return GitTreeSource(repo, rev or "HEAD", subdir=path or "")
         return DirectorySource(path or ".")
-    except SourceError as e:
+    except ConfigReadError as e:
         _fail(str(e))
 
 
 def _run(source: Source, limits: LoadLimits) -> ValidationResult:
     try:
         return validate(source, options=limits)
-    except SourceError as e:
+    except ConfigReadError as e:
         _fail(str(e))
 
 

@@ -17,7 +17,7 @@ import click
 
 from webhooks.adapters import FORGES
 from webhooks.sample import build_sample
-from webhooks.settings import MIB, SettingsError, secret_from_file
+from webhooks.settings import MIB, ReceiverSettingsError, secret_from_file
 
 DEFAULT_SAMPLE_REPO = "https://git.example.com/meshcd/sample-config.git"
 
@@ -70,7 +70,7 @@ def test_cmd(
 
     try:
         secret = secret_from_file(secret_file)
-    except SettingsError as err:
+    except ReceiverSettingsError as err:
         raise click.UsageError(str(err)) from None
     target = _endpoint(url, forge)
     try:
@@ -165,7 +165,7 @@ def listen_cmd(
             max_body_bytes=max_body_bytes,
             body_timeout_s=body_timeout,
         )
-    except SettingsError as err:
+    except ReceiverSettingsError as err:
         raise click.UsageError(str(err)) from None
 
     def on_update(update: RefUpdate) -> None:

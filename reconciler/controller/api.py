@@ -22,6 +22,7 @@ from reconciler.audit import AuditRecord, RecordNotFound
 from reconciler.auth.deps import require
 from reconciler.auth.roles import Principal, Role
 from reconciler.ca import InvalidSpiffeId, issue_join_token
+from reconciler.controller.http_errors import install_error_handlers
 from reconciler.controller.metrics import CONTENT_TYPE
 from reconciler.rollout import OPERATOR_ACTIONS
 
@@ -67,6 +68,7 @@ class RollbackRequest(BaseModel):
 
 def make_app(ctl: Controller) -> FastAPI:
     app = FastAPI(title="meshcd", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    install_error_handlers(app)
     viewer = [Depends(require(Role.VIEWER))]
     api = APIRouter(prefix="/api")
     read = APIRouter(prefix="/api", dependencies=viewer)
@@ -164,13 +166,8 @@ def make_app(ctl: Controller) -> FastAPI:
     @api.post("/rollback", status_code=202)
     async def rollback(body: RollbackRequest,
                        who: OperatorPrincipal) -> dict[str, Any]:
-        from reconciler.controller.service import RollbackRefused
-
-        try:
-            return await ctl.rollback(body.to, fast=body.fast, revert=body.revert,
-                                      actor=who.actor, reason=body.reason)
-        except RollbackRefused as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+        return await ctl.rollback(body.to, fast=body.fast, revert=body.revert,
+                                  actor=who.actor, reason=body.reason)
 
     @api.post("/refresh", status_code=202)
     def refresh(who: OperatorPrincipal) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from reconciler.errors import RollbackRefused
 from reconciler.pages import convert
 from reconciler.pages.readmodel import (
     Action,
@@ -180,9 +181,6 @@ class ControllerPagesData:
         reason: str = "",
         fast: bool = False,
     ) -> ActionResult:
-        # Here, not at the top: the service module imports this one.
-        from reconciler.controller.service import RollbackRefused
-
         ctl = self._ctl
         if action is Action.ROLLBACK:
             try:

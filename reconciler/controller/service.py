@@ -28,6 +28,7 @@ from reconciler.ca import CertificateAuthority, JoinTokens
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import Settings
+from reconciler.errors import RollbackRefused, RollbackTargetNotFound, StartupError
 from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
 from reconciler.fleet.audit_buffer import AuditBuffer
 from reconciler.revisions import (
@@ -51,26 +52,13 @@ from reconciler.source import (
     observe_branch,
     parse_remote_url,
 )
-from reconciler.spec.sources import GitTreeSource
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec.validate import validate
 from reconciler.store import open_engine, sqlite_url
 
 log = logging.getLogger("meshcd.controller")
 
 WEBHOOK_WINDOW_S = 1.0  # webhook refreshes inside this window after a fetch are coalesced
-
-
-class StartupError(Exception):
-    """The controller cannot start with these settings (permanent until someone fixes them)."""
-
-
-class RollbackRefused(Exception):
-    """`meshcd rollback` cannot be done as asked (the message says why); nothing changed.
-    `status` is the HTTP status the API answers with (404 unknown revision, else 409)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _utcnow() -> datetime:
@@ -344,7 +332,7 @@ class Controller:
             try:
                 target = await asyncio.to_thread(self.revisions.get, to)
             except KeyError:
-                raise RollbackRefused(f"no revision {to}", 404) from None
+                raise RollbackTargetNotFound(f"no revision {to}") from None
             if target.status is not RevisionStatus.DEPLOYED:
                 raise RollbackRefused(f"revision {to} was never deployed (it is {target.status}); "
                                       "roll back to a revision that was")
@@ -418,7 +406,7 @@ class Controller:
     def _webhook_router(self) -> Any:
         s = self.settings
         from webhooks.receiver import make_router
-        from webhooks.settings import ReceiverSettings, SettingsError
+        from webhooks.settings import ReceiverSettings, ReceiverSettingsError
 
         try:
             rs = ReceiverSettings.from_sources(
@@ -426,7 +414,7 @@ class Controller:
                 else self.mirror_display,
                 watched_branch=s.branch, secret_sources=dict(s.webhook_secrets),
                 max_body_bytes=s.webhook_max_body_bytes, body_timeout_s=s.webhook_body_timeout_s)
-        except SettingsError as exc:
+        except ReceiverSettingsError as exc:
             raise StartupError(f"webhooks: {exc}") from None
 
         def on_update(update: Any) -> None:

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import ConfigError
+
 DEFAULT_DATA_DIR = ".meshcd"
 DEFAULT_API_PORT = 8080
 DEFAULT_FLEET_PORT = 15012
@@ -47,7 +49,7 @@ DEFAULT_BOOTSTRAP_PORT = 15013
 FORGES = ("github", "gitlab", "gitea", "forgejo", "bitbucket", "generic")
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """Bad settings: permanent, the controller does not start."""
 
 

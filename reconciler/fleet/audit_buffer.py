@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.audit import AuditEntry, AuditLog
+from reconciler.errors import MeshcdError
 
 log = logging.getLogger("meshcd.fleet")
 
@@ -48,7 +49,7 @@ class AuditBuffer:
                                             oversize="truncate")
                 except Exception as exc:
                     log.error("cannot append %d fleet audit records: %s", len(batch), exc)
-                    if getattr(exc, "temporary", False):  # the store may be back next time
+                    if isinstance(exc, MeshcdError) and exc.temporary:  # the store may be back next time
                         self.pending[:0] = batch
                         return
                     self.dropped += len(batch)

@@ -24,11 +24,12 @@ from proxy_runtime.config.fleet_protocol import (
     Error,
     encode,
 )
+from reconciler.errors import MeshcdError
 
 log = logging.getLogger("meshcd.fleet")
 
 
-class Refused(Exception):
+class Refused(MeshcdError):
     """End the stream with an `error` message (the owner has audited it)."""
 
 

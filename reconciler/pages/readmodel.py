@@ -2,7 +2,7 @@
 
 Plain frozen dataclasses in, plain dataclasses out, so a page never reaches into the
 controller's internals and a test can serve the pages from a few SQLite tables
-(`reconciler.pages.demo_data.SqlPagesData`). Secrets (webhook secrets, join tokens, keys)
+(`tests/support/pages_fake.py`, `SqlPagesData`). Secrets (webhook secrets, join tokens, keys)
 have no field here: what is not in the read model cannot leak onto a page.
 """
 

@@ -31,6 +31,7 @@ from reconciler.revisions.model import (
     TERMINAL,
     IllegalTransition,
     Revision,
+    RevisionNotFound,
     RevisionStatus,
     check_transition,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "KnownProxy",
     "Pipeline",
     "Revision",
+    "RevisionNotFound",
     "RevisionStatus",
     "RevisionStore",
     "check_transition",

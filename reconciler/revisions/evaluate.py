@@ -17,8 +17,8 @@ from reconciler.revisions.decisions import (
     plan_summary,
     render_fleet,
 )
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec.model import ConfigModel
-from reconciler.spec.sources import GitTreeSource
 from reconciler.spec.validate import ValidationCache, validate
 from renderers import RenderResult, render
 
@@ -47,7 +47,7 @@ class Invalid:
 
 
 def load_and_validate(repo: Any, commit: str, cache: ValidationCache) -> tuple[Any, list[Any]]:
-    """(result, error findings). Raises `reconciler.spec.sources.SourceError` when the
+    """(result, error findings). Raises `reconciler.spec.sources.ConfigReadError` when the
     commit cannot be read at all."""
     result = validate(GitTreeSource(repo, commit), cache)
     return result, list(result.errors)

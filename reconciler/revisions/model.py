@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from reconciler.errors import MeshcdError, NotFound
+
 
 class RevisionStatus(enum.StrEnum):
     DETECTED = "detected"
@@ -57,8 +59,19 @@ _MOVES: dict[RevisionStatus, frozenset[RevisionStatus]] = {
 TRIGGERS = ("poll", "webhook", "manual", "startup", "rollback")
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(MeshcdError, ValueError):
     """A status change the life cycle does not allow (a programming error: permanent)."""
+
+
+class RevisionNotFound(NotFound, KeyError):
+    """No revision with that id. Also a KeyError, for callers written before NotFound."""
+
+    def __init__(self, rev_id: int) -> None:
+        super().__init__(f"no revision {rev_id}")
+        self.rev_id = rev_id
+
+    def __str__(self) -> str:  # not KeyError's repr() of the message
+        return f"no revision {self.rev_id}"
 
 
 def check_transition(old: RevisionStatus, new: RevisionStatus) -> None:

@@ -36,7 +36,7 @@ from reconciler.revisions.model import Revision, RevisionStatus
 from reconciler.revisions.store import RevisionStore
 from reconciler.source import BranchDeleted, BranchObservation, ForcePush, NewCommit
 from reconciler.spec.model import ServiceRef
-from reconciler.spec.sources import SourceError as SpecSourceError
+from reconciler.spec.sources import ConfigReadError as SpecSourceError
 from reconciler.spec.validate import ValidationCache
 from renderers import RenderedSnapshot, render
 

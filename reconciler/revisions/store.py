@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from reconciler.revisions.model import TERMINAL, Revision, RevisionStatus
+from reconciler.revisions.model import TERMINAL, Revision, RevisionNotFound, RevisionStatus
 from reconciler.store.engine import open_engine, read_transaction, write_transaction
 from reconciler.store.timefmt import format_instant, parse_instant
 
@@ -103,7 +103,7 @@ class RevisionStore:
         with read_transaction(self.engine) as connection:
             row = connection.execute(sa.select(_R).where(_R.c.id == rev_id)).first()
         if row is None:
-            raise KeyError(rev_id)
+            raise RevisionNotFound(rev_id)
         return _revision(row)
 
     def list(self, *, limit: int = 50, before_id: int | None = None,

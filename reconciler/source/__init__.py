@@ -58,7 +58,7 @@ from .revert import (
 )
 from .schedule import PollingSchedule
 from .signature_policy import (
-    BadSignature,
+    BadlySigned,
     NotAllowed,
     PolicyDecision,
     SignatureMode,
@@ -70,6 +70,7 @@ from .signature_policy import (
     Verified,
     verify_commit_signature,
 )
+from .tree import GitTreeSource
 from .watch import BranchObservation, observe_branch
 
 __all__ = [
@@ -78,7 +79,7 @@ __all__ = [
     "AllowedSignersError",
     "AuthFailed",
     "BackoffPolicy",
-    "BadSignature",
+    "BadlySigned",
     "BranchDeleted",
     "BranchMissing",
     "BranchMoved",
@@ -96,6 +97,7 @@ __all__ = [
     "FetchStatus",
     "ForcePush",
     "GitMirror",
+    "GitTreeSource",
     "HttpsToken",
     "MirrorError",
     "NewCommit",

@@ -24,13 +24,15 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from reconciler.errors import ConfigError
+
 from .sshsig import SshSigError, fingerprint, key_type_of
 
 _KEY_TYPE = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)(@openssh\.com)?$")
 _TIME = re.compile(r"^(\d{8})(\d{4}(\d{2})?)?(Z)?$", re.IGNORECASE)
 
 
-class AllowedSignersError(ValueError):
+class AllowedSignersError(ConfigError):
     """The file is malformed; the message names the line."""
 
 

@@ -45,7 +45,7 @@ class FetchOutcome(Generic[T]):
         return self.error is None
 
 
-class CoordinatorClosed(RuntimeError):
+class CoordinatorClosed(SourceError, RuntimeError):
     """refresh() after close()."""
 
 

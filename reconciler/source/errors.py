@@ -12,13 +12,11 @@ user-info) and scrubbed of every secret the credentials hold.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from reconciler.errors import MeshcdError, NotFound
 
 
-class SourceError(Exception):
+class SourceError(MeshcdError):
     """Base class: something went wrong talking to, or reading from, the config repo."""
-
-    temporary: ClassVar[bool] = False
 
 
 class SourceConfigError(SourceError):
@@ -55,7 +53,7 @@ class BranchMissing(SourceError):
     temporary = True
 
 
-class CommitNotFound(SourceError):
+class CommitNotFound(SourceError, NotFound):
     """An object id that is not a commit in the mirror."""
 
 

@@ -27,8 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
+from .errors import SourceError
 
-class OpenPgpError(ValueError):
+
+class OpenPgpError(SourceError, ValueError):
     """Malformed OpenPGP data, or a signature that does not verify."""
 
 

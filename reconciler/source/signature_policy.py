@@ -4,7 +4,7 @@
 commit object without it (what git signed), the allowed signers, and the time to judge key
 validity at (`SignaturePolicy.decide_commit` uses the later of committer time and now).
 
-Verdicts: Verified, Unsigned, BadSignature, UnknownKey, NotAllowed, Unsupported. The caller
+Verdicts: Verified, Unsigned, BadlySigned, UnknownKey, NotAllowed, Unsupported. The caller
 records the verdict and enforces the decision; a commit that fails the policy is never
 deployed.
 """
@@ -63,7 +63,7 @@ class Unsigned(_Verdict):
 
 
 @dataclass(frozen=True)
-class BadSignature(_Verdict):
+class BadlySigned(_Verdict):
     reason: str
     kind: Literal["bad_signature"] = "bad_signature"
 
@@ -88,7 +88,7 @@ class Unsupported(_Verdict):
     kind: Literal["unsupported"] = "unsupported"
 
 
-SignatureVerdict = Verified | Unsigned | BadSignature | UnknownKey | NotAllowed | Unsupported
+SignatureVerdict = Verified | Unsigned | BadlySigned | UnknownKey | NotAllowed | Unsupported
 
 
 def verify_commit_signature(
@@ -107,7 +107,7 @@ def verify_commit_signature(
     if signature is None or not signature.strip():
         return Unsigned()
     if signed_payload is None:
-        return BadSignature("signature without signed content")
+        return BadlySigned("signature without signed content")
     head = signature.lstrip()
     if head.startswith(b"-----BEGIN PGP SIGNATURE-----"):
         if not openpgp_keys:
@@ -116,11 +116,11 @@ def verify_commit_signature(
     if head.startswith(b"-----BEGIN SIGNED MESSAGE-----"):
         return Unsupported("x509")
     if not head.startswith(ARMOR_BEGIN):
-        return BadSignature("unrecognised signature format")
+        return BadlySigned("unrecognised signature format")
     try:
         sig = parse_sshsig(dearmor(signature))
     except SshSigError as exc:
-        return BadSignature(str(exc))
+        return BadlySigned(str(exc))
     if sig.key_type.endswith("-cert-v01@openssh.com"):
         return Unsupported("ssh-certificate")
     try:
@@ -128,7 +128,7 @@ def verify_commit_signature(
     except UnsupportedKeyType:
         return Unsupported(sig.key_type)
     except SshSigError as exc:
-        return BadSignature(str(exc))
+        return BadlySigned(str(exc))
 
     # The signature is genuine; now: is this key allowed to sign commits at that time?
     entries = signers.for_key(sig.public_key)
@@ -153,7 +153,7 @@ def _verify_openpgp(signature: bytes, payload: bytes, keyring: OpenPgpKeyring) -
     except UnsupportedOpenPgp as exc:
         return Unsupported("openpgp", str(exc))
     except OpenPgpError as exc:
-        return BadSignature(str(exc))
+        return BadlySigned(str(exc))
     found = keyring.find(sig.issuer_fingerprint, sig.issuer_key_id)
     if found is None:
         return UnknownKey(sig.issuer_fingerprint or sig.issuer_key_id or "no issuer in signature")
@@ -163,7 +163,7 @@ def _verify_openpgp(signature: bytes, payload: bytes, keyring: OpenPgpKeyring) -
     except UnsupportedOpenPgp as exc:
         return Unsupported("openpgp", str(exc))
     except OpenPgpError as exc:
-        return BadSignature(str(exc))
+        return BadlySigned(str(exc))
     principals = cert.user_ids or (cert.primary.fingerprint,)
     return Verified(principals[0], key.fingerprint, principals)
 
@@ -256,7 +256,7 @@ class SignaturePolicy:
 def _describe(verdict: SignatureVerdict) -> str:
     if isinstance(verdict, Unsigned):
         return "the commit is not signed"
-    if isinstance(verdict, BadSignature):
+    if isinstance(verdict, BadlySigned):
         return f"bad signature: {verdict.reason}"
     if isinstance(verdict, UnknownKey):
         return f"key {verdict.fingerprint} is not in the allowed signers"

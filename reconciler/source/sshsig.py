@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from .errors import SourceError
+
 MAGIC = b"SSHSIG"
 VERSION = 1
 ARMOR_BEGIN = b"-----BEGIN SSH SIGNATURE-----"
@@ -44,7 +46,7 @@ _RSA_SIG_HASHES: dict[str, hashes.HashAlgorithm] = {
 SUPPORTED_KEY_TYPES = frozenset({"ssh-ed25519", "ssh-rsa", *_CURVES})
 
 
-class SshSigError(ValueError):
+class SshSigError(SourceError, ValueError):
     """The signature is malformed or does not verify; the message says which."""
 
 

@@ -1,12 +1,12 @@
 """The meshcd config language: loader, JSON Schemas, typed model, validation.
 
-    from reconciler.spec import DirectorySource, GitTreeSource, validate
+    from reconciler.spec import DirectorySource, validate
     result = validate(DirectorySource("repo_layout_example"))
     for f in result.findings: print(f)
     model = result.model          # ConfigModel
 
 The names below are the public surface; submodules are free to change behind them.
-(git is imported only when a GitTreeSource is made.)
+A Git tree at a commit is read by `reconciler.source.GitTreeSource` (the language imports no git).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from reconciler.spec.model import (
     parse_duration,
     resolve_service_ref,
 )
-from reconciler.spec.sources import DirectorySource, GitTreeSource, SourceError
+from reconciler.spec.sources import ConfigReadError, DirectorySource
 from reconciler.spec.validate import ValidateOptions, ValidationCache, ValidationResult, validate
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "AuthorizationSettings",
     "Condition",
     "ConfigModel",
+    "ConfigReadError",
     "ConnectionPool",
     "Destination",
     "DirectorySource",
@@ -89,7 +90,6 @@ __all__ = [
     "FaultDelay",
     "Finding",
     "FrozenDict",
-    "GitTreeSource",
     "HashOn",
     "HeaderMatch",
     "HeaderOps",
@@ -121,7 +121,6 @@ __all__ = [
     "Service",
     "ServiceRef",
     "Severity",
-    "SourceError",
     "Stage",
     "Subset",
     "SubsetPolicy",

@@ -1,4 +1,6 @@
-"""Where config files come from: a directory, or a Git tree at a commit (no checkout).
+"""Where config files come from: a directory here, or a Git tree at a commit (no checkout:
+`reconciler.source.tree.GitTreeSource`, where the git code lives; the config language imports
+none).
 
 Both yield the same things in the same (sorted path) order: a `SourceFile` per YAML file to
 parse, or a `Finding` for a file that must not be read (symlink, outside the root, too big).
@@ -12,19 +14,15 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from reconciler.errors import ConfigError
 from reconciler.spec.codes import finding
 from reconciler.spec.findings import Finding, Location
 
 DEFAULT_MAX_FILE_SIZE = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")
-
-_GIT_TREE = 0o040000
-_GIT_LINK = 0o120000
-_GIT_SUBMODULE = 0o160000
 
 
 class SourceFile:
@@ -66,8 +64,10 @@ class SourceFile:
         return f"SourceFile({self.path!r}, {self.key[:12]})"
 
 
-class SourceError(Exception):
-    """The source as a whole cannot be read (missing directory, bad repo, unknown rev)."""
+class ConfigReadError(ConfigError):
+    """The config source as a whole cannot be read (missing directory, bad repo, unknown rev).
+
+    Not `reconciler.source.SourceError`: that one is about talking to the remote repo."""
 
 
 class Source(Protocol):
@@ -108,9 +108,9 @@ class DirectorySource:
         try:
             st = os.stat(self.root)
         except OSError as e:
-            raise SourceError(f"cannot read {self.root}: {e.strerror or e}") from e
+            raise ConfigReadError(f"cannot read {self.root}: {e.strerror or e}") from e
         if not stat.S_ISDIR(st.st_mode):
-            raise SourceError(f"{self.root} is not a directory")
+            raise ConfigReadError(f"{self.root} is not a directory")
         real_root = os.path.realpath(self.root)
         yield from self._walk(real_root, "", max_file_size)
 
@@ -193,97 +193,3 @@ def _fd_path(fd: int) -> str | None:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return None
-
-
-class GitTreeSource:
-    """Every non-hidden *.yaml / *.yml in the tree of `rev`, read from the object database.
-
-    Symlink entries are reported (MCD007), submodules are ignored. Files are yielded lazily
-    (see SourceFile); the size limit is checked by the pipeline from the blob's header before
-    its content is read.
-    """
-
-    def __init__(self, repo: Any, rev: str = "HEAD", subdir: str = "") -> None:
-        """`repo`: a pygit2.Repository or a path; `rev`: anything `git rev-parse` takes that
-        names a commit or a tree; `subdir`: the config root inside the tree (file paths in
-        findings are relative to it, as for a DirectorySource of that folder)."""
-        import pygit2  # here, so that directory-only users never import git
-
-        if isinstance(repo, (str, os.PathLike)):
-            try:
-                repo = pygit2.Repository(os.fspath(repo))
-            except (pygit2.GitError, KeyError, OSError) as e:
-                raise SourceError(f"not a git repository: {os.fspath(repo)}") from e
-        self.repo = repo
-        self.rev = rev
-        try:
-            obj = repo.revparse_single(rev)
-        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
-            raise SourceError(f"unknown revision {rev!r} in {repo.path}") from e
-        # A commit, a tag, or a bare tree (`git write-tree` gives the staged tree: pre-commit).
-        self.commit_id: str | None = None
-        try:
-            commit = obj.peel(pygit2.Commit)
-            self.commit_id = str(commit.id)
-            self.tree = commit.tree
-        except (ValueError, pygit2.GitError, pygit2.InvalidSpecError):
-            try:
-                self.tree = obj.peel(pygit2.Tree)
-            except (ValueError, pygit2.GitError, pygit2.InvalidSpecError) as e:
-                raise SourceError(f"{rev!r} names neither a commit nor a tree") from e
-        parts = [p for p in subdir.replace("\\", "/").split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise SourceError(f"{subdir!r} leaves the repository")
-        self.subdir = "/".join(parts)
-        if self.subdir:
-            try:
-                entry = self.tree[self.subdir]
-            except KeyError as e:
-                raise SourceError(f"no directory {self.subdir!r} in {rev!r}") from e
-            if entry.filemode != _GIT_TREE:
-                raise SourceError(f"{self.subdir!r} is not a directory in {rev!r}")
-            self.tree = repo[entry.id]
-
-    def describe(self) -> str:
-        oid = self.commit_id or str(self.tree.id)
-        where = f"{self.rev} ({oid[:12]})" if not oid.startswith(self.rev) else oid[:12]
-        return f"{where}:{self.subdir}" if self.subdir else where
-
-    def files(self, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> Iterator[SourceFile | Finding]:
-        yield from self._walk(self.tree, "", max_file_size)
-
-    def _walk(self, tree: Any, rel: str, limit: int) -> Iterator[SourceFile | Finding]:
-        for entry in sorted(tree, key=lambda e: e.name):
-            name: str = entry.name
-            if name.startswith("."):
-                continue
-            path = f"{rel}/{name}" if rel else name
-            if "/" in name or "\\" in name or "\x00" in name:
-                yield finding("MCD009", f"tree entry name {name!r} is not a plain file name", Location(path))
-                continue
-            mode = entry.filemode
-            if mode == _GIT_SUBMODULE:
-                continue
-            if mode == _GIT_LINK:
-                yield finding("MCD007", "symlink in the config tree; not followed", Location(path))
-                continue
-            if mode == _GIT_TREE:
-                yield from self._walk(self.repo[entry.id], path, limit)
-                continue
-            if not name.endswith(YAML_SUFFIXES):
-                continue
-            oid = entry.id
-            # Neither size nor content is read here: a cache hit on the blob id needs neither,
-            # and the pipeline checks the size (from the object header) before the content.
-            yield SourceFile(
-                path, str(oid), reader=partial(self._read, oid), size=partial(self._size, oid)
-            )
-
-    def _read(self, oid: Any) -> bytes:
-        return bytes(self.repo[oid].data)
-
-    def _size(self, oid: Any) -> int:
-        try:
-            return int(self.repo.odb.read_header(oid)[1])
-        except KeyError:  # e.g. packed by a concurrent gc: let the repo look again
-            return int(self.repo[oid].size)

@@ -1,6 +1,6 @@
 """The validation pipeline: source -> loader -> envelope -> schema -> model -> semantic checks.
 
-    result = validate(DirectorySource("repo"))            # or GitTreeSource(repo, "main")
+    result = validate(DirectorySource("repo"))  # or reconciler.source.GitTreeSource(repo, "main")
     result.findings   # sorted by file, line, column, code
     result.model      # ConfigModel of every document that passed all per-file stages
 
@@ -137,7 +137,7 @@ def validate(
     cache: ValidationCache | None = None,
     options: LoadLimits | None = None,
 ) -> ValidationResult:
-    """Validate everything `source` holds. Raises `SourceError` only when the source as a
+    """Validate everything `source` holds. Raises `ConfigReadError` only when the source as a
     whole cannot be read; every problem inside it is a finding."""
     limits = options or LoadLimits()
     cache = cache if cache is not None else ValidationCache()

@@ -7,11 +7,11 @@ or stop and tell a human (the data or the request is wrong and will stay wrong).
 
 from __future__ import annotations
 
+from reconciler.errors import MeshcdError
 
-class StoreError(Exception):
+
+class StoreError(MeshcdError):
     """Base of every store error. `temporary` is True when a retry may succeed."""
-
-    temporary: bool = False
 
 
 class StoreUnavailable(StoreError):

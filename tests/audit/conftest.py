@@ -2,7 +2,7 @@
 URLs) and a fixed clock.
 
 PostgreSQL tests skip (saying why) when no server is reachable, except under CI, where
-they fail: see reconciler.store.testing.
+they fail: see tests/support/postgres.py.
 """
 
 from __future__ import annotations

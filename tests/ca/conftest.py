@@ -1,7 +1,7 @@
 """Fixtures for the CA tests: a fixed clock, a CA in tmp_path, and database backends.
 
 PostgreSQL tests skip (saying why) when no server is reachable, except under CI, where
-they fail: see reconciler.store.testing.
+they fail: see tests/support/postgres.py.
 """
 
 from __future__ import annotations

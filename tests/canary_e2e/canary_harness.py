@@ -35,15 +35,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from controller_helpers import MESHCD, ConfigRepo, Proc, Processes, free_port, until
+
+from renderers.fleet import OUTBOUND_BASE
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-for _p in (str(ROOT), str(ROOT / "tests" / "controller")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from controller_helpers import MESHCD, ConfigRepo, Proc, Processes, free_port, until  # noqa: E402
-
-from renderers.fleet import OUTBOUND_BASE  # noqa: E402
 
 TD = "canary.test"
 NS = "shop"

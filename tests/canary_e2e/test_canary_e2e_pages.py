@@ -8,16 +8,12 @@ test-output/screenshots/canary-e2e-*.png."""
 from __future__ import annotations
 
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from canary_harness import CanaryMesh, Topology, bad_change, until
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "controller"))
-
 from chromium_driver import SCREENSHOTS, chromium_session, page_text, sign_in_browser
 
 RATE = 40.0

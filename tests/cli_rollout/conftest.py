@@ -1,14 +1,8 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "controller"))
-
 from cli_rollout_api import C1, C2, ApiServer, ApiState, summary
 from controller_helpers import Processes
 

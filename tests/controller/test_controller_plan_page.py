@@ -5,14 +5,9 @@ revision page makes of them."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plan"))
-
 from plan_git import commit, example_files, new_repo
 
 from reconciler.pages.convert import plan_parts

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from pages_fake import SqlPagesData
+from pages_seed import canary_stages, make_app, seed_fleet, seed_revisions, series
+from postgres import must_run_postgres_tests
 
 from reconciler.audit import AuditLog
 from reconciler.auth import ApiTokens, CreatedToken
 from reconciler.pages import PagesSettings, Signals
-from reconciler.pages.demo_data import SqlPagesData
-from reconciler.pages.demo_seed import canary_stages, make_app, seed_fleet, seed_revisions, series
 from reconciler.store import open_engine, sqlite_url
-from reconciler.store.testing import must_run_postgres_tests
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 

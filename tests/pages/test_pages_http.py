@@ -20,11 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pages_fake import SqlPagesData
+from pages_seed import make_app
 
 from reconciler.audit import AuditLog, verify_jsonl
 from reconciler.auth import ApiTokens
-from reconciler.pages.demo_data import SqlPagesData
-from reconciler.pages.demo_seed import make_app
 from reconciler.pages.readmodel import RevisionRow
 from reconciler.store import open_engine, sqlite_url
 

@@ -1,15 +1,11 @@
 """STATUS dicts from a REAL RolloutEngine (driven with Acked / StatsReceived / TimerFired /
-Operator events, tests/rollout/rollout_playbook.py) turned into the pages' RolloutView,
+Operator events, tests/support/rollout_playbook.py) turned into the pages' RolloutView,
 StageView, Signals and SeriesPoints; the actions offered for them; the charts drawn."""
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
 
 from rollout_playbook import (
     ERRORS_5XX,

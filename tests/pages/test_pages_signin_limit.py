@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from pages_fake import SqlPagesData
+from pages_seed import make_app
 
 from reconciler.audit import AuditLog
 from reconciler.auth import CSRF_FIELD, ApiTokens
 from reconciler.auth.ratelimit import SignInLimiter
 from reconciler.pages import PagesSettings
-from reconciler.pages.demo_data import SqlPagesData
-from reconciler.pages.demo_seed import make_app
 from reconciler.store import open_engine, sqlite_url
 
 

@@ -10,8 +10,8 @@ from plan_git import commit, example_files, new_repo
 
 from proxy_runtime.config import AuthzRequest, evaluate
 from reconciler.plan import Plan, PlanLimits, format_plan, plan
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec import model as sm
-from reconciler.spec.sources import GitTreeSource
 from reconciler.spec.validate import ValidationCache, validate
 from renderers import default_fleet, render
 from renderers.native import proxy_policies

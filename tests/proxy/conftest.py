@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-# the repo root, for runs without an installed package (`pytest tests/proxy`)
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from proxy_pki import CA  # noqa: E402
+from proxy_pki import CA
 
 
 class PKI:

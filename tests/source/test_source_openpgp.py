@@ -17,7 +17,7 @@ from source_helpers import Upstream
 
 from reconciler.source import (
     AllowedSigners,
-    BadSignature,
+    BadlySigned,
     GitMirror,
     SignatureMode,
     SignaturePolicy,
@@ -156,7 +156,7 @@ def test_tampered_gpg_commit_is_bad(tmp_path: Path, upstream: Upstream, gpg: Gpg
         verify_time=NOW,
         openpgp_keys=parse_keyring(gpg.export("ed25519")),
     )
-    assert isinstance(verdict, BadSignature) and "does not match" in verdict.reason
+    assert isinstance(verdict, BadlySigned) and "does not match" in verdict.reason
 
 
 def _packet(tag: int, body: bytes) -> bytes:
@@ -191,10 +191,10 @@ def test_changed_payload_or_signature_value_is_bad(gpg: Gpg, name: str) -> None:
         )
 
     assert isinstance(judge(sig.encode(), payload), Verified)
-    assert isinstance(judge(sig.encode(), payload + b" "), BadSignature)
+    assert isinstance(judge(sig.encode(), payload + b" "), BadlySigned)
     # The quick-check bytes still match here, so only the real verification can say no.
     corrupted = judge(_corrupt_value(sig), payload)
-    assert isinstance(corrupted, BadSignature) and "does not match" in corrupted.reason, corrupted
+    assert isinstance(corrupted, BadlySigned) and "does not match" in corrupted.reason, corrupted
 
 
 def test_unknown_key_and_no_keyring(tmp_path: Path, upstream: Upstream, gpg: Gpg) -> None:
@@ -224,7 +224,7 @@ def test_sha1_signatures_are_refused(gpg: Gpg) -> None:
         verify_time=NOW,
         openpgp_keys=parse_keyring(gpg.export("rsa")),
     )
-    assert isinstance(verdict, BadSignature) and "SHA1" in verdict.reason
+    assert isinstance(verdict, BadlySigned) and "SHA1" in verdict.reason
 
 
 def test_policy_with_a_keyring_file(tmp_path: Path, upstream: Upstream, gpg: Gpg) -> None:
@@ -277,4 +277,4 @@ def test_garbage_pgp_signatures_are_bad(gpg: Gpg, signature: bytes) -> None:
         verify_time=NOW,
         openpgp_keys=parse_keyring(gpg.export("rsa")),
     )
-    assert isinstance(verdict, BadSignature)
+    assert isinstance(verdict, BadlySigned)

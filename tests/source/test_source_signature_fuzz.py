@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from reconciler.source import (
     AllowedSigners,
-    BadSignature,
+    BadlySigned,
     OpenPgpKeyring,
     SignatureVerdict,
     UnknownKey,
@@ -48,7 +48,7 @@ def test_random_bytes(data: bytes) -> None:
 @given(st.binary(max_size=400))
 def test_random_ssh_blobs(blob: bytes) -> None:
     verdict = _judge(_armor("SSH SIGNATURE", blob))
-    assert isinstance(verdict, BadSignature | Unsupported)
+    assert isinstance(verdict, BadlySigned | Unsupported)
 
 
 @settings(max_examples=150, deadline=None)
@@ -67,14 +67,14 @@ def test_structured_but_wrong_ssh_blobs(
             + (1).to_bytes(4, "big")
             + b"".join(ssh_string(x) for x in (public, namespace, b"", hash_alg, sig))
         )
-        assert isinstance(_judge(_armor("SSH SIGNATURE", blob)), BadSignature | Unsupported)
+        assert isinstance(_judge(_armor("SSH SIGNATURE", blob)), BadlySigned | Unsupported)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=400))
 def test_random_pgp_packets(blob: bytes) -> None:
     verdict = _judge(_armor("PGP SIGNATURE", blob))
-    assert isinstance(verdict, BadSignature | Unsupported | UnknownKey)
+    assert isinstance(verdict, BadlySigned | Unsupported | UnknownKey)
 
 
 @settings(max_examples=100, deadline=None)

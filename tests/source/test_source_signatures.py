@@ -15,7 +15,7 @@ from source_helpers import Upstream
 
 from reconciler.source import (
     AllowedSigners,
-    BadSignature,
+    BadlySigned,
     GitMirror,
     NotAllowed,
     SignatureMode,
@@ -168,7 +168,7 @@ def test_tampered_message_is_a_bad_signature(
         "ops@example.com", keys["ed25519"].fingerprint, ("ops@example.com",)
     )
     verdict = judge(mirror, str(forged), allowed)
-    assert isinstance(verdict, BadSignature)
+    assert isinstance(verdict, BadlySigned)
     assert "does not match" in verdict.reason
 
 
@@ -196,7 +196,7 @@ def test_wrong_namespace_is_a_bad_signature(
     sig = _sign_payload(keys["ed25519"], payload, "file", tmp_path)
     oid = mirror.repository.create_commit_with_signature(payload.decode(), sig)
     verdict = judge(mirror, str(oid), signers(f"ops@example.com {keys['ed25519'].public_line}"))
-    assert isinstance(verdict, BadSignature)
+    assert isinstance(verdict, BadlySigned)
     assert "namespace 'file'" in verdict.reason
 
     # Signed properly in namespace git, the same content verifies.
@@ -338,7 +338,7 @@ def real_sig(tmp_path: Path, keys: dict[str, Key]) -> tuple[bytes, bytes]:
 )
 def test_garbage_signatures(signature: bytes, fragment: str) -> None:
     verdict = verify_commit_signature(signature, b"payload", ANY, verify_time=NOW)
-    assert isinstance(verdict, BadSignature)
+    assert isinstance(verdict, BadlySigned)
     assert fragment in verdict.reason
 
 
@@ -383,10 +383,10 @@ def test_field_tampering(real_sig: tuple[bytes, bytes], keys: dict[str, Key]) ->
     }
     for name, (bad, fragment) in cases.items():
         verdict = verify_commit_signature(bad, payload, allowed, verify_time=NOW)
-        assert isinstance(verdict, BadSignature), name
+        assert isinstance(verdict, BadlySigned), name
         assert fragment in verdict.reason, (name, verdict)
     assert isinstance(
-        verify_commit_signature(sig, payload + b"x", allowed, verify_time=NOW), BadSignature
+        verify_commit_signature(sig, payload + b"x", allowed, verify_time=NOW), BadlySigned
     )
 
 

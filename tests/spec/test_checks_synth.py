@@ -4,16 +4,13 @@ evolve: a small one validates clean, has the promised shapes, and is determinist
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench.synth import generate
 from reconciler.spec.sources import DirectorySource
 from reconciler.spec.validate import validate
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.synth import generate
 
 
 def test_small_synthetic_repo_validates_clean(tmp_path: Path) -> None:

@@ -22,9 +22,10 @@ from typing import Any
 import pygit2
 import pytest
 
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec.findings import Finding
 from reconciler.spec.loader import LoadLimits
-from reconciler.spec.sources import DirectorySource, GitTreeSource
+from reconciler.spec.sources import DirectorySource
 from reconciler.spec.validate import ValidationResult, validate
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"

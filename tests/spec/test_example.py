@@ -13,8 +13,9 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec.model import ConfigModel
-from reconciler.spec.sources import DirectorySource, GitTreeSource
+from reconciler.spec.sources import DirectorySource
 from reconciler.spec.validate import validate
 
 REPO = Path(__file__).resolve().parents[2]

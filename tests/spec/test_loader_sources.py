@@ -10,12 +10,12 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from reconciler.source.tree import GitTreeSource
 from reconciler.spec.findings import Finding
 from reconciler.spec.loader import LoadLimits
 from reconciler.spec.sources import (
+    ConfigReadError,
     DirectorySource,
-    GitTreeSource,
-    SourceError,
     SourceFile,
     blob_id,
 )
@@ -142,10 +142,10 @@ def test_directory_file_swapped_to_outside_root_is_refused(tmp_path: Path) -> No
 
 
 def test_missing_or_non_directory_root_is_a_source_error(tmp_path: Path) -> None:
-    with pytest.raises(SourceError):
+    with pytest.raises(ConfigReadError):
         list(DirectorySource(tmp_path / "nope").files())
     (tmp_path / "f.yaml").write_bytes(b"a: 1\n")
-    with pytest.raises(SourceError):
+    with pytest.raises(ConfigReadError):
         list(DirectorySource(tmp_path / "f.yaml").files())
 
 
@@ -211,12 +211,12 @@ def test_git_accepts_tags_and_trees_and_reports_bad_revs(repo: pygit2.Repository
     for rev in ("main", commit, commit[:10], tree, "main^{tree}"):
         files, _ = split(list(GitTreeSource(repo, rev).files()))
         assert list(files) == ["a.yaml"], rev
-    with pytest.raises(SourceError, match="unknown revision"):
+    with pytest.raises(ConfigReadError, match="unknown revision"):
         GitTreeSource(repo, "no-such-branch")
     blob = str(repo.create_blob(b"x"))
-    with pytest.raises(SourceError, match="neither a commit nor a tree"):
+    with pytest.raises(ConfigReadError, match="neither a commit nor a tree"):
         GitTreeSource(repo, blob)
-    with pytest.raises(SourceError, match="not a git repository"):
+    with pytest.raises(ConfigReadError, match="not a git repository"):
         GitTreeSource(str(tmp_path / "nothing"), "main")
     assert isinstance(GitTreeSource(repo.path, "main").describe(), str)
 

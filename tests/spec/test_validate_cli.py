@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli.main import cli
-from reconciler.spec import DirectorySource, GitTreeSource, ValidationCache, validate
+from reconciler.source.tree import GitTreeSource
+from reconciler.spec import DirectorySource, ValidationCache, validate
 from reconciler.spec.codes import CATALOGUE
 from reconciler.spec.loader import LoadLimits
 

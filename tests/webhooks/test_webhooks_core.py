@@ -33,7 +33,7 @@ from webhooks.settings import (
     HARD_MAX_BODY,
     MIB,
     ReceiverSettings,
-    SettingsError,
+    ReceiverSettingsError,
     load_secret,
     secret_from_file,
 )
@@ -356,15 +356,15 @@ def test_settings_bounds_are_checked_when_built(tmp_path: Path) -> None:
     base = {"watched_repo": "https://github.com/a/b", "watched_branch": "main"}
     assert ReceiverSettings(**base).max_body_bytes == MIB  # type: ignore[arg-type]
     assert ReceiverSettings(**base, max_body_bytes=HARD_MAX_BODY).max_body_bytes == 25 * MIB  # type: ignore[arg-type]
-    with pytest.raises(SettingsError, match="25 MiB"):
+    with pytest.raises(ReceiverSettingsError, match="25 MiB"):
         ReceiverSettings(**base, max_body_bytes=HARD_MAX_BODY + 1)  # type: ignore[arg-type]
-    with pytest.raises(SettingsError):
+    with pytest.raises(ReceiverSettingsError):
         ReceiverSettings(**base, body_timeout_s=0)  # type: ignore[arg-type]
-    with pytest.raises(SettingsError, match="unknown forges"):
+    with pytest.raises(ReceiverSettingsError, match="unknown forges"):
         ReceiverSettings(**base, secrets={"sourceforge": b"x"})  # type: ignore[arg-type]
-    with pytest.raises(SettingsError, match="empty secret"):
+    with pytest.raises(ReceiverSettingsError, match="empty secret"):
         ReceiverSettings(**base, secrets={"github": b""})  # type: ignore[arg-type]
-    with pytest.raises(SettingsError, match="watched_repo"):
+    with pytest.raises(ReceiverSettingsError, match="watched_repo"):
         ReceiverSettings(watched_repo="nope", watched_branch="main")
     s = ReceiverSettings(watched_repo="git@github.com:A/B.git", watched_branch="refs/heads/main")
     assert s.watched_ref == "refs/heads/main" and s.watched_key == "github.com/a/b"
@@ -383,7 +383,7 @@ def test_secrets_from_files_and_env(tmp_path: Path) -> None:
         "env:UNSET",
         "plain-secret-on-the-command-line",
     ):
-        with pytest.raises(SettingsError):
+        with pytest.raises(ReceiverSettingsError):
             load_secret(bad, {})
     settings = ReceiverSettings.from_sources(
         watched_repo="https://github.com/a/b",

@@ -10,11 +10,11 @@ import random
 from datetime import datetime, timedelta
 
 from fastapi import FastAPI
+from pages_fake import FLEET_STATES, SqlPagesData
 
 from reconciler.audit import AuditLog
 from reconciler.auth.deps import install
 from reconciler.auth.tokens import ApiTokens
-from reconciler.pages.demo_data import FLEET_STATES, SqlPagesData
 from reconciler.pages.readmodel import ProxyRow, RevisionRow, SeriesPoint, Signals, StageView
 from reconciler.pages.router import PagesSettings, make_pages_router
 

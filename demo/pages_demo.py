@@ -1,28 +1,35 @@
-"""Try the pages without a controller: `python -m reconciler.pages.demo [--port 8090]`.
+"""Try the pages without a controller: `python demo/pages_demo.py [--port 8090]`.
 
 Seeds a store with revisions, a fleet and a canary rollout that a background thread drives
 (one point of canary/baseline signals per second, a stage promoted every `--stage-seconds`),
 prints the URL with a viewer, an operator and an admin token, and serves the pages until
-Ctrl-C. Everything lives in `--data-dir` (default: a temporary directory).
+Ctrl-C. Everything lives in `--data-dir` (default: a temporary directory). The read model is
+the page tests' fake (`tests/support/pages_fake.py`), not the controller's.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import uvicorn
 
-from reconciler.audit import AuditLog
-from reconciler.auth import ApiTokens
-from reconciler.pages.demo_data import SqlPagesData
-from reconciler.pages.demo_seed import canary_stages, make_app, seed_fleet, seed_revisions
-from reconciler.pages.readmodel import Action, RevisionRow, SeriesPoint, Signals
-from reconciler.store import open_engine, sqlite_url
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # the pages fake and its seed
+
+from pages_fake import SqlPagesData  # noqa: E402
+from pages_seed import canary_stages, make_app, seed_fleet, seed_revisions  # noqa: E402
+
+from reconciler.audit import AuditLog  # noqa: E402
+from reconciler.auth import ApiTokens  # noqa: E402
+from reconciler.pages.readmodel import Action, RevisionRow, SeriesPoint, Signals  # noqa: E402
+from reconciler.store import open_engine, sqlite_url  # noqa: E402
 
 
 def drive(
