@@ -66,6 +66,9 @@ _ADDRESS = re.compile(
 )
 _BIND = re.compile(r"^(?:[0-9A-Fa-f:.]+|[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+# CR, LF, NUL and the other controls (HTAB is allowed): a CR or LF in a value we add or set would
+# start a new header on the wire.
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _METHOD = _HEADER_NAME
 _WHEN_KEY = re.compile(
     r"^(?:request\.headers\[[!#$%&'*+\-.^_`|~0-9A-Za-z]+\]|source\.ip|remote\.ip|source\.namespace"
@@ -118,7 +121,7 @@ def _str(value: Any, path: str, pattern: re.Pattern[str] | None = None, what: st
         raise SnapshotError(path, f"expected a string, got {_kind(value)}")
     if value == "":
         raise SnapshotError(path, "must not be empty")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):  # `$` alone lets a final "\n" in
         raise SnapshotError(path, f"{value!r} is not {what}")
     return value
 
@@ -169,15 +172,24 @@ def _strs(value: Any, path: str) -> tuple[str, ...]:
     return _list(value, path, lambda v, p: _str(v, p))
 
 
-def _str_map(value: Any, path: str, key_pattern: re.Pattern[str] | None = None) -> dict[str, str]:
+def _str_map(
+    value: Any, path: str, key_pattern: re.Pattern[str] | None = None, headers: bool = False
+) -> dict[str, str]:
+    """A string -> string object; `headers`: header names (RFC 9110 tokens) -> header values."""
     if not isinstance(value, dict):
         raise SnapshotError(path, f"expected an object, got {_kind(value)}")
     out: dict[str, str] = {}
     for k, v in value.items():
-        if key_pattern is not None and not key_pattern.match(k):
+        if key_pattern is not None and not key_pattern.fullmatch(k):
             raise SnapshotError(_at(path, k), "is not a valid header name")
         if not isinstance(v, str):
             raise SnapshotError(_at(path, k), f"expected a string, got {_kind(v)}")
+        if headers:
+            bad = _HEADER_VALUE_BAD.search(v)
+            if bad is not None:
+                raise SnapshotError(
+                    _at(path, k), f"header value contains the control character {bad.group()!r}"
+                )
         out[k] = v
     return out
 
@@ -441,8 +453,8 @@ def _header_edits(v: Any, p: str) -> HeaderEdits:
     d = _obj(v, p, (), ("add", "set", "remove"))
     name = lambda x, q: _str(x, q, _HEADER_NAME, "a valid header name")  # noqa: E731
     return HeaderEdits(
-        add=_opt(d, "add", p, lambda x, q: _str_map(x, q, _HEADER_NAME), {}),
-        set=_opt(d, "set", p, lambda x, q: _str_map(x, q, _HEADER_NAME), {}),
+        add=_opt(d, "add", p, lambda x, q: _str_map(x, q, _HEADER_NAME, headers=True), {}),
+        set=_opt(d, "set", p, lambda x, q: _str_map(x, q, _HEADER_NAME, headers=True), {}),
         remove=_opt(d, "remove", p, lambda x, q: _list(x, q, name), ()),
     )
 
