@@ -65,7 +65,8 @@ _ADDRESS = re.compile(
     r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?):[0-9]{1,5}$"
 )
 _BIND = re.compile(r"^(?:[0-9A-Fa-f:.]+|[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+# RFC 9110 token. `\Z`, not `$`: a `$` also matches before a final "\n" ("x-a\n").
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # CR, LF, NUL and the other controls (HTAB is allowed): a CR or LF in a value we add or set would
 # start a new header on the wire.
 _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -121,7 +122,7 @@ def _str(value: Any, path: str, pattern: re.Pattern[str] | None = None, what: st
         raise SnapshotError(path, f"expected a string, got {_kind(value)}")
     if value == "":
         raise SnapshotError(path, "must not be empty")
-    if pattern is not None and not pattern.fullmatch(value):  # `$` alone lets a final "\n" in
+    if pattern is not None and not pattern.match(value):
         raise SnapshotError(path, f"{value!r} is not {what}")
     return value
 
