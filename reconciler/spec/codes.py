@@ -123,9 +123,11 @@ DETAILS: dict[str, str] = {
               "has a name that is not an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~),\n"
               "or a value with CR, LF, NUL or another control character (tabs are fine). A CR\n"
               "or LF in a value would start a new header on the wire: header injection.",
-    "MCD132": "Proxies of static endpoints share one host (docs/plan.md): the proxy of endpoint\n"
-              "host:p listens on p, p+1, ... (one port per Service port) and takes outbound\n"
-              "HTTP on 20000 + its index. Two of these on one port: the proxy refuses its\n"
-              "snapshot (NACK) or cannot bind. Space the endpoints' ports by at least the\n"
-              "number of Service ports, and keep them off 20000 + the number of endpoints.",
+    "MCD132": "Every static endpoint gets a proxy on the endpoint's host (docs/plan.md): the\n"
+              "proxy of host:p listens on p, p+1, ... (one port per Service port; its app\n"
+              "1000 higher) and takes outbound HTTP on 20000 + its index among all static\n"
+              "endpoints (services by namespace and name, endpoints in order). Two of these\n"
+              "on one port of one host: the proxy refuses its snapshot (NACK) or cannot bind;\n"
+              "a port past 65535: the proxy refuses its snapshot. Space the endpoints' ports\n"
+              "by at least the number of Service ports, and keep them off 20000 and up.",
 }
