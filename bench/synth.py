@@ -5,7 +5,8 @@ valid (validate-clean) meshcd repo under `root`:
 
 - one Mesh (STRICT mTLS, default-deny) and two RolloutPolicies;
 - `services` Services spread over namespaces of ~100, five per file, each with an http port
-  (some also a tcp port), v1/v2 subsets, two static endpoints on 127.0.0.1, an egress list;
+  (some also a tcp port), v1/v2 subsets, two static endpoints on a loopback address of its
+  own (127.x.y.z:10000 and :10002), an egress list;
 - one Route per service host (two Routes for one host would be an error), with the route
   *rules* totalling `routes` (10,000 rules over 2,000 hosts = five rules a host): a 90/10
   canary, header and regex matches, retries on reads, timeouts, a catch-all last rule;
@@ -91,7 +92,10 @@ def _build_graph(rng: random.Random, services: int, policies: int) -> list[_Svc]
     return svcs
 
 
-def _service_doc(s: _Svc, port_base: int) -> str:
+def _service_doc(s: _Svc, i: int) -> str:
+    # Service i's two endpoints on a loopback address of its own, ports spaced by 2 (a Service has
+    # up to 2 ports): the static proxies' listeners never share a port (MCD132).
+    host = f"127.{1 + i // 65536}.{(i // 256) % 256}.{i % 256}"
     ports = "    - {name: http, number: 8080, protocol: http}\n"
     if s.tcp:
         ports += "    - {name: db, number: 5432, protocol: tcp}\n"
@@ -104,8 +108,8 @@ def _service_doc(s: _Svc, port_base: int) -> str:
         "    - name: v1\n      labels: {version: v1}\n"
         "    - name: v2\n      labels: {version: v2}\n"
         "  endpoints:\n"
-        f"    - address: 127.0.0.1:{port_base}\n      labels: {{version: v1}}\n"
-        f"    - address: 127.0.0.1:{port_base + 1}\n      labels: {{version: v2}}\n"
+        f"    - address: {host}:10000\n      labels: {{version: v1}}\n"
+        f"    - address: {host}:10002\n      labels: {{version: v2}}\n"
         f"  identity:\n    serviceAccount: {s.name}\n"
         f"  egress: [{egress}]\n"
     )
@@ -317,7 +321,7 @@ def generate(
     counter = [0]
     route_count = 0
     for ns, idxs in by_ns.items():
-        svc_docs = [_service_doc(svcs[i], 10000 + 2 * i) for i in idxs]
+        svc_docs = [_service_doc(svcs[i], i) for i in idxs]
         files += len(_write_chunks(root / "services" / ns, "services", svc_docs, PER_SERVICE_FILE))
         route_docs = [_route_doc(rng, svcs[i], rules_per_host[i]) for i in idxs if i < hosts]
         route_count += len(route_docs)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from webhooks.model import Push, RefUpdate
-from webhooks.repo_url import any_matches
+from webhooks.repo_url import any_matches, project_matches
 
 ACCEPTED = "push_to_watched_branch"
 NO_CHANGES = "no_ref_changes"
@@ -34,6 +34,11 @@ def decide(push: Push, watched_key: str, watched_ref: str, *, fold_path_case: bo
         u
         for u in push.updates
         if any_matches(u.repo_urls, watched_key, fold_path_case=fold_path_case)
+        or (
+            u.project is not None
+            and not u.repo_urls
+            and project_matches(u.project, watched_key, fold_path_case=fold_path_case)
+        )
     ]
     if not ours:
         return Decision("ignored", REPO_NOT_WATCHED, None)

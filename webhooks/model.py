@@ -33,6 +33,9 @@ class RefUpdate:
     delivery_id: str
     pusher: str
     event: str  # the forge's own event name, e.g. "push", "Tag Push Hook", "repo:refs_changed"
+    # Bitbucket Data Center without `repository.links`: (project key, repository slug), matched
+    # against the watched URL's path instead of a URL (see repo_url.project_matches).
+    project: tuple[str, str] | None = None
 
     @property
     def branch(self) -> str | None:
@@ -64,16 +67,32 @@ class Push:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """A verified "hook was set up / test connection" delivery: answered, never deployed."""
+    """A "hook was set up / test connection" delivery: answered, never deployed. `signed` is
+    False for Bitbucket Data Center's "Test connection", which carries no signature even when
+    the hook has a secret: it is answered without its body being read, and audited as unsigned."""
+
+    forge: str
+    delivery_id: str
+    event: str
+    signed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A verified delivery of an event meshcd does not act on (a merge request, a pipeline, a
+    comment...): answered 200 `ignored`, so that a forge that disables failing hooks (GitLab
+    after 4 failures in a row) keeps delivering pushes. The body is not read."""
 
     forge: str
     delivery_id: str
     event: str
 
 
-Parsed = Push | Ping
+Parsed = Push | Ping | Ignored
 
 Result = Literal["accepted", "ignored", "duplicate", "ping", "rejected", "error"]
+EVENT_NOT_HANDLED = "event_not_handled"  # the reason given for an `Ignored` delivery
+UNSIGNED_PING = "unsigned_ping"  # the reason given for a Ping with signed=False
 
 
 @dataclass(frozen=True, slots=True)

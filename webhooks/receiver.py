@@ -8,8 +8,10 @@ Order of work for one delivery, cheapest refusal first:
  2. Content-Length above the cap -> 413 before reading a byte;
  3. body streamed under a time limit (slow -> 408), counted as it arrives (over the cap ->
     413; never more than the cap is held);
- 4. the adapter verifies the signature, then parses strictly (-> 401/400/415/422);
- 5. ping -> 200; delivery id already seen -> 200 `duplicate`;
+ 4. the adapter verifies the signature, then parses strictly (-> 401/400/415/422); the one
+    delivery answered unverified is Bitbucket Data Center's unsigned "Test connection" ping;
+ 5. ping -> 200; an event we do not act on -> 200 `ignored`; delivery id already seen -> 200
+    `duplicate`;
  6. not the watched repo / branch, tag push, branch deletion -> 200 `ignored`;
  7. otherwise `on_update(update)` and 202 `accepted`.
 
@@ -44,7 +46,15 @@ from webhooks.errors import (
     Rejection,
 )
 from webhooks.headers import Headers, printable
-from webhooks.model import DeliveryRecord, Ping, RefUpdate, Result
+from webhooks.model import (
+    EVENT_NOT_HANDLED,
+    UNSIGNED_PING,
+    DeliveryRecord,
+    Ignored,
+    Ping,
+    RefUpdate,
+    Result,
+)
 from webhooks.settings import ReceiverSettings
 
 log = logging.getLogger(__name__)
@@ -197,7 +207,11 @@ class _Receiver:
             )
         ctx = _Delivery(forge, parsed.delivery_id, remote, len(body))
         if isinstance(parsed, Ping):
+            if not parsed.signed:
+                return self._answer(ctx, "ping", UNSIGNED_PING, 200, detail=parsed.event)
             return self._answer(ctx, "ping", parsed.event, 200)
+        if isinstance(parsed, Ignored):
+            return self._answer(ctx, "ignored", EVENT_NOT_HANDLED, 200, detail=parsed.event)
         key = f"{forge}:{parsed.delivery_id}"
         if self.recent.check_and_add(key):
             return self._answer(ctx, "duplicate", "delivery_already_seen", 200)

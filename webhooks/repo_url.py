@@ -100,6 +100,25 @@ def any_matches(urls: Iterable[str], watched_key: str, *, fold_path_case: bool =
     return any(try_key(url, fold_path_case=fold_path_case) == watched_key for url in urls)
 
 
+def project_matches(
+    project: tuple[str, str], watched_key: str, *, fold_path_case: bool = True
+) -> bool:
+    """Bitbucket Data Center names a repository by project key and slug when its payload has no
+    links. The watched URL is `<base>/scm/<key>/<slug>.git` (https, `<base>` may carry a context
+    path) or `ssh://git@host:7999/<key>/<slug>.git`: its key ends in `key/slug`, right after
+    the host or after a `scm` segment. The host cannot be compared: the payload does not name it
+    (the delivery's signature says it comes from the forge holding the secret). Bitbucket looks
+    keys and slugs up case-insensitively, so they are compared so whatever `fold_path_case`."""
+    del fold_path_case  # same signature as any_matches; Bitbucket paths are never case-sensitive
+    if watched_key.startswith("file:"):
+        return False
+    _host, _, path = watched_key.partition("/")
+    segments = path.lower().split("/")
+    if len(segments) < 2 or segments[-2:] != [project[0].lower(), project[1].lower()]:
+        return False
+    return len(segments) == 2 or segments[-3] == "scm"
+
+
 def matches_repo(update: RefUpdate, watched_url: str, *, fold_path_case: bool = True) -> bool:
     """Does any URL the delivery names designate the watched repository?
 

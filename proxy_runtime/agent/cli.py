@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import socket
 import sys
@@ -27,9 +28,36 @@ def parse_labels(text: str | None) -> dict[str, str]:
     return labels
 
 
+TOKEN_ENV = "MESHCD_JOIN_TOKEN"
+
+
+def join_token(token: str | None, token_file: Path | None) -> str | None:
+    """The join token from --token, --token-file (one trailing newline dropped) or, when neither
+    is given, the MESHCD_JOIN_TOKEN environment variable."""
+    if token is not None and token_file is not None:
+        raise click.UsageError("give at most one of --token and --token-file")
+    if token_file is not None:
+        try:
+            text = token_file.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.UsageError(f"cannot read --token-file {token_file}: {exc}") from None
+        token = text.removesuffix("\n").removesuffix("\r")
+        if not token.strip():
+            raise click.UsageError(f"--token-file {token_file} is empty")
+        return token
+    if token is not None:
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
 @click.command("join")
 @click.option("--controller", "controller_url", help="Bootstrap URL of the controller, https://host:port.")
-@click.option("--token", help="Single-use join token (from `meshcd proxy token create`).")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="File holding the single-use join token (from `meshcd proxy token create`). "
+                   "Recommended, or the MESHCD_JOIN_TOKEN environment variable.")
+@click.option("--token", help="The join token itself. Not recommended: a command line is visible "
+                              "to every user in `ps` and kept in shell history; use --token-file "
+                              "or MESHCD_JOIN_TOKEN.")
 @click.option("--service", required=True, help="The service this proxy fronts.")
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--ca-fingerprint", help="sha256:<hex> of the controller's CA (printed by token create).")
@@ -50,15 +78,16 @@ def parse_labels(text: str | None) -> dict[str, str]:
                    "with full jitter up to this).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def join(controller_url: str | None, token: str | None, service: str, namespace: str,
+def join(controller_url: str | None, token_file: Path | None, token: str | None, service: str,
+         namespace: str,
          ca_fingerprint: str | None, ca_file: Path | None, state_dir: Path, admin_port: int,
          admin_address: str, labels: str | None, proxy_id: str | None, drain_seconds: float,
          reconnect_max: float, log_level: str) -> None:
     """Join the fleet and run a managed proxy.
 
     With a valid certificate in the state dir, bootstrap is skipped and the persisted config
-    is served at once; otherwise --controller, --token and --ca-fingerprint or --ca-file are
-    needed.
+    is served at once; otherwise --controller, a join token (--token-file, or the environment
+    variable MESHCD_JOIN_TOKEN) and --ca-fingerprint or --ca-file are needed.
     """
     from proxy_runtime.agent.bootstrap import fetch_pinned_bundle
     from proxy_runtime.agent.bootstrap import join as bootstrap_join
@@ -66,6 +95,7 @@ def join(controller_url: str | None, token: str | None, service: str, namespace:
     from proxy_runtime.agent.identity import StateDir
 
     label_map = parse_labels(labels)
+    token = join_token(token, token_file)
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     sd = StateDir(state_dir)
@@ -77,7 +107,8 @@ def join(controller_url: str | None, token: str | None, service: str, namespace:
             if not controller_url or not token:
                 raise click.UsageError(
                     "no valid certificate for this service in the state dir: give --controller "
-                    "and --token (and --ca-fingerprint or --ca-file) to join")
+                    f"and a join token (--token-file, or {TOKEN_ENV}; --token works but shows in "
+                    "`ps`) and --ca-fingerprint or --ca-file to join")
             if (ca_fingerprint is None) == (ca_file is None):
                 raise click.UsageError("give exactly one of --ca-fingerprint and --ca-file")
             if ca_file is not None:

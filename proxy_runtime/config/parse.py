@@ -65,7 +65,11 @@ _ADDRESS = re.compile(
     r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?):[0-9]{1,5}$"
 )
 _BIND = re.compile(r"^(?:[0-9A-Fa-f:.]+|[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+# RFC 9110 token. `\Z`, not `$`: a `$` also matches before a final "\n" ("x-a\n").
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# CR, LF, NUL and the other controls (HTAB is allowed): a CR or LF in a value we add or set would
+# start a new header on the wire.
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _METHOD = _HEADER_NAME
 _WHEN_KEY = re.compile(
     r"^(?:request\.headers\[[!#$%&'*+\-.^_`|~0-9A-Za-z]+\]|source\.ip|remote\.ip|source\.namespace"
@@ -169,15 +173,24 @@ def _strs(value: Any, path: str) -> tuple[str, ...]:
     return _list(value, path, lambda v, p: _str(v, p))
 
 
-def _str_map(value: Any, path: str, key_pattern: re.Pattern[str] | None = None) -> dict[str, str]:
+def _str_map(
+    value: Any, path: str, key_pattern: re.Pattern[str] | None = None, headers: bool = False
+) -> dict[str, str]:
+    """A string -> string object; `headers`: header names (RFC 9110 tokens) -> header values."""
     if not isinstance(value, dict):
         raise SnapshotError(path, f"expected an object, got {_kind(value)}")
     out: dict[str, str] = {}
     for k, v in value.items():
-        if key_pattern is not None and not key_pattern.match(k):
+        if key_pattern is not None and not key_pattern.fullmatch(k):
             raise SnapshotError(_at(path, k), "is not a valid header name")
         if not isinstance(v, str):
             raise SnapshotError(_at(path, k), f"expected a string, got {_kind(v)}")
+        if headers:
+            bad = _HEADER_VALUE_BAD.search(v)
+            if bad is not None:
+                raise SnapshotError(
+                    _at(path, k), f"header value contains the control character {bad.group()!r}"
+                )
         out[k] = v
     return out
 
@@ -441,8 +454,8 @@ def _header_edits(v: Any, p: str) -> HeaderEdits:
     d = _obj(v, p, (), ("add", "set", "remove"))
     name = lambda x, q: _str(x, q, _HEADER_NAME, "a valid header name")  # noqa: E731
     return HeaderEdits(
-        add=_opt(d, "add", p, lambda x, q: _str_map(x, q, _HEADER_NAME), {}),
-        set=_opt(d, "set", p, lambda x, q: _str_map(x, q, _HEADER_NAME), {}),
+        add=_opt(d, "add", p, lambda x, q: _str_map(x, q, _HEADER_NAME, headers=True), {}),
+        set=_opt(d, "set", p, lambda x, q: _str_map(x, q, _HEADER_NAME, headers=True), {}),
         remove=_opt(d, "remove", p, lambda x, q: _list(x, q, name), ()),
     )
 

@@ -61,6 +61,12 @@ def status(data_dir: Path, api_url: str | None, token: str | None, as_json: bool
     fetch = doc["fetch"]
     p = doc["proxies"]
     click.echo(f"repo:        {doc['repo']} (branch {doc['branch']})")
+    branch = doc.get("branchState") or {}
+    if branch.get("state") == "deleted":
+        click.echo(f"branch:      deleted {_ago(_unix(branch.get('since')), now)} (it was at "
+                   f"{str(branch.get('commit'))[:12]}); the fleet keeps what it runs")
+    elif branch.get("state") == "missing":
+        click.echo(f"branch:      {doc['branch']} does not exist in the repository")
     click.echo(f"deployed:    {_rev_line(doc['deployed'])}")
     click.echo(f"deploy:      {doc['deployState']}"
                + (f" - {_rev_line(doc['current'])}" if doc.get("current") else ""))

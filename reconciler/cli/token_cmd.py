@@ -40,9 +40,11 @@ def join(data_dir: Path, api_url: str | None, token: str | None, service: str, n
     click.echo(f"token:          {doc['token']}")
     click.echo(f"expires:        {doc['expiresAt']}")
     click.echo(f"ca fingerprint: {doc['caFingerprint']}")
-    click.echo(f"join with:      meshcd proxy join --controller {doc['bootstrapUrl']} --token "
-               f"{doc['token']} --service {service} --namespace {namespace} "
+    click.echo(f"join with:      meshcd proxy join --controller {doc['bootstrapUrl']} --token-file "
+               f"FILE --service {service} --namespace {namespace} "
                f"--ca-fingerprint {doc['caFingerprint']}")
+    click.echo("                (FILE holds the token; or set MESHCD_JOIN_TOKEN. --token works "
+               "too, but shows in `ps`.)")
 
 
 @click.command("refresh")

@@ -39,10 +39,13 @@ from reconciler.revisions import (
     Revision,
     RevisionStatus,
     RevisionStore,
+    trigger_of,
 )
 from reconciler.revisions.canary import CanaryDeployer
 from reconciler.revisions.prometheus_feed import PrometheusFeed
 from reconciler.source import (
+    BranchRecreated,
+    BranchWatch,
     FetchCoordinator,
     FetchOutcome,
     GitMirror,
@@ -111,7 +114,7 @@ class Controller:
         self.canary: CanaryDeployer | None = None
         self.prometheus_feed: PrometheusFeed | None = None  # analysis.source: prometheus
         self._proxy_counts: dict[str, int] = {}
-        self._branch_gone = False
+        self._branch = BranchWatch()  # deletions recorded once; status shows the branch's state
         self._hook_timer: asyncio.TimerHandle | None = None
         self._hook_last = -WEBHOOK_WINDOW_S
         self._hook_reasons = 0
@@ -162,6 +165,7 @@ class Controller:
             "epoch": self.epoch,
             "repo": self.mirror_display,
             "branch": self.settings.branch,
+            "branchState": self._branch.to_dict(),
             "trustDomain": self.ca.trust_domain,
             "deployed": deployed.summary() if deployed is not None else None,
             "deployState": str(current.status) if current is not None else "idle",
@@ -248,12 +252,13 @@ class Controller:
         previous = self.pipeline.last_recorded
         obs = observe_branch(self.mirror, self.settings.branch, previous, self.policy,
                              now=int(time.time()))
-        if obs.event.kind == "branch_deleted":
-            if self._branch_gone:
-                return  # recorded once, not at every poll
-            self._branch_gone = True
-        elif obs.event.kind != "unchanged":
-            self._branch_gone = False
+        event = self._branch.follow(obs.event, now=self.clock().timestamp())
+        if event is None:
+            return  # a deletion already recorded: once, not at every poll
+        if isinstance(event, BranchRecreated):  # back at the commit it had: nothing to deploy
+            self.audit.append("controller", "source.branch_recreated", self.settings.branch, {
+                "commit": event.new, "trigger": trigger_of(outcome.reasons)}, now=self.clock())
+            return
         rev = self.pipeline.record_observation(obs, outcome.reasons)
         if rev is not None:
             self.loop.call_soon_threadsafe(self.pipeline.enqueue, rev)

@@ -20,7 +20,16 @@ from .allowed_signers import (
     parse_allowed_signers,
 )
 from .backoff import BackoffPolicy, FetchStatus, backoff_delay
-from .changes import BranchDeleted, ChangeEvent, ForcePush, NewCommit, Unchanged, classify_change
+from .changes import (
+    BranchDeleted,
+    BranchRecreated,
+    BranchWatch,
+    ChangeEvent,
+    ForcePush,
+    NewCommit,
+    Unchanged,
+    classify_change,
+)
 from .coordinator import CoordinatorClosed, FetchCoordinator, FetchOutcome
 from .credentials import (
     Credentials,
@@ -84,6 +93,8 @@ __all__ = [
     "BranchMissing",
     "BranchMoved",
     "BranchObservation",
+    "BranchRecreated",
+    "BranchWatch",
     "ChangeEvent",
     "CommitInfo",
     "CommitNotFound",

@@ -4,6 +4,11 @@ The mirror supplies the facts (the commit we knew, the commit the branch points 
 and whether the old one is an ancestor of the new one); `classify_change` names the event.
 A force-push is an ordinary event to record and deploy, not an error. A deleted branch is
 recorded and changes nothing: the fleet keeps the config it has.
+
+`BranchWatch` carries what one look cannot know into the next: that the branch was seen
+deleted. A deletion is recorded once however many polls see the branch missing; the branch
+coming back, even at the very commit it had (`BranchRecreated`), ends it, so that the next
+deletion is recorded again.
 """
 
 from __future__ import annotations
@@ -79,7 +84,62 @@ class BranchDeleted:
         return asdict(self)
 
 
-ChangeEvent = Unchanged | NewCommit | ForcePush | BranchDeleted
+@dataclass(frozen=True)
+class BranchRecreated:
+    """The branch exists again after a deletion, at `new`, the commit last recorded (a commit
+    that differs is a NewCommit or ForcePush). Nothing to deploy: the fleet kept that config."""
+
+    new: str
+    kind: Literal["branch_recreated"] = "branch_recreated"
+
+    @property
+    def deploy_target(self) -> str | None:
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ChangeEvent = Unchanged | NewCommit | ForcePush | BranchDeleted | BranchRecreated
+
+
+@dataclass
+class BranchWatch:
+    """The watched branch between fetches: present (or not seen yet), or deleted since
+    `deleted_at` (the time the deletion was first seen) when it pointed at `deleted_commit`.
+    Not thread-safe: one fetch worker calls `follow`."""
+
+    deleted_at: float | None = None
+    deleted_commit: str | None = None
+    seen: bool = False  # a fetch looked at the branch since start-up
+    missing: bool = False  # the last look found no branch that was ever recorded
+
+    def follow(self, event: ChangeEvent, *, now: float) -> ChangeEvent | None:
+        """The event to record for this look (None: nothing new, a deletion already
+        recorded), updating what the watch knows."""
+        self.seen = True
+        self.missing = isinstance(event, Unchanged) and event.oid is None
+        if isinstance(event, BranchDeleted):
+            if self.deleted_at is not None:
+                return None
+            self.deleted_at, self.deleted_commit = now, event.old
+            return event
+        if isinstance(event, Unchanged) and event.oid is None:
+            return event  # never existed: not a deletion
+        if self.deleted_at is not None:
+            self.deleted_at = self.deleted_commit = None
+            if isinstance(event, Unchanged):
+                assert event.oid is not None
+                return BranchRecreated(event.oid)
+        return event
+
+    def to_dict(self) -> dict[str, Any]:
+        """For status: `state` is present | deleted | missing (it never existed) | unknown (no
+        fetch looked yet)."""
+        if self.deleted_at is not None:
+            return {"state": "deleted", "since": self.deleted_at, "commit": self.deleted_commit}
+        state = "missing" if self.missing else "present" if self.seen else "unknown"
+        return {"state": state, "since": None, "commit": None}
 
 
 def classify_change(

@@ -74,6 +74,9 @@ CATALOGUE: dict[str, Code] = {
         Code("MCD130", _W, "Route host has no http port"),
         # --- added later (loader); kept at the end so nothing is renumbered ---
         Code("MCD016", _E, "mappings and lists nested deeper than the limit (default 200)"),
+        # --- added later (checks) ---
+        Code("MCD131", _E, "header name not an RFC 9110 token, or header value with CR, LF, NUL or another control character"),
+        Code("MCD132", _E, "two proxy listeners on one port (static endpoint layout), or a listener port past 65535"),
     ]
 }
 
@@ -116,4 +119,15 @@ DETAILS: dict[str, str] = {
     "MCD020": "The document does not match its kind's JSON Schema: an unknown field (often a\n"
               "typo), a wrong type, a missing required field, or a value out of range. The\n"
               "message names the field path; the schemas are in reconciler/spec/schemas/.",
+    "MCD131": "A header a Route adds, sets or removes (or matches, or a TrafficPolicy hashes on)\n"
+              "has a name that is not an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~),\n"
+              "or a value with CR, LF, NUL or another control character (tabs are fine). A CR\n"
+              "or LF in a value would start a new header on the wire: header injection.",
+    "MCD132": "Every static endpoint gets a proxy on the endpoint's host (docs/plan.md): the\n"
+              "proxy of host:p listens on p, p+1, ... (one port per Service port; its app\n"
+              "1000 higher) and takes outbound HTTP on 20000 + its index among all static\n"
+              "endpoints (services by namespace and name, endpoints in order). Two of these\n"
+              "on one port of one host: the proxy refuses its snapshot (NACK) or cannot bind;\n"
+              "a port past 65535: the proxy refuses its snapshot. Space the endpoints' ports\n"
+              "by at least the number of Service ports, and keep them off 20000 and up.",
 }

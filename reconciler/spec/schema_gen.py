@@ -251,8 +251,13 @@ def _spec_authorization_policy() -> Schema:
             out["not" + n[0].upper() + n[1:]] = ref("strings")
         return out
 
-    ports = arr({"type": "string", "pattern": "^[0-9]{1,5}$",
-                 "errorMessage": "must be a port number written as a string, e.g. \"8080\""})
+    # 1-65535: the proxy refuses any other port in a policy (issue 17 #6: what a proxy would
+    # NACK, validation says first).
+    port = ("^(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
+            "|6553[0-5])$")
+    ports = arr({"type": "string", "pattern": port,
+                 "errorMessage": "must be a port number from 1 to 65535 written as a string, "
+                                 "e.g. \"8080\""})
     operation = pair("hosts", "methods", "paths")
     operation.update({"ports": ports, "notPorts": ports})
     rule = obj(

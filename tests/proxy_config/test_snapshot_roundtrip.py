@@ -50,6 +50,12 @@ VALIDATOR = jsonschema.Draft202012Validator(snapshot_schema())
 name = st.text("abcdefghij-.", min_size=1, max_size=8).filter(lambda s: s[0].isalnum())
 token = st.text("abcxyz-", min_size=1, max_size=6)
 text = st.text(max_size=6)  # any unicode, possibly empty
+# a header value: any unicode but CR, LF, NUL and the other C0 controls and DEL; tabs are fine
+header_value = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="".join(
+        chr(c) for c in (*range(0x09), *range(0x0A, 0x20), 0x7F))),
+    max_size=6,
+)
 port = st.integers(0, 65535)
 percent = st.floats(0, 100, allow_nan=False)
 address = st.builds(
@@ -156,8 +162,8 @@ match = st.builds(
 )
 edits = st.builds(
     HeaderEdits,
-    add=st.dictionaries(token, text, max_size=2),
-    set=st.dictionaries(token, text, max_size=2),
+    add=st.dictionaries(token, header_value, max_size=2),
+    set=st.dictionaries(token, header_value, max_size=2),
     remove=st.lists(token, max_size=2).map(tuple),
 )
 fault = st.one_of(

@@ -7,6 +7,8 @@ from source_helpers import Upstream
 
 from reconciler.source import (
     BranchDeleted,
+    BranchRecreated,
+    BranchWatch,
     ForcePush,
     GitMirror,
     NewCommit,
@@ -89,3 +91,50 @@ def test_observe_branch_through_a_real_history(tmp_path: Path, upstream: Upstrea
     gone = observe_branch(mirror, "main", c1, policy, now=0)
     assert gone.event == BranchDeleted(c1)
     assert gone.commit is None and not gone.deployable
+
+
+def test_branch_watch_records_each_deletion_once_and_a_return_at_the_same_commit(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Issue 17 #11: deleted, polled again, back at the very same commit, deleted again."""
+    policy = SignaturePolicy()
+    mirror = GitMirror(tmp_path / "m.git", str(upstream.path))
+    watch = BranchWatch()
+    assert watch.to_dict()["state"] == "unknown"
+    c1 = upstream.commit("first")
+    recorded = c1  # what the pipeline last recorded
+
+    def look(now: float) -> object:
+        mirror.fetch()
+        return watch.follow(observe_branch(mirror, "main", recorded, policy, now=0).event,
+                            now=now)
+
+    assert look(1) == Unchanged(c1) and watch.to_dict()["state"] == "present"
+    upstream.git("checkout", "-q", "-b", "other")
+    upstream.git("branch", "-D", "main")
+    assert look(2) == BranchDeleted(c1)
+    assert watch.to_dict() == {"state": "deleted", "since": 2, "commit": c1}
+    assert look(3) is None and look(4) is None  # recorded once, not at every poll
+    # The same commit pushed back: not "unchanged", the branch came back.
+    upstream.git("branch", "main", c1)
+    assert look(5) == BranchRecreated(c1)
+    assert watch.to_dict()["state"] == "present"
+    assert look(6) == Unchanged(c1)
+    # Deleted a second time: recorded again.
+    upstream.git("branch", "-D", "main")
+    assert look(7) == BranchDeleted(c1)
+    assert watch.to_dict()["since"] == 7
+    # Back at another commit: an ordinary new commit to deploy.
+    upstream.git("checkout", "-q", "-b", "main")
+    c2 = upstream.commit("second")
+    event = look(8)
+    assert event == NewCommit(c1, c2, fast_forward=True)
+    assert watch.to_dict()["state"] == "present"
+
+
+def test_branch_watch_a_branch_that_never_existed_is_missing_not_deleted() -> None:
+    watch = BranchWatch()
+    assert watch.follow(Unchanged(None), now=1) == Unchanged(None)
+    assert watch.to_dict()["state"] == "missing"
+    assert BranchRecreated(A).deploy_target is None
+    assert BranchRecreated(A).to_dict() == {"new": A, "kind": "branch_recreated"}

@@ -414,6 +414,33 @@ CASES: dict[str, Case] = {
         base(**{"db.yaml": DB, "r.yaml": route("- destinations: [{service: db}]\n", host="db", name="db")}),
         "r.yaml:5:3",
     ),
+    "MCD131-crlf-value": Case(
+        "MCD131",
+        base(**{"r.yaml": route('- destinations: [{service: web}]\n  headers: {request: {set: {x-probe: "a\\r\\nx-injected: 1"}}}\n')}),
+        base(**{"r.yaml": route('- destinations: [{service: web}]\n  headers: {request: {set: {x-probe: "a\\tx-injected: 1"}}}\n')}),
+        "r.yaml:8:42",
+    ),
+    "MCD131-name": Case(
+        "MCD131",
+        base(**{"r.yaml": route("- destinations: [{service: web}]\n  headers: {response: {add: {'x probe': a}, remove: ['x:y']}}\n")}),
+        base(**{"r.yaml": route("- destinations: [{service: web}]\n  headers: {response: {add: {x-probe: a}, remove: [x-y]}}\n")}),
+        "r.yaml:8:34",
+        count=2,
+    ),
+    "MCD132-overlap": Case(
+        "MCD132",
+        base(**{"db.yaml": DB + "  endpoints: [{address: '127.0.0.1:9001'}]\n",
+                "web.yaml": WEB + "  endpoints: [{address: '127.0.0.1:9002', labels: {version: v1}}, {address: '10.0.0.9:9002', labels: {version: v2}}]\n"}),
+        base(**{"db.yaml": DB + "  endpoints: [{address: '127.0.0.1:9001'}]\n",
+                "web.yaml": WEB + "  endpoints: [{address: '127.0.0.1:9003', labels: {version: v1}}, {address: '10.0.0.9:9002', labels: {version: v2}}]\n"}),
+        "web.yaml:12:16",
+    ),
+    "MCD132-own-outbound": Case(
+        "MCD132",
+        base(**{"web.yaml": WEB + "  endpoints: [{address: '127.0.0.1:20000', labels: {version: v1}}, {address: '10.0.0.9:9002', labels: {version: v2}}]\n"}),
+        base(**{"web.yaml": WEB + "  endpoints: [{address: '127.0.0.1:20001', labels: {version: v1}}, {address: '10.0.0.9:9002', labels: {version: v2}}]\n"}),
+        "web.yaml:12:16",
+    ),
 }
 
 

@@ -31,7 +31,7 @@ from reconciler.spec.validate import ValidationResult, validate
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 REPO = Path(__file__).resolve().parents[2]
 CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
-ALL_CODES = {f"MCD{n:03d}" for n in (*range(1, 16), 20, *range(100, 131))}
+ALL_CODES = {f"MCD{n:03d}" for n in (*range(1, 17), 20, *range(100, 133))}
 
 # --- recording every path the process opens or lists while a validation runs ---------------
 

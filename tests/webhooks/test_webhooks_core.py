@@ -10,7 +10,7 @@ import pytest
 from webhook_cases import PAYLOADS
 
 from webhooks.adapters import ADAPTERS, bitbucket, generic, github, gitlab
-from webhooks.adapters.gitea import parse_forgejo
+from webhooks.adapters.gitea import parse_forgejo, parse_gitea
 from webhooks.decision import decide
 from webhooks.dedup import RecentIds
 from webhooks.errors import (
@@ -23,11 +23,15 @@ from webhooks.errors import (
     NotConfigured,
     Rejection,
     UnsupportedAlgorithm,
-    UnsupportedEvent,
 )
 from webhooks.headers import Headers
-from webhooks.model import Ping, Push, RefUpdate
-from webhooks.repo_url import InvalidRepoUrl, canonical_repo_key, matches_repo
+from webhooks.model import Ignored, Ping, Push, RefUpdate
+from webhooks.repo_url import (
+    InvalidRepoUrl,
+    canonical_repo_key,
+    matches_repo,
+    project_matches,
+)
 from webhooks.sample import build_sample, signature_headers
 from webhooks.settings import (
     HARD_MAX_BODY,
@@ -452,8 +456,8 @@ def test_gitlab_prefers_idempotency_key_and_checks_object_kind() -> None:
     assert push.delivery_id == "retry-stable-1"
     with pytest.raises(InvalidPayload, match="object_kind"):
         gitlab.parse(dict(s.headers, **{"X-Gitlab-Event": "Tag Push Hook"}), s.body, SECRET)
-    with pytest.raises(UnsupportedEvent):
-        gitlab.parse(dict(s.headers, **{"X-Gitlab-Event": "System Hook"}), s.body, SECRET)
+    ignored = gitlab.parse(dict(s.headers, **{"X-Gitlab-Event": "System Hook"}), s.body, SECRET)
+    assert isinstance(ignored, Ignored) and ignored.event == "System Hook"
 
 
 def test_forgejo_accepts_the_gitea_spelling_of_its_headers() -> None:
@@ -514,3 +518,130 @@ def test_samples_verify_with_their_adapter(forge: str) -> None:
     assert matches_repo(update, "https://git.example.com/team/repo")
     with pytest.raises(BadSignature):
         ADAPTERS[forge](s.headers, s.body, SECRET + b"x")
+
+
+# --- issue 17: deliveries real forges send that are not pushes ---------------------------
+
+
+def _dc_headers(body: bytes, event: str = "repo:refs_changed") -> dict[str, str]:
+    return {
+        "Content-Type": "application/json; charset=UTF-8",
+        "X-Event-Key": event,
+        "X-Request-Id": "dc-1",
+        **signature_headers("bitbucket", body, SECRET),
+    }
+
+
+def test_bitbucket_data_center_without_links_is_matched_by_project_and_slug() -> None:
+    body = (PAYLOADS / "bitbucket_dc_refs_changed_no_links.json").read_bytes()
+    push = bitbucket.parse(_dc_headers(body), body, SECRET)
+    assert isinstance(push, Push)
+    (update,) = push.updates
+    assert update.repo_urls == () and update.project == ("PLAT", "mesh-config")
+    watched = [
+        "https://bitbucket.acme.example/scm/plat/mesh-config.git",
+        "https://bitbucket.acme.example/bitbucket/scm/PLAT/mesh-config.git",  # context path
+        "ssh://git@bitbucket.acme.example:7999/plat/mesh-config.git",
+    ]
+    for url in watched:
+        for fold in (True, False):
+            decision = decide(push, canonical_repo_key(url, fold_path_case=fold),
+                              "refs/heads/main", fold_path_case=fold)
+            assert (decision.result, decision.reason) == ("accepted", "push_to_watched_branch"), url
+    for other in [
+        "https://bitbucket.acme.example/scm/plat/other.git",
+        "https://bitbucket.acme.example/scm/ops/mesh-config.git",
+        "https://bitbucket.acme.example/plat/x/mesh-config.git",  # not after scm/
+        "/srv/git/plat/mesh-config.git",
+    ]:
+        decision = decide(push, canonical_repo_key(other), "refs/heads/main", fold_path_case=True)
+        assert decision.reason == "repo_not_watched", other
+
+
+def test_project_is_used_only_when_the_payload_names_no_url() -> None:
+    # links present and pointing elsewhere: the project key and slug do not override them
+    update = RefUpdate("bitbucket", ("https://h/scm/ops/other.git",), "refs/heads/main",
+                       "a" * 40, "b" * 40, "d", "p", "repo:refs_changed", ("PLAT", "mesh-config"))
+    decision = decide(Push("bitbucket", "d", "repo:refs_changed", (update,)),
+                      "h/scm/plat/mesh-config", "refs/heads/main", fold_path_case=True)
+    assert decision.reason == "repo_not_watched"
+    assert project_matches(("PLAT", "mesh-config"), "h/scm/plat/mesh-config")
+    assert not project_matches(("PLAT", "mesh-config"), "h/mesh-config")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("project"), "project"),
+        (lambda r: r["project"].update(key="a/b"), "project key"),
+        (lambda r: r.update(slug="../x"), "slug"),
+    ],
+)
+def test_bitbucket_data_center_without_links_needs_a_usable_project_and_slug(
+    change: object, message: str
+) -> None:
+    payload = json.loads((PAYLOADS / "bitbucket_dc_refs_changed_no_links.json").read_text())
+    change(payload["repository"])  # type: ignore[operator]
+    body = json.dumps(payload).encode()
+    with pytest.raises(InvalidPayload, match=message):
+        bitbucket.parse(_dc_headers(body), body, SECRET)
+
+
+def test_bitbucket_unsigned_test_connection_ping_is_answered_unread() -> None:
+    body = b"not even json: never parsed"
+    headers = {"Content-Type": "application/json", "X-Event-Key": "diagnostics:ping",
+               "X-Request-Id": "ping-1"}
+    assert bitbucket.parse(headers, body, SECRET) == Ping(
+        "bitbucket", "ping-1", "diagnostics:ping", signed=False
+    )
+    # A signed ping is still verified, and a wrong signature still refused.
+    good = (PAYLOADS / "bitbucket_dc_ping.json").read_bytes()
+    signed = bitbucket.parse(_dc_headers(good, "diagnostics:ping"), good, SECRET)
+    assert isinstance(signed, Ping) and signed.signed
+    with pytest.raises(BadSignature):
+        bitbucket.parse(_dc_headers(good, "diagnostics:ping"), good + b" ", SECRET)
+    # Only the ping goes unsigned: a push without a signature is still refused.
+    push = (PAYLOADS / "bitbucket_dc_refs_changed.json").read_bytes()
+    with pytest.raises(MissingSignature):
+        bitbucket.parse({"Content-Type": "application/json", "X-Event-Key": "repo:refs_changed"},
+                        push, SECRET)
+
+
+@pytest.mark.parametrize(
+    ("event", "file"),
+    [
+        ("Merge Request Hook", "gitlab_merge_request.json"),
+        ("Pipeline Hook", "gitlab_pipeline.json"),
+        ("Note Hook", "gitlab_note.json"),
+    ],
+)
+def test_gitlab_other_events_with_a_valid_token_are_ignored(event: str, file: str) -> None:
+    body = (PAYLOADS / file).read_bytes()
+    headers = {"Content-Type": "application/json", "X-Gitlab-Event": event,
+               "X-Gitlab-Token": SECRET.decode(), "X-Gitlab-Event-UUID": "e-1"}
+    assert gitlab.parse(headers, body, SECRET) == Ignored("gitlab", "e-1", event)
+    with pytest.raises(BadSignature):
+        gitlab.parse(dict(headers, **{"X-Gitlab-Token": "wrong"}), body, SECRET)
+
+
+def test_gitea_delete_event_is_a_branch_deletion() -> None:
+    body = (PAYLOADS / "gitea_delete.json").read_bytes()
+    headers = {"Content-Type": "application/json", "X-Gitea-Event": "delete",
+               "X-Gitea-Delivery": "del-1", **signature_headers("gitea", body, SECRET)}
+    push = parse_gitea(headers, body, SECRET)
+    assert isinstance(push, Push)
+    (update,) = push.updates
+    assert (update.ref, update.is_deletion, update.pusher) == ("refs/heads/main", True, "ada")
+    key = canonical_repo_key("git@gitea.example.com:platform/mesh-config.git")
+    decision = decide(push, key, "refs/heads/main", fold_path_case=True)
+    assert (decision.result, decision.reason) == ("ignored", "branch_deleted")
+    payload = json.loads(body)
+    payload["ref_type"] = "tag"
+    payload["ref"] = "v1"
+    body = json.dumps(payload).encode()
+    headers.update(signature_headers("gitea", body, SECRET))
+    tag = parse_gitea(headers, body, SECRET)
+    assert isinstance(tag, Push) and tag.updates[0].ref == "refs/tags/v1"
+    # Other Gitea events, verified: ignored.
+    headers["X-Gitea-Event"] = "issues"
+    assert parse_gitea(headers, body, SECRET) == Ignored("gitea", "del-1", "issues")

@@ -94,6 +94,48 @@ def test_git_push_through_the_post_receive_hook(tmp_path: Path) -> None:
     assert [a.result for a in rec.audits] == ["accepted", "ignored", "ignored", "rejected"]
 
 
+def test_the_same_push_twice_is_two_deliveries(tmp_path: Path) -> None:
+    # main moves c1 -> c2, back to c1, and to c2 again: the third push's body is byte for byte
+    # the first one's; with no delivery id of its own it would be dropped as a duplicate.
+    bare = tmp_path / "config.git"
+    work = tmp_path / "work"
+    secret = tmp_path / "generic.secret"
+    secret.write_bytes(b"hook-secret-for-tests\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(HOME=str(tmp_path), GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="Ada",
+               GIT_AUTHOR_EMAIL="ada@example.com", GIT_COMMITTER_NAME="Ada",
+               GIT_COMMITTER_EMAIL="ada@example.com")
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare), env=env)
+    shutil.copy(HOOK, bare / "hooks" / "post-receive")
+    (bare / "hooks" / "post-receive").chmod(0o755)
+    rec = Recorder()
+    settings = ReceiverSettings(watched_repo=str(bare.resolve()), watched_branch="main",
+                                secrets={"generic": b"hook-secret-for-tests"})
+    app = FastAPI()
+    app.include_router(make_router(settings, rec.updates.append, rec.audits.append))
+    with running(app) as port:
+        env.update(MESHCD_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/generic",
+                   MESHCD_WEBHOOK_SECRET_FILE=str(secret))
+        git(tmp_path, "init", "-q", "-b", "main", str(work), env=env)
+        git(work, "remote", "add", "origin", str(bare), env=env)
+        (work / "mesh.yaml").write_text("kind: Mesh\n")
+        git(work, "add", ".", env=env)
+        git(work, "commit", "-qm", "c1", env=env)
+        git(work, "push", "-q", "origin", "main", env=env)
+        c1 = git(work, "rev-parse", "HEAD", env=env).strip()
+        (work / "mesh.yaml").write_text("kind: Mesh\nspec: {}\n")
+        git(work, "commit", "-qam", "c2", env=env)
+        c2 = git(work, "rev-parse", "HEAD", env=env).strip()
+        outs = [git(work, "push", "-q", "origin", "main", env=env),
+                git(work, "push", "-q", "-f", "origin", f"{c1}:main", env=env),
+                git(work, "push", "-q", "origin", f"{c2}:main", env=env)]
+    for out in outs:
+        assert "refs/heads/main -> 202" in out, outs
+    assert [(u.before, u.after) for u in rec.updates[1:]] == [(c1, c2), (c2, c1), (c1, c2)]
+    ids = [a.delivery_id for a in rec.audits]
+    assert len(set(ids)) == 4 and all(i and i.startswith("post-receive:") for i in ids), ids
+
+
 def test_the_hook_in_the_docs_is_the_shipped_one() -> None:
     match = re.search(
         r"```sh\n(#!/bin/sh\n# meshcd post-receive hook.*?)```", DOC.read_text(), re.S

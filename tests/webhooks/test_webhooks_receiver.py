@@ -296,12 +296,100 @@ def test_bad_ref_or_sha_shape_is_422(
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if CASES[n].unknown_event])
-def test_unknown_event_is_400(client: httpx.Client, server: Server, name: str) -> None:
+def test_unknown_event_verified_is_200_ignored(
+    client: httpx.Client, server: Server, name: str
+) -> None:
+    # Authenticated and well-formed, just not for us: 200, so that no forge counts it as a
+    # failure (GitLab disables a hook after 4 failures in a row).
     case = CASES[name]
     assert case.unknown_event is not None
     r, delivery = send(client, server, case, case.payload(), **case.unknown_event)
-    assert r.status_code == 400 and r.json()["reason"] == "unsupported_event"
-    expect_no_update(server, case, delivery, "rejected", "unsupported_event")
+    assert r.status_code == 200, r.text
+    assert r.json()["result"] == "ignored" and r.json()["reason"] == "event_not_handled"
+    assert r.json()["detail"] == next(iter(case.unknown_event.values()))
+    expect_no_update(server, case, delivery, "ignored", "event_not_handled")
+    # ...but never unverified
+    r, delivery = send(client, server, case, case.payload(), **case.unknown_event,
+                       **{h: "sha256=" + "0" * 64 for h in _signature_header(case)})
+    assert r.status_code == 401, r.text
+    expect_no_update(server, case, delivery, "rejected", "bad_signature")
+
+
+def _signature_header(case: Case) -> list[str]:
+    names = [k for k in case.headers(b"{}", "x") if k.lower() == SIGNATURE_HEADERS[case.forge]]
+    assert len(names) == 1
+    return names
+
+
+@pytest.mark.parametrize(
+    ("event", "file"),
+    [
+        ("Merge Request Hook", "gitlab_merge_request.json"),
+        ("Pipeline Hook", "gitlab_pipeline.json"),
+        ("Note Hook", "gitlab_note.json"),
+    ],
+)
+def test_gitlab_merge_request_pipeline_note_are_200_ignored(
+    client: httpx.Client, server: Server, event: str, file: str
+) -> None:
+    case = CASES["gitlab"]
+    body = (PAYLOADS / file).read_bytes()
+    delivery = new_id()
+    headers = case.headers(body, delivery)
+    headers["X-Gitlab-Event"] = event
+    r = post(client, server, case, body, headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["result"], r.json()["reason"]) == ("ignored", "event_not_handled")
+    expect_no_update(server, case, delivery, "ignored", "event_not_handled")
+
+
+def test_bitbucket_dc_push_without_links_is_accepted(client: httpx.Client, server: Server) -> None:
+    case = CASES["bitbucket-dc"]  # watches https://bitbucket.acme.example/scm/PLAT/mesh-config.git
+    body = (PAYLOADS / "bitbucket_dc_refs_changed_no_links.json").read_bytes()
+    delivery = new_id()
+    r = post(client, server, case, body, case.headers(body, delivery))
+    assert r.status_code == 202, r.text
+    assert r.json()["result"] == "accepted" and r.json()["ref"] == "refs/heads/main"
+    (update,) = server.recorders[case.name].updates_for(delivery)
+    assert update.project == ("PLAT", "mesh-config")
+
+
+def test_bitbucket_dc_unsigned_test_connection_is_200_ping(
+    client: httpx.Client, server: Server
+) -> None:
+    case = CASES["bitbucket-dc"]
+    body = (PAYLOADS / "bitbucket_dc_ping.json").read_bytes()
+    delivery = new_id()
+    headers = {"Content-Type": "application/json", "X-Event-Key": "diagnostics:ping",
+               "X-Request-Id": delivery}
+    r = post(client, server, case, body, headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["result"], r.json()["reason"]) == ("ping", "unsigned_ping")
+    expect_no_update(server, case, delivery, "ping", "unsigned_ping")
+    # An unsigned push is still refused.
+    push = (PAYLOADS / "bitbucket_dc_refs_changed.json").read_bytes()
+    delivery = new_id()
+    r = post(client, server, case, push, {"Content-Type": "application/json",
+                                          "X-Event-Key": "repo:refs_changed",
+                                          "X-Request-Id": delivery})
+    assert r.status_code == 401
+    expect_no_update(server, case, delivery, "rejected", "missing_signature")
+
+
+def test_gitea_delete_event_is_audited_as_a_branch_deletion(
+    client: httpx.Client, server: Server
+) -> None:
+    case = CASES["gitea"]
+    body = (PAYLOADS / "gitea_delete.json").read_bytes()
+    delivery = new_id()
+    headers = case.headers(body, delivery)
+    headers["X-Gitea-Event"] = "delete"
+    r = post(client, server, case, body, headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["result"], r.json()["reason"]) == ("ignored", "branch_deleted")
+    expect_no_update(server, case, delivery, "ignored", "branch_deleted")
+    (audit,) = server.recorders[case.name].audits_for(delivery)
+    assert audit.ref == "refs/heads/main" and audit.after == ZERO
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n != "generic"])

@@ -1,4 +1,5 @@
-"""One pure adapter per forge: `(headers, raw body, secret) -> Push | Ping`, or a `Rejection`.
+"""One pure adapter per forge: `(headers, raw body, secret) -> Push | Ping | Ignored`, or a
+`Rejection`.
 
 `ADAPTERS` maps the `{forge}` path segment of `POST /webhooks/{forge}` to its adapter."""
 
@@ -10,9 +11,9 @@ from typing import TypeAlias
 from webhooks.adapters import bitbucket, generic, github, gitlab
 from webhooks.adapters._common import HeaderSource
 from webhooks.adapters.gitea import parse_forgejo, parse_gitea
-from webhooks.model import Ping, Push
+from webhooks.model import Ignored, Ping, Push
 
-Adapter: TypeAlias = Callable[[HeaderSource, bytes, bytes], Push | Ping]
+Adapter: TypeAlias = Callable[[HeaderSource, bytes, bytes], Push | Ping | Ignored]
 
 ADAPTERS: dict[str, Adapter] = {
     "github": github.parse,

@@ -100,6 +100,7 @@ def ref_update(
     pusher: str | None,
     event: str,
     path: str,
+    project: tuple[str, str] | None = None,
 ) -> RefUpdate:
     check_pair(before, after, path)
     return RefUpdate(
@@ -111,4 +112,5 @@ def ref_update(
         delivery_id=delivery,
         pusher=(pusher or "")[:256],
         event=event,
+        project=project,
     )

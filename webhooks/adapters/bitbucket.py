@@ -6,7 +6,13 @@
   - `repo:push` (Cloud): `push.changes[]`, each with `old` / `new` ref states
     (`new: null` is a deletion, `old: null` a creation);
   - `repo:refs_changed` (Data Center): `changes[]` with `refId`, `fromHash`, `toHash`;
-  - `diagnostics:ping` (Data Center's "Test connection"): a ping.
+  - `diagnostics:ping` (Data Center's "Test connection"): a ping. Data Center sends it
+    without `X-Hub-Signature` even when the hook has a secret; such a ping is answered (an
+    unsigned `Ping`) before any verification, and its body is never parsed;
+  - any other event, verified: `Ignored` (200, so Bitbucket's failing-hook cut-off never
+    counts it).
+- repository: the clone and web links; Data Center versions that send no `repository.links`
+  name it by `project.key` + `slug`, matched against the watched URL's path.
 - delivery: `X-Request-UUID` (Cloud) or `X-Request-Id` (Data Center), else a digest of the
   body. `X-Hook-UUID` names the hook, not the delivery, so it is never used to deduplicate.
 
@@ -14,6 +20,8 @@ One Bitbucket delivery can move several refs; each becomes a `RefUpdate`.
 """
 
 from __future__ import annotations
+
+import re
 
 from webhooks.adapters._common import (
     HeaderSource,
@@ -24,9 +32,9 @@ from webhooks.adapters._common import (
     require_secret,
     require_urls,
 )
-from webhooks.errors import InvalidPayload, UnsupportedEvent
+from webhooks.errors import InvalidPayload
 from webhooks.headers import printable
-from webhooks.model import BRANCH_PREFIX, TAG_PREFIX, Ping, Push, RefUpdate
+from webhooks.model import BRANCH_PREFIX, TAG_PREFIX, Ignored, Ping, Push, RefUpdate
 from webhooks.signatures import verify_prefixed
 from webhooks.strict_json import Obj, check_ref, loads_object
 
@@ -40,27 +48,48 @@ _REF_KIND = {
     "tag": TAG_PREFIX,
     "annotated_tag": TAG_PREFIX,
 }
+_DELIVERY_HEADERS = ("X-Request-UUID", "X-Request-Id")
+# Project keys: letters, digits, "_" (and "~user" for personal projects); slugs: letters,
+# digits, "-", "_", ".".
+_PROJECT_KEY = re.compile(r"~?[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+_SLUG = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
 
-def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ping:
+def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ping | Ignored:
     require_secret(secret)
     h = as_headers(headers)
+    if h.get("X-Event-Key") == DC_PING and h.get("X-Hub-Signature") is None:
+        # "Test connection" is never signed: answer it, trust nothing in it, trigger nothing.
+        return Ping(FORGE, delivery_id(h, _DELIVERY_HEADERS, body), DC_PING, signed=False)
     verify_prefixed(h, "X-Hub-Signature", secret, body)
     event = h.require("X-Event-Key")
     if event not in (CLOUD_PUSH, DC_REFS_CHANGED, DC_PING):
-        raise UnsupportedEvent(f"Bitbucket event {printable(event, 40)!r} is not handled")
+        return Ignored(FORGE, delivery_id(h, _DELIVERY_HEADERS, body), printable(event, 40))
     require_json(h)
-    delivery = delivery_id(h, ("X-Request-UUID", "X-Request-Id"), body)
+    delivery = delivery_id(h, _DELIVERY_HEADERS, body)
     payload = loads_object(body)
     if event == DC_PING:
         return Ping(forge=FORGE, delivery_id=delivery, event=event)
     repository = payload.obj("repository")
-    found = require_urls(_links(repository), repository.path)
+    found = _links(repository)
     if event == CLOUD_PUSH:
-        updates = _cloud_updates(payload, found, delivery, event)
+        urls = require_urls(found, repository.path)
+        updates = _cloud_updates(payload, urls, delivery, event)
     else:
-        updates = _dc_updates(payload, found, delivery, event)
+        project = None if found else _project(repository)
+        updates = _dc_updates(payload, found, project, delivery, event)
     return Push(forge=FORGE, delivery_id=delivery, event=event, updates=tuple(updates))
+
+
+def _project(repository: Obj) -> tuple[str, str]:
+    """(project key, slug) of a Data Center repository whose payload has no links."""
+    key = repository.obj("project").string("key")
+    slug = repository.string("slug")
+    if not _PROJECT_KEY.fullmatch(key):
+        raise InvalidPayload(f"{repository.path}.project.key is not a project key")
+    if not _SLUG.fullmatch(slug):
+        raise InvalidPayload(f"{repository.path}.slug is not a repository slug")
+    return key, slug
 
 
 def _hrefs(links: Obj, key: str) -> list[str]:
@@ -132,13 +161,16 @@ def _cloud_updates(payload: Obj, urls: list[str], delivery: str, event: str) -> 
     return out
 
 
-def _dc_updates(payload: Obj, urls: list[str], delivery: str, event: str) -> list[RefUpdate]:
+def _dc_updates(
+    payload: Obj, urls: list[str], project: tuple[str, str] | None, delivery: str, event: str
+) -> list[RefUpdate]:
     out: list[RefUpdate] = []
     for change in payload.objs("changes"):
         out.append(
             ref_update(
                 forge=FORGE,
                 repo_urls=urls,
+                project=project,
                 ref=change.ref("refId"),
                 before=change.sha("fromHash"),
                 after=change.sha("toHash"),

@@ -2,7 +2,8 @@
 
 - signature: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`. The legacy
   SHA-1 `X-Hub-Signature` is never accepted, even when it is the only one sent.
-- event: `X-GitHub-Event`: `push`, or `ping` (sent when the hook is created).
+- event: `X-GitHub-Event`: `push`, or `ping` (sent when the hook is created); any other
+  event, verified, is `Ignored` (200).
 - delivery: `X-GitHub-Delivery` (a GUID; a "Redeliver" from the UI reuses it).
 """
 
@@ -18,9 +19,9 @@ from webhooks.adapters._common import (
     require_urls,
     urls,
 )
-from webhooks.errors import UnsupportedAlgorithm, UnsupportedEvent
+from webhooks.errors import UnsupportedAlgorithm
 from webhooks.headers import printable
-from webhooks.model import Ping, Push
+from webhooks.model import Ignored, Ping, Push
 from webhooks.signatures import verify_prefixed
 from webhooks.strict_json import loads_object
 
@@ -28,17 +29,17 @@ FORGE = "github"
 REPO_URL_KEYS = ("clone_url", "ssh_url", "git_url", "html_url", "svn_url")
 
 
-def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ping:
+def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ping | Ignored:
     require_secret(secret)
     h = as_headers(headers)
     if h.get("X-Hub-Signature-256") is None and h.get("X-Hub-Signature") is not None:
         raise UnsupportedAlgorithm("X-Hub-Signature (SHA-1) is never accepted; use SHA-256")
     verify_prefixed(h, "X-Hub-Signature-256", secret, body)
     event = h.require("X-GitHub-Event")
-    if event not in ("push", "ping"):
-        raise UnsupportedEvent(f"GitHub event {printable(event, 40)!r} is not handled")
-    require_json(h)
     delivery = delivery_id(h, ("X-GitHub-Delivery",), body, required=True)
+    if event not in ("push", "ping"):
+        return Ignored(FORGE, delivery, printable(event, 40))
+    require_json(h)
     payload = loads_object(body)
     if event == "ping":
         return Ping(forge=FORGE, delivery_id=delivery, event=event)

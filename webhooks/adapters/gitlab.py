@@ -3,7 +3,9 @@
 - secret: `X-Gitlab-Token` holds the secret token itself (GitLab does not sign the body);
   it is compared in constant time.
 - event: `X-Gitlab-Event`: `Push Hook` or `Tag Push Hook`; the body's `object_kind`
-  (`push` / `tag_push`) must agree.
+  (`push` / `tag_push`) must agree. Any other event with a valid token (a merge request, a
+  pipeline, a note...) is `Ignored`, answered 200: GitLab disables a hook after 4 failures in a
+  row, and a hook with extra triggers ticked would then stop delivering pushes.
 - delivery: `Idempotency-Key` (GitLab 17.4+, stable across retries), else
   `X-Gitlab-Event-UUID`, else a digest of the body. `X-Gitlab-Webhook-UUID` names the hook,
   not the delivery, so it is never used to deduplicate.
@@ -21,9 +23,9 @@ from webhooks.adapters._common import (
     require_urls,
     urls,
 )
-from webhooks.errors import InvalidPayload, UnsupportedEvent
+from webhooks.errors import InvalidPayload
 from webhooks.headers import printable
-from webhooks.model import Push
+from webhooks.model import Ignored, Push
 from webhooks.signatures import verify_token
 from webhooks.strict_json import loads_object
 
@@ -33,16 +35,19 @@ PROJECT_URL_KEYS = ("git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_u
 REPOSITORY_URL_KEYS = ("git_http_url", "git_ssh_url", "url", "homepage")
 
 
-def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push:
+_DELIVERY_HEADERS = ("Idempotency-Key", "X-Gitlab-Event-UUID")
+
+
+def parse(headers: HeaderSource, body: bytes, secret: bytes) -> Push | Ignored:
     require_secret(secret)
     h = as_headers(headers)
     verify_token(h, "X-Gitlab-Token", secret)
     event = h.require("X-Gitlab-Event")
     kind = EVENTS.get(event)
     if kind is None:
-        raise UnsupportedEvent(f"GitLab event {printable(event, 40)!r} is not handled")
+        return Ignored(FORGE, delivery_id(h, _DELIVERY_HEADERS, body), printable(event, 40))
     require_json(h)
-    delivery = delivery_id(h, ("Idempotency-Key", "X-Gitlab-Event-UUID"), body)
+    delivery = delivery_id(h, _DELIVERY_HEADERS, body)
     payload = loads_object(body)
     object_kind = payload.string("object_kind")
     if object_kind != kind:

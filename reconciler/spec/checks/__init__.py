@@ -11,7 +11,8 @@ so that the CLI can print `file:line:col: severity MCDxxx: message`.
 Where a check's behaviour is a choice, the module that holds it says why: `routes.py` for
 MCD111 (explicit POST/PATCH only), `authorization.py` for MCD118 (entry points need an ALLOW
 too) and MCD116/125 (rules limited to http ports are fine), `traffic.py` for MCD119 (only a
-weakening is reported), `rollout.py` for MCD120, `regex_safety.py` for MCD109.
+weakening is reported), `rollout.py` for MCD120, `regex_safety.py` for MCD109, `headers.py`
+for MCD131 (what is checked), `listeners.py` for MCD132 (the port layout it assumes).
 
 Per-resource results that depend on nothing else are memoized by object identity
 (`LocalMemo`), so with the validation cache a one-file change re-checks only that file's
@@ -20,7 +21,16 @@ resources plus the cross-resource checks.
 
 from __future__ import annotations
 
-from reconciler.spec.checks import authorization, mesh, rollout, routes, services, traffic
+from reconciler.spec.checks import (
+    authorization,
+    headers,
+    listeners,
+    mesh,
+    rollout,
+    routes,
+    services,
+    traffic,
+)
 from reconciler.spec.checks.context import MEMO, CheckContext, LocalMemo
 from reconciler.spec.findings import Finding
 from reconciler.spec.model import ConfigModel
@@ -31,9 +41,11 @@ _PASSES = (
     mesh.check,
     services.check,
     routes.check,
+    headers.check,
     traffic.check,
     authorization.check,
     rollout.check,
+    listeners.check,
 )
 
 
