@@ -17,7 +17,6 @@ and `proxy_runtime.errors.ProxyRuntimeError`; `webhooks` may import neither). Ca
     │   ├── MissingHeader             missing_header
     │   ├── AmbiguousHeader           ambiguous_header
     │   ├── BadHeader                 bad_header  (e.g. an unusable delivery id)
-    │   ├── UnsupportedEvent          unsupported_event
     │   ├── ClientGone                client_disconnected  (temporary)
     │   └── InvalidJson               invalid_json
     ├── UnsupportedMediaType     415  unsupported_media_type
@@ -91,10 +90,6 @@ class AmbiguousHeader(BadRequest):
 
 class BadHeader(BadRequest):
     reason = "bad_header"
-
-
-class UnsupportedEvent(BadRequest):
-    reason = "unsupported_event"
 
 
 class ClientGone(BadRequest):
