@@ -1,0 +1,164 @@
+"""One ADS stream with Envoy, as a sans-I/O state machine: requests in, pushes and outcomes
+out. No sockets, no clocks, no protobuf: the server (server.py) converts.
+
+State of the world, aggregated (one stream for CDS, EDS, LDS, RDS). A target version V is
+pushed one type at a time in the order xDS asks for (CDS, EDS, LDS, RDS): the next type goes
+out only once Envoy ACKed the one before, so a cluster exists (and warmed with its endpoints)
+before a route names it, and a NACK stops the push before anything later is sent.
+
+- ACK: a request of type T whose `response_nonce` is the nonce of our last push of T and that
+  has no `error_detail`. NACK: the same with an `error_detail`. A request with an older nonce
+  is stale and ignored (Envoy answers every response; only the newest counts).
+- V is fully acked (`Acked(V)`) when every type V has was ACKed at V. EDS and RDS are only
+  needed when V has resources of that type (Envoy subscribes to them by name).
+- A NACK of any type of V is `Nacked(V, type, error_detail)`; the caller then retargets to the
+  last good version, which re-pushes the types that had moved to V (Envoy still holds the old
+  value of the rejected type), so Envoy ends on one whole version.
+- A (re)connecting Envoy tells in `version_info` what it holds; a type it already holds at V
+  is not pushed again (an agent restart changes nothing in Envoy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy_runtime.envoy.translate import CLA, CLUSTER, LISTENER, PUSH_ORDER, ROUTE_CONFIG
+
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+SHORT = {CLUSTER: "CDS", CLA: "EDS", LISTENER: "LDS", ROUTE_CONFIG: "RDS"}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A version and its resources by type URL."""
+
+    version: str
+    resources: Mapping[str, Sequence[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    type_url: str
+    version_info: str = ""
+    response_nonce: str = ""
+    resource_names: tuple[str, ...] = ()
+    error_detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    type_url: str
+    version: str
+    nonce: str
+    resources: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Nacked:
+    version: str
+    type_url: str
+    error: str
+
+
+Outcome = Acked | Nacked
+
+
+@dataclass
+class _TypeState:
+    subscribed: bool = False
+    names: tuple[str, ...] = ()
+    nonce: str = ""  # of our last push of this type
+    pushed: str | None = None  # version of that push
+    holds: str | None = None  # the version Envoy holds (ACKed, or told on connecting)
+
+
+@dataclass
+class AdsStream:
+    """The decisions for one ADS stream. Feed `retarget` and `on_request`; send what they
+    return in order."""
+
+    target: Target | None = None
+    _types: dict[str, _TypeState] = field(default_factory=lambda: {t: _TypeState() for t in PUSH_ORDER})
+    _counter: int = 0
+    _step: int = 0
+    _done: bool = False
+    _failed: bool = False
+
+    def holds(self, type_url: str) -> str | None:
+        return self._types[type_url].holds
+
+    def retarget(self, target: Target) -> tuple[list[Push], list[Outcome]]:
+        """Start pushing `target` (from its first type)."""
+        self.target = target
+        self._step, self._done, self._failed = 0, False, False
+        return self._advance()
+
+    def on_request(self, req: Request) -> tuple[list[Push], list[Outcome]]:
+        st = self._types.get(req.type_url)
+        if st is None:
+            return [], []  # a type we do not serve (Envoy asks for nothing else over ADS)
+        first = not st.subscribed
+        st.subscribed = True
+        names_changed = req.resource_names != st.names
+        st.names = req.resource_names
+        outcomes: list[Outcome] = []
+        pushes: list[Push] = []
+        if not req.response_nonce:
+            # A new subscription: Envoy says what it holds (empty on a fresh start).
+            if first and req.version_info:
+                st.holds = req.version_info
+        elif req.response_nonce != st.nonce:
+            return [], []  # stale: an answer to a push that a newer one replaced
+        elif req.error_detail:
+            assert st.pushed is not None
+            if self.target is not None and st.pushed == self.target.version and not self._failed:
+                self._failed = True
+                outcomes.append(Nacked(st.pushed, req.type_url, req.error_detail))
+            return pushes, outcomes
+        else:
+            st.holds = st.pushed
+            if (names_changed and req.type_url not in WILDCARD_TYPES and self.target is not None
+                    and st.pushed == self.target.version):
+                # Envoy now watches other names: answer again so every watched name has data.
+                pushes.append(self._push(req.type_url))
+                return pushes, outcomes
+        more, done = self._advance()
+        return pushes + more, outcomes + done
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _push(self, type_url: str) -> Push:
+        assert self.target is not None
+        self._counter += 1
+        st = self._types[type_url]
+        st.nonce, st.pushed = str(self._counter), self.target.version
+        return Push(type_url, self.target.version, st.nonce,
+                    tuple(self.target.resources.get(type_url, ())))
+
+    def _advance(self) -> tuple[list[Push], list[Outcome]]:
+        if self.target is None or self._done or self._failed:
+            return [], []
+        version = self.target.version
+        while self._step < len(PUSH_ORDER):
+            t = PUSH_ORDER[self._step]
+            st = self._types[t]
+            if st.holds == version:
+                self._step += 1
+                continue
+            if t not in WILDCARD_TYPES and not self.target.resources.get(t):
+                self._step += 1  # nothing of this type in V: nothing to wait for
+                continue
+            if not st.subscribed:
+                return [], []  # wait until Envoy asks for this type
+            if st.pushed == version:
+                return [], []  # wait for its answer
+            return [self._push(t)], []
+        self._done = True
+        return [], [Acked(version)]
