@@ -1,0 +1,119 @@
+"""Envoy as the agent's data plane: `apply(document)` translates the native snapshot, pushes it
+over ADS and answers Ack only when Envoy acked every resource type, Nack with Envoy's
+error_detail otherwise (Envoy keeps the last good config). The last good snapshot is kept in
+the state dir (without the identity) and served at once on start (static stability)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from proxy_runtime.config import SnapshotError, parse_snapshot, snapshot_to_json
+from proxy_runtime.config import model as pc
+from proxy_runtime.config.files import dump_snapshot_file, loads_snapshot
+from proxy_runtime.envoy.bootstrap import bootstrap
+from proxy_runtime.envoy.server import EnvoyControl, TlsMaterial, start_server
+from proxy_runtime.envoy.supervisor import EnvoySupervisor
+from proxy_runtime.envoy.translate import translate
+from proxy_runtime.envoy.xds import Acked
+from proxy_runtime.metrics import Stats
+from proxy_runtime.runtime import SNAPSHOT_FILE, Ack, Nack
+
+log = logging.getLogger("meshcd.envoy")
+
+SOCKET_NAME = "xds.sock"
+
+
+class EnvoyDataPlane:
+    def __init__(self, state_dir: Path, *, proxy_id: str, service: str, binary: Path,
+                 run_dir: Path | None = None, admin_port: int = 0, concurrency: int = 2,
+                 ack_timeout: float = 15.0, log_level: str = "warning",
+                 now: Callable[[], float] = time.time) -> None:
+        self.state_dir = state_dir
+        self.run_dir = run_dir or state_dir / "envoy"
+        self.socket_path = self.run_dir / "agent" / SOCKET_NAME
+        self.stats = Stats()
+        self.stats.proxy_id, self.stats.service = proxy_id, service
+        self.control = EnvoyControl(self.stats, now=now)
+        self.ack_timeout = ack_timeout
+        self.document: dict[str, Any] | None = None
+        self.version: str | None = None
+        self.supervisor = EnvoySupervisor(
+            binary, self.run_dir, bootstrap(proxy_id=proxy_id, service=service,
+                                            socket_path=str(self.socket_path),
+                                            admin_port=admin_port),
+            concurrency=concurrency, log_level=log_level)
+        self._server: Any = None
+
+    async def start(self) -> Ack | Nack | None:
+        """Load the last good snapshot, open the socket, start (or adopt) Envoy."""
+        persisted = self._load_persisted()
+        self._server = await start_server(self.control, self.socket_path)
+        await self.supervisor.start()
+        return persisted
+
+    def _load_persisted(self) -> Ack | Nack | None:
+        path = self.state_dir / SNAPSHOT_FILE
+        if not path.exists():
+            return None
+        try:
+            snap = loads_snapshot(path.read_bytes())
+        except (SnapshotError, OSError, ValueError) as exc:
+            return Nack(f"the persisted snapshot: {exc}")
+        res = translate(snap)
+        self.control.set_good(res)
+        self._take_identity(snap)
+        self.document, self.version = snapshot_to_json(snap), res.version
+        return Ack(res.version)
+
+    def _take_identity(self, snap: pc.Snapshot) -> None:
+        ident = snap.identity
+        if ident and ident.certificate_pem and ident.private_key_pem and ident.trust_bundle_pem:
+            self.control.set_tls(TlsMaterial(ident.certificate_pem, ident.private_key_pem,
+                                             ident.trust_bundle_pem))
+
+    def set_identity(self, identity: dict[str, str]) -> None:
+        self.control.set_tls(TlsMaterial(identity["certificatePem"], identity["privateKeyPem"],
+                                         identity["trustBundlePem"]))
+
+    async def apply(self, document: dict[str, Any]) -> Ack | Nack:
+        try:
+            snap = parse_snapshot({k: v for k, v in document.items() if k != "version"})
+        except SnapshotError as exc:
+            return Nack(str(exc))
+        self._take_identity(snap)
+        res = translate(snap)
+        outcome = await self.control.push(res, self.ack_timeout)
+        if not isinstance(outcome, Acked):
+            self.stats.nacks += 1
+            return Nack(f"Envoy rejected it: {outcome.error}", res.version)
+        bare = dataclasses.replace(snap, identity=None)
+        try:
+            dump_snapshot_file(bare, self.state_dir / SNAPSHOT_FILE)
+        except OSError as exc:
+            log.error("cannot keep the last good snapshot: %s", exc)
+        self.document, self.version = dict(document), res.version
+        self.stats.config_version = res.version
+        self.stats.config_revision = snap.revision or ""
+        self.stats.config_applied_at = time.time()
+        return Ack(res.version)
+
+    def running_document(self) -> dict[str, Any] | None:
+        return self.document
+
+    async def drain(self, seconds: float) -> bool:
+        await self.supervisor.drain(seconds)
+        if self._server is not None:
+            await self._server.stop(0.5)
+        return True
+
+    async def abandon(self) -> None:
+        """Stop serving xDS but leave Envoy running (tests: the agent dies, Envoy stays)."""
+        if self._server is not None:
+            await self._server.stop(0)
+        if self.supervisor._task is not None:
+            self.supervisor._task.cancel()

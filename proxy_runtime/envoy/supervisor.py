@@ -1,0 +1,167 @@
+"""Runs Envoy: starts it with the agent's bootstrap, restarts it at once when it dies, adopts
+an Envoy a previous agent left running (the agent died; Envoy kept serving), and drains it on
+SIGTERM. Envoy runs in its own session so a signal meant for the agent does not reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from proxy_runtime.envoy.bootstrap import envoy_args
+
+log = logging.getLogger("meshcd.envoy")
+
+PID_FILE = "envoy.pid"
+RESTART_DELAYS = (0.0, 0.1, 0.5, 1.0, 2.0)  # seconds before restart n (then the last)
+
+
+def restart_delay(recent_restarts: int) -> float:
+    """Pure: the wait before the next start, growing only when Envoy keeps dying."""
+    return RESTART_DELAYS[min(recent_restarts, len(RESTART_DELAYS) - 1)]
+
+
+class EnvoySupervisor:
+    def __init__(self, binary: Path, workdir: Path, bootstrap: dict[str, Any], *,
+                 concurrency: int = 2, log_level: str = "warning") -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.bootstrap = bootstrap
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.config_path = workdir / "envoy.json"
+        self.admin_path = workdir / "admin-address"
+        self.pid_path = workdir / PID_FILE
+        self.pid: int | None = None
+        self.admin_port: int | None = None
+        self.starts = 0
+        self.adopted = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._recent: list[float] = []
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.bootstrap, indent=1))
+        tmp.replace(self.config_path)
+        old = self._running_envoy()
+        if old is not None:
+            self.pid, self.adopted = old, True
+            self.admin_port = self._read_admin_port()
+            log.info("adopted the running Envoy (pid %d)", old)
+        else:
+            await self._spawn()
+        self._task = asyncio.create_task(self._watch())
+
+    def _running_envoy(self) -> int | None:
+        """The Envoy a previous agent started with this config, if it still runs."""
+        try:
+            pid = int(self.pid_path.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.config_path).encode() in cmdline else None
+
+    def _read_admin_port(self) -> int | None:
+        try:
+            return int(self.admin_path.read_text().strip().rpartition(":")[2])
+        except (OSError, ValueError):
+            return None
+
+    async def _spawn(self) -> None:
+        self.admin_path.unlink(missing_ok=True)
+        logfile = open(self.workdir / "envoy.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                str(self.binary), *envoy_args(str(self.config_path), str(self.admin_path),
+                                              concurrency=self.concurrency,
+                                              log_level=self.log_level),
+                stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                start_new_session=True)
+        finally:
+            logfile.close()
+        self.pid = self._proc.pid
+        self.adopted = False
+        self.starts += 1
+        self.pid_path.write_text(str(self.pid))
+        for _ in range(200):  # the admin port Envoy chose, once it is up
+            port = self._read_admin_port()
+            if port is not None or self._proc.returncode is not None:
+                self.admin_port = port
+                break
+            await asyncio.sleep(0.025)
+
+    async def _wait_exit(self) -> None:
+        if self._proc is not None and not self.adopted:
+            await self._proc.wait()
+            return
+        while self.pid is not None:  # adopted: not our child, poll it
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.1)
+
+    async def _watch(self) -> None:
+        while not self._stopping:
+            await self._wait_exit()
+            if self._stopping:
+                return
+            code = self._proc.returncode if self._proc is not None and not self.adopted else None
+            now = time.monotonic()
+            self._recent = [t for t in self._recent if now - t < 30.0] + [now]
+            delay = restart_delay(len(self._recent) - 1)
+            log.warning("Envoy (pid %s) exited (%s); restarting in %.1f s", self.pid, code, delay)
+            await asyncio.sleep(delay)
+            if not self._stopping:
+                await self._spawn()
+
+    def admin_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    async def drain(self, seconds: float) -> None:
+        """Stop taking new connections, let the open ones finish (up to `seconds`), stop."""
+        self._stopping = True
+        if self.admin_port is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._post, "/drain_listeners?graceful&inboundonly")
+            await asyncio.sleep(min(seconds, 1.0))
+        await self.stop()
+
+    def _post(self, path: str) -> None:
+        req = urllib.request.Request(self.admin_url(path), method="POST")
+        with urllib.request.urlopen(req, timeout=2.0) as resp:
+            resp.read()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            for _ in range(100):
+                try:
+                    os.kill(self.pid, 0)
+                except ProcessLookupError:
+                    break
+                if self._proc is not None and self._proc.returncode is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+            if self._proc is not None and not self.adopted:
+                with contextlib.suppress(ProcessLookupError):
+                    await self._proc.wait()
+        self.pid_path.unlink(missing_ok=True)
