@@ -178,6 +178,9 @@ class EnvoyControl:
             try:
                 async for req in requests:
                     error = req.error_detail.message if req.HasField("error_detail") else None
+                    log.debug("ADS request %s version=%s nonce=%s names=%s error=%s",
+                              SHORT.get(req.type_url, req.type_url), req.version_info[:12],
+                              req.response_nonce, list(req.resource_names)[:5], error)
                     pushes, outcomes = conn.state.on_request(Request(
                         req.type_url, req.version_info, req.response_nonce,
                         tuple(req.resource_names), error))

@@ -2,9 +2,10 @@
 out. No sockets, no clocks, no protobuf: the server (server.py) converts.
 
 State of the world, aggregated (one stream for CDS, EDS, LDS, RDS). A target version V is
-pushed one type at a time in the order xDS asks for (CDS, EDS, LDS, RDS): the next type goes
-out only once Envoy ACKed the one before, so a cluster exists (and warmed with its endpoints)
-before a route names it, and a NACK stops the push before anything later is sent.
+pushed in the order xDS asks for (CDS, EDS, LDS, RDS) in two phases: clusters and their
+endpoints, then, once both were ACKed, listeners and their routes. So a cluster exists (and
+warmed with its endpoints) before a route names it, and a NACK of clusters stops the push
+before any listener changes.
 
 - ACK: a request of type T whose `response_nonce` is the nonce of our last push of T and that
   has no `error_detail`. NACK: the same with an `error_detail`. A request with an older nonce
@@ -27,6 +28,11 @@ from typing import Any
 from proxy_runtime.envoy.translate import CLA, CLUSTER, LISTENER, PUSH_ORDER, ROUTE_CONFIG
 
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+# Clusters with their endpoints, then listeners with their routes. Envoy answers CDS only once
+# the new clusters warmed (got their EDS), and LDS once the listeners got their RDS, so EDS
+# goes out right after CDS and RDS right after LDS; listeners wait until the clusters and
+# endpoints were ACKed, so a refused cluster stops the push before any listener changes.
+PHASES: tuple[tuple[str, str], ...] = ((CLUSTER, CLA), (LISTENER, ROUTE_CONFIG))
 SHORT = {CLUSTER: "CDS", CLA: "EDS", LISTENER: "LDS", ROUTE_CONFIG: "RDS"}
 
 
@@ -87,7 +93,7 @@ class AdsStream:
     target: Target | None = None
     _types: dict[str, _TypeState] = field(default_factory=lambda: {t: _TypeState() for t in PUSH_ORDER})
     _counter: int = 0
-    _step: int = 0
+    _phase: int = 0
     _done: bool = False
     _failed: bool = False
 
@@ -97,7 +103,7 @@ class AdsStream:
     def retarget(self, target: Target) -> tuple[list[Push], list[Outcome]]:
         """Start pushing `target` (from its first type)."""
         self.target = target
-        self._step, self._done, self._failed = 0, False, False
+        self._phase, self._done, self._failed = 0, False, False
         return self._advance()
 
     def on_request(self, req: Request) -> tuple[list[Push], list[Outcome]]:
@@ -146,19 +152,25 @@ class AdsStream:
         if self.target is None or self._done or self._failed:
             return [], []
         version = self.target.version
-        while self._step < len(PUSH_ORDER):
-            t = PUSH_ORDER[self._step]
-            st = self._types[t]
-            if st.holds == version:
-                self._step += 1
-                continue
-            if t not in WILDCARD_TYPES and not self.target.resources.get(t):
-                self._step += 1  # nothing of this type in V: nothing to wait for
-                continue
-            if not st.subscribed:
-                return [], []  # wait until Envoy asks for this type
-            if st.pushed == version:
-                return [], []  # wait for its answer
-            return [self._push(t)], []
+        pushes: list[Push] = []
+        while self._phase < len(PHASES):
+            primary, secondary = PHASES[self._phase]
+            complete = True
+            for t in (primary, secondary):
+                st = self._types[t]
+                if st.holds == version:
+                    continue
+                if t == secondary and not self.target.resources.get(t):
+                    continue  # nothing of this type in V: nothing to wait for
+                complete = False
+                if not st.subscribed or st.pushed == version:
+                    continue  # wait until Envoy asks for it / answers it
+                if t == secondary and version not in (self._types[primary].pushed,
+                                                      self._types[primary].holds):
+                    continue  # EDS after CDS, RDS after LDS
+                pushes.append(self._push(t))
+            if not complete:
+                return pushes, []
+            self._phase += 1
         self._done = True
-        return [], [Acked(version)]
+        return pushes, [Acked(version)]

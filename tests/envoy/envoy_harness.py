@@ -91,9 +91,9 @@ def http(port: int, raw: bytes, timeout: float = 3.0) -> bytes:
                 if b"\r\n\r\n" in out:
                     head, _, body = out.partition(b"\r\n\r\n")
                     for line in head.split(b"\r\n"):
-                        if line.lower().startswith(b"content-length:"):
-                            if len(body) >= int(line.split(b":")[1]):
-                                return out
+                        if (line.lower().startswith(b"content-length:")
+                                and len(body) >= int(line.split(b":")[1])):
+                            return out
         except TimeoutError:
             pass
         return out

@@ -4,11 +4,13 @@ config keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
+import pytest
 from envoy_harness import Backend, envoy_plane, free_port, inbound_doc, needs_envoy, wait_status
 
-from proxy_runtime.runtime import Ack
+from proxy_runtime.runtime import Ack, Nack
 
 pytestmark = needs_envoy
 
@@ -22,5 +24,41 @@ def test_snapshot_is_acked_once_envoy_acked_every_type_and_then_serves(
             assert isinstance(result, Ack), result
             await wait_status(port, 200, "/hello", within=3.0)
             assert ("GET", "/hello", b"") in backend.seen
+
+    asyncio.run(scenario())
+
+
+def test_a_snapshot_envoy_refuses_is_nacked_with_its_reason_and_the_old_config_serves(
+        tmp_path: Path, backend: Backend) -> None:
+    from proxy_runtime.config import model as pc
+    from proxy_runtime.config import snapshot_to_json
+
+    async def scenario() -> None:
+        port, out_port = free_port(), free_port()
+        async with envoy_plane(tmp_path) as dp:
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port)), Ack)
+            await wait_status(port, 200)
+            good = dp.control.good
+            # RE2 takes this regex; Envoy refuses its program size (over 100 by default)
+            snap = pc.Snapshot(
+                inbound=pc.Inbound(service="web", namespace="shop", listeners=(
+                    pc.InboundListener(port=port, local_address=f"127.0.0.1:{backend.port}",
+                                       mtls_mode="DISABLE", bind_address="127.0.0.1"),)),
+                outbound=pc.Outbound(port=out_port, virtual_hosts=(pc.VirtualHost(
+                    name="api", domains=("api",), routes=(pc.Route(
+                        clusters=(pc.WeightedCluster("api"),),
+                        match=pc.RouteMatch(path=pc.PathMatch(regex="/(a|b|c|d){40}x"))),)),)),
+                clusters=(pc.Cluster(name="api", endpoints=(
+                    pc.Endpoint(f"127.0.0.1:{backend.port}"),)),))
+            result = await dp.apply(snapshot_to_json(snap))
+            assert isinstance(result, Nack), result
+            assert "program size" in result.error, result.error
+            assert dp.control.good is good
+            await wait_status(port, 200, "/still")  # the old config serves on
+            # and Envoy went back to it whole: the listener of the refused version is not there
+            await asyncio.sleep(0.3)
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", out_port), timeout=0.5).close()
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port, revision="r3")), Ack)
 
     asyncio.run(scenario())

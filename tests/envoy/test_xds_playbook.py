@@ -21,27 +21,21 @@ def _ack(p: Push, names: tuple[str, ...] = ()) -> Request:
 
 
 def _run_fresh(s: AdsStream, version: str) -> list[str]:
-    """A fresh Envoy: subscribes CDS, then EDS after CDS, LDS, then RDS; ACKs everything."""
+    """A fresh Envoy, as a real one behaves: subscribes CDS and LDS; asks EDS for the new
+    clusters before it answers CDS (it answers once they warmed); same for LDS and RDS."""
     order = []
-    pushes, _ = s.on_request(Request(CLUSTER))
-    (p,) = pushes
-    order.append(p.type_url)
-    pushes, out = s.on_request(Request(CLA, resource_names=("c",)))
-    assert pushes == [] and out == []  # EDS waits for the CDS answer
-    pushes, out = s.on_request(_ack(p))
-    (p,) = pushes
-    order.append(p.type_url)
-    pushes, out = s.on_request(_ack(p, ("c",)))
-    assert pushes == [] and out == []  # LDS: Envoy has not asked yet
-    pushes, _ = s.on_request(Request(LISTENER))
-    (p,) = pushes
-    order.append(p.type_url)
-    s.on_request(Request(ROUTE_CONFIG, resource_names=("r",)))
-    pushes, _ = s.on_request(_ack(p))
-    (p,) = pushes
-    order.append(p.type_url)
-    pushes, out = s.on_request(_ack(p, ("r",)))
+    (cds,), _ = s.on_request(Request(CLUSTER))
+    assert s.on_request(Request(LISTENER)) == ([], [])  # listeners wait for the clusters
+    (eds,), _ = s.on_request(Request(CLA, resource_names=("c",)))  # EDS right after CDS
+    assert s.on_request(_ack(eds, ("c",))) == ([], [])  # CDS not answered yet
+    (lds,), out = s.on_request(_ack(cds))
+    assert out == []
+    (rds,), out = s.on_request(Request(ROUTE_CONFIG, resource_names=("r",)))
+    assert out == []
+    assert s.on_request(_ack(rds, ("r",))) == ([], [])
+    pushes, out = s.on_request(_ack(lds))
     assert pushes == [] and out == [Acked(version)]
+    order = [p.type_url for p in (cds, eds, lds, rds)]
     return order
 
 
@@ -57,19 +51,18 @@ def test_nack_reports_envoys_error_and_the_rollback_repushes_what_moved() -> Non
     s.retarget(_target("v1"))
     _run_fresh(s, "v1")
     pushes, _ = s.retarget(_target("v2"))
-    (cds,) = pushes
-    assert cds.type_url == CLUSTER and cds.version == "v2"
-    (eds,), _ = s.on_request(_ack(cds, ()))
-    (lds,), _ = s.on_request(_ack(eds, ("c",)))
+    (cds, eds) = pushes  # EDS is subscribed already: it follows CDS at once
+    assert (cds.type_url, cds.version, eds.type_url) == (CLUSTER, "v2", CLA)
+    assert s.on_request(_ack(eds, ("c",))) == ([], [])
+    (lds, rds), _ = s.on_request(_ack(cds))
+    assert (lds.type_url, rds.type_url) == (LISTENER, ROUTE_CONFIG)
     pushes, out = s.on_request(Request(LISTENER, "v1", lds.nonce, (), "cannot bind: in use"))
     assert pushes == [] and out == [Nacked("v2", LISTENER, "cannot bind: in use")]
     # back to v1: CDS and EDS had moved to v2 and go back; LDS still holds v1; RDS never moved
-    (p,), _ = s.retarget(_target("v1"))
-    assert (p.type_url, p.version) == (CLUSTER, "v1")
-    (p,), _ = s.on_request(_ack(p))
-    assert (p.type_url, p.version) == (CLA, "v1")
-    pushes, out = s.on_request(_ack(p, ("c",)))
-    assert pushes == [] and out == [Acked("v1")]
+    (p, q), _ = s.retarget(_target("v1"))
+    assert (p.type_url, p.version, q.type_url, q.version) == (CLUSTER, "v1", CLA, "v1")
+    assert s.on_request(_ack(q, ("c",))) == ([], [])
+    assert s.on_request(_ack(p)) == ([], [Acked("v1")])
 
 
 def test_stale_answers_are_ignored_and_a_newer_target_replaces_a_push() -> None:
@@ -99,9 +92,18 @@ def test_new_watched_names_are_answered_again() -> None:
     s = AdsStream()
     s.retarget(_target("v1"))
     (cds,), _ = s.on_request(Request(CLUSTER))
-    s.on_request(Request(CLA, resource_names=("old",)))
-    (eds,), _ = s.on_request(_ack(cds))
+    (eds,), _ = s.on_request(Request(CLA, resource_names=("old",)))
     (again,), out = s.on_request(_ack(eds, ("c",)))  # ACK, but now watching "c"
     assert (again.type_url, again.version) == (CLA, "v1") and again.nonce != eds.nonce
     assert out == []
-    assert s.on_request(_ack(again, ("c",))) == ([], [])  # then LDS, once subscribed
+    assert s.on_request(_ack(again, ("c",))) == ([], [])
+    assert s.on_request(_ack(cds)) == ([], [])  # then LDS, once subscribed
+
+
+def test_a_refused_cluster_stops_the_push_before_any_listener() -> None:
+    s = AdsStream()
+    s.retarget(_target("v1", eds=False))
+    (cds,), _ = s.on_request(Request(CLUSTER))
+    assert s.on_request(Request(LISTENER)) == ([], [])
+    pushes, out = s.on_request(Request(CLUSTER, "", cds.nonce, (), "bad cluster"))
+    assert pushes == [] and out == [Nacked("v1", CLUSTER, "bad cluster")]
