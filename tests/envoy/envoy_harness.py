@@ -137,3 +137,34 @@ async def envoy_plane(tmp_path: Path, **kw: Any) -> AsyncIterator[Any]:
         await dp.supervisor.stop()
         if dp._server is not None:
             await dp._server.stop(0)
+
+
+def svid(spiffe_id: str = "spiffe://meshcd.test/ns/shop/sa/web") -> dict[str, str]:
+    """A CA and a leaf certificate with a SPIFFE URI SAN, as the snapshot identity (PEM)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return {"spiffeId": spiffe_id,
+            "certificatePem": leaf.public_bytes(pem).decode(),
+            "privateKeyPem": key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()).decode(),
+            "trustBundlePem": ca.public_bytes(pem).decode()}

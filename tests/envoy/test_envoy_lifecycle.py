@@ -1,0 +1,95 @@
+"""The agent runs Envoy: restarts it with the last good config when it dies, Envoy keeps
+serving when the agent dies, the control socket is private, the key never touches disk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import psutil
+from envoy_harness import (
+    Backend,
+    envoy_plane,
+    free_port,
+    inbound_doc,
+    needs_envoy,
+    svid,
+    wait_status,
+)
+
+from proxy_runtime.runtime import Ack
+
+pytestmark = needs_envoy
+
+
+def test_envoy_killed_is_restarted_with_the_last_good_config_within_2s(
+        tmp_path: Path, backend: Backend) -> None:
+    async def scenario() -> None:
+        port = free_port()
+        async with envoy_plane(tmp_path) as dp:
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port)), Ack)
+            await wait_status(port, 200)
+            old = dp.supervisor.pid
+            assert old is not None
+            killed = time.monotonic()
+            os.kill(old, signal.SIGKILL)
+            await wait_status(port, 200, "/after", within=5.0)
+            took = time.monotonic() - killed
+            assert dp.supervisor.pid != old and dp.supervisor.starts == 2
+            assert took < 2.0, f"serving again after {took:.2f} s"
+
+    asyncio.run(scenario())
+
+
+def test_the_agent_dies_envoy_keeps_serving_and_a_new_agent_adopts_it(
+        tmp_path: Path, backend: Backend) -> None:
+    async def scenario() -> None:
+        port = free_port()
+        async with envoy_plane(tmp_path) as dp:
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port)), Ack)
+            await wait_status(port, 200)
+            envoy_pid = dp.supervisor.pid
+            await dp.abandon()  # the agent is gone: no xDS server, no supervisor
+            await asyncio.sleep(1.0)
+            await wait_status(port, 200, "/agent-gone", within=1.0)
+            # a new agent on the same state dir: adopts the running Envoy, pushes nothing new
+            async with envoy_plane(tmp_path) as dp2:
+                assert dp2.supervisor.adopted and dp2.supervisor.pid == envoy_pid
+                await asyncio.wait_for(dp2.control.connected.wait(), 10.0)
+                assert dp2.control.good is not None and dp2.control.good.version == dp.version
+                await wait_status(port, 200, "/resumed", within=2.0)
+
+    asyncio.run(scenario())
+
+
+def test_private_socket_only_envoys_listeners_on_tcp_and_no_key_on_disk(
+        tmp_path: Path, backend: Backend) -> None:
+    async def scenario() -> None:
+        port = free_port()
+        ident = svid()
+        async with envoy_plane(tmp_path) as dp:
+            sock_dir = dp.socket_path.parent
+            assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
+            assert stat.S_ISSOCK(dp.socket_path.stat().st_mode)
+            assert stat.S_IMODE(dp.socket_path.stat().st_mode) == 0o600
+            doc = inbound_doc(port, backend.port)
+            doc["identity"] = ident
+            doc["inbound"]["listeners"][0]["mtlsMode"] = "PERMISSIVE"
+            result = await dp.apply(doc)
+            assert isinstance(result, Ack), result
+            await wait_status(port, 200)
+            listening = {(c.laddr.ip, c.laddr.port) for c in
+                         psutil.Process(dp.supervisor.pid).net_connections("inet")
+                         if c.status == psutil.CONN_LISTEN}
+            assert listening == {("127.0.0.1", port), ("127.0.0.1", dp.supervisor.admin_port)}
+            key_body = "".join(ident["privateKeyPem"].splitlines()[1:-1])[:40].encode()
+            for f in tmp_path.rglob("*"):
+                if f.is_file():
+                    data = f.read_bytes()
+                    assert key_body not in data.replace(b"\n", b""), f"the key is in {f}"
+
+    asyncio.run(scenario())
