@@ -62,3 +62,28 @@ def test_a_snapshot_envoy_refuses_is_nacked_with_its_reason_and_the_old_config_s
             assert isinstance(await dp.apply(inbound_doc(port, backend.port, revision="r3")), Ack)
 
     asyncio.run(scenario())
+
+
+def test_the_per_second_window_comes_from_envoys_access_log_service(
+        tmp_path: Path, backend: Backend) -> None:
+    import time
+
+    from envoy_harness import http
+
+    async def scenario() -> None:
+        port = free_port()
+        async with envoy_plane(tmp_path) as dp:
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port,
+                                                         deny_paths=("/admin*",))), Ack)
+            await wait_status(port, 200)
+            for path in ("/a", "/b", "/admin", "/c"):
+                await asyncio.to_thread(http, port, f"GET {path} HTTP/1.1\r\nHost: w\r\n\r\n".encode())
+            await asyncio.sleep(1.5)  # Envoy flushes its access-log batches every 0.2 s
+            seconds = dp.stats.window.window(time.time() + 1, 10)
+            twos = sum(s["requests"]["2xx"] for s in seconds)
+            fours = sum(s["requests"]["4xx"] for s in seconds)
+            denials = sum(s["denials"] for s in seconds)
+            assert twos >= 4 and fours == 1 and denials == 1, seconds  # (+ wait_status probes)
+            assert sum(sum(s["latency_buckets"]) for s in seconds) == twos + fours
+
+    asyncio.run(scenario())
