@@ -29,6 +29,7 @@ from proxy_runtime.agent.core import (
     renew_delay,
     with_identity,
 )
+from proxy_runtime.agent.dataplane import DataPlane, running_document
 from proxy_runtime.agent.errors import IdentityError
 from proxy_runtime.agent.identity import (
     AgentState,
@@ -38,7 +39,6 @@ from proxy_runtime.agent.identity import (
     make_csr,
     new_key,
 )
-from proxy_runtime.config import snapshot_to_json
 from proxy_runtime.config.fleet_protocol import (
     MAX_TO_PROXY_BYTES,
     SUBPROTOCOL,
@@ -65,7 +65,7 @@ STABLE_SECONDS = 10.0  # a stream that lived this long resets the backoff
 class FleetAgent:
     def __init__(
         self,
-        runtime: ProxyRuntime,
+        runtime: ProxyRuntime | DataPlane,
         state_dir: StateDir,
         *,
         fleet_url: str,
@@ -150,10 +150,9 @@ class FleetAgent:
     async def refresh_identity(self) -> None:
         """Re-apply the running config when it carries another certificate than the state
         dir's (a renewal finished while the proxy was down)."""
-        active = self.runtime.active
-        if active is None:
+        doc = running_document(self.runtime)
+        if doc is None:
             return
-        doc = snapshot_to_json(active.compiled.snapshot)
         current = doc.get("identity") or {}
         if current.get("certificatePem") == self.identity.chain_pem:
             return
