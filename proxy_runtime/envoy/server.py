@@ -1,7 +1,7 @@
 """The agent's gRPC server for its Envoy, on a Unix socket: ADS (aggregated CDS, EDS, LDS, RDS,
 state of the world), SDS (the SVID and the trust bundle; the key lives only in this process's
-memory and on this socket) and the access-log service (each request's outcome, for the
-per-second stats window). The decisions are in `xds.AdsStream` and `stats.record_entry`;
+memory and on this socket) and the metrics service (Envoy's stats sink, flushed every second,
+for the per-second stats window). The decisions are in `xds.AdsStream` and `stats_sink`;
 this is the shell that converts protobuf and keeps the streams.
 """
 
@@ -22,7 +22,6 @@ from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401  (registers the ty
 from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
 from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_pb2  # noqa: F401
-from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
@@ -35,19 +34,19 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2  #
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
-from envoy.service.accesslog.v3 import als_pb2 as als_service_pb2
-from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2, json_format
 
-from proxy_runtime.envoy.stats import LogEntry, record_entry
+from proxy_runtime.envoy.metrics_proto import METHOD, StreamMetricsMessage, StreamMetricsResponse
+from proxy_runtime.envoy.stats_sink import Histogram, Sample, add_to_window, read_flush
 from proxy_runtime.envoy.translate import BUNDLE_SECRET, SVID_SECRET, EnvoyResources
 from proxy_runtime.envoy.xds import SHORT, Acked, AdsStream, Nacked, Outcome, Push, Request, Target
 from proxy_runtime.metrics import Stats
 
 log = logging.getLogger("meshcd.envoy")
 
+_COUNTER, _HISTOGRAM = 0, 4  # io.prometheus.client.MetricType
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 
@@ -264,25 +263,21 @@ class EnvoyControl:
             reader.cancel()
             self._sds.discard(wake)
 
-    # -- access logs -----------------------------------------------------------------------
+    # -- stats (metrics service) -------------------------------------------------------------
 
-    async def access_logs(self, requests: AsyncIterator[als_service_pb2.StreamAccessLogsMessage]
-                          ) -> None:
-        log_name = ""
+    async def metrics(self, requests: AsyncIterator[Any]) -> None:
+        """Envoy's stats flushes (every second) into the per-second window."""
         async for msg in requests:
-            if msg.HasField("identifier"):
-                log_name = msg.identifier.log_name
-            direction = "inbound" if log_name.startswith("inbound") else "outbound"
-            for e in msg.http_logs.log_entry:
-                c = e.common_properties
-                start = c.start_time.seconds + c.start_time.nanos / 1e9
-                took = (c.time_to_last_downstream_tx_byte.seconds
-                        + c.time_to_last_downstream_tx_byte.nanos / 1e9)
-                record_entry(self.stats, LogEntry(
-                    direction=direction, destination=c.upstream_cluster or log_name,
-                    status=e.response.response_code.value, seconds=took, end=start + took,
-                    details=e.response.response_code_details,
-                    connect_failure=c.response_flags.upstream_connection_failure))
+            samples: dict[str, Sample] = {}
+            for fam in msg.envoy_metrics:
+                for m in fam.metric:
+                    if fam.type == _HISTOGRAM:
+                        h = m.histogram
+                        samples[fam.name] = Histogram(h.sample_count, h.sample_sum, tuple(
+                            (b.upper_bound, b.cumulative_count) for b in h.bucket))
+                    elif fam.type == _COUNTER:
+                        samples[fam.name] = m.counter.value
+            add_to_window(self.stats.window, self.now(), read_flush(samples))
 
 
 class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -303,15 +298,6 @@ class _Sds(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]
             yield response
 
 
-class _Als(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
-    def __init__(self, control: EnvoyControl) -> None:
-        self.control = control
-
-    async def StreamAccessLogs(self, request_iterator: Any, context: Any) -> Any:
-        await self.control.access_logs(request_iterator)
-        return als_service_pb2.StreamAccessLogsResponse()
-
-
 def private_socket_dir(path: Path) -> Path:
     """Create (or tighten) `path` as a 0700 directory owned by us."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -329,7 +315,15 @@ async def start_server(control: EnvoyControl, socket_path: Path) -> grpc.aio.Ser
                                       ("grpc.max_send_message_length", 64 * 1024 * 1024)])
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Ads(control), server)
     sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(_Sds(control), server)
-    als_pb2_grpc.add_AccessLogServiceServicer_to_server(_Als(control), server)
+    async def stream_metrics(request_iterator: Any, context: Any) -> Any:
+        await control.metrics(request_iterator)
+        return StreamMetricsResponse()
+
+    service, _, method = METHOD.strip("/").partition("/")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {
+        method: grpc.stream_unary_rpc_method_handler(
+            stream_metrics, request_deserializer=StreamMetricsMessage.FromString,
+            response_serializer=lambda r: r.SerializeToString())}),))
     old = os.umask(0o177)  # the socket is born 0600
     try:
         server.add_insecure_port(f"unix:{socket_path}")

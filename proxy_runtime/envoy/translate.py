@@ -35,7 +35,6 @@ LISTENER = _T + "envoy.config.listener.v3.Listener"
 CLUSTER = _T + "envoy.config.cluster.v3.Cluster"
 ROUTE_CONFIG = _T + "envoy.config.route.v3.RouteConfiguration"
 
-HTTP_GRPC_LOG = _T + "envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
 CLA = _T + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 SECRET = _T + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
@@ -408,17 +407,9 @@ class _Ctx:
             "validation_context": validation,
         }
 
-    def telemetry_hcm(self, log_name: str) -> dict[str, Any]:
+    def telemetry_hcm(self) -> dict[str, Any]:
         t = self.snapshot.telemetry
         out: dict[str, Any] = {}
-        if self.files is None:
-            # Every request's outcome to the agent (access-log service over the Unix socket),
-            # batched; the agent builds the per-second window the canary judge reads from it.
-            out["access_log"] = [{"name": "envoy.access_loggers.http_grpc", "typed_config": _typed(
-                HTTP_GRPC_LOG, common_config={
-                    "log_name": log_name, "transport_api_version": "V3",
-                    "grpc_service": {"envoy_grpc": {"cluster_name": XDS_CLUSTER}},
-                    "buffer_flush_interval": "0.200s"})}]
         if t.access_log_sampling_percent > 0:
             log: dict[str, Any] = {"name": "envoy.access_loggers.stdout",
                                    "typed_config": _typed(STDOUT_LOG)}
@@ -429,7 +420,7 @@ class _Ctx:
                 log["filter"] = {"runtime_filter": {"runtime_key": "meshcd.access_log_sampling",
                                                     "percent_sampled": frac,
                                                     "use_independent_randomness": True}}
-            out.setdefault("access_log", []).append(log)
+            out["access_log"] = [log]
         out["tracing"] = {"random_sampling": {"value": t.tracing_sampling_percent}}
         return out
 
@@ -462,7 +453,7 @@ def _inbound_listener(ctx: _Ctx, inbound: pc.Inbound, li: pc.InboundListener
             }]},
             http_filters=http_filters,
             **HCM_HARDENING,
-            **ctx.telemetry_hcm(name),
+            **ctx.telemetry_hcm(),
         )}]
     tls_socket = {"name": "envoy.transport_sockets.tls", "typed_config": _typed(
         DOWNSTREAM_TLS, common_tls_context=ctx.common_tls(), require_client_certificate=True)}
@@ -509,7 +500,7 @@ def _outbound_listener(ctx: _Ctx, out: pc.Outbound) -> dict[str, Any]:
                 rds={"route_config_name": OUTBOUND_ROUTES, "config_source": ctx.rds_source()},
                 http_filters=http_filters,
                 **HCM_HARDENING,
-                **ctx.telemetry_hcm("outbound"),
+                **ctx.telemetry_hcm(),
             ),
         }]}],
     }
