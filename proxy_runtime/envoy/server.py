@@ -40,7 +40,13 @@ from google.protobuf import any_pb2, json_format
 
 from proxy_runtime.envoy.metrics_proto import METHOD, StreamMetricsMessage, StreamMetricsResponse
 from proxy_runtime.envoy.stats_sink import Histogram, Sample, add_to_window, read_flush
-from proxy_runtime.envoy.translate import BUNDLE_SECRET, SVID_SECRET, EnvoyResources
+from proxy_runtime.envoy.translate import (
+    BUNDLE_SECRET,
+    CLA,
+    CLUSTER,
+    SVID_SECRET,
+    EnvoyResources,
+)
 from proxy_runtime.envoy.xds import SHORT, Acked, AdsStream, Nacked, Outcome, Push, Request, Target
 from proxy_runtime.metrics import Stats
 
@@ -63,8 +69,18 @@ class TlsMaterial:
         return hashlib.sha256((self.chain_pem + self.bundle_pem).encode()).hexdigest()[:16]
 
 
-def _target(res: EnvoyResources) -> Target:
-    return Target(res.version, res.by_type())
+def _target(res: EnvoyResources, running: EnvoyResources | None = None) -> Target:
+    """`res` as a push target; when it drops clusters `running` has, with the interim
+    clusters (make before break, xds.Target)."""
+    interim = None
+    if running is not None and running.version != res.version:
+        keep = {c["name"] for c in res.clusters}
+        dropped = [c for c in running.clusters if c["name"] not in keep]
+        if dropped:
+            names = {c["name"] for c in dropped}
+            interim = {CLUSTER: (*res.clusters, *dropped), CLA: (
+                *res.endpoints, *(e for e in running.endpoints if e["cluster_name"] in names))}
+    return Target(res.version, res.by_type(), interim)
 
 
 def _to_any(resource: dict[str, Any]) -> any_pb2.Any:
@@ -127,8 +143,9 @@ class EnvoyControl:
     # -- outcomes -------------------------------------------------------------------------
 
     def _retarget(self, res: EnvoyResources) -> None:
+        target = _target(res, self.good)
         for conn in list(self._conns):
-            pushes, outcomes = conn.state.retarget(_target(res))
+            pushes, outcomes = conn.state.retarget(target)
             self._send(conn, pushes)
             for o in outcomes:
                 self._resolve(o)
@@ -169,7 +186,7 @@ class EnvoyControl:
     async def ads(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]
                   ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         current = self.current()
-        conn = _AdsConn(_target(current) if current is not None else None)
+        conn = _AdsConn(_target(current, self.good) if current is not None else None)
         self._conns.add(conn)
         self.connected.set()
 

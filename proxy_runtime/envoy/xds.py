@@ -32,16 +32,34 @@ WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
 # the new clusters warmed (got their EDS), and LDS once the listeners got their RDS, so EDS
 # goes out right after CDS and RDS right after LDS; listeners wait until the clusters and
 # endpoints were ACKed, so a refused cluster stops the push before any listener changes.
-PHASES: tuple[tuple[str, str], ...] = ((CLUSTER, CLA), (LISTENER, ROUTE_CONFIG))
+# A third phase drops the clusters the version no longer has (make before break): only when
+# the target has `interim` clusters; otherwise CDS already holds the version by then.
+PHASES: tuple[tuple[str, str], ...] = ((CLUSTER, CLA), (LISTENER, ROUTE_CONFIG), (CLUSTER, CLA))
 SHORT = {CLUSTER: "CDS", CLA: "EDS", LISTENER: "LDS", ROUTE_CONFIG: "RDS"}
+
+
+INTERIM = "+before"  # label suffix of the make-before-break clusters of a version
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A version and its resources by type URL."""
+    """A version and its resources by type URL. `interim`: the clusters and endpoints to push
+    first when the version drops clusters the running one has (the new ones plus the dropped
+    ones), so a route still naming a dropped cluster finds it until the new routes are in;
+    the dropped clusters go once listeners and routes were ACKed."""
 
     version: str
     resources: Mapping[str, Sequence[Mapping[str, Any]]]
+    interim: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
+
+    def content(self, phase: int, type_url: str) -> tuple[str, Sequence[Mapping[str, Any]]]:
+        """(version label, resources) of `type_url` in `phase`."""
+        if phase == 0 and self.interim is not None:
+            return self.version + INTERIM, self.interim.get(type_url, ())
+        return self.version, self.resources.get(type_url, ())
+
+    def labels(self) -> tuple[str, ...]:
+        return (self.version, self.version + INTERIM) if self.interim else (self.version,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,53 +142,54 @@ class AdsStream:
             return [], []  # stale: an answer to a push that a newer one replaced
         elif req.error_detail:
             assert st.pushed is not None
-            if self.target is not None and st.pushed == self.target.version and not self._failed:
+            if (self.target is not None and st.pushed in self.target.labels()
+                    and not self._failed):
                 self._failed = True
-                outcomes.append(Nacked(st.pushed, req.type_url, req.error_detail))
+                outcomes.append(Nacked(self.target.version, req.type_url, req.error_detail))
             return pushes, outcomes
         else:
             st.holds = st.pushed
             if (names_changed and req.type_url not in WILDCARD_TYPES and self.target is not None
-                    and st.pushed == self.target.version):
+                    and st.pushed in self.target.labels()):
                 # Envoy now watches other names: answer again so every watched name has data.
-                pushes.append(self._push(req.type_url))
+                phase = 0 if st.pushed != self.target.version else self._phase
+                pushes.append(self._push(req.type_url, *self.target.content(phase, req.type_url)))
                 return pushes, outcomes
         more, done = self._advance()
         return pushes + more, outcomes + done
 
     # -- internals -------------------------------------------------------------------------
 
-    def _push(self, type_url: str) -> Push:
-        assert self.target is not None
+    def _push(self, type_url: str, label: str, resources: Sequence[Mapping[str, Any]]) -> Push:
         self._counter += 1
         st = self._types[type_url]
-        st.nonce, st.pushed = str(self._counter), self.target.version
-        return Push(type_url, self.target.version, st.nonce,
-                    tuple(self.target.resources.get(type_url, ())))
+        st.nonce, st.pushed = str(self._counter), label
+        return Push(type_url, label, st.nonce, tuple(resources))
 
     def _advance(self) -> tuple[list[Push], list[Outcome]]:
         if self.target is None or self._done or self._failed:
             return [], []
-        version = self.target.version
+        target = self.target
         pushes: list[Push] = []
         while self._phase < len(PHASES):
             primary, secondary = PHASES[self._phase]
             complete = True
             for t in (primary, secondary):
                 st = self._types[t]
-                if st.holds == version:
+                label, resources = target.content(self._phase, t)
+                if st.holds == label:
                     continue
-                if t == secondary and not self.target.resources.get(t):
-                    continue  # nothing of this type in V: nothing to wait for
+                if t == secondary and not resources:
+                    continue  # nothing of this type to send: nothing to wait for
                 complete = False
-                if not st.subscribed or st.pushed == version:
+                if not st.subscribed or st.pushed == label:
                     continue  # wait until Envoy asks for it / answers it
-                if t == secondary and version not in (self._types[primary].pushed,
-                                                      self._types[primary].holds):
+                if t == secondary and label not in (self._types[primary].pushed,
+                                                    self._types[primary].holds):
                     continue  # EDS after CDS, RDS after LDS
-                pushes.append(self._push(t))
+                pushes.append(self._push(t, label, resources))
             if not complete:
                 return pushes, []
             self._phase += 1
         self._done = True
-        return pushes, [Acked(version)]
+        return pushes, [Acked(target.version)]

@@ -103,14 +103,15 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/") else 0
 
 
-async def wait_status(port: int, want: int, path: str = "/", within: float = 5.0) -> float:
+async def wait_status(port: int, want: int, path: str = "/", within: float = 5.0,
+                      host: str = "x") -> float:
     """Seconds until GET `path` on `port` answers `want`."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     while True:
         try:
             got = status_of(await asyncio.to_thread(
-                http, port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 1.0))
+                http, port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), 1.0))
         except OSError:
             got = 0
         if got == want:

@@ -107,3 +107,36 @@ def test_a_refused_cluster_stops_the_push_before_any_listener() -> None:
     assert s.on_request(Request(LISTENER)) == ([], [])
     pushes, out = s.on_request(Request(CLUSTER, "", cds.nonce, (), "bad cluster"))
     assert pushes == [] and out == [Nacked("v1", CLUSTER, "bad cluster")]
+
+
+def test_dropped_clusters_go_only_after_the_new_listeners_and_routes_make_before_break() -> None:
+    from proxy_runtime.envoy.xds import INTERIM
+
+    s = AdsStream()
+    s.retarget(_target("v1"))
+    _run_fresh(s, "v1")
+    v2 = Target("v2", {CLUSTER: [{"name": "new"}], CLA: [{"cluster_name": "new"}],
+                       LISTENER: [{"name": "l"}], ROUTE_CONFIG: [{"name": "r"}]},
+                interim={CLUSTER: [{"name": "new"}, {"name": "c"}],
+                         CLA: [{"cluster_name": "new"}, {"cluster_name": "c"}]})
+    (cds, eds), _ = s.retarget(v2)
+    assert cds.version == "v2" + INTERIM and [r["name"] for r in cds.resources] == ["new", "c"]
+    assert [r["cluster_name"] for r in eds.resources] == ["new", "c"]
+    assert s.on_request(_ack(eds, ("c",))) == ([], [])
+    (lds, rds), _ = s.on_request(_ack(cds))
+    assert (lds.version, rds.version) == ("v2", "v2")
+    assert s.on_request(_ack(rds, ("r",))) == ([], [])
+    (cds2, eds2), out = s.on_request(_ack(lds))  # now the old cluster "c" goes
+    assert out == [] and (cds2.version, eds2.version) == ("v2", "v2")
+    assert [r["name"] for r in cds2.resources] == ["new"]
+    assert s.on_request(_ack(eds2, ("c",))) == ([], [])  # (names unchanged: no re-send)
+    assert s.on_request(_ack(cds2)) == ([], [Acked("v2")])
+
+
+def test_a_nack_of_the_interim_clusters_is_a_nack_of_the_version() -> None:
+    s = AdsStream()
+    s.retarget(_target("v1", eds=False, rds=False))
+    s.on_request(Request(CLUSTER))
+    v2 = Target("v2", {CLUSTER: [], LISTENER: []}, interim={CLUSTER: [{"name": "c"}]})
+    (p,), _ = s.retarget(v2)
+    assert s.on_request(Request(CLUSTER, "", p.nonce, (), "no")) == ([], [Nacked("v2", CLUSTER, "no")])
