@@ -113,8 +113,11 @@ class ManagedProxy:
         def window(_q: dict[str, list[str]]) -> tuple[int, bytes, bytes]:
             return json_body(plane.stats.window.as_document(time.time()))
 
+        def metrics(_q: dict[str, list[str]]) -> tuple[int, bytes, bytes]:
+            return 200, b"text/plain; version=0.0.4; charset=utf-8", plane.prometheus_text()
+
         routes: dict[str, Any] = {"/agent": lambda _q: json_body(describe(agent)),
-                                  "/ready": ready, "/stats/window": window}
+                                  "/ready": ready, "/stats/window": window, "/metrics": metrics}
         admin = await start_admin(routes, self.admin_address, self.admin_port)
         admin_port = admin.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         print(f"meshcd proxy {self.proxy_id}: Envoy (pid {plane.supervisor.pid}, admin "

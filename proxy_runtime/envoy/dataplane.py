@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from proxy_runtime.envoy.server import EnvoyControl, TlsMaterial, start_server
 from proxy_runtime.envoy.supervisor import EnvoySupervisor
 from proxy_runtime.envoy.translate import translate
 from proxy_runtime.envoy.xds import Acked
-from proxy_runtime.metrics import Stats
+from proxy_runtime.metrics import MetricsExporter, Stats
 from proxy_runtime.runtime import SNAPSHOT_FILE, Ack, Nack
 
 log = logging.getLogger("meshcd.envoy")
@@ -48,6 +49,7 @@ class EnvoyDataPlane:
                                             admin_port=admin_port),
             concurrency=concurrency, log_level=log_level)
         self._server: Any = None
+        self._exporter: MetricsExporter | None = None
 
     async def start(self) -> Ack | Nack | None:
         """Load the last good snapshot, open the socket, start (or adopt) Envoy."""
@@ -101,6 +103,23 @@ class EnvoyDataPlane:
         self.stats.config_revision = snap.revision or ""
         self.stats.config_applied_at = time.time()
         return Ack(res.version)
+
+    def prometheus_text(self) -> bytes:
+        """Prometheus mode: Envoy's own `/stats/prometheus` (as the stats_matcher keeps them)
+        followed by the agent's `mesh_config_info` (version, revision, proxy_id, service) and
+        `mesh_config_nacks`. Envoy's part is left out, not faked, when its admin is away."""
+        envoy = b""
+        port = self.supervisor.admin_port
+        if port is not None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/prometheus",
+                                            timeout=2.0) as resp:
+                    envoy = resp.read()
+            except OSError as exc:
+                log.warning("Envoy's /stats/prometheus: %s", exc)
+        if self._exporter is None:
+            self._exporter = MetricsExporter(self.stats)
+        return envoy + self._exporter.render()
 
     def running_document(self) -> dict[str, Any] | None:
         return self.document

@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def _doc(plain: int, strict: int, app: int, *, bad_regex: bool = False) -> dict[
         inbound=pc.Inbound(service="web", namespace="shop", listeners=li), outbound=outbound))
 
 
-async def _spawn(args: list[str]) -> tuple[asyncio.subprocess.Process, list[str]]:
+async def _spawn(args: list[str]) -> tuple[asyncio.subprocess.Process, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proxy_runtime", "join", "--dataplane", "envoy", *args,
@@ -64,8 +65,9 @@ async def _spawn(args: list[str]) -> tuple[asyncio.subprocess.Process, list[str]
         seen.append(line)
         if not line:
             raise AssertionError("proxy exited early:\n" + "".join(seen))
-        if re.search(r"agent admin on 127\.0\.0\.1:(\d+)", line):
-            return proc, seen
+        m = re.search(r"agent admin on 127\.0\.0\.1:(\d+)", line)
+        if m:
+            return proc, int(m.group(1))
 
 
 def _server_spiffe_id(port: int, bundle: bytes) -> str:
@@ -87,7 +89,7 @@ def test_join_with_envoy_acks_serves_with_its_svid_nacks_with_envoys_reason_and_
         fleet = await ctl.start()
         boot = await ctl.start_bootstrap()
         token = ctl.tokens.create("web", "shop", now=now()).token
-        proc, _ = await _spawn([
+        proc, admin = await _spawn([
             "--controller", boot.url, "--token", token,
             "--ca-fingerprint", "sha256:" + ctl.ca.bundle_fingerprint(),
             "--service", "web", "--namespace", "shop", "--state-dir", str(tmp_path / "proxy"),
@@ -112,6 +114,13 @@ def test_join_with_envoy_acks_serves_with_its_svid_nacks_with_envoys_reason_and_
             # per-second stats from Envoy reach the controller over the fleet stream
             await until(lambda: any(w["requests"]["2xx"] for _, ws in ctl.stats for w in (
                 ws if isinstance(ws, list) else [ws])), 15, "stats with 2xx")
+            # Prometheus mode: Envoy's own stats and the agent's mesh_config_info
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode())
+            assert re.search(r'mesh_config_info\{[^}]*proxy_id="web-1"', text), text[-2000:]
+            assert f'version="{d1.version}"' in text
+            assert "envoy_http_downstream_rq_xx" in text, text[:2000]
+            assert "envoy_server_live" in text
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 30) == 0
             with pytest.raises(OSError):  # Envoy drained and stopped with the agent
