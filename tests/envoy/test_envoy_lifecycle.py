@@ -93,3 +93,48 @@ def test_private_socket_only_envoys_listeners_on_tcp_and_no_key_on_disk(
                     assert key_body not in data.replace(b"\n", b""), f"the key is in {f}"
 
     asyncio.run(scenario())
+
+
+def test_a_renewed_certificate_reaches_envoy_over_sds_without_a_restart(
+        tmp_path: Path, backend: Backend) -> None:
+    import socket
+    import ssl
+
+    def served_id(port: int, bundle: str) -> str:
+        ctx = ssl.create_default_context(cadata=bundle)
+        ctx.check_hostname = False
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as raw, \
+                ctx.wrap_socket(raw) as tls:
+            cert = tls.getpeercert()
+        assert cert is not None
+        return str(next(v for k, v in cert["subjectAltName"] if k == "URI"))
+
+    async def scenario() -> None:
+        port = free_port()
+        first, second = svid("spiffe://meshcd.test/ns/shop/sa/web"), svid(
+            "spiffe://meshcd.test/ns/shop/sa/web-renewed")
+        async with envoy_plane(tmp_path) as dp:
+            doc = inbound_doc(port, backend.port)
+            doc["inbound"]["listeners"][0]["mtlsMode"] = "STRICT"
+            assert isinstance(await dp.apply({**doc, "identity": first}), Ack)
+            pid = dp.supervisor.pid
+            for _ in range(40):  # the listener warms until its SDS secret arrived
+                try:
+                    got = await asyncio.to_thread(served_id, port, first["trustBundlePem"])
+                    break
+                except ConnectionRefusedError:
+                    await asyncio.sleep(0.05)
+            assert got == first["spiffeId"]
+            # what the agent does after a renewal: the same config with the new identity
+            assert isinstance(await dp.apply({**doc, "identity": second}), Ack)
+            for _ in range(40):
+                try:
+                    got = await asyncio.to_thread(served_id, port, second["trustBundlePem"])
+                except ssl.SSLError:  # still the old certificate, from the other CA
+                    got = ""
+                if got == second["spiffeId"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert got == second["spiffeId"] and dp.supervisor.pid == pid
+
+    asyncio.run(scenario())
