@@ -96,7 +96,7 @@ class ManagedProxy:
         loop = asyncio.get_running_loop()
         plane = EnvoyDataPlane(self.dir.path, proxy_id=self.proxy_id,
                                service=f"{self.service}.{self.namespace}",
-                               binary=self.envoy_binary)
+                               binary=self.envoy_binary, drain_seconds=self.drain_seconds)
         persisted = await plane.start()  # static stability: Envoy gets the last good at once
         if isinstance(persisted, Nack):
             log.error("the persisted snapshot is refused (%s); waiting for the controller",

@@ -78,8 +78,9 @@ def bootstrap(*, proxy_id: str, service: str, socket_path: str, admin_port: int 
 
 
 def envoy_args(config_path: str, admin_address_path: str, *, concurrency: int,
-               log_level: str = "warning") -> list[str]:
+               log_level: str = "warning", drain_seconds: float = 10.0) -> list[str]:
     """Envoy's command line (after the binary)."""
     return ["-c", config_path, "--admin-address-path", admin_address_path,
             "--disable-hot-restart", "--concurrency", str(concurrency),
-            "--log-level", log_level, "--drain-strategy", "immediate"]
+            "--log-level", log_level, "--drain-strategy", "immediate",
+            "--drain-time-s", str(max(1, round(drain_seconds)))]

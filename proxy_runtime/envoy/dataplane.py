@@ -33,6 +33,7 @@ class EnvoyDataPlane:
     def __init__(self, state_dir: Path, *, proxy_id: str, service: str, binary: Path,
                  run_dir: Path | None = None, admin_port: int = 0, concurrency: int = 2,
                  ack_timeout: float = 15.0, log_level: str = "warning",
+                 drain_seconds: float = 10.0,
                  now: Callable[[], float] = time.time) -> None:
         self.state_dir = state_dir
         self.run_dir = run_dir or state_dir / "envoy"
@@ -47,7 +48,7 @@ class EnvoyDataPlane:
             binary, self.run_dir, bootstrap(proxy_id=proxy_id, service=service,
                                             socket_path=str(self.socket_path),
                                             admin_port=admin_port),
-            concurrency=concurrency, log_level=log_level)
+            concurrency=concurrency, log_level=log_level, drain_seconds=drain_seconds)
         self._server: Any = None
         self._exporter: MetricsExporter | None = None
 

@@ -29,14 +29,28 @@ def restart_delay(recent_restarts: int) -> float:
     return RESTART_DELAYS[min(recent_restarts, len(RESTART_DELAYS) - 1)]
 
 
+def active_requests(stats_text: str) -> int:
+    """Pure: requests in flight on meshcd's connection managers, from Envoy's `/stats` text
+    (`http.<prefix>.downstream_rq_active: N` lines; Envoy's admin listener left out)."""
+    total = 0
+    for line in stats_text.splitlines():
+        name, _, value = line.partition(":")
+        if name.startswith("http.") and not name.startswith("http.admin."):
+            with contextlib.suppress(ValueError):
+                total += int(value.strip())
+    return total
+
+
 class EnvoySupervisor:
     def __init__(self, binary: Path, workdir: Path, bootstrap: dict[str, Any], *,
-                 concurrency: int = 2, log_level: str = "warning") -> None:
+                 concurrency: int = 2, log_level: str = "warning",
+                 drain_seconds: float = 10.0) -> None:
         self.binary = binary
         self.workdir = workdir
         self.bootstrap = bootstrap
         self.concurrency = concurrency
         self.log_level = log_level
+        self.drain_seconds = drain_seconds
         self.config_path = workdir / "envoy.json"
         self.admin_path = workdir / "admin-address"
         self.pid_path = workdir / PID_FILE
@@ -85,7 +99,8 @@ class EnvoySupervisor:
             self._proc = await asyncio.create_subprocess_exec(
                 str(self.binary), *envoy_args(str(self.config_path), str(self.admin_path),
                                               concurrency=self.concurrency,
-                                              log_level=self.log_level),
+                                              log_level=self.log_level,
+                                              drain_seconds=self.drain_seconds),
                 stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
                 start_new_session=True)
         finally:
@@ -130,13 +145,29 @@ class EnvoySupervisor:
         return f"http://127.0.0.1:{self.admin_port}{path}"
 
     async def drain(self, seconds: float) -> None:
-        """Stop taking new connections, let the open ones finish (up to `seconds`), stop."""
+        """Drain, then stop: Envoy's listeners drain (HTTP/1 answers with `Connection: close`,
+        HTTP/2 gets GOAWAY), the requests in flight finish (up to `seconds`), then SIGTERM."""
         self._stopping = True
         if self.admin_port is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + seconds
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(self._post, "/drain_listeners?graceful&inboundonly")
-            await asyncio.sleep(min(seconds, 1.0))
+                await asyncio.to_thread(self._post, "/drain_listeners?graceful")
+            while loop.time() < deadline:
+                try:
+                    active = await asyncio.to_thread(self._active_requests)
+                except OSError:
+                    break
+                if active == 0:
+                    break
+                await asyncio.sleep(0.1)
         await self.stop()
+
+    def _active_requests(self) -> int:
+        url = self.admin_url("/stats?filter=downstream_rq_active$")
+        with urllib.request.urlopen(url, timeout=2.0) as resp:
+            text = resp.read().decode()
+        return active_requests(text)
 
     def _post(self, path: str) -> None:
         req = urllib.request.Request(self.admin_url(path), method="POST")

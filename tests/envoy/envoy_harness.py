@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +41,8 @@ class Backend:
             protocol_version = "HTTP/1.1"
 
             def _any(self) -> None:
+                if self.path.startswith("/slow"):
+                    time.sleep(1.0)
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 seen.append((self.command, self.path, body))

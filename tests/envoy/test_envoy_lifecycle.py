@@ -138,3 +138,33 @@ def test_a_renewed_certificate_reaches_envoy_over_sds_without_a_restart(
             assert got == second["spiffeId"] and dp.supervisor.pid == pid
 
     asyncio.run(scenario())
+
+
+def test_drain_lets_the_request_in_flight_finish_then_stops_envoy(
+        tmp_path: Path, backend: Backend) -> None:
+    from envoy_harness import http, status_of
+
+    from proxy_runtime.envoy.supervisor import active_requests
+
+    assert active_requests("http.inbound_1.downstream_rq_active: 2\n"
+                           "http.admin.downstream_rq_active: 1\nhttp.outbound.downstream_rq_active: 1\n") == 3
+
+    async def scenario() -> None:
+        port = free_port()
+        async with envoy_plane(tmp_path) as dp:
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port)), Ack)
+            await wait_status(port, 200)
+            pid = dp.supervisor.pid
+            assert pid is not None
+            slow = asyncio.create_task(asyncio.to_thread(
+                http, port, b"GET /slow HTTP/1.1\r\nHost: w\r\n\r\n", 5.0))
+            await asyncio.sleep(0.3)  # in flight at the backend
+            started = time.monotonic()
+            await dp.supervisor.drain(5.0)
+            took = time.monotonic() - started
+            response = await slow
+            assert status_of(response) == 200 and b"/slow" in response
+            assert 0.3 < took < 3.0, took
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    asyncio.run(scenario())
