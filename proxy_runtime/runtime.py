@@ -34,7 +34,7 @@ from proxy_runtime.dataplane.downstream import (
 from proxy_runtime.dataplane.forward import Outcome, forward
 from proxy_runtime.dataplane.handlers import make_inbound_handler, make_outbound_handler
 from proxy_runtime.dataplane.tcp_relay import RelaySide, relay_to
-from proxy_runtime.dataplane.tls import peer_spiffe_ids
+from proxy_runtime.dataplane.tls import downstream_sni, peer_spiffe_ids
 from proxy_runtime.metrics import Stats
 
 log = logging.getLogger("meshcd.proxy")
@@ -490,8 +490,10 @@ class _InboundTcp(RelaySide):
         ids = peer_spiffe_ids(sslobj.getpeercert()) if sslobj is not None else []
         peer = transport.get_extra_info("peername") or ("", 0)
         principal = ids[0] if ids else None
-        areq = AuthzRequest(principal=principal, source_ip=peer[0],
-                            destination_port=listener.service_port, is_tcp=True)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        areq = AuthzRequest(principal=principal, source_ip=peer[0], destination_ip=local[0] or None,
+                            destination_port=listener.service_port, sni=downstream_sni(sslobj),
+                            is_tcp=True)
         source = principal or "unknown"
         now = time.time()
         if not is_allowed(cfg.compiled.inbound.authz, areq):

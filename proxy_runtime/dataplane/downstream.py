@@ -19,7 +19,7 @@ from typing import Any
 import httptools
 
 from proxy_runtime.dataplane.http1 import LAST_CHUNK, chunk, simple_response
-from proxy_runtime.dataplane.tls import TlsBufferedReads, peer_spiffe_ids
+from proxy_runtime.dataplane.tls import TlsBufferedReads, downstream_sni, peer_spiffe_ids
 
 log = logging.getLogger("meshcd.proxy")
 _monotonic = time.monotonic
@@ -236,6 +236,8 @@ class HttpDownstream(asyncio.BaseProtocol):
         self.peer_ip = ""
         self.peer_port = 0
         self.principal: str | None = None  # SPIFFE ID of an mTLS peer
+        self.local_ip = ""  # the address the client connected to
+        self.sni: str | None = None  # the SNI of a TLS client
         self.tls = False
         self.current: Request | None = None
         self.parsing: Request | None = None
@@ -263,9 +265,13 @@ class HttpDownstream(asyncio.BaseProtocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip, self.peer_port = peer[0], peer[1]
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local_ip = local[0]
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             self.tls = True
+            self.sni = downstream_sni(sslobj)
             ids = peer_spiffe_ids(sslobj.getpeercert())
             self.principal = ids[0] if ids else None
         self.since = self.state.now
