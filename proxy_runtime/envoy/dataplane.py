@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from proxy_runtime.config import SnapshotError, parse_snapshot, snapshot_to_json
+from proxy_runtime.config import SnapshotError, compile_snapshot, parse_snapshot, snapshot_to_json
 from proxy_runtime.config import model as pc
 from proxy_runtime.config.files import dump_snapshot_file, loads_snapshot
 from proxy_runtime.envoy.bootstrap import bootstrap
@@ -86,7 +86,9 @@ class EnvoyDataPlane:
     async def apply(self, document: dict[str, Any]) -> Ack | Nack:
         try:
             snap = parse_snapshot({k: v for k, v in document.items() if k != "version"})
-        except SnapshotError as exc:
+            compile_snapshot(snap)  # the builtin's checks too (regexes, clusters, ports)
+        except (SnapshotError, ValueError) as exc:
+            self.stats.nacks += 1
             return Nack(str(exc))
         self._take_identity(snap)
         res = translate(snap)
