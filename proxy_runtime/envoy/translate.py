@@ -558,21 +558,26 @@ def _route_match(ctx: _Ctx, where: str, m: pc.RouteMatch) -> dict[str, Any]:
         else:
             hm = {"name": h.name, "string_match": _string_match(h.exact, h.prefix, h.regex)}
         headers.append(hm)
-    if headers:
-        out["headers"] = headers
     params: list[dict[str, Any]] = []
-    for i, q in enumerate(m.query_params):
+    for q in m.query_params:
         if q.present is not None:
-            if not q.present:
-                ctx.warn(f"{where}.match.queryParams[{i}]: Envoy cannot match an absent query "
-                         f"parameter ({q.name}); the condition is left out (the route matches more)")
+            if not q.present:  # Envoy's query matcher has no absence: a :path regex, inverted
+                headers.append({"name": ":path", "invert_match": True,
+                                "string_match": {"safe_regex": {"regex": _has_param(q.name)}}})
                 continue
             params.append({"name": q.name, "present_match": True})
         else:
             params.append({"name": q.name, "string_match": _string_match(q.exact, None, q.regex)})
+    if headers:
+        out["headers"] = headers
     if params:
         out["query_parameters"] = params
     return out
+
+
+def _has_param(name: str) -> str:
+    """RE2 (whole :path) for a path whose query string has parameter `name`, value or not."""
+    return rf"[^?]*\?(?:[^&]*&)*{re2_escape(name)}(?:=[^&]*)?(?:&.*)?"
 
 
 def _header_edits(prefix: str, edits: pc.HeaderEdits | None) -> dict[str, Any]:
