@@ -200,6 +200,9 @@ def test_proxy_to_proxy_mtls_checks_the_peer_spiffe_id(pki: Any, dataplane: Plan
         # the builtin names the SPIFFE ID; Envoy's 503 is its generic upstream connect error
         assert (b"upstream connect error" if cli.name == "envoy" else b"SPIFFE ID") in r.body
         assert all(s.path != "/wrong-id" for s in app.seen)
+        # the SPIFFE ID was the only reason: expecting the right one again gets through
+        assert isinstance(await cli.apply(_client_snapshot(pki, sport, pki.server_id, False)), Ack)
+        assert (await get(cport, "/right-id", host="cart")).status == 200
         await cli.aclose()
         await srv.aclose()
 
