@@ -96,6 +96,8 @@ class EnvoyHost:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
+            if not self.thread.is_alive():
+                self.loop.close()
 
 
 class Plane:

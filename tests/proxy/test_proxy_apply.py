@@ -163,17 +163,16 @@ def test_swap_under_load_loses_no_request_and_in_flight_finish_on_their_config(
     run(body)
 
 
-def test_a_changed_port_is_rebound_and_the_old_one_closed() -> None:
+def test_a_changed_port_is_rebound_and_the_old_one_closed(dataplane: PlaneFactory) -> None:
     async def body() -> None:
         a = await Backend("a").start()
         free = socket.socket()
         free.bind(("127.0.0.1", 0))
         new_port = free.getsockname()[1]
         free.close()
-        rt = ProxyRuntime(asyncio.get_running_loop())
+        rt = await dataplane()
         assert isinstance(await rt.apply(outbound_snapshot([route("A")], [cluster("A", a.address)])), Ack)
-        old_port = rt.port_of("outbound", 0)
-        assert old_port
+        old_port = rt.port("outbound")
         snap = Snapshot(outbound=Outbound(port=new_port, virtual_hosts=(VirtualHost("svc", ("svc",), (route("A"),)),)),
                         clusters=(cluster("A", a.address),))
         assert isinstance(await rt.apply(snapshot_to_json(snap)), Ack)
@@ -258,7 +257,7 @@ def test_admin_api(pki: Any) -> None:
     run(body)
 
 
-def test_a_port_that_changes_role_is_handed_over() -> None:
+def test_a_port_that_changes_role_is_handed_over(dataplane: PlaneFactory) -> None:
     from proxy_harness import inbound, inbound_listener
 
     async def body() -> None:
@@ -267,7 +266,7 @@ def test_a_port_that_changes_role_is_handed_over() -> None:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
         free.close()
-        rt = ProxyRuntime(asyncio.get_running_loop())
+        rt = await dataplane()
         out = Snapshot(outbound=Outbound(port=port, virtual_hosts=(VirtualHost("svc", ("svc",), (route("A"),)),)),
                        clusters=(cluster("A", a.address),))
         assert isinstance(await rt.apply(snapshot_to_json(out)), Ack)
