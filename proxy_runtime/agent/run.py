@@ -103,7 +103,18 @@ class ManagedProxy:
                       persisted.error)
         agent = FleetAgent(plane, self.dir, fleet_url=self.fleet_url, proxy_id=self.proxy_id,
                            service=self.service, namespace=self.namespace, labels=self.labels,
-                           backoff_cap=self.reconnect_max)
+                           backoff_cap=self.reconnect_max, dataplane_ready=plane.ready)
+        bounces: set[asyncio.Task[None]] = set()
+
+        def envoy_exited() -> None:
+            # Envoy died: the controller sees this proxy DISCONNECTED until Envoy is back on
+            # the last good snapshot, then SYNCED (hello with the running version).
+            plane.control.synced.clear()
+            task = loop.create_task(agent.reconnect())
+            bounces.add(task)
+            task.add_done_callback(bounces.discard)
+
+        plane.supervisor.on_exit = envoy_exited
 
         def ready(_q: dict[str, list[str]]) -> tuple[int, bytes, bytes]:
             if plane.version is None:

@@ -5,6 +5,7 @@ the state dir (without the identity) and served at once on start (static stabili
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -104,6 +105,17 @@ class EnvoyDataPlane:
         self.stats.config_revision = snap.revision or ""
         self.stats.config_applied_at = time.time()
         return Ack(res.version)
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Until Envoy serves the last good snapshot whole (at most `timeout` seconds: a proxy
+        whose Envoy cannot come back still reaches its controller)."""
+        if self.control.good is None:
+            return
+        try:
+            await asyncio.wait_for(self.control.synced.wait(), timeout)
+        except TimeoutError:
+            log.warning("Envoy has not re-acked %s within %g s", (self.version or "")[:12],
+                        timeout)
 
     def prometheus_text(self) -> bytes:
         """Prometheus mode: Envoy's own `/stats/prometheus` (as the stats_matcher keeps them)

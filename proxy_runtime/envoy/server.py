@@ -109,6 +109,8 @@ class EnvoyControl:
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
         self._any_cache: dict[str, dict[str, list[any_pb2.Any]]] = {}
         self.connected = asyncio.Event()
+        # Envoy holds the last good version whole (set on its ACKs, cleared when it goes away)
+        self.synced = asyncio.Event()
         self.last_nack: str | None = None
 
     # -- the agent's side ----------------------------------------------------------------
@@ -151,11 +153,15 @@ class EnvoyControl:
                 self._resolve(o)
 
     def _resolve(self, outcome: Outcome) -> None:
+        if (isinstance(outcome, Acked) and self.good is not None
+                and outcome.version == self.good.version):
+            self.synced.set()
         pending = self.pending
         if pending is None or outcome.version != pending.version:
             return
         if isinstance(outcome, Acked):
             self.good, self.pending = pending, None
+            self.synced.set()
             log.info("Envoy acked %s", outcome.version[:12])
         else:
             self.pending = None
@@ -218,6 +224,7 @@ class EnvoyControl:
             self._conns.discard(conn)
             if not self._conns:
                 self.connected.clear()
+                self.synced.clear()
 
     # -- SDS ------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ class EnvoySupervisor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._recent: list[float] = []
+        self.on_exit: Callable[[], None] | None = None  # called when Envoy died on its own
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -137,6 +139,8 @@ class EnvoySupervisor:
             self._recent = [t for t in self._recent if now - t < 30.0] + [now]
             delay = restart_delay(len(self._recent) - 1)
             log.warning("Envoy (pid %s) exited (%s); restarting in %.1f s", self.pid, code, delay)
+            if self.on_exit is not None:
+                self.on_exit()
             await asyncio.sleep(delay)
             if not self._stopping:
                 await self._spawn()
