@@ -18,7 +18,12 @@ from proxy_runtime.config import SnapshotError, parse_snapshot, snapshot_to_json
 from proxy_runtime.config import model as pc
 from proxy_runtime.config.files import dump_snapshot_file, loads_snapshot
 from proxy_runtime.envoy.bootstrap import bootstrap
-from proxy_runtime.envoy.server import EnvoyControl, TlsMaterial, start_server
+from proxy_runtime.envoy.server import (
+    EnvoyControl,
+    TlsMaterial,
+    socket_path_for,
+    start_server,
+)
 from proxy_runtime.envoy.supervisor import EnvoySupervisor
 from proxy_runtime.envoy.translate import translate
 from proxy_runtime.envoy.xds import Acked
@@ -38,7 +43,7 @@ class EnvoyDataPlane:
                  now: Callable[[], float] = time.time) -> None:
         self.state_dir = state_dir
         self.run_dir = run_dir or state_dir / "envoy"
-        self.socket_path = self.run_dir / "agent" / SOCKET_NAME
+        self.socket_path = socket_path_for(self.run_dir, SOCKET_NAME)
         self.stats = Stats()
         self.stats.proxy_id, self.stats.service = proxy_id, service
         self.control = EnvoyControl(self.stats, now=now)

@@ -22,6 +22,7 @@ from proxy_runtime.envoy.bootstrap import envoy_args
 log = logging.getLogger("meshcd.envoy")
 
 PID_FILE = "envoy.pid"
+MAX_LOG_BYTES = 64 * 1024 * 1024  # envoy.log is rolled over at a (re)start past this
 RESTART_DELAYS = (0.0, 0.1, 0.5, 1.0, 2.0)  # seconds before restart n (then the last)
 
 
@@ -96,7 +97,11 @@ class EnvoySupervisor:
 
     async def _spawn(self) -> None:
         self.admin_path.unlink(missing_ok=True)
-        logfile = open(self.workdir / "envoy.log", "ab")  # noqa: SIM115 - handed to the child
+        log_path = self.workdir / "envoy.log"
+        with contextlib.suppress(OSError):
+            if log_path.stat().st_size > MAX_LOG_BYTES:  # keep one older file, no more
+                log_path.replace(log_path.with_suffix(".log.1"))
+        logfile = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 str(self.binary), *envoy_args(str(self.config_path), str(self.admin_path),
