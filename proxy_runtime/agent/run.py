@@ -39,7 +39,7 @@ class ManagedProxy:
         self.envoy_binary = envoy_binary
 
     async def run(self) -> int:
-        if self.dataplane == "envoy":
+        if self.dataplane in ("envoy", "envoy-external"):
             return await self._run_envoy()
         loop = asyncio.get_running_loop()
         runtime = ProxyRuntime(loop, state_dir=self.dir.path, limits=self.limits,
@@ -92,11 +92,12 @@ class ManagedProxy:
         supervised, the fleet stream unchanged (docs/envoy.md)."""
         from proxy_runtime.envoy.dataplane import EnvoyDataPlane
 
-        assert self.envoy_binary is not None
         loop = asyncio.get_running_loop()
         plane = EnvoyDataPlane(self.dir.path, proxy_id=self.proxy_id,
                                service=f"{self.service}.{self.namespace}",
-                               binary=self.envoy_binary, drain_seconds=self.drain_seconds)
+                               binary=(self.envoy_binary if self.dataplane == "envoy"
+                                       else None),
+                               drain_seconds=self.drain_seconds)
         persisted = await plane.start()  # static stability: Envoy gets the last good at once
         if isinstance(persisted, Nack):
             log.error("the persisted snapshot is refused (%s); waiting for the controller",
@@ -131,8 +132,14 @@ class ManagedProxy:
                                   "/ready": ready, "/stats/window": window, "/metrics": metrics}
         admin = await start_admin(routes, self.admin_address, self.admin_port)
         admin_port = admin.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        print(f"meshcd proxy {self.proxy_id}: Envoy (pid {plane.supervisor.pid}, admin "
-              f"127.0.0.1:{plane.supervisor.admin_port}) managed by {self.fleet_url}; agent "
+        if self.dataplane == "envoy-external":
+            print("meshcd proxy: run Envoy with: " + " ".join(plane.supervisor.command()),
+                  flush=True)
+            envoy = "your Envoy"
+        else:
+            envoy = (f"Envoy (pid {plane.supervisor.pid}, admin "
+                     f"127.0.0.1:{plane.supervisor.admin_port})")
+        print(f"meshcd proxy {self.proxy_id}: {envoy} managed by {self.fleet_url}; agent "
               f"admin on {self.admin_address}:{admin_port}; serving "
               f"{(plane.version or 'nothing yet')[:12]}", flush=True)
         agent_task = loop.create_task(agent.run())

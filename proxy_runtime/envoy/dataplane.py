@@ -1,4 +1,5 @@
-"""Envoy as the agent's data plane: `apply(document)` translates the native snapshot, pushes it
+"""Envoy as the agent's data plane (run by the agent, or, with `binary=None`, an Envoy someone
+else runs on the agent's bootstrap): `apply(document)` translates the native snapshot, pushes it
 over ADS and answers Ack only when Envoy acked every resource type, Nack with Envoy's
 error_detail otherwise (Envoy keeps the last good config). The last good snapshot is kept in
 the state dir (without the identity) and served at once on start (static stability)."""
@@ -36,7 +37,7 @@ SOCKET_NAME = "xds.sock"
 
 
 class EnvoyDataPlane:
-    def __init__(self, state_dir: Path, *, proxy_id: str, service: str, binary: Path,
+    def __init__(self, state_dir: Path, *, proxy_id: str, service: str, binary: Path | None,
                  run_dir: Path | None = None, admin_port: int = 0, concurrency: int = 2,
                  ack_timeout: float = 15.0, log_level: str = "warning",
                  drain_seconds: float = 10.0,
@@ -127,7 +128,7 @@ class EnvoyDataPlane:
         followed by the agent's `mesh_config_info` (version, revision, proxy_id, service) and
         `mesh_config_nacks`. Envoy's part is left out, not faked, when its admin is away."""
         envoy = b""
-        port = self.supervisor.admin_port
+        port = self.supervisor.current_admin_port()
         if port is not None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/prometheus",
