@@ -22,7 +22,8 @@ def test_one_flush_becomes_one_seconds_worth_of_window() -> None:
         "http.outbound.downstream_rq_5xx": 1.0,
         "http.outbound.downstream_rq_1xx": 4.0,  # not a class the judge reads
         "http.admin.downstream_rq_2xx": 50.0,  # Envoy's admin: not a meshcd listener
-        "http.inbound_8080.rbac.denied": 2.0,
+        "http.inbound_8080.rbac.denied": 1.0,
+        "inbound_5432_rbac.rbac.denied": 1.0,  # a TCP listener's connection refused
         "cluster.cart.shop.upstream_cx_connect_fail": 3.0,
         "cluster.meshcd_xds.upstream_cx_connect_fail": 9.0,  # the agent's own: not counted
         "http.inbound_8080.downstream_rq_time": _hist((1.0, 5), (250.0, 3), over=1, total_ms=20000),
