@@ -122,3 +122,24 @@ def test_a_tcp_connection_refused_by_rbac_is_a_denial_in_the_window(
             assert sum(s["denials"] for s in seconds) == 2, seconds
 
     asyncio.run(scenario())
+
+
+def test_a_listener_on_a_port_in_use_is_nacked_with_envoys_reason(
+        tmp_path: Path, backend: Backend) -> None:
+    async def scenario() -> None:
+        port = free_port()
+        async with envoy_plane(tmp_path) as dp:
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port)), Ack)
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen()
+                busy = taken.getsockname()[1]
+                doc = inbound_doc(port, backend.port)
+                doc["inbound"]["listeners"].append({**doc["inbound"]["listeners"][0],
+                                                    "port": busy})
+                result = await dp.apply(doc)
+                assert isinstance(result, Nack), result
+                assert "in use" in result.error.lower() or "bind" in result.error.lower(), result
+            await wait_status(port, 200, "/old-config")
+
+    asyncio.run(scenario())
