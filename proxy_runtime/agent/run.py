@@ -128,8 +128,11 @@ class ManagedProxy:
         def metrics(_q: dict[str, list[str]]) -> tuple[int, bytes, bytes]:
             return 200, b"text/plain; version=0.0.4; charset=utf-8", plane.prometheus_text()
 
-        routes: dict[str, Any] = {"/agent": lambda _q: json_body(describe(agent)),
-                                  "/ready": ready, "/stats/window": window, "/metrics": metrics}
+        routes: dict[str, Any] = {
+            "/agent": lambda _q: json_body(describe(agent)), "/ready": ready,
+            "/healthz": lambda _q: (200, b"text/plain", b"ok\n"),
+            "/config_dump": lambda _q: json_body(plane.config_dump()),
+            "/stats/window": window, "/metrics": metrics}
         admin = await start_admin(routes, self.admin_address, self.admin_port)
         admin_port = admin.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         if self.dataplane == "envoy-external":

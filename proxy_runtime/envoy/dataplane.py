@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 import urllib.request
@@ -139,6 +140,28 @@ class EnvoyDataPlane:
         if self._exporter is None:
             self._exporter = MetricsExporter(self.stats)
         return envoy + self._exporter.render()
+
+    def config_dump(self) -> dict[str, Any]:
+        """What `/config_dump` shows (the builtin proxy's shape; the key redacted), plus
+        Envoy's side: its pid, admin port, the versions it holds per type."""
+        doc = None
+        if self.document is not None:
+            doc = json.loads(json.dumps(self.document))
+            ident = doc.get("identity")
+            if isinstance(ident, dict) and "privateKeyPem" in ident:
+                ident["privateKeyPem"] = "[redacted]"
+        applied = self.stats.config_applied_at
+        return {
+            "version": self.version,
+            "revision": (doc or {}).get("revision"),
+            "applied_at": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(applied))
+                           if applied else None),
+            "last_nack": self.control.last_nack,
+            "snapshot": doc,
+            "envoy": {"pid": self.supervisor.pid, "admin_port": self.supervisor.admin_port,
+                      "connected": self.control.connected.is_set(),
+                      "synced": self.control.synced.is_set()},
+        }
 
     def running_document(self) -> dict[str, Any] | None:
         return self.document

@@ -124,6 +124,11 @@ def test_join_with_envoy_acks_serves_with_its_svid_nacks_with_envoys_reason_and_
             await until(lambda: fleet.connected() == ["web-1"], 15, "reconnect")
             await wait_status(plain, 200, "/back")
             assert int((tmp_path / "proxy" / "envoy" / "envoy.pid").read_text()) != envoy_pid
+            dump = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{admin}/config_dump", timeout=5).read()))
+            assert dump["version"] == d1.version and dump["revision"] == "rev1"
+            assert dump["snapshot"]["identity"]["privateKeyPem"] == "[redacted]"
+            assert "program size" in dump["last_nack"] and dump["envoy"]["synced"]
             # Prometheus mode: Envoy's own stats and the agent's mesh_config_info
             text = await asyncio.to_thread(lambda: urllib.request.urlopen(
                 f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode())
