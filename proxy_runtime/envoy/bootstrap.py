@@ -26,6 +26,7 @@ STATS_KEPT = (
     r"^cluster\..+\.(upstream_cx_(connect_fail|total|active)|upstream_rq_([1-5]xx|total|time|"
     r"timeout|retry|pending_overflow)|outlier_detection\.ejections_enforced_total)$",
     r"^listener\..+\.downstream_cx_(total|active)$",
+    r"^inbound_[0-9]+_rbac\.rbac\.denied$",
     r"^tcp\..+\.downstream_cx_(total|rx_bytes_total|tx_bytes_total)$",
     r"^server\.(live|uptime|memory_allocated|memory_heap_size|concurrency|total_connections)$",
     r"^control_plane\..+$",

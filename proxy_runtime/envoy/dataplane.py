@@ -1,11 +1,14 @@
-"""Envoy as the agent's data plane: `apply(document)` translates the native snapshot, pushes it
+"""Envoy as the agent's data plane (run by the agent, or, with `binary=None`, an Envoy someone
+else runs on the agent's bootstrap): `apply(document)` translates the native snapshot, pushes it
 over ADS and answers Ack only when Envoy acked every resource type, Nack with Envoy's
 error_detail otherwise (Envoy keeps the last good config). The last good snapshot is kept in
 the state dir (without the identity) and served at once on start (static stability)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import logging
 import time
 import urllib.request
@@ -17,7 +20,12 @@ from proxy_runtime.config import SnapshotError, compile_snapshot, parse_snapshot
 from proxy_runtime.config import model as pc
 from proxy_runtime.config.files import dump_snapshot_file, loads_snapshot
 from proxy_runtime.envoy.bootstrap import bootstrap
-from proxy_runtime.envoy.server import EnvoyControl, TlsMaterial, start_server
+from proxy_runtime.envoy.server import (
+    EnvoyControl,
+    TlsMaterial,
+    socket_path_for,
+    start_server,
+)
 from proxy_runtime.envoy.supervisor import EnvoySupervisor
 from proxy_runtime.envoy.translate import translate
 from proxy_runtime.envoy.xds import Acked
@@ -30,14 +38,14 @@ SOCKET_NAME = "xds.sock"
 
 
 class EnvoyDataPlane:
-    def __init__(self, state_dir: Path, *, proxy_id: str, service: str, binary: Path,
+    def __init__(self, state_dir: Path, *, proxy_id: str, service: str, binary: Path | None,
                  run_dir: Path | None = None, admin_port: int = 0, concurrency: int = 2,
                  ack_timeout: float = 15.0, log_level: str = "warning",
                  drain_seconds: float = 10.0,
                  now: Callable[[], float] = time.time) -> None:
         self.state_dir = state_dir
         self.run_dir = run_dir or state_dir / "envoy"
-        self.socket_path = self.run_dir / "agent" / SOCKET_NAME
+        self.socket_path = socket_path_for(self.run_dir, SOCKET_NAME)
         self.stats = Stats()
         self.stats.proxy_id, self.stats.service = proxy_id, service
         self.control = EnvoyControl(self.stats, now=now)
@@ -107,12 +115,23 @@ class EnvoyDataPlane:
         self.stats.config_applied_at = time.time()
         return Ack(res.version)
 
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Until Envoy serves the last good snapshot whole (at most `timeout` seconds: a proxy
+        whose Envoy cannot come back still reaches its controller)."""
+        if self.control.good is None:
+            return
+        try:
+            await asyncio.wait_for(self.control.synced.wait(), timeout)
+        except TimeoutError:
+            log.warning("Envoy has not re-acked %s within %g s", (self.version or "")[:12],
+                        timeout)
+
     def prometheus_text(self) -> bytes:
         """Prometheus mode: Envoy's own `/stats/prometheus` (as the stats_matcher keeps them)
         followed by the agent's `mesh_config_info` (version, revision, proxy_id, service) and
         `mesh_config_nacks`. Envoy's part is left out, not faked, when its admin is away."""
         envoy = b""
-        port = self.supervisor.admin_port
+        port = self.supervisor.current_admin_port()
         if port is not None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/prometheus",
@@ -123,6 +142,28 @@ class EnvoyDataPlane:
         if self._exporter is None:
             self._exporter = MetricsExporter(self.stats)
         return envoy + self._exporter.render()
+
+    def config_dump(self) -> dict[str, Any]:
+        """What `/config_dump` shows (the builtin proxy's shape; the key redacted), plus
+        Envoy's side: its pid, admin port, the versions it holds per type."""
+        doc = None
+        if self.document is not None:
+            doc = json.loads(json.dumps(self.document))
+            ident = doc.get("identity")
+            if isinstance(ident, dict) and "privateKeyPem" in ident:
+                ident["privateKeyPem"] = "[redacted]"
+        applied = self.stats.config_applied_at
+        return {
+            "version": self.version,
+            "revision": (doc or {}).get("revision"),
+            "applied_at": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(applied))
+                           if applied else None),
+            "last_nack": self.control.last_nack,
+            "snapshot": doc,
+            "envoy": {"pid": self.supervisor.pid, "admin_port": self.supervisor.admin_port,
+                      "connected": self.control.connected.is_set(),
+                      "synced": self.control.synced.is_set()},
+        }
 
     def running_document(self) -> dict[str, Any] | None:
         return self.document

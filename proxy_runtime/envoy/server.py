@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import logging
 import os
+import stat
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,8 @@ class EnvoyControl:
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
         self._any_cache: dict[str, dict[str, list[any_pb2.Any]]] = {}
         self.connected = asyncio.Event()
+        # Envoy holds the last good version whole (set on its ACKs, cleared when it goes away)
+        self.synced = asyncio.Event()
         self.last_nack: str | None = None
 
     # -- the agent's side ----------------------------------------------------------------
@@ -151,11 +155,15 @@ class EnvoyControl:
                 self._resolve(o)
 
     def _resolve(self, outcome: Outcome) -> None:
+        if (isinstance(outcome, Acked) and self.good is not None
+                and outcome.version == self.good.version):
+            self.synced.set()
         pending = self.pending
         if pending is None or outcome.version != pending.version:
             return
         if isinstance(outcome, Acked):
             self.good, self.pending = pending, None
+            self.synced.set()
             log.info("Envoy acked %s", outcome.version[:12])
         else:
             self.pending = None
@@ -218,6 +226,7 @@ class EnvoyControl:
             self._conns.discard(conn)
             if not self._conns:
                 self.connected.clear()
+                self.synced.clear()
 
     # -- SDS ------------------------------------------------------------------------------
 
@@ -315,16 +324,35 @@ class _Sds(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]
             yield response
 
 
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux (104 on macOS), NUL included
+
+
+def socket_path_for(run_dir: Path, name: str = "xds.sock") -> Path:
+    """`run_dir/agent/<name>`, or, when that path is too long for a Unix socket, a short one
+    derived from it (`<tmp>/meshcd-<hash>/<name>`: the same run dir gets the same path, so an
+    Envoy left running finds a restarted agent)."""
+    path = run_dir.resolve() / "agent" / name
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(os.fsencode(run_dir.resolve())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"meshcd-{digest}" / name
+
+
 def private_socket_dir(path: Path) -> Path:
-    """Create (or tighten) `path` as a 0700 directory owned by us."""
+    """Create `path` as a 0700 directory of ours (or tighten one that is ours). A directory
+    someone else owns is refused: they could reach (or replace) the socket."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise PermissionError(f"{path}: not a directory of this user; the xDS socket needs a "
+                              "private directory")
     os.chmod(path, 0o700)
     return path
 
 
 async def start_server(control: EnvoyControl, socket_path: Path) -> grpc.aio.Server:
-    """Serve ADS, SDS and the access-log service on `socket_path` (its directory made 0700,
-    the socket 0600)."""
+    """Serve ADS, SDS and the metrics service on `socket_path` (its directory made 0700, the
+    socket 0600)."""
     private_socket_dir(socket_path.parent)
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()

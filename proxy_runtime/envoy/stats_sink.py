@@ -5,7 +5,8 @@ flush arrived.
 What is read (full stat names; `emit_tags_as_labels` off):
 - `http.<prefix>.downstream_rq_{2,3,4,5}xx`: requests by status class (counters, sent as
   deltas), for the connection managers meshcd names (`inbound_<port>`, `outbound`);
-- `http.<prefix>.rbac.denied`: requests an RBAC filter refused (denials);
+- `http.<prefix>.rbac.denied`: requests an RBAC filter refused (denials); on TCP listeners
+  `inbound_<port>_rbac.rbac.denied`: connections refused;
 - `cluster.<name>.upstream_cx_connect_fail`: connect failures (not the agent's own clusters);
 - `http.<prefix>.downstream_rq_time`: the latency histogram (ms), whose buckets Envoy is told
   to keep at the window's bounds (bootstrap `histogram_bucket_settings`). The metrics service
@@ -81,6 +82,9 @@ def read_flush(samples: dict[str, Sample]) -> WindowDelta:
                 if cls in d.classes:
                     d.classes[cls] += int(value)
             elif stat == "rbac.denied":
+                d.denials += int(value)
+        elif name.startswith("inbound_") and name.endswith("_rbac.rbac.denied"):
+            if not isinstance(value, Histogram):
                 d.denials += int(value)
         elif (name.startswith("cluster.") and name.endswith(".upstream_cx_connect_fail")
               and not name.startswith(_AGENT_CLUSTERS) and not isinstance(value, Histogram)):

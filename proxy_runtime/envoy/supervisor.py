@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from proxy_runtime.envoy.bootstrap import envoy_args
 log = logging.getLogger("meshcd.envoy")
 
 PID_FILE = "envoy.pid"
+MAX_LOG_BYTES = 64 * 1024 * 1024  # envoy.log is rolled over at a (re)start past this
 RESTART_DELAYS = (0.0, 0.1, 0.5, 1.0, 2.0)  # seconds before restart n (then the last)
 
 
@@ -42,9 +44,11 @@ def active_requests(stats_text: str) -> int:
 
 
 class EnvoySupervisor:
-    def __init__(self, binary: Path, workdir: Path, bootstrap: dict[str, Any], *,
+    def __init__(self, binary: Path | None, workdir: Path, bootstrap: dict[str, Any], *,
                  concurrency: int = 2, log_level: str = "warning",
                  drain_seconds: float = 10.0) -> None:
+        """`binary` None: an Envoy someone else runs with our bootstrap (`command()`); it is
+        neither started, restarted nor stopped here."""
         self.binary = binary
         self.workdir = workdir
         self.bootstrap = bootstrap
@@ -62,12 +66,16 @@ class EnvoySupervisor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._recent: list[float] = []
+        self.on_exit: Callable[[], None] | None = None  # called when Envoy died on its own
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.bootstrap, indent=1))
         tmp.replace(self.config_path)
+        if self.binary is None:
+            log.info("not running Envoy: start it with %s", " ".join(self.command()))
+            return
         old = self._running_envoy()
         if old is not None:
             self.pid, self.adopted = old, True
@@ -76,6 +84,12 @@ class EnvoySupervisor:
         else:
             await self._spawn()
         self._task = asyncio.create_task(self._watch())
+
+    def command(self) -> list[str]:
+        """The command line that runs Envoy on the agent's bootstrap."""
+        return [str(self.binary or "envoy"), *envoy_args(
+            str(self.config_path), str(self.admin_path), concurrency=self.concurrency,
+            log_level=self.log_level, drain_seconds=self.drain_seconds)]
 
     def _running_envoy(self) -> int | None:
         """The Envoy a previous agent started with this config, if it still runs."""
@@ -94,13 +108,14 @@ class EnvoySupervisor:
 
     async def _spawn(self) -> None:
         self.admin_path.unlink(missing_ok=True)
-        logfile = open(self.workdir / "envoy.log", "ab")  # noqa: SIM115 - handed to the child
+        log_path = self.workdir / "envoy.log"
+        with contextlib.suppress(OSError):
+            if log_path.stat().st_size > MAX_LOG_BYTES:  # keep one older file, no more
+                log_path.replace(log_path.with_suffix(".log.1"))
+        logfile = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                str(self.binary), *envoy_args(str(self.config_path), str(self.admin_path),
-                                              concurrency=self.concurrency,
-                                              log_level=self.log_level,
-                                              drain_seconds=self.drain_seconds),
+                *self.command(),
                 stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
                 start_new_session=True)
         finally:
@@ -137,6 +152,8 @@ class EnvoySupervisor:
             self._recent = [t for t in self._recent if now - t < 30.0] + [now]
             delay = restart_delay(len(self._recent) - 1)
             log.warning("Envoy (pid %s) exited (%s); restarting in %.1f s", self.pid, code, delay)
+            if self.on_exit is not None:
+                self.on_exit()
             await asyncio.sleep(delay)
             if not self._stopping:
                 await self._spawn()
@@ -144,10 +161,19 @@ class EnvoySupervisor:
     def admin_url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.admin_port}{path}"
 
+    def current_admin_port(self) -> int | None:
+        """The admin port of the Envoy on our bootstrap (an external one writes it too, with
+        the `--admin-address-path` of `command()`)."""
+        if self.binary is None:
+            self.admin_port = self._read_admin_port()
+        return self.admin_port
+
     async def drain(self, seconds: float) -> None:
         """Drain, then stop: Envoy's listeners drain (HTTP/1 answers with `Connection: close`,
         HTTP/2 gets GOAWAY), the requests in flight finish (up to `seconds`), then SIGTERM."""
         self._stopping = True
+        if self.binary is None:
+            return  # not ours to drain
         if self.admin_port is not None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + seconds
@@ -176,6 +202,8 @@ class EnvoySupervisor:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.binary is None:
+            return
         if self._task is not None:
             self._task.cancel()
         if self.pid is not None:

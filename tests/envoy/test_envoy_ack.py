@@ -94,3 +94,52 @@ def test_the_per_second_window_comes_from_envoys_stats_sink(
             assert len([s for s in seconds if s["requests"]["2xx"]]) >= 2  # spread, per second
 
     asyncio.run(scenario())
+
+
+def test_a_tcp_connection_refused_by_rbac_is_a_denial_in_the_window(
+        tmp_path: Path, backend: Backend) -> None:
+    import time
+
+    from proxy_runtime.config import model as pc
+    from proxy_runtime.config import snapshot_to_json
+
+    async def scenario() -> None:
+        port = free_port()
+        async with envoy_plane(tmp_path) as dp:
+            snap = pc.Snapshot(inbound=pc.Inbound(
+                service="db", namespace="data", default_deny=True, listeners=(
+                    pc.InboundListener(port=port, local_address=f"127.0.0.1:{backend.port}",
+                                       protocol="tcp", mtls_mode="DISABLE",
+                                       bind_address="127.0.0.1"),)))
+            assert isinstance(await dp.apply(snapshot_to_json(snap)), Ack)
+            await asyncio.sleep(0.3)
+            for _ in range(2):
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    s.sendall(b"hello")
+                    assert s.recv(10) == b""  # closed: refused by the network RBAC filter
+            await asyncio.sleep(2.2)
+            seconds = dp.stats.window.window(time.time() + 1, 10)
+            assert sum(s["denials"] for s in seconds) == 2, seconds
+
+    asyncio.run(scenario())
+
+
+def test_a_listener_on_a_port_in_use_is_nacked_with_envoys_reason(
+        tmp_path: Path, backend: Backend) -> None:
+    async def scenario() -> None:
+        port = free_port()
+        async with envoy_plane(tmp_path) as dp:
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port)), Ack)
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen()
+                busy = taken.getsockname()[1]
+                doc = inbound_doc(port, backend.port)
+                doc["inbound"]["listeners"].append({**doc["inbound"]["listeners"][0],
+                                                    "port": busy})
+                result = await dp.apply(doc)
+                assert isinstance(result, Nack), result
+                assert "in use" in result.error.lower() or "bind" in result.error.lower(), result
+            await wait_status(port, 200, "/old-config")
+
+    asyncio.run(scenario())

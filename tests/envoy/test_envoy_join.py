@@ -114,6 +114,21 @@ def test_join_with_envoy_acks_serves_with_its_svid_nacks_with_envoys_reason_and_
             # per-second stats from Envoy reach the controller over the fleet stream
             await until(lambda: any(w["requests"]["2xx"] for _, ws in ctl.stats for w in (
                 ws if isinstance(ws, list) else [ws])), 15, "stats with 2xx")
+            # Envoy is killed: restarted on the last good config; the controller sees the proxy
+            # leave and come back saying it runs d1 (DISCONNECTED, then SYNCED)
+            hellos = len(ctl.hellos)
+            envoy_pid = int((tmp_path / "proxy" / "envoy" / "envoy.pid").read_text())
+            os.kill(envoy_pid, signal.SIGKILL)
+            await until(lambda: len(ctl.hellos) > hellos, 15, "hello after Envoy's restart")
+            assert ctl.hellos[-1].running_version == d1.version
+            await until(lambda: fleet.connected() == ["web-1"], 15, "reconnect")
+            await wait_status(plain, 200, "/back")
+            assert int((tmp_path / "proxy" / "envoy" / "envoy.pid").read_text()) != envoy_pid
+            dump = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{admin}/config_dump", timeout=5).read()))
+            assert dump["version"] == d1.version and dump["revision"] == "rev1"
+            assert dump["snapshot"]["identity"]["privateKeyPem"] == "[redacted]"
+            assert "program size" in dump["last_nack"] and dump["envoy"]["synced"]
             # Prometheus mode: Envoy's own stats and the agent's mesh_config_info
             text = await asyncio.to_thread(lambda: urllib.request.urlopen(
                 f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode())

@@ -168,3 +168,35 @@ def test_drain_lets_the_request_in_flight_finish_then_stops_envoy(
             assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
     asyncio.run(scenario())
+
+
+def test_an_envoy_you_run_yourself_on_the_agents_bootstrap(tmp_path: Path, backend: Backend) -> None:
+    import subprocess
+
+    from envoy_harness import ENVOY
+
+    from proxy_runtime.envoy.dataplane import EnvoyDataPlane
+
+    async def scenario() -> None:
+        port = free_port()
+        (tmp_path / "state").mkdir()
+        dp = EnvoyDataPlane(tmp_path / "state", proxy_id="web-1", service="web.shop",
+                            binary=None, run_dir=tmp_path / "run")
+        await dp.start()
+        assert dp.supervisor.pid is None  # the agent runs no Envoy
+        command = dp.supervisor.command()
+        assert command[0] == "envoy" and "--disable-hot-restart" in command
+        own = subprocess.Popen([str(ENVOY), *command[1:]], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        try:
+            assert isinstance(await dp.apply(inbound_doc(port, backend.port)), Ack)
+            await wait_status(port, 200, "/mine")
+            assert b"envoy_server_live" in await asyncio.to_thread(dp.prometheus_text)
+            await dp.drain(1.0)  # the agent goes; your Envoy is yours: it keeps serving
+            assert own.poll() is None
+            await wait_status(port, 200, "/still-mine")
+        finally:
+            own.terminate()
+            own.wait(10)
+
+    asyncio.run(scenario())

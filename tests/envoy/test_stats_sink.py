@@ -22,7 +22,8 @@ def test_one_flush_becomes_one_seconds_worth_of_window() -> None:
         "http.outbound.downstream_rq_5xx": 1.0,
         "http.outbound.downstream_rq_1xx": 4.0,  # not a class the judge reads
         "http.admin.downstream_rq_2xx": 50.0,  # Envoy's admin: not a meshcd listener
-        "http.inbound_8080.rbac.denied": 2.0,
+        "http.inbound_8080.rbac.denied": 1.0,
+        "inbound_5432_rbac.rbac.denied": 1.0,  # a TCP listener's connection refused
         "cluster.cart.shop.upstream_cx_connect_fail": 3.0,
         "cluster.meshcd_xds.upstream_cx_connect_fail": 9.0,  # the agent's own: not counted
         "http.inbound_8080.downstream_rq_time": _hist((1.0, 5), (250.0, 3), over=1, total_ms=20000),
@@ -50,3 +51,22 @@ def test_the_window_bounds_are_what_envoy_is_told_to_keep() -> None:
                                   2500.0, 5000.0, 10000.0]
     sink = b["stats_sinks"][0]["typed_config"]
     assert sink["report_counters_as_deltas"] is True and b["stats_flush_interval"] == "1.000s"
+
+
+def test_bootstrap_admin_is_loopback_and_holds_no_key_material() -> None:
+    import json
+
+    from proxy_runtime.envoy.bootstrap import bootstrap, envoy_args
+    from proxy_runtime.envoy.supervisor import RESTART_DELAYS, restart_delay
+
+    b = bootstrap(proxy_id="web-1", service="web.shop", socket_path="/run/x/xds.sock")
+    assert b["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 0}
+    assert b["node"]["id"] == "web-1"
+    text = json.dumps(b)
+    assert "filename" not in text and "inline" not in text and "PRIVATE KEY" not in text
+    pipes = [e["endpoint"]["address"]["pipe"]["path"] for c in b["static_resources"]["clusters"]
+             for e in c["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert pipes == ["/run/x/xds.sock", "/run/x/xds.sock"]  # ADS and SDS: only the socket
+    args = envoy_args("/c.json", "/a", concurrency=2)
+    assert "--disable-hot-restart" in args and "--admin-address-path" in args
+    assert restart_delay(0) == 0.0 and restart_delay(99) == RESTART_DELAYS[-1] <= 2.0

@@ -4,6 +4,7 @@ writes come from `proxy_runtime.envoy.translate`; pure, no Envoy needed here."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,21 @@ def test_find_envoy_prefers_the_environment_then_the_wheel(tmp_path: Path) -> No
         find_envoy({"MESHCD_ENVOY": str(tmp_path / "none")})
     wheel = find_envoy({"PATH": ""})
     assert wheel is not None and wheel.name == "envoy" and wheel.parent.name == "_bin"
+
+
+def test_a_long_run_dir_gets_a_short_private_socket_path(tmp_path: Path) -> None:
+    from proxy_runtime.envoy.server import MAX_SOCKET_PATH, private_socket_dir, socket_path_for
+
+    short = socket_path_for(tmp_path / "run")
+    assert short == (tmp_path / "run").resolve() / "agent" / "xds.sock"
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    p1, p2 = socket_path_for(deep), socket_path_for(deep)
+    assert p1 == p2 and len(str(p1)) <= MAX_SOCKET_PATH and p1.name == "xds.sock"
+    d = private_socket_dir(tmp_path / "priv")
+    assert d.stat().st_mode & 0o777 == 0o700
+    if os.getuid() == 0:  # a directory someone else owns is refused
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o777)
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(PermissionError, match="private directory"):
+            private_socket_dir(theirs)
