@@ -97,6 +97,7 @@ class EnvoyDataPlane:
             compile_snapshot(snap)  # the builtin's checks too (regexes, clusters, ports)
         except (SnapshotError, ValueError) as exc:
             self.stats.nacks += 1
+            self.control.last_nack = str(exc)
             return Nack(str(exc))
         self._take_identity(snap)
         res = translate(snap)
