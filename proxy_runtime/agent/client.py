@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from proxy_runtime.agent.core import (
     renew_delay,
     with_identity,
 )
+from proxy_runtime.agent.dataplane import DataPlane, running_document
 from proxy_runtime.agent.errors import IdentityError
 from proxy_runtime.agent.identity import (
     AgentState,
@@ -38,7 +39,6 @@ from proxy_runtime.agent.identity import (
     make_csr,
     new_key,
 )
-from proxy_runtime.config import snapshot_to_json
 from proxy_runtime.config.fleet_protocol import (
     MAX_TO_PROXY_BYTES,
     SUBPROTOCOL,
@@ -65,7 +65,7 @@ STABLE_SECONDS = 10.0  # a stream that lived this long resets the backoff
 class FleetAgent:
     def __init__(
         self,
-        runtime: ProxyRuntime,
+        runtime: ProxyRuntime | DataPlane,
         state_dir: StateDir,
         *,
         fleet_url: str,
@@ -80,6 +80,7 @@ class FleetAgent:
         stats_interval: float = 1.0,
         ping_interval: float = 15.0,
         open_timeout: float = 10.0,
+        dataplane_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.dir = state_dir
@@ -92,6 +93,9 @@ class FleetAgent:
         self.stats_interval = stats_interval
         self.ping_interval = ping_interval
         self.open_timeout = open_timeout
+        # Awaited before each connection: the data plane serves the config the hello will
+        # name (Envoy restarted and re-acked the last good snapshot).
+        self.dataplane_ready = dataplane_ready
         self.state: AgentState = state_dir.load_state()
         self.identity: Identity = state_dir.load_identity()
         self.connected = asyncio.Event()
@@ -147,13 +151,20 @@ class FleetAgent:
             with contextlib.suppress(Exception):
                 await ws.close()
 
+    async def reconnect(self) -> None:
+        """End the current stream; the run loop says hello again (the controller sees the
+        proxy DISCONNECTED, then SYNCED once it is back with its running version)."""
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
     async def refresh_identity(self) -> None:
         """Re-apply the running config when it carries another certificate than the state
         dir's (a renewal finished while the proxy was down)."""
-        active = self.runtime.active
-        if active is None:
+        doc = running_document(self.runtime)
+        if doc is None:
             return
-        doc = snapshot_to_json(active.compiled.snapshot)
         current = doc.get("identity") or {}
         if current.get("certificatePem") == self.identity.chain_pem:
             return
@@ -165,6 +176,8 @@ class FleetAgent:
     # -- one stream --------------------------------------------------------------------------
 
     async def _session(self) -> None:
+        if self.dataplane_ready is not None:
+            await self.dataplane_ready()
         ctx = self.dir.client_context()
         async with connect(self.fleet_url, ssl=ctx, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                            max_size=MAX_TO_PROXY_BYTES, compression=None,

@@ -29,17 +29,28 @@ def _re2(pattern: str) -> Any:
     return re2.compile(pattern, options=options)
 
 
+# Envoy refuses a regex whose RE2 program is bigger (its default `re2.max_program_size`), so
+# the proxy does too: a snapshot gets the same verdict on either data plane.
+MAX_PROGRAM_SIZE = 100
+
+
 def compile_regex(pattern: str, path: str) -> Any:  # re2 ships no type hints
-    """RE2 regex, or SnapshotError carrying RE2's message (`missing )`)."""
+    """RE2 regex, or SnapshotError carrying RE2's message (`missing )`), or saying the program
+    is over MAX_PROGRAM_SIZE."""
     re2, _ = _re2_module()
     try:
-        return _re2(pattern)
+        compiled = _re2(pattern)
     except re2.error as e:
         raw = e.args[0] if e.args else "invalid regex"
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         # RE2 says "missing ): a(b"; keep the reason, the pattern is in the snapshot.
         reason = text.rsplit(": ", 1)[0] if text.endswith(pattern) else text
         raise SnapshotError(path, reason) from None
+    size = int(compiled.programsize)
+    if size > MAX_PROGRAM_SIZE:
+        raise SnapshotError(path, f"RE2 program size {size} is over {MAX_PROGRAM_SIZE} "
+                                  "(Envoy's limit): simplify the regex")
+    return compiled
 
 
 def _never(_: str) -> bool:

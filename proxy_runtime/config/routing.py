@@ -8,7 +8,6 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from .errors import SnapshotError
 from .matchers import compile_regex
@@ -202,14 +201,9 @@ def find_virtual_host(compiled: CompiledOutbound, host: str) -> CompiledVirtualH
     return compiled.wildcard
 
 
-def _decode(s: str) -> str:
-    if "+" in s:
-        s = s.replace("+", " ")
-    return unquote(s) if "%" in s else s
-
-
 def parse_query(query: str) -> dict[str, str]:
-    """First value of each parameter, percent-decoded, `+` as space (`a&b=` -> a="", b="")."""
+    """First value of each parameter, as received (`a&b=` -> a="", b=""): Envoy compares
+    query parameters without percent-decoding them, `+` included."""
     out: dict[str, str] = {}
     if not query:
         return out
@@ -217,9 +211,8 @@ def parse_query(query: str) -> dict[str, str]:
         if not part:
             continue
         k, _, v = part.partition("=")
-        k = _decode(k)
         if k not in out:
-            out[k] = _decode(v)
+            out[k] = v
     return out
 
 

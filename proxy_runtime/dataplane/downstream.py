@@ -24,7 +24,12 @@ import httptools
 
 from proxy_runtime.config.paths import PathError, normalize_target
 from proxy_runtime.dataplane.http1 import LAST_CHUNK, chunk, simple_response
-from proxy_runtime.dataplane.tls import NOT_AN_SVID, TlsBufferedReads, svid_spiffe_id
+from proxy_runtime.dataplane.tls import (
+    NOT_AN_SVID,
+    TlsBufferedReads,
+    downstream_sni,
+    svid_spiffe_id,
+)
 from proxy_runtime.errors import ProxyRuntimeError
 
 log = logging.getLogger("meshcd.proxy")
@@ -286,6 +291,8 @@ class HttpDownstream(asyncio.BaseProtocol):
         self.peer_ip = ""
         self.peer_port = 0
         self.principal: str | None = None  # SPIFFE ID of an mTLS peer
+        self.local_ip = ""  # the address the client connected to
+        self.sni: str | None = None  # the SNI of a TLS client
         self.tls = False
         self.current: Request | None = None
         self.parsing: Request | None = None
@@ -313,9 +320,13 @@ class HttpDownstream(asyncio.BaseProtocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip, self.peer_port = peer[0], peer[1]
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local_ip = local[0]
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             self.tls = True
+            self.sni = downstream_sni(sslobj)
             self.principal = svid_spiffe_id(sslobj.getpeercert())
             if self.principal is None:
                 log.info("inbound %s:%s refused: %s", self.peer_ip, self.peer_port, NOT_AN_SVID)

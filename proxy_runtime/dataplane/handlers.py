@@ -188,7 +188,8 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
                     and memo[3] == req.host):
                 allowed = memo[4]
             else:
-                key = (conn.principal, conn.peer_ip, listener.service_port, req.host, req.method, req.path)
+                key = (conn.principal, conn.peer_ip, conn.local_ip, conn.sni, listener.service_port,
+                       req.host, req.method, req.path)
                 allowed = cache.get(key)
                 if allowed is not None:
                     conn.authz_memo = (cache, req.path, req.method, req.host, allowed)
@@ -196,7 +197,9 @@ def make_inbound_handler(runtime: ProxyRuntime, port_key: int) -> Handler:
             areq = AuthzRequest(
                 principal=conn.principal,
                 source_ip=conn.peer_ip,
+                destination_ip=conn.local_ip or None,
                 destination_port=listener.service_port,
+                sni=conn.sni,
                 host=req.host.decode("latin-1"),
                 method=req.method.decode("latin-1"),
                 path=req.path.decode("latin-1"),

@@ -84,7 +84,18 @@ def server_context(cert_pem: str, key_pem: str, trust_bundle_pem: str) -> ssl.SS
     _load_chain(ctx, cert_pem, key_pem)
     ctx.load_verify_locations(cadata=trust_bundle_pem)
     ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.sni_callback = _remember_sni
     return ctx
+
+
+def _remember_sni(sslobj: Any, name: str | None, ctx: ssl.SSLContext) -> None:
+    """Keep the SNI the client sent on the connection (authorization's connection.sni)."""
+    sslobj.meshcd_sni = name
+
+
+def downstream_sni(sslobj: Any) -> str | None:
+    """The SNI an inbound TLS client sent, None without one."""
+    return getattr(sslobj, "meshcd_sni", None) if sslobj is not None else None
 
 
 def client_context(cert_pem: str, key_pem: str, trust_bundle_pem: str) -> ssl.SSLContext:

@@ -24,3 +24,6 @@ class PKI:
 @pytest.fixture(scope="session")
 def pki() -> PKI:
     return PKI()
+
+
+from dataplanes import dataplane, envoy_host  # noqa: E402,F401  (the fixtures of the suites)

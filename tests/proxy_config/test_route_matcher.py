@@ -133,8 +133,11 @@ QUERY_CASES = [
     ({"name": "debug", "present": True}, "/p?debugx=1", False),
     ({"name": "debug", "present": False}, "/p?x=1", True),
     ({"name": "debug", "present": False}, "/p?debug=0", False),
-    ({"name": "v", "exact": "a b"}, "/p?v=a+b", True),  # + is a space
-    ({"name": "v", "exact": "a/b"}, "/p?v=a%2Fb", True),  # percent-decoded
+    # values are compared as received, as Envoy does: + is not a space, nothing is decoded
+    ({"name": "v", "exact": "a b"}, "/p?v=a+b", False),
+    ({"name": "v", "exact": "a+b"}, "/p?v=a+b", True),
+    ({"name": "v", "exact": "a/b"}, "/p?v=a%2Fb", False),
+    ({"name": "v", "exact": "a%2Fb"}, "/p?v=a%2Fb", True),
     ({"name": "v", "exact": "1"}, "/p?v=1&v=2", True),  # first value counts
     ({"name": "v", "exact": "2"}, "/p?v=1&v=2", False),
     ({"name": "v", "regex": "[a-z]+"}, "/p?v=abc", True),

