@@ -4,9 +4,9 @@ audit log and the store.
 
 Events reach the engine one at a time, in arrival order, through one queue (`events`) and
 one consumer task: the fleet's events (`reconciler.fleet.events`: ACKs, NACKs, hellos,
-per-second stats, disconnects; the composition root subscribes `events` to the fleet server,
-and the Prometheus feed puts its stats there too), its timers, operator commands (the API)
-and new commits (the pipeline). Fleet events are turned into the engine's events
+per-second stats, disconnects; the queue is subscribed to the fleet server while a rollout
+runs, and the Prometheus feed puts its stats there too), its timers, operator commands (the
+API) and new commits (the pipeline). Fleet events are turned into the engine's events
 (`engine_event`) when they are taken off the queue, against the rollout running then. The
 commands the engine returns are run in order before the next event is handled, so an `Audit`
 lands before the state that follows it is persisted.
@@ -220,8 +220,9 @@ class CanaryDeployer:
                 window = event.window.to_wire()
                 role = r.engine.role_of(event.proxy_id)
                 if role is not None:
-                    r.series.add(event.proxy_id, role, window, started_at=r.started_at,
-                                 stage=r.engine.state.stage + 1)
+                    with contextlib.suppress(ValueError):  # not chartable is still evidence
+                        r.series.add(event.proxy_id, role, window, started_at=r.started_at,
+                                     stage=r.engine.state.stage + 1)
                 return StatsReceived(event.proxy_id, window, now)
         return None
 
