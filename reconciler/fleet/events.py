@@ -87,6 +87,9 @@ def _count(value: Any, what: str) -> int:
 
 
 # --- the events -----------------------------------------------------------------------------
+# Each carries `at`: when the server saw it (seconds since the epoch, from its injected
+# clock). A consumer that takes an event off its queue later still knows when it happened
+# (the rollout's bake starts at the last ACK, not when the ACK was read).
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class Connected:
     peer: str
     connection: int
     assigned: int
+    at: float = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,7 @@ class Acked:
     proxy_id: str
     version: str
     seconds: float | None = None
+    at: float = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,7 @@ class Nacked:
     proxy_id: str
     version: str
     error: str
+    at: float = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +137,13 @@ class Stats:
     proxy_id: str
     window: StatsWindow
     source: StatsSource = "fleet"
+    at: float = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
     proxy_id: str
+    at: float = field(kw_only=True)
 
 
 FleetEvent = Connected | Acked | Nacked | Stats | Disconnected

@@ -369,6 +369,9 @@ class FleetServer:
             self.unsubscribe(queue)
         return tally.outcomes()
 
+    def _now(self) -> float:
+        return self.clock().timestamp()
+
     def _publish(self, event: FleetEvent) -> None:
         for queue, _ in self._subscribers:
             queue.put_nowait(event)
@@ -427,13 +430,14 @@ class FleetServer:
                 now = asyncio.get_running_loop().time()
                 seconds = now - answer.sent_at if answer.sent_at is not None else None
                 self._dirty.add(stream.proxy_id)
-                self._publish(Acked(stream.proxy_id, msg.version, seconds))
+                self._publish(Acked(stream.proxy_id, msg.version, seconds, at=self._now()))
                 self._enqueue(stream.proxy_id)
         elif isinstance(msg, Nack):
             answer = rec.nack(msg.nonce, msg.error)
             if answer.matched:
                 self._dirty.add(stream.proxy_id)
-                self._publish(Nacked(stream.proxy_id, answer.version or msg.version, msg.error))
+                self._publish(Nacked(stream.proxy_id, answer.version or msg.version, msg.error,
+                                     at=self._now()))
                 self._enqueue(stream.proxy_id)
         elif isinstance(msg, Stats):
             self._stats(stream, stream.proxy_id, msg.windows)
@@ -447,9 +451,10 @@ class FleetServer:
         wanted = [q for q, stats in self._subscribers if stats]
         if not wanted:
             return  # nobody reads stats: not even parsed
+        at = self._now()
         for doc in windows:
             try:
-                event = StatsEvent(proxy_id, StatsWindow.from_wire(doc))
+                event = StatsEvent(proxy_id, StatsWindow.from_wire(doc), at=at)
             except BadWindow as exc:  # no evidence; said once per stream, counted always
                 self.bad_stats_windows += 1
                 if not stream.bad_stats:
@@ -499,7 +504,7 @@ class FleetServer:
         stream.serial = self._connections
         self._publish(Connected(hello.proxy_id, hello.service, hello.namespace,
                                 dict(hello.labels), hello.running_version, spiffe, peer,
-                                stream.serial, self._assign_seq))
+                                stream.serial, self._assign_seq, at=now.timestamp()))
         if not self.answers_hellos:
             self._enqueue(hello.proxy_id)
 
@@ -529,7 +534,7 @@ class FleetServer:
             self._dirty.add(proxy_id)
         self._audit.add(f"proxy:{proxy_id}", "proxy.disconnected", proxy_id,
                         {"spiffe_id": stream.spiffe_id}, now)
-        self._publish(Disconnected(proxy_id))
+        self._publish(Disconnected(proxy_id, at=now.timestamp()))
 
     def _refuse(self, peer: str, spiffe: str | None, reason: str, *,
                 proxy_id: str | None = None) -> Refused:

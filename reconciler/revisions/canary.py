@@ -193,12 +193,13 @@ class CanaryDeployer:
     # -- inputs from the fleet, the API and the pipeline -------------------------------------
 
     def engine_event(self, event: fev.FleetEvent) -> Event | None:
-        """The running rollout's event for a fleet event (None: nothing for it). A stats
-        window of the judged source is also added to the rollout's charts."""
+        """The running rollout's event for a fleet event (None: nothing for it), at the time
+        the event happened. A stats window of the judged source is also added to the
+        rollout's charts."""
         r = self.active
         if r is None or r.engine.state.spec.target(event.proxy_id) is None:
             return None
-        now = self.now()
+        now = event.at
         match event:
             case fev.Acked():
                 return Acked(event.proxy_id, event.version, now)

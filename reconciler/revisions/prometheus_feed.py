@@ -119,7 +119,7 @@ class PrometheusFeed:
                                     "further ones are dropped silently", proxy_id, exc)
                     continue
                 if start <= window.second < end:
-                    self.deployer.events.put_nowait(Stats(proxy_id, window, SOURCE))
+                    self.deployer.events.put_nowait(Stats(proxy_id, window, SOURCE, at=now))
                     fed += 1
         return fed
 

@@ -167,7 +167,8 @@ def test_fleet_stats_are_ignored_when_the_source_is_prometheus() -> None:
         clock = Clock(1000.0)
 
         def stats(second: int, source: str = "fleet") -> Stats:
-            return Stats("web.shop-0", StatsWindow.from_wire(window(second)), source)  # type: ignore[arg-type]
+            return Stats("web.shop-0", StatsWindow.from_wire(window(second)), source,  # type: ignore[arg-type]
+                         at=clock())
 
         # the fleet source (default): the stream is evidence, Prometheus windows are not
         d = deployer_with_rollout(clock, started_at=990.0, source="fleet")
@@ -224,5 +225,29 @@ def test_the_loop_polls_every_interval_and_stops() -> None:
         clock.t += 10
         await asyncio.sleep(0.05)
         assert len(prov.calls) == n  # stopped
+
+    asyncio.run(main())
+
+
+def test_fleet_events_reach_the_engine_at_the_time_they_happened() -> None:
+    """A fleet event taken off the queue late (the consumer was storing the previous
+    command's state) keeps its own time: the bake starts at the last ACK, and windows of the
+    seconds after it count (seen in the healthy e2e test: stamped when read, stages went
+    Inconclusive for want of the first second's requests)."""
+
+    async def main() -> None:
+        from reconciler.fleet import Acked as FleetAcked
+        from reconciler.fleet import Disconnected as FleetDisconnected
+        from reconciler.rollout import Acked, Disconnected
+
+        clock = Clock(2000.0)  # "now", when the consumer reads the events
+        d = deployer_with_rollout(clock, started_at=990.0, source="fleet")
+        got = d.engine_event(FleetAcked("web.shop-0", "v2", 0.01, at=1000.5))
+        assert got == Acked("web.shop-0", "v2", 1000.5)
+        got = d.engine_event(FleetDisconnected("web.shop-1", at=1001.0))
+        assert got == Disconnected("web.shop-1", 1001.0)
+        stats = Stats("web.shop-0", StatsWindow.from_wire(window(1001)), at=1002.0)
+        got = d.engine_event(stats)
+        assert isinstance(got, StatsReceived) and got.now == 1002.0
 
     asyncio.run(main())

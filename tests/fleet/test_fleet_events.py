@@ -65,9 +65,12 @@ def test_a_window_without_its_parts_says_which() -> None:
         StatsWindow.from_wire(doc)
 
 
+T = 1_000.0
+
+
 def hello(proxy_id: str, running: str | None) -> Connected:
     return Connected(proxy_id, "web", "shop", {}, running, "spiffe://t/ns/shop/sa/web",
-                     "127.0.0.1:1", 1, 0)
+                     "127.0.0.1:1", 1, 0, at=T)
 
 
 def test_ack_tally_takes_the_ledgers_word_then_the_events_of_the_versions_it_waits_for() -> None:
@@ -78,12 +81,12 @@ def test_ack_tally_takes_the_ledgers_word_then_the_events_of_the_versions_it_wai
     tally.seed("b", ProxyRecord("b").outcome("v2"))  # nothing yet
     tally.seed("x", AckOutcome("acked"))  # not waited for
     assert tally.results == {"a": AckOutcome("acked")} and not tally.done
-    for event in (Acked("b", "v1", 0.1),          # another version: not an answer
-                  Nacked("c", "v2", "no"),         # idem
-                  Disconnected("d"),               # not an answer: it may come back
-                  Acked("x", "v2", 0.1),           # not waited for
-                  Acked("b", "v2", 0.25),
-                  Nacked("c", "v3", "bad route")):
+    for event in (Acked("b", "v1", 0.1, at=T),          # another version: not an answer
+                  Nacked("c", "v2", "no", at=T),         # idem
+                  Disconnected("d", at=T),               # not an answer: it may come back
+                  Acked("x", "v2", 0.1, at=T),           # not waited for
+                  Acked("b", "v2", 0.25, at=T),
+                  Nacked("c", "v3", "bad route", at=T)):
         tally.handle(event)
     assert not tally.done
     tally.handle(hello("d", "v2"))  # back, already on v2 (its ACK died with the stream)
@@ -96,7 +99,7 @@ def test_ack_tally_takes_the_ledgers_word_then_the_events_of_the_versions_it_wai
 def test_ack_tally_reports_the_silent_ones_as_timed_out() -> None:
     tally = AckTally({"a": "v2", "b": "v2"})
     tally.handle(hello("a", "v1"))
-    tally.handle(Acked("b", "v2"))
+    tally.handle(Acked("b", "v2", at=T))
     assert tally.outcomes() == {"a": AckOutcome("timeout"), "b": AckOutcome("acked")}
 
 

@@ -5,8 +5,10 @@ subscriber, and waiting for ACKs ending when the server stops."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +99,11 @@ def test_subscribers_see_one_proxys_life_in_order(tmp_path: Path) -> None:
                     if isinstance(s, Stats)] == [("p1", 100, (5, 0, 0, 1), "fleet"),
                                                  ("p1", 102, (5, 0, 0, 1), "fleet")]
             assert fleet.bad_stats_windows == 1
-            assert events[4] == Nacked("p1", bad.version, "no such cluster")
-            assert events[5] == Disconnected("p1")
+            assert events[4] == Nacked("p1", bad.version, "no such cluster", at=events[4].at)
+            assert events[5] == Disconnected("p1", at=events[5].at)
+            # each says when the server saw it (its clock), in order
+            assert all(a.at <= b.at for a, b in itertools.pairwise(events))
+            assert abs(events[0].at - time.time()) < 60
             # a subscriber without stats gets the rest, in the same order
             assert _drain(no_stats) == [e for e in events if not isinstance(e, Stats)]
         finally:
