@@ -115,3 +115,21 @@ def test_the_ledger_says_whether_a_version_was_answered() -> None:
     rec.nack("n1", "bad route")
     assert rec.outcome("v2") == AckOutcome("nacked", "bad route")
     assert rec.outcome("v1") == AckOutcome("acked")  # it still runs v1
+
+
+def test_the_events_and_the_ledger_are_pure() -> None:
+    """What decides (the ledger) and what is said (the events) import no I/O: no sockets,
+    clocks, threads, loops or databases (the server is the shell around them)."""
+    import ast
+    from pathlib import Path
+
+    import reconciler.fleet as fleet
+
+    io = {"asyncio", "socket", "ssl", "threading", "time", "sqlalchemy", "pygit2", "httpx",
+          "websockets", "fastapi", "reconciler.fleet.server", "reconciler.store"}
+    for name in ("events.py", "ledger.py"):
+        tree = ast.parse((Path(fleet.__file__).parent / name).read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        bad = {m for m in imported if m in io or m.split(".")[0] in io}
+        assert not bad, f"{name} imports {sorted(bad)}"
