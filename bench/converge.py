@@ -219,20 +219,27 @@ class Bench:
         self.ledger = LedgerStore(engine)
         self.ack_times: dict[str, float] = {}
         self.fleet: Any = None
+        self.recorder: Any = None  # the task recording ACK times
         self.boot: Any = None
         self.round = 1000
 
     async def start(self) -> None:
-        from reconciler.fleet import BootstrapServer, FleetServer
+        from reconciler.fleet import Acked, BootstrapServer, FleetEvent, FleetServer
 
         loop = asyncio.get_running_loop()
+        events: asyncio.Queue[FleetEvent] = asyncio.Queue()
 
-        def on_ack(pid: str, version: str, seconds: float | None) -> None:
-            self.ack_times[pid] = loop.time()
+        async def record_acks() -> None:  # when each ACK event is taken off the queue
+            while True:
+                event = await events.get()
+                if isinstance(event, Acked):
+                    self.ack_times[event.proxy_id] = loop.time()
 
         self.fleet = FleetServer(self.ca, self.audit, self.ledger, epoch=1, clock=now,
-                                 push_concurrency=64, on_ack=on_ack, ping_interval=60,
+                                 push_concurrency=64, ping_interval=60,
                                  ping_timeout=60, hello_timeout=120)
+        self.fleet.subscribe(events, stats=False)
+        self.recorder = loop.create_task(record_acks())
         await self.fleet.start("127.0.0.1", 0)
         self.boot = BootstrapServer(self.ca, self.tokens, self.audit, clock=now,
                                     fleet_url=self.fleet.url)
@@ -241,6 +248,7 @@ class Bench:
     async def stop(self) -> None:
         await self.boot.stop()
         await self.fleet.stop()
+        self.recorder.cancel()
 
     async def converge(self, ids: list[str], rounds: int, pids: list[int] | None = None) -> dict[str, Any]:
         from reconciler.fleet import DesiredSnapshot
@@ -258,10 +266,11 @@ class Bench:
             self.ack_times.clear()
             t0 = loop.time()
             self.fleet.set_desired(dict.fromkeys(ids, d))
-            out = await self.fleet.wait_acked(ids, d.version, timeout=120)
+            out = await self.fleet.wait_for_acks(dict.fromkeys(ids, d.version), timeout=120)
             bad = [pid for pid, o in out.items() if o.status != "acked"]
             if bad:
                 raise RuntimeError(f"{len(bad)} proxies did not ACK: {out[bad[0]]}")
+            await asyncio.sleep(0)  # the recorder takes the last ACK events
             times = [self.ack_times[pid] - t0 for pid in ids]
             latencies += times
             fulls.append(max(times))

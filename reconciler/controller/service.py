@@ -29,7 +29,15 @@ from reconciler.controller.datadir import ensure_admin_token, token_id, write_ad
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import Settings
 from reconciler.errors import RollbackRefused, RollbackTargetNotFound, StartupError
-from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
+from reconciler.fleet import (
+    Acked,
+    BootstrapServer,
+    Connected,
+    FleetEvent,
+    FleetServer,
+    LedgerStore,
+    Nacked,
+)
 from reconciler.fleet.audit_buffer import AuditBuffer
 from reconciler.revisions import (
     AllAtOnceDeployer,
@@ -263,26 +271,32 @@ class Controller:
         if rev is not None:
             self.loop.call_soon_threadsafe(self.pipeline.enqueue, rev)
 
-    async def _on_hello(self, info: ProxyInfo) -> Any:
-        if self.canary is not None and self.canary.is_target(info.proxy_id):
-            return None  # mid-rollout: it keeps what the rollout gave it (old or new)
-        proxy = KnownProxy(info.proxy_id, info.service, info.namespace, dict(info.labels), True)
-        return await asyncio.to_thread(self.pipeline.snapshot_for, proxy)
+    async def _watch_fleet(self, events: asyncio.Queue[FleetEvent]) -> None:
+        """The controller's share of the fleet's events: answer each hello, count ACKs and
+        NACKs. (The canary deployer takes the fleet's events on its own queue.)"""
+        answering: set[asyncio.Task[None]] = set()
+        while True:
+            event = await events.get()
+            if isinstance(event, Connected):
+                task = asyncio.create_task(self._answer_hello(event))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+            elif isinstance(event, Acked) and event.seconds is not None:
+                self.metrics.push_to_ack.observe(event.seconds)
+            elif isinstance(event, Nacked):
+                self.metrics.nacks.inc()
 
-    def _on_ack(self, _proxy_id: str, _version: str, seconds: float | None) -> None:
-        if seconds is not None:
-            self.metrics.push_to_ack.observe(seconds)
-
-    def _on_nack(self, _proxy_id: str, _version: str, _error: str) -> None:
-        self.metrics.nacks.inc()
-
-    def _on_stats(self, proxy_id: str, window: dict[str, Any]) -> None:
-        if self.canary is not None:
-            self.canary.on_stats(proxy_id, window)
-
-    def _on_disconnect(self, proxy_id: str) -> None:
-        if self.canary is not None:
-            self.canary.on_disconnect(proxy_id)
+    async def _answer_hello(self, hello: Connected) -> None:
+        desired = None
+        # mid-rollout a target keeps what the rollout gave it (old or new)
+        if self.canary is None or not self.canary.is_target(hello.proxy_id):
+            proxy = KnownProxy(hello.proxy_id, hello.service, hello.namespace,
+                               dict(hello.labels), True)
+            try:
+                desired = await asyncio.to_thread(self.pipeline.snapshot_for, proxy)
+            except Exception:
+                log.exception("rendering the hello answer of %s failed", hello.proxy_id)
+        self.fleet.answer_hello(hello, desired)
 
     # -- rollouts (the API and the pages call these on the event loop) -----------------------
 
@@ -483,14 +497,15 @@ class Controller:
         hostnames, ips = _cert_names(s.fleet.host, s.advertise_host)
         self.fleet = FleetServer(self.ca, self.audit, self.ledger_store, epoch=self.epoch,
                                  clock=self.clock, hostnames=hostnames, ips=ips,
-                                 on_hello=self._on_hello, on_ack=self._on_ack,
-                                 on_nack=self._on_nack, on_stats=self._on_stats,
-                                 on_disconnect=self._on_disconnect)
+                                 answers_hellos=True)
+        fleet_events: asyncio.Queue[FleetEvent] = asyncio.Queue()
+        self.fleet.subscribe(fleet_events, stats=False)
         deployer: Deployer
         if s.deploy_strategy == "canary":
             self.canary = deployer = CanaryDeployer(
                 self.fleet, self.audit, self.revisions, clock=self.clock,
-                preset=s.rollout_preset, ack_timeout=s.deploy_timeout_s)
+                preset=s.rollout_preset, ack_timeout=s.deploy_timeout_s,
+                stats_source="prometheus" if s.analysis_source == "prometheus" else "fleet")
         else:
             deployer = AllAtOnceDeployer(self.fleet, timeout=s.deploy_timeout_s)
         self.pipeline = Pipeline(
@@ -558,6 +573,8 @@ class Controller:
             server = _QuietServer(config)
             tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
             tasks.append(asyncio.create_task(self._flush_webhook_audit()))
+            # hellos that came before this are on the queue and answered now
+            tasks.append(asyncio.create_task(self._watch_fleet(fleet_events)))
             while not server.started:
                 if tasks[0].done():
                     tasks[0].result()

@@ -2,10 +2,12 @@
 the join bootstrap. See docs/fleet.md.
 
     server = FleetServer(ca, audit, LedgerStore(engine), epoch=epoch, clock=clock)
+    events: asyncio.Queue[FleetEvent] = asyncio.Queue()
+    server.subscribe(events)      # Connected, Acked, Nacked, Stats, Disconnected from now on
     await server.start("0.0.0.0", 15012)
     server.set_desired({"web-1": DesiredSnapshot(version, revision, config_json)})
-    outcomes = await server.wait_acked(["web-1"], version, timeout=30)
-    server.ledger(); server.counts(); server.connected()
+    outcomes = await server.wait_for_acks({"web-1": version}, timeout=30)
+    server.ledger(); server.counts(); server.connected(); server.outcome("web-1", version)
 
     boot = BootstrapServer(ca, tokens, audit, clock=clock, fleet_url=server.url)
     await boot.start("0.0.0.0", 15013)
@@ -19,6 +21,16 @@ arguments (permanent).
 from __future__ import annotations
 
 from reconciler.fleet.bootstrap import BootstrapServer, BootstrapService, bootstrap_router
+from reconciler.fleet.events import (
+    Acked,
+    AckTally,
+    Connected,
+    Disconnected,
+    FleetEvent,
+    Nacked,
+    Stats,
+    StatsWindow,
+)
 from reconciler.fleet.ledger import (
     AckOutcome,
     DesiredSnapshot,
@@ -27,18 +39,26 @@ from reconciler.fleet.ledger import (
     ProxyState,
 )
 from reconciler.fleet.ledger_store import LedgerStore
-from reconciler.fleet.server import FleetServer, ProxyInfo
+from reconciler.fleet.server import EventSink, FleetServer
 
 __all__ = [
     "AckOutcome",
+    "AckTally",
+    "Acked",
     "BootstrapServer",
     "BootstrapService",
+    "Connected",
     "DesiredSnapshot",
+    "Disconnected",
+    "EventSink",
+    "FleetEvent",
     "FleetServer",
     "LedgerEntry",
     "LedgerStore",
-    "ProxyInfo",
+    "Nacked",
     "ProxyRecord",
     "ProxyState",
+    "Stats",
+    "StatsWindow",
     "bootstrap_router",
 ]

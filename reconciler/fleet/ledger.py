@@ -40,7 +40,7 @@ class DesiredSnapshot:
 class AckOutcome:
     status: Literal["acked", "nacked", "timeout"]
     error: str | None = None
-    seconds: float | None = None  # push-to-ACK latency, when this wait saw the push
+    seconds: float | None = None  # push-to-ACK latency, when the ACK was seen, not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +177,15 @@ class ProxyRecord:
         return Answer(True, self.sent_version, self.sent_at)
 
     # -- views -------------------------------------------------------------------------------
+
+    def outcome(self, version: str) -> AckOutcome | None:
+        """Whether the proxy has answered `version`: acked (it runs it) or nacked (refused
+        on this connection); None while it has not."""
+        if self.acked_version == version:
+            return AckOutcome("acked")
+        if self.nacked_version == version:
+            return AckOutcome("nacked", self.last_error)
+        return None
 
     @property
     def state(self) -> ProxyState:

@@ -2,22 +2,22 @@
 the proxies ACK/NACK, stream stats and renew their certificates over it. See docs/fleet.md.
 
 I/O shell around the pure `ledger.ProxyRecord`: sockets, TLS, the push workers, the batched
-ledger and audit writes. Decisions (what to push, what a state is) live in the ledger.
+ledger and audit writes. Decisions (what to push, what a state is) live in the ledger. What
+happens (hello, ACK, NACK, stats, disconnect) is published as typed events (`events.py`) on
+the queue of every subscriber; the server calls no one back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -34,6 +34,7 @@ from proxy_runtime.config.fleet_protocol import (
     encode,
     encode_snapshot,
 )
+from reconciler.analysis.sample import BadWindow
 from reconciler.audit import AuditLog
 from reconciler.ca import (
     DEFAULT_SVID_TTL,
@@ -43,6 +44,16 @@ from reconciler.ca import (
     parse_spiffe_id,
 )
 from reconciler.fleet.audit_buffer import AuditBuffer
+from reconciler.fleet.events import (
+    Acked,
+    AckTally,
+    Connected,
+    Disconnected,
+    FleetEvent,
+    Nacked,
+    StatsWindow,
+)
+from reconciler.fleet.events import Stats as StatsEvent
 from reconciler.fleet.ledger import (
     AckOutcome,
     DesiredSnapshot,
@@ -60,27 +71,10 @@ log = logging.getLogger("meshcd.fleet")
 TLS_REFUSALS_AUDITED_PER_MINUTE = 20
 
 
-@dataclass(frozen=True, slots=True)
-class ProxyInfo:
-    """A proxy whose hello was accepted (given to `on_hello`)."""
+class EventSink(Protocol):
+    """Where a subscriber takes its events: an `asyncio.Queue` (of these events, or of more)."""
 
-    proxy_id: str
-    service: str
-    namespace: str
-    labels: dict[str, str]
-    running_version: str | None
-    spiffe_id: str
-    peer: str
-
-
-class _Waiter:
-    __slots__ = ("future", "remaining", "results", "version")
-
-    def __init__(self, version: str, ids: Iterable[str], future: asyncio.Future[None]) -> None:
-        self.version = version
-        self.remaining = set(ids)
-        self.results: dict[str, AckOutcome] = {}
-        self.future = future
+    def put_nowait(self, item: FleetEvent, /) -> None: ...
 
 
 class FleetServer:
@@ -96,11 +90,7 @@ class FleetServer:
         credentials: ServerCredentials | None = None,
         hostnames: tuple[str, ...] = ("localhost",),
         ips: tuple[str, ...] = ("127.0.0.1",),
-        on_hello: Callable[[ProxyInfo], Any] | None = None,
-        on_stats: Callable[[str, dict[str, Any]], Any] | None = None,
-        on_ack: Callable[[str, str, float | None], Any] | None = None,
-        on_nack: Callable[[str, str, str], Any] | None = None,
-        on_disconnect: Callable[[str], Any] | None = None,
+        answers_hellos: bool = False,
         ping_interval: float = 15.0,
         ping_timeout: float = 15.0,
         hello_timeout: float = 10.0,
@@ -118,8 +108,9 @@ class FleetServer:
         self.clock = clock
         self.push_concurrency = push_concurrency
         self.credentials = credentials or ca.issue_server_cert(hostnames, ips, now=clock())
-        self.on_hello, self.on_stats, self.on_ack = on_hello, on_stats, on_ack
-        self.on_nack, self.on_disconnect = on_nack, on_disconnect
+        # True: a subscriber answers every `Connected` with `answer_hello` (the desired
+        # snapshot of a proxy the ledger does not know yet); the proxy is pushed after that.
+        self.answers_hellos = answers_hellos
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self.hello_timeout = hello_timeout
         self.svid_ttl = svid_ttl
@@ -143,7 +134,9 @@ class FleetServer:
         self._dirty: set[str] = set()
         self._queue: asyncio.Queue[str] | None = None
         self._queued: set[str] = set()
-        self._waiters: list[_Waiter] = []
+        self._subscribers: list[tuple[EventSink, bool]] = []  # (queue, wants stats)
+        self._connections = 0  # numbers accepted hellos (Connected.connection)
+        self.bad_stats_windows = 0
         self._nonce = 0
         self._ssl = server_context(self.credentials, client_ca_pem=ca.trust_bundle_pem())
         self._running = False
@@ -247,9 +240,6 @@ class FleetServer:
                 rec.disconnect(now)
                 self._dirty.add(rec.proxy_id)
         self._conns.clear()
-        for w in self._waiters:
-            if not w.future.done():
-                w.future.set_result(None)
         await self._flush(all_seen=True)
 
     @property
@@ -277,7 +267,6 @@ class FleetServer:
                 continue
             rec.set_desired(desired)  # persisted with the next ack/nack/connect of the proxy
             self._enqueue(proxy_id)
-            self._notify(proxy_id)
 
     def clear_desired(self, proxy_ids: Iterable[str]) -> None:
         for proxy_id in proxy_ids:
@@ -316,24 +305,76 @@ class FleetServer:
     def connected(self) -> list[str]:
         return sorted(self._conns)
 
-    async def wait_acked(self, proxy_ids: Iterable[str], version: str,
-                         timeout: float) -> dict[str, AckOutcome]:
-        """Wait until every listed proxy acked or nacked `version`, or `timeout` seconds."""
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(version, proxy_ids, loop.create_future())
-        for proxy_id in list(waiter.remaining):
-            self._check_waiter(waiter, proxy_id, None)
-        if waiter.remaining:
-            self._waiters.append(waiter)
-            try:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-        for proxy_id in waiter.remaining:
-            waiter.results[proxy_id] = AckOutcome("timeout")
-        return waiter.results
+    def outcome(self, proxy_id: str, version: str) -> AckOutcome | None:
+        """The ledger's word: has the proxy acked (or refused) `version`? None: not yet."""
+        rec = self._records.get(proxy_id)
+        return rec.outcome(version) if rec is not None else None
+
+    # -- events ------------------------------------------------------------------------------
+
+    def subscribe(self, queue: EventSink, *, stats: bool = True) -> None:
+        """Put every fleet event on `queue` from now on (`stats=False`: all but `Stats`).
+        Subscribing a queue again only changes `stats`."""
+        self.unsubscribe(queue)
+        self._subscribers.append((queue, stats))
+
+    def unsubscribe(self, queue: EventSink) -> None:
+        self._subscribers = [(q, s) for q, s in self._subscribers if q is not queue]
+
+    def answer_hello(self, hello: Connected, desired: DesiredSnapshot | None) -> None:
+        """The answer to a `Connected` (with `answers_hellos`): what the proxy should run,
+        or None to keep what the ledger has. Dropped when the proxy's stream is not that
+        hello's any more, and the snapshot is dropped when `set_desired` named the proxy
+        since the hello (the newer word wins). Then the proxy is pushed what it needs."""
+        stream = self._conns.get(hello.proxy_id)
+        if stream is None or stream.serial != hello.connection:
+            return
+        if desired is not None and self._assigned_at.get(hello.proxy_id, 0) <= hello.assigned:
+            self._records[hello.proxy_id].set_desired(desired)
+        self._enqueue(hello.proxy_id)
+
+    async def wait_for_acks(self, expected: Mapping[str, str],
+                            timeout: float) -> dict[str, AckOutcome]:
+        """Wait until every proxy of `expected` (proxy id -> version) acked or nacked its
+        version, or `timeout` seconds, or the server stops: the ledger's word now, then the
+        events (a subscription of its own, dropped on return)."""
+        tally = AckTally(dict(expected))
+        if not expected:
+            return {}
+        queue: asyncio.Queue[FleetEvent] = asyncio.Queue()
+        self.subscribe(queue, stats=False)
+        try:
+            for proxy_id, version in expected.items():
+                tally.seed(proxy_id, self.outcome(proxy_id, version))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not tally.done:
+                try:
+                    event = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - loop.time()
+                    if left <= 0 or not self._running:
+                        break
+                    getter = loop.create_task(queue.get())
+                    stopping = loop.create_task(self._stopping.wait())
+                    done, _ = await asyncio.wait((getter, stopping), timeout=left,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    stopping.cancel()
+                    if getter not in done:
+                        getter.cancel()
+                        break
+                    event = getter.result()
+                tally.handle(event)
+        finally:
+            self.unsubscribe(queue)
+        return tally.outcomes()
+
+    def _now(self) -> float:
+        return self.clock().timestamp()
+
+    def _publish(self, event: FleetEvent) -> None:
+        for queue, _ in self._subscribers:
+            queue.put_nowait(event)
 
     # -- one stream (called by FleetStream, synchronously) ------------------------------------
 
@@ -389,28 +430,40 @@ class FleetServer:
                 now = asyncio.get_running_loop().time()
                 seconds = now - answer.sent_at if answer.sent_at is not None else None
                 self._dirty.add(stream.proxy_id)
-                self._notify(stream.proxy_id, seconds)
-                if self.on_ack is not None:
-                    self._callback(self.on_ack, stream.proxy_id, msg.version, seconds)
+                self._publish(Acked(stream.proxy_id, msg.version, seconds, at=self._now()))
                 self._enqueue(stream.proxy_id)
         elif isinstance(msg, Nack):
             answer = rec.nack(msg.nonce, msg.error)
             if answer.matched:
                 self._dirty.add(stream.proxy_id)
-                self._notify(stream.proxy_id)
-                if self.on_nack is not None:
-                    self._callback(self.on_nack, stream.proxy_id, answer.version or msg.version,
-                                   msg.error)
+                self._publish(Nacked(stream.proxy_id, answer.version or msg.version, msg.error,
+                                     at=self._now()))
                 self._enqueue(stream.proxy_id)
         elif isinstance(msg, Stats):
-            if self.on_stats is not None:
-                for window in msg.windows:
-                    self._callback(self.on_stats, stream.proxy_id, window)
+            self._stats(stream, stream.proxy_id, msg.windows)
         elif isinstance(msg, Csr):
             self._renew(stream, msg)
         else:
             raise self._refuse(stream.peer, stream.spiffe_id,
                                f"unexpected {msg.type} after hello", proxy_id=stream.proxy_id)
+
+    def _stats(self, stream: FleetStream, proxy_id: str, windows: list[dict[str, Any]]) -> None:
+        wanted = [q for q, stats in self._subscribers if stats]
+        if not wanted:
+            return  # nobody reads stats: not even parsed
+        at = self._now()
+        for doc in windows:
+            try:
+                event = StatsEvent(proxy_id, StatsWindow.from_wire(doc), at=at)
+            except BadWindow as exc:  # no evidence; said once per stream, counted always
+                self.bad_stats_windows += 1
+                if not stream.bad_stats:
+                    stream.bad_stats = True
+                    log.warning("proxy %s: stats window dropped (%s); further ones are "
+                                "dropped silently", proxy_id, exc)
+                continue
+            for queue in wanted:
+                queue.put_nowait(event)
 
     def _hello(self, stream: FleetStream, hello: Hello) -> None:
         spiffe = stream.spiffe_id
@@ -447,38 +500,13 @@ class FleetServer:
         self._audit.add(f"proxy:{hello.proxy_id}", "proxy.connected", hello.proxy_id,
                         {"spiffe_id": spiffe, "peer": peer, "running_version": hello.running_version,
                          "labels": hello.labels}, now)
-        seq = self._assign_seq
-        if self.on_hello is None:
-            self._after_hello(stream, None, seq)
-            return
-        info = ProxyInfo(hello.proxy_id, hello.service, hello.namespace, dict(hello.labels),
-                         hello.running_version, spiffe, peer)
-        try:
-            result = self.on_hello(info)
-        except Exception:
-            log.exception("on_hello failed")
-            result = None
-        if inspect.isawaitable(result):
-            self._spawn(self._await_hello(stream, result, seq))
-        else:
-            self._after_hello(stream, result, seq)
-
-    async def _await_hello(self, stream: FleetStream, pending: Any, seq: int) -> None:
-        try:
-            result = await pending
-        except Exception:
-            log.exception("on_hello failed")
-            result = None
-        self._after_hello(stream, result, seq)
-
-    def _after_hello(self, stream: FleetStream, desired: Any, seq: int) -> None:
-        proxy_id = stream.proxy_id
-        if proxy_id is None or self._conns.get(proxy_id) is not stream:
-            return
-        if isinstance(desired, DesiredSnapshot) and self._assigned_at.get(proxy_id, 0) <= seq:
-            self._records[proxy_id].set_desired(desired)
-        self._enqueue(proxy_id)
-        self._notify(proxy_id)
+        self._connections += 1
+        stream.serial = self._connections
+        self._publish(Connected(hello.proxy_id, hello.service, hello.namespace,
+                                dict(hello.labels), hello.running_version, spiffe, peer,
+                                stream.serial, self._assign_seq, at=now.timestamp()))
+        if not self.answers_hellos:
+            self._enqueue(hello.proxy_id)
 
     def _renew(self, stream: FleetStream, msg: Csr) -> None:
         assert stream.spiffe_id is not None and stream.proxy_id is not None
@@ -506,8 +534,7 @@ class FleetServer:
             self._dirty.add(proxy_id)
         self._audit.add(f"proxy:{proxy_id}", "proxy.disconnected", proxy_id,
                         {"spiffe_id": stream.spiffe_id}, now)
-        if self.on_disconnect is not None:
-            self._callback(self.on_disconnect, proxy_id)
+        self._publish(Disconnected(proxy_id, at=now.timestamp()))
 
     def _refuse(self, peer: str, spiffe: str | None, reason: str, *,
                 proxy_id: str | None = None) -> Refused:
@@ -518,7 +545,12 @@ class FleetServer:
         return Refused(reason)
 
     def _tls_refused(self, peer: str, exc: BaseException) -> None:
-        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+        reason: str | None = None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = exc.verify_message  # e.g. "unable to get local issuer certificate"
+        if not reason and isinstance(exc, ssl.SSLError):
+            reason = exc.reason  # e.g. "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+        reason = reason or str(exc)
         log.info("fleet TLS handshake from %s refused: %r", peer, exc)
         now = time.monotonic()
         self._tls_refusals = [t for t in self._tls_refusals if now - t < 60.0]
@@ -588,27 +620,6 @@ class FleetServer:
             if sent % self.push_concurrency == 0:
                 await asyncio.sleep(0)
 
-    # -- waiting for ACKs -----------------------------------------------------------------------
-
-    def _notify(self, proxy_id: str, seconds: float | None = None) -> None:
-        for w in self._waiters:
-            if proxy_id in w.remaining:
-                self._check_waiter(w, proxy_id, seconds)
-
-    def _check_waiter(self, w: _Waiter, proxy_id: str, seconds: float | None) -> None:
-        rec = self._records.get(proxy_id)
-        if rec is None:
-            return
-        if rec.acked_version == w.version:
-            w.results[proxy_id] = AckOutcome("acked", None, seconds)
-        elif rec.nacked_version == w.version:
-            w.results[proxy_id] = AckOutcome("nacked", rec.last_error, seconds)
-        else:
-            return
-        w.remaining.discard(proxy_id)
-        if not w.remaining and not w.future.done():
-            w.future.set_result(None)
-
     # -- persistence ---------------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
@@ -660,23 +671,6 @@ class FleetServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _callback(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Call a user callback; a coroutine it returns runs as a task. Its failures are
-        logged, never the stream's problem."""
-        try:
-            result = fn(*args)
-        except Exception:
-            log.exception("fleet callback %s failed", getattr(fn, "__name__", fn))
-            return
-        if inspect.isawaitable(result):
-            self._spawn(self._guard(result, fn))
-
-    async def _guard(self, pending: Any, fn: Any) -> None:
-        try:
-            await pending
-        except Exception:
-            log.exception("fleet callback %s failed", getattr(fn, "__name__", fn))
 
 
 def _peer(address: Any) -> str:

@@ -44,8 +44,8 @@ class StreamOwner(Protocol):
 
 
 class FleetStream(asyncio.Protocol):
-    __slots__ = ("missed", "owner", "peer", "pong", "proxy_id", "spiffe_id", "state",
-                 "timer", "transport", "ws")
+    __slots__ = ("bad_stats", "missed", "owner", "peer", "pong", "proxy_id", "serial",
+                 "spiffe_id", "state", "timer", "transport", "ws")
 
     def __init__(self, owner: StreamOwner) -> None:
         self.owner = owner
@@ -55,6 +55,8 @@ class FleetStream(asyncio.Protocol):
         self.peer = ""
         self.spiffe_id: str | None = None
         self.proxy_id: str | None = None  # set once the hello is accepted
+        self.serial = 0  # the server's number for this stream's accepted hello
+        self.bad_stats = False  # a malformed stats window was logged for this stream
         self.state = "handshake"  # handshake -> open -> closing
         self.pong: bytes | None = None  # payload of the unanswered keepalive ping
         self.missed = 0

@@ -2,11 +2,18 @@
 (`reconciler.rollout.RolloutEngine`, docs/rollout.md) with the fleet, a clock, timers, the
 audit log and the store.
 
-Events reach the engine one at a time, in arrival order, through one queue and one consumer
-task: ACKs/NACKs of the pushes it asked for, proxies' per-second stats and disconnects (the
-fleet server's callbacks), its timers, operator commands (the API) and new commits (the
-pipeline). The commands it returns are run in order before the next event is handled, so an
-`Audit` lands before the state that follows it is persisted.
+Events reach the engine one at a time, in arrival order, through one queue (`events`) and
+one consumer task: the fleet's events (`reconciler.fleet.events`: ACKs, NACKs, hellos,
+per-second stats, disconnects; the queue is subscribed to the fleet server while a rollout
+runs, and the Prometheus feed puts its stats there too), its timers, operator commands (the
+API) and new commits (the pipeline). Fleet events are turned into the engine's events
+(`engine_event`) when they are taken off the queue, against the rollout running then. The
+commands the engine returns are run in order before the next event is handled, so an `Audit`
+lands before the state that follows it is persisted.
+
+Whether a proxy acked is the fleet ledger's fact: a `Push` asks the ledger about proxies that
+already answered its version (`FleetServer.outcome`), the rest are answered by `Acked` /
+`Nacked` events; the engine's own ACK timer decides when waiting is over.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 from reconciler.audit import AuditLog
 from reconciler.fleet import DesiredSnapshot, FleetServer
+from reconciler.fleet import events as fev
 from reconciler.revisions.decisions import DeployVerdict
 from reconciler.revisions.deployer import AllAtOnceDeployer, DeployRequest
 from reconciler.revisions.model import RevisionStatus
@@ -57,6 +65,18 @@ _STATUS = {"deployed": RevisionStatus.DEPLOYED, "rejected": RevisionStatus.REJEC
 OPERATOR_TIMEOUT_S = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Internal:
+    """An item of the queue that is not a fleet event: an engine event (with the future an
+    operator command waits on) or commands to run in order. It may name the rollout it
+    belongs to: a timer or an ACK of an earlier rollout must not reach the next one (timer
+    tokens restart with each engine)."""
+
+    item: Event | list[Command]
+    reply: asyncio.Future[Reply] | None = None
+    owner: _Rollout | None = None
+
+
 @dataclass
 class _Rollout:
     """The rollout in progress."""
@@ -70,7 +90,6 @@ class _Rollout:
     series: SeriesRecorder
     nacked: dict[str, str] = field(default_factory=dict)
     announced: set[str] = field(default_factory=set)  # newer commits told to the engine
-    waits: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class CanaryDeployer:
@@ -81,6 +100,7 @@ class CanaryDeployer:
     def __init__(self, fleet: FleetServer, audit: AuditLog, store: RevisionStore, *,
                  clock: Callable[[], datetime], preset: str = "default",
                  ack_timeout: float = 30.0, rollback_timeout: float = 30.0,
+                 stats_source: fev.StatsSource = "fleet",
                  now: Callable[[], float] = time.time) -> None:
         self.fleet = fleet
         self.audit = audit
@@ -97,12 +117,9 @@ class CanaryDeployer:
         self.newer_commit: Callable[[], str | None] = lambda: None
         # Where the judge's stats come from: "fleet" (the proxies' stream) or "prometheus"
         # (revisions/prometheus_feed.py); stats from the other source are not evidence.
-        self.stats_source = "fleet"
-        # Events (with the future an operator command waits on), or commands to run in order.
-        # Each item may name the rollout it belongs to: a timer or an ACK of an earlier
-        # rollout must not reach the next one (timer tokens restart with each engine).
-        self._queue: asyncio.Queue[tuple[Event | list[Command], asyncio.Future[Reply] | None,
-                                         _Rollout | None]] = asyncio.Queue()
+        self.stats_source: fev.StatsSource = stats_source
+        # The one input: the fleet's events and this shell's own items, in arrival order.
+        self.events: asyncio.Queue[fev.FleetEvent | _Internal] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
 
     # -- Deployer ----------------------------------------------------------------------------
@@ -130,18 +147,19 @@ class CanaryDeployer:
         rollout = _Rollout(request.revision_id, request.commit, engine, snapshots, started,
                            loop.create_future(), SeriesRecorder())
         self.active = rollout
+        # The fleet's events while it runs (its stats only when they are the evidence).
+        self.fleet.subscribe(self.events, stats=self.stats_source == "fleet")
         self._ensure_consumer()
         # The first commands go through the queue too, so that nothing an event causes can
         # run before them (an abort's rollback push before the first stage's push).
-        self._queue.put_nowait((commands, None, rollout))
+        self.events.put_nowait(_Internal(commands, None, rollout))
         waiting = self.newer_commit()
         if waiting is not None:
             self.new_commit(waiting)
         try:
             finished = await rollout.finished
         finally:
-            for task in rollout.waits:
-                task.cancel()
+            self.fleet.unsubscribe(self.events)
             self.active = None
         await self._persist(rollout, rollout.engine.to_dict())
         return self._verdict(finished, rollout.engine.to_dict(), rollout.nacked)
@@ -174,23 +192,40 @@ class CanaryDeployer:
 
     # -- inputs from the fleet, the API and the pipeline -------------------------------------
 
-    def on_stats(self, proxy_id: str, window: dict[str, Any], source: str = "fleet") -> None:
+    def engine_event(self, event: fev.FleetEvent) -> Event | None:
+        """The running rollout's event for a fleet event (None: nothing for it), at the time
+        the event happened. A stats window of the judged source is also added to the
+        rollout's charts."""
         r = self.active
-        if source != self.stats_source:
-            return  # no mixing of sources
-        if r is None or r.engine.state.spec.target(proxy_id) is None:
-            return
-        role = r.engine.role_of(proxy_id)
-        if role is not None:
-            with contextlib.suppress(Exception):  # a malformed window is no evidence
-                r.series.add(proxy_id, role, window, started_at=r.started_at,
-                             stage=r.engine.state.stage + 1)
-        self.feed(StatsReceived(proxy_id, window, self.now()))
-
-    def on_disconnect(self, proxy_id: str) -> None:
-        r = self.active
-        if r is not None and r.engine.state.spec.target(proxy_id) is not None:
-            self.feed(Disconnected(proxy_id, self.now()))
+        if r is None or r.engine.state.spec.target(event.proxy_id) is None:
+            return None
+        now = event.at
+        match event:
+            case fev.Acked():
+                return Acked(event.proxy_id, event.version, now)
+            case fev.Nacked():
+                if event.version in r.snapshots:
+                    r.nacked[event.proxy_id] = event.error
+                return Nacked(event.proxy_id, event.version, event.error, now)
+            case fev.Connected():
+                # Back, already running a version (its ACK may have died with the old
+                # stream): as good as an ACK of it; the engine ignores other versions.
+                if event.running_version is None:
+                    return None
+                return Acked(event.proxy_id, event.running_version, now)
+            case fev.Disconnected():
+                return Disconnected(event.proxy_id, now)
+            case fev.Stats():
+                if event.source != self.stats_source:
+                    return None  # no mixing of sources
+                window = event.window.to_wire()
+                role = r.engine.role_of(event.proxy_id)
+                if role is not None:
+                    with contextlib.suppress(ValueError):  # not chartable is still evidence
+                        r.series.add(event.proxy_id, role, window, started_at=r.started_at,
+                                     stage=r.engine.state.stage + 1)
+                return StatsReceived(event.proxy_id, window, now)
+        return None
 
     def is_target(self, proxy_id: str) -> bool:
         r = self.active
@@ -232,7 +267,7 @@ class CanaryDeployer:
 
     def feed(self, event: Event, reply: asyncio.Future[Reply] | None = None,
              owner: _Rollout | None = None) -> None:
-        self._queue.put_nowait((event, reply, owner))
+        self.events.put_nowait(_Internal(event, reply, owner))
 
     async def stop(self) -> None:
         if self._consumer is not None:
@@ -249,8 +284,18 @@ class CanaryDeployer:
 
     async def _consume(self) -> None:
         while True:
-            event, reply, owner = await self._queue.get()
+            got = await self.events.get()
             r = self.active
+            if not isinstance(got, _Internal):
+                try:
+                    translated = self.engine_event(got)
+                except Exception:  # a bug must not kill the loop that would roll back
+                    log.exception("fleet event %r failed", type(got).__name__)
+                    continue
+                if translated is None or r is None:
+                    continue
+                got = _Internal(translated, None, r)
+            event, reply, owner = got.item, got.reply, got.owner
             if owner is not None and owner is not r:
                 continue  # from a rollout that is over
             if isinstance(event, list):
@@ -264,8 +309,8 @@ class CanaryDeployer:
                 continue
             if r is None:
                 if reply is not None and not reply.done():
-                    reply.set_result(Reply(getattr(event, "action", "?"), False,
-                                           "no rollout in progress"))
+                    action = event.action if isinstance(event, Operator) else "?"
+                    reply.set_result(Reply(action, False, "no rollout in progress"))
                 continue
             try:
                 commands = r.engine.handle(event)
@@ -325,24 +370,17 @@ class CanaryDeployer:
         self.fleet.set_desired(assign)
         if clear:
             self.fleet.clear_desired(clear)
-        by_version: dict[str, list[str]] = {}
-        for proxy_id in push.wait_for:
-            version = push.assign.get(proxy_id)
-            if version is not None:
-                by_version.setdefault(version, []).append(proxy_id)
-        wait_s = (self.rollback_timeout if push.purpose == "rollback" else self.ack_timeout) + 1.0
-        for version, ids in by_version.items():
-            task = asyncio.get_running_loop().create_task(self._wait(r, ids, version, wait_s))
-            r.waits.add(task)
-            task.add_done_callback(r.waits.discard)
-
-    async def _wait(self, r: _Rollout, ids: list[str], version: str, timeout: float) -> None:
-        got = await self.fleet.wait_acked(ids, version, timeout)
+        # Proxies that answered this version before (already on it, or refused it on this
+        # connection) are not pushed again: the ledger's word stands for their answer. The
+        # others answer with Acked / Nacked events; a timeout is the engine's own timer.
         now = self.now()
-        for proxy_id, outcome in sorted(got.items()):
+        for proxy_id in sorted(push.wait_for):
+            version = push.assign.get(proxy_id)
+            outcome = self.fleet.outcome(proxy_id, version) if version is not None else None
+            if version is None or outcome is None:
+                continue
             if outcome.status == "acked":
                 self.feed(Acked(proxy_id, version, now), owner=r)
-            elif outcome.status == "nacked":
+            else:
                 r.nacked[proxy_id] = outcome.error or ""
                 self.feed(Nacked(proxy_id, version, outcome.error or "", now), owner=r)
-            # a timeout: the engine's own timer decides

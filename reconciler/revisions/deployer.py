@@ -5,7 +5,6 @@ gets the new snapshot at once; the deploy waits for each connected proxy's ACK o
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -58,14 +57,7 @@ class AllAtOnceDeployer:
 
     async def deploy(self, request: DeployRequest) -> DeployVerdict:
         self.fleet.set_desired(request.snapshots)
-        # Group by version: wait_acked takes one version at a time.
-        by_version: dict[str, list[str]] = {}
-        for proxy_id in request.targets.wait_for:
-            by_version.setdefault(request.targets.assign[proxy_id], []).append(proxy_id)
-        waits = [self.fleet.wait_acked(ids, version, self.timeout)
-                 for version, ids in by_version.items()]
-        outcomes: dict[str, tuple[str, str | None]] = {}
-        for got in await asyncio.gather(*waits):
-            for proxy_id, outcome in got.items():
-                outcomes[proxy_id] = (outcome.status, outcome.error)
-        return deploy_verdict(outcomes)
+        got = await self.fleet.wait_for_acks(
+            {proxy_id: request.targets.assign[proxy_id] for proxy_id in request.targets.wait_for},
+            self.timeout)
+        return deploy_verdict({p: (o.status, o.error) for p, o in got.items()})

@@ -1,10 +1,11 @@
 """Prometheus as the canary judge's source (`analysis.source: prometheus`, docs/rollout.md):
 a thin I/O shell that, while a canary rollout runs, reads the per-second windows of the
 rollout's target proxies from Prometheus (`PrometheusProvider.windows_by_proxy`, in a thread:
-httpx is sync) every `interval_s`, from where it last read up to `now - lag_s`, and hands each
-window to the deployer as the fleet stream would (`CanaryDeployer.on_stats(..., source=
-"prometheus")`), so the engine and the SeriesRecorder charts get them. The deployer then
-ignores the fleet stream's stats (no mixing of sources).
+httpx is sync) every `interval_s`, from where it last read up to `now - lag_s`, and puts each
+window on the deployer's event queue as the fleet server does (`reconciler.fleet.events.Stats`
+with `source="prometheus"`), so the engine and the SeriesRecorder charts get them. The deployer
+is built with `stats_source="prometheus"` and ignores the fleet stream's stats (no mixing of
+sources). A window of the wrong shape is dropped (and counted in `bad_windows`).
 
 Prometheus unreachable or refusing: logged, audited (`analysis.source_error`) at most once
 per rollout stage or per minute, and the feed keeps polling from where it last read; the
@@ -20,11 +21,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+from reconciler.analysis.sample import BadWindow
+from reconciler.fleet import EventSink, Stats, StatsWindow
 
 log = logging.getLogger("meshcd.prometheus_feed")
 
-SOURCE = "prometheus"
+SOURCE: Literal["prometheus"] = "prometheus"
 AUDIT_EVERY_S = 60.0  # an error is audited at most this often (and once per stage)
 MAX_READ_S = 600  # never read further back than this (a long outage, a restored rollout)
 
@@ -39,12 +43,16 @@ class WindowsProvider(Protocol):
 
 
 class StatsSink(Protocol):
-    """What the feed needs of `CanaryDeployer`."""
+    """What the feed needs of `CanaryDeployer`: the running rollout, and its event queue."""
 
-    active: Any
-    stats_source: str
+    @property
+    def active(self) -> Any: ...
 
-    def on_stats(self, proxy_id: str, window: dict[str, Any], source: str = "fleet") -> None: ...
+    @property
+    def stats_source(self) -> str: ...
+
+    @property
+    def events(self) -> EventSink: ...
 
 
 AuditFn = Callable[[str, str, str, dict[str, Any]], None]  # actor, kind, subject, data
@@ -67,7 +75,10 @@ class PrometheusFeed:
         self._audited_at = -math.inf
         self._task: asyncio.Task[None] | None = None
         self.errors = 0
-        deployer.stats_source = SOURCE
+        self.bad_windows = 0
+        if deployer.stats_source != SOURCE:
+            raise ValueError("the canary deployer judges the fleet stream's stats; build it "
+                             "with stats_source='prometheus' to feed it from Prometheus")
 
     # -- one poll (the logic; tests call this with an injected clock) ------------------------
 
@@ -98,9 +109,17 @@ class PrometheusFeed:
         self._cursor = end
         fed = 0
         for proxy_id in sorted(got):
-            for window in got[proxy_id]:
-                if start <= window.get("second", -1) < end:
-                    self.deployer.on_stats(proxy_id, window, source=SOURCE)
+            for doc in got[proxy_id]:
+                try:
+                    window = StatsWindow.from_wire(doc)
+                except BadWindow as exc:
+                    self.bad_windows += 1
+                    if self.bad_windows == 1:  # said once; counted always
+                        log.warning("analysis source prometheus: %s: window dropped (%s); "
+                                    "further ones are dropped silently", proxy_id, exc)
+                    continue
+                if start <= window.second < end:
+                    self.deployer.events.put_nowait(Stats(proxy_id, window, SOURCE, at=now))
                     fed += 1
         return fed
 

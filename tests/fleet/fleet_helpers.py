@@ -19,7 +19,16 @@ from proxy_runtime.config.canonical import compute_version
 from proxy_runtime.runtime import ProxyRuntime
 from reconciler.audit import AuditLog
 from reconciler.ca import CertificateAuthority, JoinTokens, spiffe_id
-from reconciler.fleet import BootstrapServer, DesiredSnapshot, FleetServer, LedgerStore
+from reconciler.fleet import (
+    BootstrapServer,
+    Connected,
+    DesiredSnapshot,
+    FleetEvent,
+    FleetServer,
+    LedgerStore,
+    Stats,
+    StatsWindow,
+)
 from reconciler.store import open_engine, sqlite_url
 
 TD = "mesh.test"
@@ -80,8 +89,8 @@ class Controller:
     ledger_store: LedgerStore = field(init=False)
     fleet: FleetServer | None = None
     boot: BootstrapServer | None = None
-    hellos: list[Any] = field(default_factory=list)
-    stats: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    queue: asyncio.Queue[FleetEvent] | None = None  # subscribed to the fleet server
+    seen: list[FleetEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ca = CertificateAuthority.load_or_create(self.data_dir, TD,
@@ -93,11 +102,25 @@ class Controller:
 
     async def start(self, port: int = 0, **kwargs: Any) -> FleetServer:
         self.fleet = FleetServer(self.ca, self.audit, self.ledger_store, epoch=self.epoch,
-                                 clock=now, flush_interval=0.05,
-                                 on_hello=self.hellos.append,
-                                 on_stats=lambda pid, w: self.stats.append((pid, w)), **kwargs)
+                                 clock=now, flush_interval=0.05, **kwargs)
+        self.queue = asyncio.Queue()
+        self.fleet.subscribe(self.queue)
         await self.fleet.start("127.0.0.1", port)
         return self.fleet
+
+    def events(self) -> list[FleetEvent]:
+        """Every event the fleet server published so far, in order."""
+        while self.queue is not None and not self.queue.empty():
+            self.seen.append(self.queue.get_nowait())
+        return self.seen
+
+    @property
+    def hellos(self) -> list[Connected]:
+        return [e for e in self.events() if isinstance(e, Connected)]
+
+    @property
+    def stats(self) -> list[tuple[str, StatsWindow]]:
+        return [(e.proxy_id, e.window) for e in self.events() if isinstance(e, Stats)]
 
     async def start_bootstrap(self) -> BootstrapServer:
         assert self.fleet is not None

@@ -47,7 +47,7 @@ def test_bootstrap_connect_push_ack(tmp_path: Path) -> None:
             try:
                 d = desired(7)
                 ctl.fleet.set_desired({"web-1": d})  # type: ignore[union-attr]
-                out = await ctl.fleet.wait_acked(["web-1"], d.version, 10)  # type: ignore[union-attr]
+                out = await ctl.fleet.wait_for_acks({"web-1": d.version}, 10)  # type: ignore[union-attr]
                 assert out["web-1"].status == "acked"
             finally:
                 await a.stop()
@@ -198,7 +198,7 @@ def test_certificate_renewal_over_the_live_stream(tmp_path: Path) -> None:
         try:
             d = desired(1)
             fleet.set_desired({"web-1": d})
-            assert (await fleet.wait_acked(["web-1"], d.version, 10))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": d.version}, 10))["web-1"].status == "acked"
             await until(lambda: a.agent.renewals >= 1, what="renewal")
             shift[0] = timedelta(0)
             renewed = sd.load_identity()

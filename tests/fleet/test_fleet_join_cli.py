@@ -73,7 +73,7 @@ def test_join_run_kill_restart(tmp_path: Path) -> None:
             assert status == 503  # nothing applied yet
             d = desired(1)
             fleet.set_desired({"web-1": d})
-            assert (await fleet.wait_acked(["web-1"], d.version, 15))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": d.version}, 15))["web-1"].status == "acked"
             status, body = await _get(admin, "/config_dump")
             dump = json.loads(body)
             assert dump["revision"] == "rev1"
@@ -100,7 +100,7 @@ def test_join_run_kill_restart(tmp_path: Path) -> None:
                 assert ctl2.hellos[-1].running_version == d.version
                 d2 = desired(2)
                 fleet2.set_desired({"web-1": d2})
-                assert (await fleet2.wait_acked(["web-1"], d2.version, 15))["web-1"].status == "acked"
+                assert (await fleet2.wait_for_acks({"web-1": d2.version}, 15))["web-1"].status == "acked"
                 # SIGTERM drains and exits 0
                 proc.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(proc.wait(), 20) == 0

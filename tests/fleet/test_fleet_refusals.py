@@ -197,7 +197,7 @@ def test_agent_refuses_an_older_epoch(tmp_path: Path) -> None:
         try:
             d1 = desired(1)
             fleet.set_desired({"web-1": d1})
-            assert (await fleet.wait_acked(["web-1"], d1.version, 10))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": d1.version}, 10))["web-1"].status == "acked"
             assert a.agent.epoch == 5
             await ctl.stop()
             # a deposed leader (epoch 3) comes back on the same address
@@ -207,7 +207,7 @@ def test_agent_refuses_an_older_epoch(tmp_path: Path) -> None:
                 await until(lambda: fleet_old.connected() == ["web-1"], what="reconnect")
                 d2 = desired(2)
                 fleet_old.set_desired({"web-1": d2})
-                out = await fleet_old.wait_acked(["web-1"], d2.version, 10)
+                out = await fleet_old.wait_for_acks({"web-1": d2.version}, 10)
                 assert out["web-1"].status == "nacked"
                 assert "stale epoch 3" in (out["web-1"].error or "")
                 assert fleet_old.entry("web-1").state is ProxyState.NACKED  # type: ignore[union-attr]
@@ -232,7 +232,7 @@ def test_agent_refuses_a_config_that_does_not_hash_to_its_version(tmp_path: Path
             good = desired(1)
             lie = type(good)(desired(2).version, "rev-lie", good.config_json)
             fleet.set_desired({"web-1": lie})
-            out = await fleet.wait_acked(["web-1"], lie.version, 10)
+            out = await fleet.wait_for_acks({"web-1": lie.version}, 10)
             assert out["web-1"].status == "nacked"
             assert "version mismatch" in (out["web-1"].error or "")
             assert a.runtime.active is None

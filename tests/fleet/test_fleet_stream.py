@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fleet_helpers import Controller, desired, run, start_agent, until
 
-from reconciler.fleet import ProxyState
+from reconciler.fleet import Acked, Connected, FleetEvent, ProxyState, StatsWindow
 
 
 def test_push_ack_and_ledger(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_push_ack_and_ledger(tmp_path: Path) -> None:
             assert ctl.hellos[0].labels == {"track": "stable"}
             d = desired(1)
             fleet.set_desired({"web-1": d})
-            out = await fleet.wait_acked(["web-1"], d.version, timeout=10)
+            out = await fleet.wait_for_acks({"web-1": d.version}, timeout=10)
             assert out["web-1"].status == "acked"
             assert out["web-1"].seconds is not None and out["web-1"].seconds >= 0
             entry = fleet.entry("web-1")
@@ -39,12 +39,13 @@ def test_push_ack_and_ledger(tmp_path: Path) -> None:
             assert a.agent.config_version == d.version
             # stats arrive every interval
             await until(lambda: any(pid == "web-1" for pid, _ in ctl.stats), what="stats")
-            _pid, window = ctl.stats[0]
-            assert {"second", "requests", "latency_buckets"} <= set(window)
+            _pid, window = ctl.stats[0]  # parsed once, at the edge
+            assert isinstance(window, StatsWindow) and window.second > 0
+            assert len(window.latency_buckets) == 14 and len(window.requests) == 4
             # same desired again: not pushed again (the nonce stays)
             nonce = fleet.entry("web-1").sent_nonce  # type: ignore[union-attr]
             fleet.set_desired({"web-1": desired(1)})
-            await fleet.wait_acked(["web-1"], d.version, timeout=5)
+            await fleet.wait_for_acks({"web-1": d.version}, timeout=5)
             assert fleet.entry("web-1").sent_nonce == nonce  # type: ignore[union-attr]
             assert fleet.counts() == {"SYNCED": 1, "STALE": 0, "NACKED": 0, "DISCONNECTED": 0}
         finally:
@@ -68,10 +69,10 @@ def test_nack_keeps_old_config(tmp_path: Path) -> None:
         try:
             good = desired(1)
             fleet.set_desired({"web-1": good})
-            assert (await fleet.wait_acked(["web-1"], good.version, 10))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": good.version}, 10))["web-1"].status == "acked"
             bad = desired(2, broken=True)
             fleet.set_desired({"web-1": bad})
-            out = await fleet.wait_acked(["web-1"], bad.version, 10)
+            out = await fleet.wait_for_acks({"web-1": bad.version}, 10)
             assert out["web-1"].status == "nacked"
             assert "no-such-cluster" in (out["web-1"].error or "")
             entry = fleet.entry("web-1")
@@ -83,7 +84,7 @@ def test_nack_keeps_old_config(tmp_path: Path) -> None:
             # a fixed config after the NACK goes through
             fixed = desired(3)
             fleet.set_desired({"web-1": fixed})
-            assert (await fleet.wait_acked(["web-1"], fixed.version, 10))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": fixed.version}, 10))["web-1"].status == "acked"
             assert fleet.entry("web-1").state is ProxyState.SYNCED  # type: ignore[union-attr]
             assert fleet.entry("web-1").last_error is None  # type: ignore[union-attr]
         finally:
@@ -113,7 +114,16 @@ def test_latest_wins_under_rapid_updates(tmp_path: Path) -> None:
         try:
             await until(lambda: fleet.connected() == ["web-1"])
             acks: list[tuple[str, ProxyState]] = []
-            fleet.on_ack = lambda pid, v, s: acks.append((v, fleet.entry(pid).state))  # type: ignore[union-attr]
+            events: asyncio.Queue[FleetEvent] = asyncio.Queue()
+            fleet.subscribe(events, stats=False)
+
+            async def record_acks() -> None:  # the ledger's state as each ACK event is taken
+                while True:
+                    ev = await events.get()
+                    if isinstance(ev, Acked):
+                        acks.append((ev.version, fleet.entry(ev.proxy_id).state))  # type: ignore[union-attr]
+
+            recorder = asyncio.create_task(record_acks())
             versions = [desired(i) for i in range(1, 21)]
             fleet.set_desired({"web-1": versions[0]})
             await until(lambda: fleet.entry("web-1").sent_nonce is not None, what="first push")  # type: ignore[union-attr]
@@ -121,15 +131,17 @@ def test_latest_wins_under_rapid_updates(tmp_path: Path) -> None:
                 fleet.set_desired({"web-1": d})
                 assert fleet.entry("web-1").state is ProxyState.STALE  # type: ignore[union-attr]
             last = versions[-1]
-            out = await fleet.wait_acked(["web-1"], last.version, 10)
+            out = await fleet.wait_for_acks({"web-1": last.version}, 10)
             assert out["web-1"].status == "acked"
             assert a.agent.config_version == last.version
             # one in flight, then only the newest: the 18 in between were never sent
             assert applied == ["rev1", "rev20"]
             # the ACK of the first nonce recorded v1 and left the proxy STALE (v20 desired)
+            await until(lambda: len(acks) == 2, what="both ACK events")
             assert acks == [(versions[0].version, ProxyState.STALE), (last.version, ProxyState.SYNCED)]
             entry = fleet.entry("web-1")
             assert entry is not None and entry.acked_version == last.version
+            recorder.cancel()
         finally:
             await a.stop()
             await ctl.stop()
@@ -146,7 +158,7 @@ def test_reconnect_after_controller_restart(tmp_path: Path) -> None:
         try:
             d = desired(1)
             fleet.set_desired({"web-1": d})
-            assert (await fleet.wait_acked(["web-1"], d.version, 10))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": d.version}, 10))["web-1"].status == "acked"
             await ctl.stop()
             await until(lambda: not a.agent.connected.is_set(), what="agent notices")
             # controller away: the proxy keeps serving its config (static stability)
@@ -167,7 +179,7 @@ def test_reconnect_after_controller_restart(tmp_path: Path) -> None:
                 assert entry.sent_nonce is None  # not touched
                 d2 = desired(2)
                 fleet2.set_desired({"web-1": d2})
-                out = await fleet2.wait_acked(["web-1"], d2.version, 10)
+                out = await fleet2.wait_for_acks({"web-1": d2.version}, 10)
                 assert out["web-1"].status == "acked"
                 assert a.agent.epoch == 2
             finally:
@@ -190,7 +202,7 @@ def test_uvloop_controller_and_agent(tmp_path: Path) -> None:
         try:
             d = desired(1)
             fleet.set_desired({"web-1": d})
-            assert (await fleet.wait_acked(["web-1"], d.version, 10))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": d.version}, 10))["web-1"].status == "acked"
             assert a.runtime.config_dump()["revision"] == "rev1"
             # a client without a certificate is refused in the handshake, and audited
             import asyncio
@@ -268,7 +280,7 @@ def test_controller_away_under_load_no_failed_requests(tmp_path: Path) -> None:
         try:
             d1 = _outbound_desired(bport, 1)
             fleet.set_desired({"web-1": d1})
-            assert (await fleet.wait_acked(["web-1"], d1.version, 10))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": d1.version}, 10))["web-1"].status == "acked"
             proxy_port = a.runtime.port_of("outbound", 0)
             assert proxy_port
             clients = [asyncio.create_task(client()) for _ in range(4)]
@@ -282,7 +294,7 @@ def test_controller_away_under_load_no_failed_requests(tmp_path: Path) -> None:
                 await until(lambda: fleet2.connected() == ["web-1"], what="reconnect")
                 d2 = _outbound_desired(bport, 2)
                 fleet2.set_desired({"web-1": d2})
-                assert (await fleet2.wait_acked(["web-1"], d2.version, 10))["web-1"].status == "acked"
+                assert (await fleet2.wait_for_acks({"web-1": d2.version}, 10))["web-1"].status == "acked"
                 await asyncio.sleep(0.3)
                 stop.set()
                 await asyncio.gather(*clients)
@@ -305,21 +317,26 @@ def test_a_hello_answer_older_than_set_desired_is_dropped(tmp_path: Path) -> Non
 
     async def main() -> None:
         ctl = Controller(tmp_path / "ctl")
-        fleet = await ctl.start()
+        fleet = await ctl.start(answers_hellos=True)
         gate = asyncio.Event()
         old, new = desired(1), desired(2)
+        hellos: asyncio.Queue[FleetEvent] = asyncio.Queue()
+        fleet.subscribe(hellos, stats=False)
 
-        async def slow_hello(_info: object) -> object:
-            await gate.wait()
-            return old
+        async def slow_answers() -> None:  # what the controller does, slowly
+            while True:
+                ev = await hellos.get()
+                if isinstance(ev, Connected):
+                    await gate.wait()
+                    fleet.answer_hello(ev, old)
 
-        fleet.on_hello = slow_hello
+        answering = asyncio.create_task(slow_answers())
         sd = ctl.enroll(tmp_path / "p", "web")
         a = await start_agent(sd, fleet.url, "web-1", "web")
         try:
             await until(lambda: fleet.connected() == ["web-1"], what="connect")
             fleet.set_desired({"web-1": new})
-            assert (await fleet.wait_acked(["web-1"], new.version, 10))["web-1"].status == "acked"
+            assert (await fleet.wait_for_acks({"web-1": new.version}, 10))["web-1"].status == "acked"
             gate.set()
             await asyncio.sleep(0.3)
             assert fleet.desired("web-1") == new
@@ -330,9 +347,10 @@ def test_a_hello_answer_older_than_set_desired_is_dropped(tmp_path: Path) -> Non
             a = await start_agent(sd, fleet.url, "web-1", "web")
             await until(lambda: fleet.connected() == ["web-1"], what="reconnect")
             gate.set()
-            out = await fleet.wait_acked(["web-1"], old.version, 10)
+            out = await fleet.wait_for_acks({"web-1": old.version}, 10)
             assert out["web-1"].status == "acked" and fleet.desired("web-1") == old
         finally:
+            answering.cancel()
             await a.stop()
             await ctl.stop()
 
