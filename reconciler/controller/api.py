@@ -73,7 +73,9 @@ def make_app(ctl: Controller) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "epoch": ctl.epoch}
+        problems = ctl.health_problems()
+        return {"ok": not problems, "status": "degraded" if problems else "ok",
+                "problems": problems, "epoch": ctl.epoch}
 
     # async: these read the fleet server's state, which lives on the event loop
     @app.get("/metrics")

@@ -30,6 +30,8 @@ from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import Settings
 from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
 from reconciler.fleet.audit_buffer import AuditBuffer
+from reconciler.net.http import TrackRequests, uvicorn_handler
+from reconciler.net.listener import GuardedListener, ListenerCollector
 from reconciler.revisions import (
     AllAtOnceDeployer,
     Deployer,
@@ -127,8 +129,13 @@ class Controller:
         self._hook_timer: asyncio.TimerHandle | None = None
         self._hook_last = -WEBHOOK_WINDOW_S
         self._hook_reasons = 0
+        self.listeners: list[GuardedListener] = []  # fleet, bootstrap, api (reconciler.net)
 
     # -- helpers used by the API -------------------------------------------------------------
+
+    def health_problems(self) -> list[str]:
+        """What keeps this controller from working fully (healthz and status say degraded)."""
+        return [p for p in (x.problem() for x in self.listeners) if p]
 
     def audit_now(self, actor: str, kind: str, subject: str, data: dict[str, Any]) -> None:
         self.audit.append(actor, kind, subject, data, now=self.clock(), oversize="truncate")
@@ -182,6 +189,9 @@ class Controller:
             "fetch": self.coordinator.status.to_dict(),
             "proxies": proxies,
             "revisions": counts,
+            "health": {"status": "degraded" if self.health_problems() else "ok",
+                       "problems": self.health_problems(),
+                       "listeners": {x.name: x.status() for x in self.listeners}},
             "urls": {"api": self.api_url, "fleet": self.fleet.url,
                      "bootstrap": self.bootstrap_url},
         }
@@ -531,13 +541,16 @@ class Controller:
         boot: BootstrapServer | None = None
         fleet_started = False
         try:
-            await self.fleet.start(s.fleet.host, s.fleet.port, advertise=s.advertise_host)
+            await self.fleet.start(s.fleet.host, s.fleet.port, advertise=s.advertise_host,
+                                   limits=s.fleet_limits)
             fleet_started = True
             self.fleet.set_desired(self.pipeline.deployed_assignments())
             boot = BootstrapServer(self.ca, self.tokens, self.audit, clock=self.clock,
                                    fleet_url=lambda: self.fleet.url,
                                    credentials=self.fleet.credentials)
-            await boot.start(s.bootstrap.host, s.bootstrap.port, advertise=s.advertise_host)
+            await boot.start(s.bootstrap.host, s.bootstrap.port, advertise=s.advertise_host,
+                             limits=s.bootstrap_limits)
+            self.listeners = [x for x in (self.fleet.listener, boot.listener) if x is not None]
             self.bootstrap_url = boot.url
             self.pipeline.start()
             for rev in resume:
@@ -548,6 +561,7 @@ class Controller:
             from reconciler.pages import PagesSettings, make_pages_router
 
             app = make_app(self)
+            self.metrics.registry.register(ListenerCollector(lambda: self.listeners))
             api_tokens = ApiTokens(self.audit.engine)  # same database as the audit log
             await asyncio.to_thread(api_tokens.bootstrap_admin, self.admin_token,
                                     now=self.clock())
@@ -560,16 +574,21 @@ class Controller:
             if s.api.host in ("0.0.0.0", "::"):
                 host_text = "127.0.0.1"
             self.api_url = f"http://{host_text}:{api_port}"
-            config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                                    access_log=False, timeout_graceful_shutdown=5)
+            self.api_listener = GuardedListener("api", sock, s.api_limits)  # caps, timeouts
+            self.listeners.append(self.api_listener)
+            config = uvicorn.Config(TrackRequests(app, self.api_listener), log_level="warning",
+                                    lifespan="off", access_log=False, timeout_graceful_shutdown=5,
+                                    timeout_keep_alive=s.api_limits.idle_timeout_s or 5)  # type: ignore[arg-type]
             server = _QuietServer(config)
-            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            tasks.append(asyncio.create_task(server.serve(sockets=[])))
             tasks.append(asyncio.create_task(self._flush_webhook_audit()))
             while not server.started:
                 if tasks[0].done():
                     tasks[0].result()
                     raise StartupError("the API server stopped during start-up")
                 await asyncio.sleep(0.01)
+            tasks.append(asyncio.create_task(
+                self.api_listener.serve(uvicorn_handler(server), close=True)))
             self.schedule.start()
             write_address(s.data_dir, {
                 "api": self.api_url, "fleet": self.fleet.url, "bootstrap": self.bootstrap_url,

@@ -11,9 +11,12 @@ source:
   poll_interval: 60                      # seconds; jitter defaults to a tenth of it
   poll_jitter: 6
   signature: {mode: require, allowed_signers: /etc/meshcd/allowed_signers, openpgp_keyring: null}
-api: {host: 127.0.0.1, port: 8080}
+api: {host: 127.0.0.1, port: 8080}       # + the limits below (docs/controller.md)
 fleet: {host: 127.0.0.1, port: 15012}
 bootstrap: {host: 127.0.0.1, port: 15013}
+# each listener also takes max_connections and max_per_address (0: no cap); the API also
+# header_timeout_s (a request head must be complete within it; default 10) and
+# idle_timeout_s (keep-alive; default 5). Defaults: API_LIMITS, FLEET_LIMITS, BOOTSTRAP_LIMITS.
 trust_domain: null                       # default: the Mesh's, at the first good revision
 webhooks:
   secrets: {github: "file:/etc/meshcd/github.secret", generic: "env:MESHCD_GENERIC_SECRET"}
@@ -39,6 +42,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from reconciler.net.limits import API_LIMITS, BOOTSTRAP_LIMITS, FLEET_LIMITS, ListenerLimits
 
 DEFAULT_DATA_DIR = ".meshcd"
 DEFAULT_API_PORT = 8080
@@ -76,6 +81,9 @@ class Settings:
     fleet: Bind = Bind("127.0.0.1", DEFAULT_FLEET_PORT)
     bootstrap: Bind = Bind("127.0.0.1", DEFAULT_BOOTSTRAP_PORT)
     advertise_host: str | None = None  # the name proxies dial (default: the bind host)
+    api_limits: ListenerLimits = API_LIMITS
+    fleet_limits: ListenerLimits = FLEET_LIMITS
+    bootstrap_limits: ListenerLimits = BOOTSTRAP_LIMITS
     trust_domain: str | None = None
     webhook_secrets: Mapping[str, str] = field(default_factory=dict)
     webhook_max_body_bytes: int = 1024 * 1024
@@ -97,6 +105,8 @@ _SOURCE = {"url", "branch", "credentials", "poll_interval", "poll_jitter", "sign
 _SIGNATURE = {"mode", "allowed_signers", "openpgp_keyring"}
 _WEBHOOKS = {"secrets", "max_body_bytes", "body_timeout_s"}
 _BIND = {"host", "port"}
+_CAPS = {"max_connections", "max_per_address"}
+_TIMEOUTS = {"header_timeout_s", "idle_timeout_s"}
 _DEPLOY = {"timeout_s", "strategy", "preset"}
 _ANALYSIS = {"source", "prometheus"}
 _PROMETHEUS = {"url", "interval_s", "lag_s", "direction"}
@@ -129,6 +139,22 @@ def _number(value: Any, where: str, *, low: float, high: float) -> float:
     return n
 
 
+def parse_limits(value: Any, where: str, default: ListenerLimits, *,
+                 timeouts: bool = False) -> ListenerLimits:
+    """The caps (and, for an HTTP listener, timeouts) in a listener's mapping."""
+    if not isinstance(value, Mapping):
+        return default
+    m = _mapping(value, where, _BIND | _CAPS | (_TIMEOUTS if timeouts else set()))
+    caps = {k: int(_number(m.get(k, getattr(default, k)), f"{where}.{k}", low=0, high=10**6))
+            for k in _CAPS}
+    times: dict[str, float | None] = {}
+    for k in _TIMEOUTS:
+        v = m.get(k, getattr(default, k))
+        times[k] = None if v is None else _number(v, f"{where}.{k}", low=0.01, high=3600)
+    return ListenerLimits(caps["max_connections"], caps["max_per_address"],
+                          times["header_timeout_s"], times["idle_timeout_s"])
+
+
 def parse_bind(value: Any, where: str, default: Bind) -> Bind:
     """`{host, port}` or `"host:port"` (IPv6 as `[::1]:8080`); port 0 = any free port."""
     if value is None:
@@ -139,7 +165,7 @@ def parse_bind(value: Any, where: str, default: Bind) -> Bind:
             raise SettingsError(f"{where}: expected host:port, got {value!r}")
         host = host.strip("[]")
         return Bind(host, int(_number(port, where, low=0, high=65535)))
-    m = _mapping(value, where, _BIND)
+    m = _mapping(value, where, _BIND | _CAPS | _TIMEOUTS)
     host = m.get("host", default.host)
     if not isinstance(host, str) or not host:
         raise SettingsError(f"{where}.host: expected a host name or address")
@@ -213,6 +239,9 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
         bootstrap=parse_bind(pick("MESHCD_BOOTSTRAP_BIND", top.get("bootstrap")), "bootstrap",
                              Bind("127.0.0.1", DEFAULT_BOOTSTRAP_PORT)),
         advertise_host=pick("MESHCD_ADVERTISE_HOST", top.get("advertise_host")),
+        api_limits=parse_limits(top.get("api"), "api", API_LIMITS, timeouts=True),
+        fleet_limits=parse_limits(top.get("fleet"), "fleet", FLEET_LIMITS),
+        bootstrap_limits=parse_limits(top.get("bootstrap"), "bootstrap", BOOTSTRAP_LIMITS),
         trust_domain=pick("MESHCD_TRUST_DOMAIN", top.get("trust_domain")),
         webhook_secrets=secrets,
         webhook_max_body_bytes=int(_number(hooks.get("max_body_bytes", 1024 * 1024),
