@@ -24,10 +24,11 @@ from typing import Any
 import uvicorn
 
 from reconciler.audit import AuditLog
+from reconciler.audit.aggregate import RejectionSummary
 from reconciler.ca import CertificateAuthority, JoinTokens
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
-from reconciler.controller.settings import Settings
+from reconciler.controller.settings import FORGES, Settings
 from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
 from reconciler.fleet.audit_buffer import AuditBuffer
 from reconciler.net.http import TrackRequests, uvicorn_handler
@@ -189,6 +190,7 @@ class Controller:
             "fetch": self.coordinator.status.to_dict(),
             "proxies": proxies,
             "revisions": counts,
+            "webhooksRejected": self._rejections.pending(),
             "health": {"status": "degraded" if self.health_problems() else "ok",
                        "problems": self.health_problems(),
                        "listeners": {x.name: x.status() for x in self.listeners}},
@@ -417,11 +419,17 @@ class Controller:
         return str(result.commit)
 
     def _on_delivery(self, record: Any) -> None:
-        self.metrics.webhooks.labels(record.forge, record.result).inc()
+        forge = record.forge if record.forge in FORGES else "unknown"  # a bounded label
+        self.metrics.webhooks.labels(forge, record.result).inc()
         data = {"forge": record.forge, "delivery_id": record.delivery_id,
                 "result": record.result, "reason": record.reason, "status": record.status,
                 "remote": record.remote_addr, "ref": record.ref, "after": record.after,
                 "body_bytes": record.body_bytes}
+        if record.result == "rejected":  # counted; only a few a minute recorded in full
+            if not self._rejections.observe(record.forge, record.reason, record.remote_addr,
+                                            self.clock().timestamp()):
+                return
+            data["sampled"] = True
         self._webhook_audit.add(f"webhook:{record.forge}", "webhook.delivery",
                                 record.delivery_id or "", data, self.clock())
 
@@ -468,10 +476,17 @@ class Controller:
         with contextlib.suppress(Exception):  # closed during shutdown
             self.coordinator.refresh(reason if n == 1 else f"{reason} (+{n - 1} more)")
 
-    async def _flush_webhook_audit(self) -> None:
+    async def _flush_webhook_audit(self, *, final: bool = False) -> None:
         while True:
-            await asyncio.sleep(0.5)
-            await self._webhook_audit.flush(self.clock())
+            if not final:
+                await asyncio.sleep(0.5)
+            now = self.clock()
+            summary = self._rejections.due(now.timestamp(), final=final)
+            if summary is not None:
+                self._webhook_audit.add("webhooks", "webhook.rejected", "webhooks", summary, now)
+            await self._webhook_audit.flush(now)
+            if final:
+                return
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -490,6 +505,8 @@ class Controller:
         except Exception as exc:
             raise StartupError(f"CA: {exc}") from None
         self._webhook_audit = AuditBuffer(self.audit)
+        self._rejections = RejectionSummary(interval_s=s.webhook_rejected_summary_s,
+                                            samples=s.webhook_rejected_samples)
         self.webhook_router = self._webhook_router()
         await asyncio.to_thread(self.audit.append, "controller", "controller.started",
                                 self.mirror_display, {
@@ -623,7 +640,7 @@ class Controller:
         if tasks:
             await asyncio.wait(tasks, timeout=10)
         with contextlib.suppress(Exception):
-            await self._webhook_audit.flush(self.clock())
+            await self._flush_webhook_audit(final=True)
         with contextlib.suppress(Exception):
             await self.pipeline.stop()
         if self.prometheus_feed is not None:

@@ -22,6 +22,8 @@ webhooks:
   secrets: {github: "file:/etc/meshcd/github.secret", generic: "env:MESHCD_GENERIC_SECRET"}
   max_body_bytes: 1048576
   body_timeout_s: 10
+  rejected_summary_s: 60                 # refused deliveries: one webhook.rejected record per
+  rejected_samples: 5                    #   interval with counts, + this many kept in full
 deploy:
   strategy: canary                       # canary (default) | all-at-once
   preset: default                        # default | fast (1 proxy, 50%, 100%, 3 s bakes)
@@ -88,6 +90,8 @@ class Settings:
     webhook_secrets: Mapping[str, str] = field(default_factory=dict)
     webhook_max_body_bytes: int = 1024 * 1024
     webhook_body_timeout_s: float = 10.0
+    webhook_rejected_summary_s: float = 60.0
+    webhook_rejected_samples: int = 5
     deploy_timeout_s: float = 60.0
     deploy_strategy: str = "canary"
     rollout_preset: str = "default"
@@ -103,7 +107,8 @@ _TOP = {"data_dir", "store_url", "source", "api", "fleet", "bootstrap", "trust_d
         "webhooks", "deploy", "advertise_host", "analysis"}
 _SOURCE = {"url", "branch", "credentials", "poll_interval", "poll_jitter", "signature"}
 _SIGNATURE = {"mode", "allowed_signers", "openpgp_keyring"}
-_WEBHOOKS = {"secrets", "max_body_bytes", "body_timeout_s"}
+_WEBHOOKS = {"secrets", "max_body_bytes", "body_timeout_s", "rejected_summary_s",
+             "rejected_samples"}
 _BIND = {"host", "port"}
 _CAPS = {"max_connections", "max_per_address"}
 _TIMEOUTS = {"header_timeout_s", "idle_timeout_s"}
@@ -249,6 +254,10 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
                                            high=25 * 1024 * 1024)),
         webhook_body_timeout_s=_number(hooks.get("body_timeout_s", 10), "webhooks.body_timeout_s",
                                        low=0.01, high=300),
+        webhook_rejected_summary_s=_number(hooks.get("rejected_summary_s", 60),
+                                           "webhooks.rejected_summary_s", low=0.1, high=86400),
+        webhook_rejected_samples=int(_number(hooks.get("rejected_samples", 5),
+                                             "webhooks.rejected_samples", low=0, high=1000)),
         deploy_timeout_s=_number(pick("MESHCD_DEPLOY_TIMEOUT", deploy.get("timeout_s", 60)),
                                  "deploy.timeout_s", low=0.1, high=3600),
         deploy_strategy=_choice(pick("MESHCD_DEPLOY_STRATEGY", deploy.get("strategy", "canary")),
