@@ -24,6 +24,8 @@ from reconciler.auth.roles import Principal, Role
 from reconciler.ca import InvalidSpiffeId, issue_join_token
 from reconciler.controller.metrics import CONTENT_TYPE
 from reconciler.rollout import OPERATOR_ACTIONS
+from reconciler.store import StoreError
+from reconciler.store.integrity import check_integrity
 
 if TYPE_CHECKING:
     from reconciler.controller.service import Controller
@@ -118,7 +120,9 @@ def make_app(ctl: Controller) -> FastAPI:
     @read.get("/audit/verify")
     def audit_verify() -> dict[str, Any]:
         result = ctl.audit.verify()
-        return {"ok": result.ok, "verifiedUpTo": result.verified_up_to,
+        integrity = check_integrity(ctl.audit.engine)  # damaged pages the chain never reads
+        return {"ok": result.ok and integrity.ok, "integrity": integrity.to_dict(),
+                "chainOk": result.ok, "verifiedUpTo": result.verified_up_to,
                 "brokenAt": result.broken_at, "reason": result.reason,
                 "checked": result.checked,
                 "head": None if result.head is None else {"seq": result.head.seq,
@@ -201,6 +205,14 @@ def make_app(ctl: Controller) -> FastAPI:
     app.include_router(api)
     if ctl.webhook_router is not None:
         app.include_router(ctl.webhook_router)
+
+    @app.exception_handler(StoreError)
+    async def store_error(_request: Request, exc: StoreError) -> JSONResponse:
+        # a full disk or a locked database: try again later; nothing was written
+        status = 503 if exc.temporary else 500
+        return JSONResponse({"error": str(exc), "temporary": exc.temporary},
+                            status_code=status, headers={"Retry-After": "30"} if exc.temporary
+                            else None)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

@@ -57,6 +57,8 @@ from reconciler.source import (
 from reconciler.spec.sources import GitTreeSource
 from reconciler.spec.validate import validate
 from reconciler.store import open_engine, sqlite_url
+from reconciler.store.health import StoreHealth
+from reconciler.store.health import watch as watch_store
 
 log = logging.getLogger("meshcd.controller")
 
@@ -136,7 +138,13 @@ class Controller:
 
     def health_problems(self) -> list[str]:
         """What keeps this controller from working fully (healthz and status say degraded)."""
-        return [p for p in (x.problem() for x in self.listeners) if p]
+        problems = [p for p in (x.problem() for x in self.listeners) if p]
+        problems += self.store_health.problems() if hasattr(self, "store_health") else []
+        fetch = self.coordinator.status if hasattr(self, "coordinator") else None
+        if fetch is not None and fetch.consecutive_failures:
+            problems.append(f"fetch failing ({fetch.consecutive_failures} in a row): "
+                            f"{fetch.last_error}")
+        return problems
 
     def audit_now(self, actor: str, kind: str, subject: str, data: dict[str, Any]) -> None:
         self.audit.append(actor, kind, subject, data, now=self.clock(), oversize="truncate")
@@ -209,6 +217,7 @@ class Controller:
         s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         url = s.store_url or sqlite_url(s.data_dir)
         self.engine = open_engine(url)
+        self.store_health = watch_store(self.engine, StoreHealth(), time.time)  # full, damaged
         self.audit = AuditLog(self.engine)
         self.tokens = JoinTokens(self.engine)
         self.revisions = RevisionStore(self.engine)
