@@ -56,7 +56,7 @@ from reconciler.source import (
 )
 from reconciler.spec.sources import GitTreeSource
 from reconciler.spec.validate import validate
-from reconciler.store import open_engine, sqlite_url
+from reconciler.store import StoreError, open_engine, sqlite_url
 from reconciler.store.health import StoreHealth
 from reconciler.store.health import watch as watch_store
 
@@ -270,12 +270,15 @@ class Controller:
         if not outcome.ok:
             self.metrics.fetches.labels("error").inc()
             err = outcome.error
-            self.audit.append("scheduler", "fetch.failed", self.mirror_display, {
-                "error": self.coordinator.status.last_error or str(err),
-                "temporary": bool(getattr(err, "temporary", True)),
-                "reasons": list(outcome.reasons[:20]),
-                "consecutive_failures": self.coordinator.status.consecutive_failures,
-            }, now=self.clock())
+            try:
+                self.audit.append("scheduler", "fetch.failed", self.mirror_display, {
+                    "error": self.coordinator.status.last_error or str(err),
+                    "temporary": bool(getattr(err, "temporary", True)),
+                    "reasons": list(outcome.reasons[:20]),
+                    "consecutive_failures": self.coordinator.status.consecutive_failures,
+                }, now=self.clock())
+            except StoreError as exc:  # a full disk: status shows the failed fetch
+                log.warning("fetch failed and cannot be recorded: %s", exc)
             return
         self.metrics.fetches.labels("ok").inc()
         previous = self.pipeline.last_recorded
