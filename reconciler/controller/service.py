@@ -24,13 +24,12 @@ from typing import Any
 import uvicorn
 
 from reconciler.audit import AuditLog
-from reconciler.audit.aggregate import RejectionSummary
 from reconciler.ca import CertificateAuthority, JoinTokens
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import FORGES, Settings
+from reconciler.controller.webhook_audit import WebhookAudit
 from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
-from reconciler.fleet.audit_buffer import AuditBuffer
 from reconciler.net.http import TrackRequests, uvicorn_handler
 from reconciler.net.listener import GuardedListener, ListenerCollector
 from reconciler.revisions import (
@@ -198,7 +197,7 @@ class Controller:
             "fetch": self.coordinator.status.to_dict(),
             "proxies": proxies,
             "revisions": counts,
-            "webhooksRejected": self._rejections.pending(),
+            "webhooksRejected": self._webhook_audit.status(),
             "health": {"status": "degraded" if self.health_problems() else "ok",
                        "problems": self.health_problems(),
                        "listeners": {x.name: x.status() for x in self.listeners}},
@@ -430,21 +429,6 @@ class Controller:
             "target": target.id, "parent": result.parent, "branch": self.settings.branch})
         return str(result.commit)
 
-    def _on_delivery(self, record: Any) -> None:
-        forge = record.forge if record.forge in FORGES else "unknown"  # a bounded label
-        self.metrics.webhooks.labels(forge, record.result).inc()
-        data = {"forge": record.forge, "delivery_id": record.delivery_id,
-                "result": record.result, "reason": record.reason, "status": record.status,
-                "remote": record.remote_addr, "ref": record.ref, "after": record.after,
-                "body_bytes": record.body_bytes}
-        if record.result == "rejected":  # counted; only a few a minute recorded in full
-            if not self._rejections.observe(record.forge, record.reason, record.remote_addr,
-                                            self.clock().timestamp()):
-                return
-            data["sampled"] = True
-        self._webhook_audit.add(f"webhook:{record.forge}", "webhook.delivery",
-                                record.delivery_id or "", data, self.clock())
-
     def _webhook_router(self) -> Any:
         s = self.settings
         from webhooks.receiver import make_router
@@ -462,7 +446,7 @@ class Controller:
         def on_update(update: Any) -> None:
             self._webhook_refresh(f"webhook:{update.forge}")
 
-        return make_router(rs, on_update=on_update, on_audit=self._on_delivery)
+        return make_router(rs, on_update=on_update, on_audit=self._webhook_audit.on_delivery)
 
     def _webhook_refresh(self, reason: str) -> None:
         """On the loop. The first push after a quiet spell fetches at once; pushes within
@@ -488,18 +472,6 @@ class Controller:
         with contextlib.suppress(Exception):  # closed during shutdown
             self.coordinator.refresh(reason if n == 1 else f"{reason} (+{n - 1} more)")
 
-    async def _flush_webhook_audit(self, *, final: bool = False) -> None:
-        while True:
-            if not final:
-                await asyncio.sleep(0.5)
-            now = self.clock()
-            summary = self._rejections.due(now.timestamp(), final=final)
-            if summary is not None:
-                self._webhook_audit.add("webhooks", "webhook.rejected", "webhooks", summary, now)
-            await self._webhook_audit.flush(now)
-            if final:
-                return
-
     # -- run -----------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -516,9 +488,9 @@ class Controller:
                                               trust_domain, now=self.clock())
         except Exception as exc:
             raise StartupError(f"CA: {exc}") from None
-        self._webhook_audit = AuditBuffer(self.audit)
-        self._rejections = RejectionSummary(interval_s=s.webhook_rejected_summary_s,
-                                            samples=s.webhook_rejected_samples)
+        self._webhook_audit = WebhookAudit(  # refused deliveries counted, not one record each
+            self.audit, clock=self.clock, count=self.metrics.webhooks, forges=FORGES,
+            interval_s=s.webhook_rejected_summary_s, samples=s.webhook_rejected_samples)
         self.webhook_router = self._webhook_router()
         await asyncio.to_thread(self.audit.append, "controller", "controller.started",
                                 self.mirror_display, {
@@ -610,7 +582,7 @@ class Controller:
                                     timeout_keep_alive=s.api_limits.idle_timeout_s or 5)  # type: ignore[arg-type]
             server = _QuietServer(config)
             tasks.append(asyncio.create_task(server.serve(sockets=[])))
-            tasks.append(asyncio.create_task(self._flush_webhook_audit()))
+            tasks.append(asyncio.create_task(self._webhook_audit.run()))
             while not server.started:
                 if tasks[0].done():
                     tasks[0].result()
@@ -652,7 +624,7 @@ class Controller:
         if tasks:
             await asyncio.wait(tasks, timeout=10)
         with contextlib.suppress(Exception):
-            await self._flush_webhook_audit(final=True)
+            await self._webhook_audit.flush(final=True)
         with contextlib.suppress(Exception):
             await self.pipeline.stop()
         if self.prometheus_feed is not None:
