@@ -113,6 +113,9 @@ def test_full_disk_keeps_the_controller_up_with_clear_errors(tmp_path: Path,
         assert status_doc["fetch"]["consecutive_failures"] >= 1
         assert status_doc["fetch"]["healthy"] is False and status_doc["fetch"]["last_error"]
         assert status_doc["health"]["status"] == "degraded"
+        shown = serve.cli("status")
+        assert shown.returncode == 0 and "health:      DEGRADED - storage: no space left" \
+            in shown.stdout, shown
         assert serve.proc is not None and serve.proc.popen.poll() is None  # still up
         assert "Traceback" not in serve.proc.output()  # clear lines, not stack dumps
         filler.unlink()
