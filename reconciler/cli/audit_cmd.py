@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -62,27 +63,58 @@ def show(data_dir: Path, api_url: str | None, token: str | None, seq: int) -> No
               "or postgresql+psycopg://...), without a running controller.")
 def verify(data_dir: Path, api_url: str | None, token: str | None,
            store_url: str | None) -> None:
-    """Recompute the hash chain. Exit 0 intact, 1 broken, 2 cannot check."""
+    """Recompute the hash chain and check the database file (SQLite's integrity check).
+    Exit 0 intact, 1 broken or damaged, 2 cannot check."""
     if store_url is not None:
         from reconciler.audit import AuditLog
+        from reconciler.store.integrity import check_integrity
 
         try:
             log = AuditLog.open(store_url)
+        except Exception as exc:  # any store failure: exit 2, or 1 for a damaged file
+            _unreadable(store_url, exc)
+        try:
+            integrity: dict[str, Any] = check_integrity(log.engine).to_dict()
             try:
                 result = log.verify()
-            finally:
-                log.close()
-        except Exception as exc:  # any store failure: exit 2
-            fail(f"cannot read the audit trail at the store: {exc}")
-        ok, upto, broken, reason = result.ok, result.verified_up_to, result.broken_at, result.reason
+            except Exception as exc:
+                if integrity["ok"]:
+                    fail(f"cannot read the audit trail at the store: {exc}")
+                result = None
+        finally:
+            log.close()
+        reason: str | None
+        if result is None:
+            ok, upto, broken, reason = False, 0, None, "the audit table cannot be read"
+        else:
+            ok, upto = result.ok, result.verified_up_to
+            broken, reason = result.broken_at, result.reason
     else:
         doc = ApiClient.from_options(data_dir, api_url, token).get("/api/audit/verify")
-        ok, upto, broken, reason = doc["ok"], doc["verifiedUpTo"], doc["brokenAt"], doc["reason"]
-    if ok:
-        click.echo(f"audit chain intact: {upto} records verified")
+        ok, upto, broken, reason = (doc.get("chainOk", doc["ok"]), doc["verifiedUpTo"],
+                                    doc["brokenAt"], doc["reason"])
+        integrity = doc.get("integrity") or {"checked": False, "ok": True, "problems": []}
+    if not integrity["ok"]:
+        problems = "; ".join(integrity["problems"][:3])
+        click.echo(f"database DAMAGED: the integrity check failed: {problems}", err=True)
+    if ok and integrity["ok"]:
+        pages = ("database integrity ok" if integrity["checked"]
+                 else "no page check on this database")
+        click.echo(f"audit chain intact: {upto} records verified; {pages}")
         return
-    click.echo(f"audit chain BROKEN at seq {broken}: {reason} (verified up to {upto})", err=True)
+    if not ok:
+        click.echo(f"audit chain BROKEN at seq {broken}: {reason} (verified up to {upto})",
+                   err=True)
     sys.exit(1)
+
+
+def _unreadable(store_url: str, exc: Exception) -> NoReturn:
+    from reconciler.store.errors import StoreCorrupt
+
+    if isinstance(exc, StoreCorrupt) or isinstance(exc.__cause__, StoreCorrupt):
+        click.echo(f"database DAMAGED: {exc}", err=True)
+        sys.exit(1)
+    fail(f"cannot read the audit trail at the store: {exc}")
 
 
 @audit.command("export")

@@ -82,6 +82,11 @@ def status(data_dir: Path, api_url: str | None, token: str | None, as_json: bool
     click.echo(f"proxies:     {p['SYNCED']} synced, {p['STALE']} stale, {p['NACKED']} nacked, "
                f"{p['DISCONNECTED']} disconnected")
     click.echo(f"epoch:       {doc['epoch']}   trust domain: {doc['trustDomain']}")
+    health = doc.get("health") or {}
+    if health.get("problems"):  # a listener not accepting, a full or damaged database, ...
+        click.echo(f"health:      DEGRADED - {'; '.join(health['problems'])}")
+    elif health:
+        click.echo("health:      ok")
 
 
 @click.command("proxies")

@@ -25,6 +25,7 @@ from reconciler.ca import InvalidSpiffeId, issue_join_token
 from reconciler.controller.http_errors import install_error_handlers
 from reconciler.controller.metrics import CONTENT_TYPE
 from reconciler.rollout import OPERATOR_ACTIONS
+from reconciler.store.integrity import check_integrity
 
 if TYPE_CHECKING:
     from reconciler.controller.service import Controller
@@ -75,7 +76,9 @@ def make_app(ctl: Controller) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"ok": True, "epoch": ctl.epoch}
+        problems = ctl.health_problems()
+        return {"ok": not problems, "status": "degraded" if problems else "ok",
+                "problems": problems, "epoch": ctl.epoch}
 
     # async: these read the fleet server's state, which lives on the event loop
     @app.get("/metrics")
@@ -118,7 +121,9 @@ def make_app(ctl: Controller) -> FastAPI:
     @read.get("/audit/verify")
     def audit_verify() -> dict[str, Any]:
         result = ctl.audit.verify()
-        return {"ok": result.ok, "verifiedUpTo": result.verified_up_to,
+        integrity = check_integrity(ctl.audit.engine)  # damaged pages the chain never reads
+        return {"ok": result.ok and integrity.ok, "integrity": integrity.to_dict(),
+                "chainOk": result.ok, "verifiedUpTo": result.verified_up_to,
                 "brokenAt": result.broken_at, "reason": result.reason,
                 "checked": result.checked,
                 "head": None if result.head is None else {"seq": result.head.seq,

@@ -9,7 +9,9 @@ Handlers raise domain errors (`reconciler.errors`); they never pick a status the
     any other, temporary     503   with Retry-After (the store is busy, the remote is down)
     any other MeshcdError    500
 
-The body is the API's error shape, `{"error": "<message>"}`, the same as an HTTPException's.
+The body is the API's error shape, `{"error": "<message>"}`, the same as an HTTPException's,
+plus `"temporary": true` when retrying may help (a full disk or a locked database: nothing was
+written).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def status_for(exc: MeshcdError) -> int:
 def error_response(exc: MeshcdError) -> JSONResponse:
     status = status_for(exc)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=status,
-                        headers=headers)
+    body: dict[str, object] = {"error": str(exc) or type(exc).__name__}
+    if exc.temporary:
+        body["temporary"] = True
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _handle(_request: Request, exc: Exception) -> JSONResponse:

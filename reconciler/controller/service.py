@@ -27,7 +27,8 @@ from reconciler.audit import AuditLog
 from reconciler.ca import CertificateAuthority, JoinTokens
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
-from reconciler.controller.settings import Settings
+from reconciler.controller.settings import FORGES, Settings
+from reconciler.controller.webhook_audit import WebhookAudit
 from reconciler.errors import RollbackRefused, RollbackTargetNotFound, StartupError
 from reconciler.fleet import (
     Acked,
@@ -38,7 +39,8 @@ from reconciler.fleet import (
     LedgerStore,
     Nacked,
 )
-from reconciler.fleet.audit_buffer import AuditBuffer
+from reconciler.net.http import TrackRequests, uvicorn_handler
+from reconciler.net.listener import GuardedListener, ListenerCollector
 from reconciler.revisions import (
     AllAtOnceDeployer,
     Deployer,
@@ -65,7 +67,9 @@ from reconciler.source import (
 )
 from reconciler.source.tree import GitTreeSource
 from reconciler.spec.validate import validate
-from reconciler.store import open_engine, sqlite_url
+from reconciler.store import StoreError, open_engine, sqlite_url
+from reconciler.store.health import StoreHealth
+from reconciler.store.health import watch as watch_store
 
 log = logging.getLogger("meshcd.controller")
 
@@ -126,8 +130,19 @@ class Controller:
         self._hook_timer: asyncio.TimerHandle | None = None
         self._hook_last = -WEBHOOK_WINDOW_S
         self._hook_reasons = 0
+        self.listeners: list[GuardedListener] = []  # fleet, bootstrap, api (reconciler.net)
 
     # -- helpers used by the API -------------------------------------------------------------
+
+    def health_problems(self) -> list[str]:
+        """What keeps this controller from working fully (healthz and status say degraded)."""
+        problems = [p for p in (x.problem() for x in self.listeners) if p]
+        problems += self.store_health.problems() if hasattr(self, "store_health") else []
+        fetch = self.coordinator.status if hasattr(self, "coordinator") else None
+        if fetch is not None and fetch.consecutive_failures:
+            problems.append(f"fetch failing ({fetch.consecutive_failures} in a row): "
+                            f"{fetch.last_error}")
+        return problems
 
     def audit_now(self, actor: str, kind: str, subject: str, data: dict[str, Any]) -> None:
         self.audit.append(actor, kind, subject, data, now=self.clock(), oversize="truncate")
@@ -182,6 +197,10 @@ class Controller:
             "fetch": self.coordinator.status.to_dict(),
             "proxies": proxies,
             "revisions": counts,
+            "webhooksRejected": self._webhook_audit.status(),
+            "health": {"status": "degraded" if self.health_problems() else "ok",
+                       "problems": self.health_problems(),
+                       "listeners": {x.name: x.status() for x in self.listeners}},
             "urls": {"api": self.api_url, "fleet": self.fleet.url,
                      "bootstrap": self.bootstrap_url},
         }
@@ -197,6 +216,7 @@ class Controller:
         s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         url = s.store_url or sqlite_url(s.data_dir)
         self.engine = open_engine(url)
+        self.store_health = watch_store(self.engine, StoreHealth(), time.time)  # full, damaged
         self.audit = AuditLog(self.engine)
         self.tokens = JoinTokens(self.engine)
         self.revisions = RevisionStore(self.engine)
@@ -249,12 +269,15 @@ class Controller:
         if not outcome.ok:
             self.metrics.fetches.labels("error").inc()
             err = outcome.error
-            self.audit.append("scheduler", "fetch.failed", self.mirror_display, {
-                "error": self.coordinator.status.last_error or str(err),
-                "temporary": bool(getattr(err, "temporary", True)),
-                "reasons": list(outcome.reasons[:20]),
-                "consecutive_failures": self.coordinator.status.consecutive_failures,
-            }, now=self.clock())
+            try:
+                self.audit.append("scheduler", "fetch.failed", self.mirror_display, {
+                    "error": self.coordinator.status.last_error or str(err),
+                    "temporary": bool(getattr(err, "temporary", True)),
+                    "reasons": list(outcome.reasons[:20]),
+                    "consecutive_failures": self.coordinator.status.consecutive_failures,
+                }, now=self.clock())
+            except StoreError as exc:  # a full disk: status shows the failed fetch
+                log.warning("fetch failed and cannot be recorded: %s", exc)
             return
         self.metrics.fetches.labels("ok").inc()
         previous = self.pipeline.last_recorded
@@ -413,15 +436,6 @@ class Controller:
             "target": target.id, "parent": result.parent, "branch": self.settings.branch})
         return str(result.commit)
 
-    def _on_delivery(self, record: Any) -> None:
-        self.metrics.webhooks.labels(record.forge, record.result).inc()
-        data = {"forge": record.forge, "delivery_id": record.delivery_id,
-                "result": record.result, "reason": record.reason, "status": record.status,
-                "remote": record.remote_addr, "ref": record.ref, "after": record.after,
-                "body_bytes": record.body_bytes}
-        self._webhook_audit.add(f"webhook:{record.forge}", "webhook.delivery",
-                                record.delivery_id or "", data, self.clock())
-
     def _webhook_router(self) -> Any:
         s = self.settings
         from webhooks.receiver import make_router
@@ -439,7 +453,7 @@ class Controller:
         def on_update(update: Any) -> None:
             self._webhook_refresh(f"webhook:{update.forge}")
 
-        return make_router(rs, on_update=on_update, on_audit=self._on_delivery)
+        return make_router(rs, on_update=on_update, on_audit=self._webhook_audit.on_delivery)
 
     def _webhook_refresh(self, reason: str) -> None:
         """On the loop. The first push after a quiet spell fetches at once; pushes within
@@ -465,11 +479,6 @@ class Controller:
         with contextlib.suppress(Exception):  # closed during shutdown
             self.coordinator.refresh(reason if n == 1 else f"{reason} (+{n - 1} more)")
 
-    async def _flush_webhook_audit(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            await self._webhook_audit.flush(self.clock())
-
     # -- run -----------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -486,7 +495,9 @@ class Controller:
                                               trust_domain, now=self.clock())
         except Exception as exc:
             raise StartupError(f"CA: {exc}") from None
-        self._webhook_audit = AuditBuffer(self.audit)
+        self._webhook_audit = WebhookAudit(  # refused deliveries counted, not one record each
+            self.audit, clock=self.clock, count=self.metrics.webhooks, forges=FORGES,
+            interval_s=s.webhook_rejected_summary_s, samples=s.webhook_rejected_samples)
         self.webhook_router = self._webhook_router()
         await asyncio.to_thread(self.audit.append, "controller", "controller.started",
                                 self.mirror_display, {
@@ -539,13 +550,16 @@ class Controller:
         boot: BootstrapServer | None = None
         fleet_started = False
         try:
-            await self.fleet.start(s.fleet.host, s.fleet.port, advertise=s.advertise_host)
+            await self.fleet.start(s.fleet.host, s.fleet.port, advertise=s.advertise_host,
+                                   limits=s.fleet_limits)
             fleet_started = True
             self.fleet.set_desired(self.pipeline.deployed_assignments())
             boot = BootstrapServer(self.ca, self.tokens, self.audit, clock=self.clock,
                                    fleet_url=lambda: self.fleet.url,
                                    credentials=self.fleet.credentials)
-            await boot.start(s.bootstrap.host, s.bootstrap.port, advertise=s.advertise_host)
+            await boot.start(s.bootstrap.host, s.bootstrap.port, advertise=s.advertise_host,
+                             limits=s.bootstrap_limits)
+            self.listeners = [x for x in (self.fleet.listener, boot.listener) if x is not None]
             self.bootstrap_url = boot.url
             self.pipeline.start()
             for rev in resume:
@@ -556,6 +570,7 @@ class Controller:
             from reconciler.pages import PagesSettings, make_pages_router
 
             app = make_app(self)
+            self.metrics.registry.register(ListenerCollector(lambda: self.listeners))
             api_tokens = ApiTokens(self.audit.engine)  # same database as the audit log
             await asyncio.to_thread(api_tokens.bootstrap_admin, self.admin_token,
                                     now=self.clock())
@@ -568,11 +583,14 @@ class Controller:
             if s.api.host in ("0.0.0.0", "::"):
                 host_text = "127.0.0.1"
             self.api_url = f"http://{host_text}:{api_port}"
-            config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                                    access_log=False, timeout_graceful_shutdown=5)
+            self.api_listener = GuardedListener("api", sock, s.api_limits)  # caps, timeouts
+            self.listeners.append(self.api_listener)
+            config = uvicorn.Config(TrackRequests(app, self.api_listener), log_level="warning",
+                                    lifespan="off", access_log=False, timeout_graceful_shutdown=5,
+                                    timeout_keep_alive=s.api_limits.idle_timeout_s or 5)  # type: ignore[arg-type]
             server = _QuietServer(config)
-            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
-            tasks.append(asyncio.create_task(self._flush_webhook_audit()))
+            tasks.append(asyncio.create_task(server.serve(sockets=[])))
+            tasks.append(asyncio.create_task(self._webhook_audit.run()))
             # hellos that came before this are on the queue and answered now
             tasks.append(asyncio.create_task(self._watch_fleet(fleet_events)))
             while not server.started:
@@ -580,6 +598,8 @@ class Controller:
                     tasks[0].result()
                     raise StartupError("the API server stopped during start-up")
                 await asyncio.sleep(0.01)
+            tasks.append(asyncio.create_task(
+                self.api_listener.serve(uvicorn_handler(server), close=True)))
             self.schedule.start()
             write_address(s.data_dir, {
                 "api": self.api_url, "fleet": self.fleet.url, "bootstrap": self.bootstrap_url,
@@ -614,7 +634,7 @@ class Controller:
         if tasks:
             await asyncio.wait(tasks, timeout=10)
         with contextlib.suppress(Exception):
-            await self._webhook_audit.flush(self.clock())
+            await self._webhook_audit.flush(final=True)
         with contextlib.suppress(Exception):
             await self.pipeline.stop()
         if self.prometheus_feed is not None:

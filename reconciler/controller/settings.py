@@ -11,14 +11,19 @@ source:
   poll_interval: 60                      # seconds; jitter defaults to a tenth of it
   poll_jitter: 6
   signature: {mode: require, allowed_signers: /etc/meshcd/allowed_signers, openpgp_keyring: null}
-api: {host: 127.0.0.1, port: 8080}
+api: {host: 127.0.0.1, port: 8080}       # + the limits below (docs/controller.md)
 fleet: {host: 127.0.0.1, port: 15012}
 bootstrap: {host: 127.0.0.1, port: 15013}
+# each listener also takes max_connections and max_per_address (0: no cap); the API also
+# header_timeout_s (a request head must be complete within it; default 10) and
+# idle_timeout_s (keep-alive; default 5). Defaults: API_LIMITS, FLEET_LIMITS, BOOTSTRAP_LIMITS.
 trust_domain: null                       # default: the Mesh's, at the first good revision
 webhooks:
   secrets: {github: "file:/etc/meshcd/github.secret", generic: "env:MESHCD_GENERIC_SECRET"}
   max_body_bytes: 1048576
   body_timeout_s: 10
+  rejected_summary_s: 60                 # refused deliveries: one webhook.rejected record per
+  rejected_samples: 5                    #   interval with counts, + this many kept in full
 deploy:
   strategy: canary                       # canary (default) | all-at-once
   preset: default                        # default | fast (1 proxy, 50%, 100%, 3 s bakes)
@@ -41,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ConfigError
+from reconciler.net.limits import API_LIMITS, BOOTSTRAP_LIMITS, FLEET_LIMITS, ListenerLimits
 
 DEFAULT_DATA_DIR = ".meshcd"
 DEFAULT_API_PORT = 8080
@@ -78,10 +84,15 @@ class Settings:
     fleet: Bind = Bind("127.0.0.1", DEFAULT_FLEET_PORT)
     bootstrap: Bind = Bind("127.0.0.1", DEFAULT_BOOTSTRAP_PORT)
     advertise_host: str | None = None  # the name proxies dial (default: the bind host)
+    api_limits: ListenerLimits = API_LIMITS
+    fleet_limits: ListenerLimits = FLEET_LIMITS
+    bootstrap_limits: ListenerLimits = BOOTSTRAP_LIMITS
     trust_domain: str | None = None
     webhook_secrets: Mapping[str, str] = field(default_factory=dict)
     webhook_max_body_bytes: int = 1024 * 1024
     webhook_body_timeout_s: float = 10.0
+    webhook_rejected_summary_s: float = 60.0
+    webhook_rejected_samples: int = 5
     deploy_timeout_s: float = 60.0
     deploy_strategy: str = "canary"
     rollout_preset: str = "default"
@@ -97,8 +108,11 @@ _TOP = {"data_dir", "store_url", "source", "api", "fleet", "bootstrap", "trust_d
         "webhooks", "deploy", "advertise_host", "analysis"}
 _SOURCE = {"url", "branch", "credentials", "poll_interval", "poll_jitter", "signature"}
 _SIGNATURE = {"mode", "allowed_signers", "openpgp_keyring"}
-_WEBHOOKS = {"secrets", "max_body_bytes", "body_timeout_s"}
+_WEBHOOKS = {"secrets", "max_body_bytes", "body_timeout_s", "rejected_summary_s",
+             "rejected_samples"}
 _BIND = {"host", "port"}
+_CAPS = {"max_connections", "max_per_address"}
+_TIMEOUTS = {"header_timeout_s", "idle_timeout_s"}
 _DEPLOY = {"timeout_s", "strategy", "preset"}
 _ANALYSIS = {"source", "prometheus"}
 _PROMETHEUS = {"url", "interval_s", "lag_s", "direction"}
@@ -131,6 +145,22 @@ def _number(value: Any, where: str, *, low: float, high: float) -> float:
     return n
 
 
+def parse_limits(value: Any, where: str, default: ListenerLimits, *,
+                 timeouts: bool = False) -> ListenerLimits:
+    """The caps (and, for an HTTP listener, timeouts) in a listener's mapping."""
+    if not isinstance(value, Mapping):
+        return default
+    m = _mapping(value, where, _BIND | _CAPS | (_TIMEOUTS if timeouts else set()))
+    caps = {k: int(_number(m.get(k, getattr(default, k)), f"{where}.{k}", low=0, high=10**6))
+            for k in _CAPS}
+    times: dict[str, float | None] = {}
+    for k in _TIMEOUTS:
+        v = m.get(k, getattr(default, k))
+        times[k] = None if v is None else _number(v, f"{where}.{k}", low=0.01, high=3600)
+    return ListenerLimits(caps["max_connections"], caps["max_per_address"],
+                          times["header_timeout_s"], times["idle_timeout_s"])
+
+
 def parse_bind(value: Any, where: str, default: Bind) -> Bind:
     """`{host, port}` or `"host:port"` (IPv6 as `[::1]:8080`); port 0 = any free port."""
     if value is None:
@@ -141,7 +171,7 @@ def parse_bind(value: Any, where: str, default: Bind) -> Bind:
             raise SettingsError(f"{where}: expected host:port, got {value!r}")
         host = host.strip("[]")
         return Bind(host, int(_number(port, where, low=0, high=65535)))
-    m = _mapping(value, where, _BIND)
+    m = _mapping(value, where, _BIND | _CAPS | _TIMEOUTS)
     host = m.get("host", default.host)
     if not isinstance(host, str) or not host:
         raise SettingsError(f"{where}.host: expected a host name or address")
@@ -215,6 +245,9 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
         bootstrap=parse_bind(pick("MESHCD_BOOTSTRAP_BIND", top.get("bootstrap")), "bootstrap",
                              Bind("127.0.0.1", DEFAULT_BOOTSTRAP_PORT)),
         advertise_host=pick("MESHCD_ADVERTISE_HOST", top.get("advertise_host")),
+        api_limits=parse_limits(top.get("api"), "api", API_LIMITS, timeouts=True),
+        fleet_limits=parse_limits(top.get("fleet"), "fleet", FLEET_LIMITS),
+        bootstrap_limits=parse_limits(top.get("bootstrap"), "bootstrap", BOOTSTRAP_LIMITS),
         trust_domain=pick("MESHCD_TRUST_DOMAIN", top.get("trust_domain")),
         webhook_secrets=secrets,
         webhook_max_body_bytes=int(_number(hooks.get("max_body_bytes", 1024 * 1024),
@@ -222,6 +255,10 @@ def build_settings(file_data: Any, environ: Mapping[str, str], *,
                                            high=25 * 1024 * 1024)),
         webhook_body_timeout_s=_number(hooks.get("body_timeout_s", 10), "webhooks.body_timeout_s",
                                        low=0.01, high=300),
+        webhook_rejected_summary_s=_number(hooks.get("rejected_summary_s", 60),
+                                           "webhooks.rejected_summary_s", low=0.1, high=86400),
+        webhook_rejected_samples=int(_number(hooks.get("rejected_samples", 5),
+                                             "webhooks.rejected_samples", low=0, high=1000)),
         deploy_timeout_s=_number(pick("MESHCD_DEPLOY_TIMEOUT", deploy.get("timeout_s", 60)),
                                  "deploy.timeout_s", low=0.1, high=3600),
         deploy_strategy=_choice(pick("MESHCD_DEPLOY_STRATEGY", deploy.get("strategy", "canary")),

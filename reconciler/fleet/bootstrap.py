@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,8 @@ from reconciler.ca import (
 )
 from reconciler.ca import certs as ca_certs
 from reconciler.fleet.tls import server_context
+from reconciler.net.limits import BOOTSTRAP_LIMITS, ListenerLimits
+from reconciler.net.listener import GuardedListener
 
 log = logging.getLogger("meshcd.fleet.bootstrap")
 
@@ -152,22 +155,48 @@ class BootstrapServer:
                                         svid_ttl=svid_ttl)
         creds = credentials or ca.issue_server_cert(hostnames, ips, now=clock())
         self._ssl = server_context(creds, client_ca_pem=None)
-        self._server: asyncio.AbstractServer | None = None
+        self.listener: GuardedListener | None = None
+        self._accepter: asyncio.Task[None] | None = None
+        self._conns: set[asyncio.Task[None]] = set()
         self._host = "127.0.0.1"
         self._port = 0
 
-    async def start(self, host: str, port: int, *, advertise: str | None = None) -> None:
-        self._server = await asyncio.start_server(self._client, host, port, ssl=self._ssl,
-                                                  ssl_handshake_timeout=10.0)
-        self._port = self._server.sockets[0].getsockname()[1]
+    async def start(self, host: str, port: int, *, advertise: str | None = None,
+                    limits: ListenerLimits = BOOTSTRAP_LIMITS) -> None:
+        """Listen on host:port behind a `GuardedListener` (caps; an accept loop that backs
+        off and resumes when descriptors run out)."""
+        listen = socket.create_server((host, port), backlog=1024,
+                                      family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.listener = GuardedListener("bootstrap", listen, limits)
+        self._port = listen.getsockname()[1]
         self._host = advertise or ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
+        self._accepter = asyncio.get_running_loop().create_task(self.listener.serve(self._accepted))
+
+    def _accepted(self, csock: socket.socket, _peer: tuple[str, int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._connect(csock))
+        self._conns.add(task)
+        task.add_done_callback(self._conns.discard)
+
+    async def _connect(self, csock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(reader, self._client), csock,
+                ssl=self._ssl, ssl_handshake_timeout=10.0)
+        except (OSError, TimeoutError):  # ssl.SSLError is an OSError
+            with contextlib.suppress(OSError):
+                csock.close()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5.0)
-            self._server = None
+        if self._accepter is not None and self.listener is not None:
+            self._accepter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepter
+            self.listener.sock.close()
+            self._accepter = None
+        for task in list(self._conns):
+            task.cancel()
 
     @property
     def bound_port(self) -> int:

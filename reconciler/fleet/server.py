@@ -65,6 +65,8 @@ from reconciler.fleet.ledger_store import LedgerStore
 from reconciler.fleet.memory import pin_mmap_threshold, trim
 from reconciler.fleet.stream import FleetStream, Refused
 from reconciler.fleet.tls import server_context
+from reconciler.net.limits import FLEET_LIMITS, ListenerLimits
+from reconciler.net.listener import GuardedListener
 
 log = logging.getLogger("meshcd.fleet")
 
@@ -78,6 +80,8 @@ class EventSink(Protocol):
 
 
 class FleetServer:
+    listener: GuardedListener | None = None  # set by start()
+
     def __init__(
         self,
         ca: CertificateAuthority,
@@ -153,9 +157,11 @@ class FleetServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int, *, advertise: str | None = None) -> None:
+    async def start(self, host: str, port: int, *, advertise: str | None = None,
+                    limits: ListenerLimits = FLEET_LIMITS) -> None:
         """Listen on host:port (0: any free port; see `bound_port`). `advertise` is the host
-        name put in `url` (default: `host`, or 127.0.0.1 for a wildcard address)."""
+        name put in `url` (default: `host`, or 127.0.0.1 for a wildcard address); `limits`:
+        the listener's connection caps (reconciler.net)."""
         if self._running:
             raise RuntimeError("the fleet server is already started")
         self._queue = asyncio.Queue()
@@ -169,6 +175,7 @@ class FleetServer:
         self._host = advertise or ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
         # We accept, and run each TLS handshake with connect_accepted_socket, so that a refused
         # one can be audited: asyncio and uvloop swallow handshake failures of their servers.
+        self.listener = GuardedListener("fleet", listen, limits)
         self._accepter = loop.create_task(self._accept_loop(listen))
         self._spawn(self._pusher())
         self._stopping = asyncio.Event()
@@ -177,13 +184,12 @@ class FleetServer:
         log.info("fleet listener on %s:%d (epoch %d)", host, self._port, self.epoch)
 
     async def _accept_loop(self, listen: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                csock, addr = await loop.sock_accept(listen)
-            except (OSError, asyncio.CancelledError):
-                return
-            self._spawn(self._handshake(csock, _peer(addr)))
+        """Accept until stopped (cancelled). Over a cap a connection is closed at once; out of
+        descriptors the listener backs off and resumes, and says so (reconciler.net)."""
+        assert self.listener is not None and self.listener.sock is listen
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.listener.serve(
+                lambda csock, addr: self._spawn(self._handshake(csock, _peer(addr))))
 
     async def _handshake(self, csock: socket.socket, peer: str) -> None:
         loop = asyncio.get_running_loop()

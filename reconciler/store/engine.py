@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from reconciler.store.errors import StoreUnavailable
+from reconciler.store.errors import StoreCorrupt, StoreFull, StoreUnavailable
 
 DEFAULT_DB_FILE = "meshcd.db"
 # How long a writer waits for another writer's lock before giving up (both backends).
@@ -138,14 +138,33 @@ def translate_errors() -> Iterator[None]:
     """
     try:
         yield
-    except sa.exc.OperationalError as exc:
-        if _is_permanent_sqlite_error(exc):
-            raise
-        raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
     except sa.exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
-        raise
+        raise classify_error(exc) from exc
+
+
+def classify_error(exc: sa.exc.DBAPIError) -> BaseException:
+    """The store error a driver error means: `StoreFull` (no space), `StoreCorrupt` (a
+    damaged file), `StoreUnavailable` (try again), or the error itself (a caller's mistake)."""
+    message = str(getattr(exc, "orig", None) or exc).lower()
+    if any(marker in message for marker in _FULL):
+        return StoreFull(f"no space left for the database: {_first_line(exc)}; free some "
+                         "space (nothing was written)")
+    if any(marker in message for marker in _CORRUPT):
+        return StoreCorrupt(f"the database is damaged: {_first_line(exc)}")
+    if isinstance(exc, sa.exc.OperationalError):
+        if _is_permanent_sqlite_error(exc):
+            return exc
+        return StoreUnavailable(f"database unavailable: {_first_line(exc)}")
+    if exc.connection_invalidated:
+        return StoreUnavailable(f"database connection lost: {_first_line(exc)}")
+    return exc
+
+
+# SQLite: SQLITE_FULL, SQLITE_CORRUPT, SQLITE_NOTADB; PostgreSQL: disk full (53100)
+_FULL = ("database or disk is full", "no space left on device", "could not extend file",
+         "disk quota exceeded")
+_CORRUPT = ("database disk image is malformed", "file is not a database",
+            "database corruption")
 
 
 # sqlite3 reports SQL mistakes ("no such table", syntax errors) as OperationalError too;
