@@ -8,18 +8,39 @@
   `Audit` command of that kind in scripted rollouts (tests/support/rollout_playbook.py), turned
   into a record by `build_record`. The canary shell adds `revision_id` (and `source` to
   `rollout.judged`) when it appends them; that addition is not pinned here.
+- `token.*.json`, `svid.*.json`: what joining a proxy writes (reconciler.ca.enrollment: a real
+  CA, join tokens and audit log in SQLite in a temporary folder). Token ids, certificate
+  serials and the hashes are random per run: they are written as `<token-id>`, `<serial>`,
+  `<hash>` (the shape is pinned, and the chain is verified before they are blanked).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from rollout_playbook import ERRORS_5XX, Playbook
 
+from reconciler.audit import AuditLog
 from reconciler.audit.record import AuditEntry, AuditRecord, build_record
+from reconciler.ca import (
+    CertificateAuthority,
+    CSRRejected,
+    JoinTokens,
+    TokenRefused,
+    enroll,
+    issue_join_token,
+)
 from reconciler.rollout import Audit, Nacked
+from reconciler.store import open_engine
+from reconciler.store.engine import sqlite_url
 
 NOW = datetime(2026, 11, 25, 17, 38, 1, 123456, tzinfo=UTC)
 PREV = "7" * 64
@@ -108,6 +129,71 @@ def rollout_audits() -> dict[str, Audit]:
     return first
 
 
+# --- joining a proxy -----------------------------------------------------------------------
+
+
+def _csr() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
+        key, hashes.SHA256())
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
+def _forged_csr() -> bytes:
+    """A well-formed CSR whose signature does not verify (its last byte flipped)."""
+    der = bytearray(x509.load_pem_x509_csr(_csr()).public_bytes(serialization.Encoding.DER))
+    der[-1] ^= 0x01
+    return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
+
+
+def _blank(record: AuditRecord, token_ids: dict[str, str]) -> dict[str, Any]:
+    out = record.to_dict()
+    data = dict(out["data"])
+    if data.get("token_id") is not None:
+        data["token_id"] = token_ids.get(data["token_id"], "<unknown token-id>")
+    if "serial" in data:
+        data["serial"] = "<serial>"
+    out["data"] = data
+    out["hash"] = out["prev_hash"] = "<hash>"
+    return out
+
+
+def enrollment_records() -> dict[str, dict[str, Any]]:
+    """Kind -> the first record of that kind written by issuing a token, a join, a second
+    join with the spent token, and a join with a forged CSR."""
+    now = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+    with tempfile.TemporaryDirectory(prefix="meshcd-golden-") as tmp:
+        engine = open_engine(sqlite_url(tmp))
+        try:
+            ca = CertificateAuthority.load_or_create(Path(tmp) / "ca", "mesh.example", now=now)
+            tokens, audit = JoinTokens(engine), AuditLog(engine)
+            issued = issue_join_token(tokens, audit, actor="admin-token:ab12", service="web",
+                                      namespace="shop", now=now)
+
+            def join(csr: bytes) -> None:
+                enroll(ca=ca, tokens=tokens, audit=audit, token=issued.token, csr_pem=csr,
+                       service="web", namespace="shop", peer="10.0.0.7",
+                       now=now + timedelta(minutes=1))
+
+            join(_csr())
+            refusals: tuple[tuple[bytes, type[Exception]], ...] = (
+                (_csr(), TokenRefused), (_forged_csr(), CSRRejected))
+            for bad, error in refusals:
+                try:
+                    join(bad)
+                except error:
+                    continue
+                raise AssertionError(f"a join that must be refused ({error.__name__}) was not")
+            audit.verify().raise_if_broken()
+            records = list(audit.iter_records())
+        finally:
+            engine.dispose()
+    first: dict[str, dict[str, Any]] = {}
+    for r in records:
+        first.setdefault(r.kind, _blank(r, {issued.id: "<token-id>"}))
+    return first
+
+
 def audit_records() -> dict[str, str]:
     out = {
         "record.json": _text(_record(AuditEntry(
@@ -124,6 +210,8 @@ def audit_records() -> dict[str, str]:
     }
     for kind, a in sorted(rollout_audits().items()):
         out[f"{kind}.json"] = _text(_record(AuditEntry(a.actor, a.kind, a.subject, dict(a.data))))
+    for kind, d in sorted(enrollment_records().items()):
+        out[f"{kind}.json"] = json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     return out
 
 

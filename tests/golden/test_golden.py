@@ -102,3 +102,11 @@ def test_every_rollout_audit_kind_has_a_golden_record() -> None:
     kinds = set(re.findall(r'"(rollout\.[a-z_]+)"', engine.read_text(encoding="utf-8")))
     assert kinds, "no rollout.* kinds found in the engine's source"
     assert {f"{k}.json" for k in kinds} <= set(audit_records())
+
+
+def test_every_kind_in_the_audit_docs_table_has_a_golden_record() -> None:
+    """docs/audit.md's table of kinds is the documented contract: each row is pinned here."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
+    kinds = set(re.findall(r"^\| `([a-z]+\.[a-z_]+)` \|", doc.read_text(encoding="utf-8"), re.M))
+    assert kinds, "no kinds table found in docs/audit.md"
+    assert {f"{k}.json" for k in kinds} <= set(suite_expected("audit"))
