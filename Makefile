@@ -40,7 +40,7 @@ demo: $(STAMP)
 	$(BIN)/meshcd validate repo_layout_example
 	$(BIN)/python demo/run_demo.py
 
-# Rewrites the golden files under tests/golden/*/expected on purpose; review with git diff.
+# Rewrites the golden files under tests/golden on purpose; review with git diff.
 golden: $(STAMP)
 	PYTHONPATH=tests/support $(BIN)/python tests/golden/regenerate.py
 
