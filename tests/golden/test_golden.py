@@ -18,6 +18,7 @@ from golden_cases import (
     WARNINGS,
     cases,
     expected,
+    plan_texts,
     rendered,
     suite_expected,
     suites,
@@ -110,3 +111,12 @@ def test_every_kind_in_the_audit_docs_table_has_a_golden_record() -> None:
     kinds = set(re.findall(r"^\| `([a-z]+\.[a-z_]+)` \|", doc.read_text(encoding="utf-8"), re.M))
     assert kinds, "no kinds table found in docs/audit.md"
     assert {f"{k}.json" for k in kinds} <= set(suite_expected("audit"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_plan_never_says_more_proxies_change_than_there_are(case: str) -> None:
+    """An invariant on the rendered plans (black's kind): "N of TOTAL change" with N <= TOTAL,
+    in text and markdown alike, also when proxies are removed."""
+    for name, text in plan_texts(case).items():
+        for n, total in re.findall(r"Proxies:\**\s+(\d+) of (\d+) change", text):
+            assert int(n) <= int(total), f"{case}/{name}: {n} of {total} proxies change"
