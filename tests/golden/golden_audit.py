@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rollout_playbook import ERRORS_5XX, Playbook
 
 from reconciler.audit import AuditLog
-from reconciler.audit.record import AuditEntry, AuditRecord, build_record
+from reconciler.audit.record import AuditEntry, AuditRecord, Oversize, build_record
 from reconciler.ca import (
     CertificateAuthority,
     CSRRejected,
@@ -46,8 +46,8 @@ NOW = datetime(2026, 11, 25, 17, 38, 1, 123456, tzinfo=UTC)
 PREV = "7" * 64
 
 
-def _record(entry: AuditEntry, **kw: object) -> AuditRecord:
-    return build_record(seq=42, now=NOW, entry=entry, prev_hash=PREV, **kw)  # type: ignore[arg-type]
+def _record(entry: AuditEntry, oversize: Oversize = "reject") -> AuditRecord:
+    return build_record(seq=42, now=NOW, entry=entry, prev_hash=PREV, oversize=oversize)
 
 
 def _text(record: AuditRecord) -> str:
