@@ -40,9 +40,9 @@ demo: $(STAMP)
 	$(BIN)/meshcd validate repo_layout_example
 	$(BIN)/python demo/run_demo.py
 
-# Rewrites the golden files under tests/golden/*/expected on purpose; review with git diff.
+# Rewrites the golden files under tests/golden on purpose; review with git diff.
 golden: $(STAMP)
-	$(BIN)/python tests/golden/regenerate.py
+	PYTHONPATH=tests/support $(BIN)/python tests/golden/regenerate.py
 
 # Benchmarks: each prints a table and writes bench/out/<name>.json. Not part of `make test`.
 bench-validate bench-render bench-proxy bench-webhooks bench-converge bench-canary bench-page bench-judge_sim: bench-%: $(STAMP)

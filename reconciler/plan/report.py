@@ -8,6 +8,7 @@ from typing import Any
 
 from .access import AccessFlip
 from .plan import Plan
+from .proxies import ProxyDiff
 
 MAX_FLIP_LINES = 200
 MAX_FIELD_LINES = 200
@@ -53,6 +54,14 @@ def _counts(plan: Plan) -> tuple[int, int, int]:
             sum(r.change == "removed" for r in rs))
 
 
+def _proxy_counts(pd: ProxyDiff) -> str:
+    """"N of TOTAL change" counts the target fleet's proxies only; proxies that leave the
+    fleet (a removed service) are not among TOTAL, so they are counted apart."""
+    removed = sum(1 for c in pd.changes if c.change == "removed")
+    text = f"{len(pd.changes) - removed} of {pd.total} change"
+    return text + (f", {removed} removed" if removed else "")
+
+
 def format_text(plan: Plan) -> str:
     out: list[str] = [f"Plan: {_rev(plan.from_rev)} -> {_rev(plan.to_rev)}", ""]
     a, c, r = _counts(plan)
@@ -72,7 +81,7 @@ def format_text(plan: Plan) -> str:
                    "(use --format json)")
     pd = plan.proxies
     n_changed = len(pd.changes)
-    out += ["", f"Proxies: {n_changed} of {pd.total} change; {pd.unchanged} unchanged"]
+    out += ["", f"Proxies: {_proxy_counts(pd)}; {pd.unchanged} unchanged"]
     for sc in pd.services:
         parts = [f"{n} {k}" for k, n in (("changed", sc.changed), ("added", sc.added),
                                          ("removed", sc.removed)) if n]
@@ -129,7 +138,7 @@ def format_markdown(plan: Plan) -> str:
     pd, ad = plan.proxies, plan.access
     head = [f"### meshcd plan `{_rev(plan.from_rev)}` \u2192 `{_rev(plan.to_rev)}`", "",
             f"**Resources:** {a} added, {c} changed, {r} removed  ",
-            f"**Proxies:** {len(pd.changes)} of {pd.total} change  ",
+            f"**Proxies:** {_proxy_counts(pd)}  ",
             f"**Access:** {len(ad.granted)} granted, {len(ad.revoked)} revoked"]
 
     resources: list[str] = []
