@@ -90,7 +90,9 @@ def test_each_error_kind_gets_its_status_and_message(base_url: str, name: str) -
     exc, status = CASES[name]
     r = httpx.get(f"{base_url}/raise/{name}", timeout=10)
     assert r.status_code == status, (name, r.status_code, r.text)
-    assert r.json() == {"error": str(exc)}
+    # a temporary error says so: the client may try again, nothing was written
+    assert r.json() == ({"error": str(exc), "temporary": True} if exc.temporary
+                        else {"error": str(exc)})
     assert status_for(exc) == status
     if status == 503:
         assert r.headers["retry-after"] == str(RETRY_AFTER_S)
