@@ -20,8 +20,8 @@ change was promoted to every proxy and the bad one was rejected with every proxy
 config it ran before (1 otherwise, with the reason).
 
 <dir> is yours once the demo made it: a later run reuses it (your commits, the store with its
-audit trail, the proxies' state) and skips the story, which needs the seed's config; `--fresh`
-moves it aside to <dir>.old-<UTC time> and starts over. The demo never deletes it.
+audit trail; the proxies join afresh) and skips the story, which needs the seed's config;
+`--fresh` moves it aside to <dir>.old-<UTC time> and starts over. The demo never deletes it.
 """
 
 from __future__ import annotations
@@ -610,6 +610,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"reusing {short(base)} from an earlier run: your commits, the store and its "
                 "audit trail are kept; the story is skipped (add --fresh to start over; the "
                 "old directory is moved aside, not deleted)")
+            # The controller listens on new ports each run; proxies join afresh (a proxy's
+            # state dir remembers the old controller address). Only their keys and cached
+            # config go: the fleet gets the deployed config again from the controller.
+            shutil.rmtree(base / "proxies", ignore_errors=True)
         else:
             bare, work = seed_repo(base, bake)
             secret_file.write_text(secrets.token_hex(32) + "\n")
