@@ -84,3 +84,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(f"    ... and {len(ids) - 5} more")
     terminalreporter.write_line("install them (Debian/Ubuntu), then run `make test` again:")
     terminalreporter.write_line(f"    sudo apt-get install -y {' '.join(packages)}", bold=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run beside a `make demo` whose second terminal exports MESHCD_DATA_DIR (README):
+    no test may read the user's meshcd settings, so every MESHCD_* variable goes (but the
+    tests' own MESHCD_TEST_*, e.g. MESHCD_TEST_POSTGRES_URL)."""
+    import os  # (here, not at the top: the import block is being reorganised elsewhere)
+
+    for name in [n for n in os.environ
+                 if n.startswith("MESHCD_") and not n.startswith("MESHCD_TEST_")]:
+        del os.environ[name]

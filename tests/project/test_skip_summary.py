@@ -32,14 +32,15 @@ def test_passes():
 '''
 
 
-def _run(tmp_path: Path, test_text: str) -> str:
+def _run(tmp_path: Path, test_text: str, env: dict[str, str] | None = None) -> str:
     shutil.copy(ROOT / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_x.py").write_text(test_text)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
          str(tmp_path), "-c", "/dev/null", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT}:{ROOT / 'tests' / 'support'}"},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT}:{ROOT / 'tests' / 'support'}",
+             **(env or {})},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -57,3 +58,14 @@ def test_summary_names_skipped_tests_and_the_install_command(tmp_path: Path) -> 
 def test_no_summary_when_nothing_is_missing(tmp_path: Path) -> None:
     out = _run(tmp_path, "def test_passes():\n    pass\n")
     assert "system packages missing" not in out and "apt-get" not in out, out
+
+
+def test_the_users_meshcd_environment_does_not_reach_tests(tmp_path: Path) -> None:
+    """README has the demo's users export MESHCD_DATA_DIR; a test run in that shell must not
+    talk to their demo."""
+    out = _run(tmp_path, "import os\n\ndef test_env():\n"
+               "    assert [n for n in os.environ if n.startswith('MESHCD_')] == "
+               "['MESHCD_TEST_POSTGRES_URL']\n",
+               env={"MESHCD_DATA_DIR": str(tmp_path / "demo"), "MESHCD_TOKEN": "mat_x",
+                    "MESHCD_TEST_POSTGRES_URL": "postgresql+psycopg://postgres@127.0.0.1/x"})
+    assert "1 passed" in out, out
