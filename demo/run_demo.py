@@ -535,16 +535,18 @@ def prepare_dir(base: Path, fresh: bool, smoke: bool, now: datetime) -> str:
     demo's: kept as it is). With `fresh` an existing one is moved aside first (never deleted).
     Raises DemoError for a <dir> that is not a demo's, and for --smoke on an existing one
     (the story needs the seed's config)."""
-    if base.exists() and fresh:
+    empty = base.is_dir() and not any(base.iterdir())
+    if base.exists() and not empty and not (
+            (base / "mesh-config.git").is_dir() and (base / "meshcd.yaml").is_file()):
+        raise DemoError(f"{base} exists and is not a demo's directory: choose another --dir")
+    if base.exists() and not empty and fresh:
         aside = base.with_name(f"{base.name}.old-{now.strftime('%Y%m%d-%H%M%S')}")
         base.rename(aside)
         say(f"moved the earlier {short(base)} aside to {short(aside)} (delete it when done)")
-    if not base.exists() or (base.is_dir() and not any(base.iterdir())):
+    if not base.exists() or not any(base.iterdir()):
         base.mkdir(parents=True, exist_ok=True)
         (base / "logs").mkdir()
         return "seed"
-    if not (base / "mesh-config.git").is_dir() or not (base / "meshcd.yaml").is_file():
-        raise DemoError(f"{base} exists and is not a demo's directory: choose another --dir")
     if smoke:
         raise DemoError(f"--smoke tells the story on a new directory; {short(base)} exists "
                         "(add --fresh to move it aside, or pick another --dir)")
