@@ -50,6 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "canary_e2e"))
 sys.path.insert(0, str(ROOT / "tests" / "controller"))  # controller_helpers, for canary_harness
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # ports, for canary_harness
 
 from canary_harness import (  # noqa: E402
     BAD_KINDS,

@@ -85,3 +85,18 @@ def test_listener_or_app_port_past_65535(tmp_path: Path, port: int) -> None:
     assert codes == ["MCD132"]
     refused, _ = _refused_and_shared(tmp_path)
     assert refused == {"web.prod-0"}
+
+
+@pytest.mark.parametrize(("endpoint_port", "collides"), [(30000, True), (20000, False)])
+def test_mcd132_follows_the_mesh_outbound_port_base(tmp_path: Path, endpoint_port: int,
+                                                     collides: bool) -> None:
+    """The first proxy's outbound port is the Mesh's outboundPortBase, not always 20000."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "mesh.yaml").write_text(MESH.replace("  mtls:", "  outboundPortBase: 30000\n  mtls:"))
+    (tmp_path / "svc.yaml").write_text(
+        "apiVersion: meshcd.dev/v1alpha1\nkind: Service\nmetadata: {name: web, namespace: prod}\n"
+        "spec:\n  ports: [{name: http, number: 80, protocol: http}]\n"
+        f"  endpoints: [{{address: '127.0.0.1:{endpoint_port}'}}]\n")
+    result = validate(DirectorySource(tmp_path))
+    assert result.model is not None, result.findings
+    assert any(f.code == "MCD132" for f in result.findings) is collides, result.findings

@@ -5,15 +5,15 @@ layout"): services in (namespace, name) order, endpoints in their order, the n-t
 walk listening
 
 - for Service port k on the endpoint's port + k (the app behind it on + k + APP_PORT_OFFSET),
-- for outbound HTTP on OUTBOUND_BASE + n,
+- for outbound HTTP on the Mesh's `outboundPortBase` (default 20000) + n,
 
 on the endpoint's host. A port claimed twice on one host is a snapshot the proxy refuses (its
 own inbound and outbound listeners on one port: "port ... is already used") or a listener that
 cannot bind (two proxies on one host); a port past 65535 is a snapshot the proxy refuses. All of
 that is known from the config alone, so validation says it, at the endpoint's address.
 
-The layout constants are the renderer's; the spec may not import renderers, so they are
-repeated here and tests/spec keeps the two in step. Endpoints with an invalid address (MCD129)
+The layout constants are the renderer's; the spec may not import renderers, so
+APP_PORT_OFFSET is repeated here and tests/spec keeps the two in step. Endpoints with an invalid address (MCD129)
 get no proxy and claim nothing, as in `default_fleet`.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from reconciler.spec.checks.context import CheckContext, where
 from reconciler.spec.findings import Location
-from reconciler.spec.model import Service
+from reconciler.spec.model import DEFAULT_OUTBOUND_PORT_BASE, Service
 
 APP_PORT_OFFSET = 1000
-OUTBOUND_BASE = 20000
+OUTBOUND_BASE = DEFAULT_OUTBOUND_PORT_BASE
 MAX_PORT = 65535
 
 
@@ -44,6 +44,7 @@ def _ports_label(svc: Service, k: int) -> str:
 
 def check(ctx: CheckContext) -> None:
     model = ctx.model
+    outbound_base = model.mesh.outbound_port_base if model.mesh is not None else OUTBOUND_BASE
     claims: dict[tuple[str, int], _Claim] = {}
     index = 0
     for svc in sorted(model.services_by_key.values(), key=lambda s: s.ref.key):
@@ -58,7 +59,7 @@ def check(ctx: CheckContext) -> None:
             mine: list[tuple[int, str]] = [
                 (port + k, _ports_label(svc, k)) for k in range(len(svc.ports))
             ]
-            mine.append((OUTBOUND_BASE + index, "outbound port"))
+            mine.append((outbound_base + index, "outbound port"))
             me = index
             index += 1
             last = port + len(svc.ports) - 1
