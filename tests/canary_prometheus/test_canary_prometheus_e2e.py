@@ -179,6 +179,9 @@ def test_provider_reads_envoys_counters_as_prometheus_holds_them(
         assert s.connection_failures == 0  # nothing failed to connect
     # there was traffic: the callers' outbound and the backends' inbound both counted it
     assert totals["2xx"] > 100 and totals["4xx"] > 0, totals
+    # counted once: an Envoy sidecar's /metrics has none of the builtin's request series
+    assert _series_count(prom.url, '{__name__=~"mesh_requests_total|mesh_request_duration_'
+                                   'seconds_bucket|mesh_requests_denied_total"}') == 0
     p99 = provider.p99_ms({"instance": [f"127.0.0.1:{p}" for p in mesh.admin_ports.values()]},
                           t0, t1)
     assert p99 is not None and 0 < p99 < 1000, p99
