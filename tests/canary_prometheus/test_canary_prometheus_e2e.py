@@ -182,6 +182,17 @@ def test_provider_reads_envoys_counters_as_prometheus_holds_them(
     # counted once: an Envoy sidecar's /metrics has none of the builtin's request series
     assert _series_count(prom.url, '{__name__=~"mesh_requests_total|mesh_request_duration_'
                                    'seconds_bucket|mesh_requests_denied_total"}') == 0
+    # direction: the callers' requests are outbound, the backends' inbound (Envoy's
+    # connection manager prefixes `outbound`, `inbound_<port>`)
+    callers = [p for p in ids if p.startswith("caller")]
+    backends = [p for p in ids if p.startswith("backend")]
+    for direction, zero, full in (("outbound", backends, callers), ("inbound", callers, backends)):
+        one_way = PrometheusProvider(prom.url, direction=direction)
+        got_dir = one_way.windows_by_proxy(ids, t0, t1)
+        one_way.close()
+        assert all(Sample.of(got_dir.get(p, [])).total == 0 for p in zero), direction
+        assert all(Sample.of(got_dir[p]).requests == Sample.of(got[p]).requests for p in full), \
+            direction
     p99 = provider.p99_ms({"instance": [f"127.0.0.1:{p}" for p in mesh.admin_ports.values()]},
                           t0, t1)
     assert p99 is not None and 0 < p99 < 1000, p99
