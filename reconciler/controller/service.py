@@ -123,7 +123,6 @@ class Controller:
         self.canary: CanaryDeployer | None = None
         self.prometheus_feed: PrometheusFeed | None = None  # analysis.source: prometheus
         self._proxy_counts: dict[str, int] = {}
-        self._branch_gone = False
         self._hook_timer: asyncio.TimerHandle | None = None
         self._hook_last = -WEBHOOK_WINDOW_S
         self._hook_reasons = 0
@@ -257,18 +256,9 @@ class Controller:
             }, now=self.clock())
             return
         self.metrics.fetches.labels("ok").inc()
-        previous = self.pipeline.last_recorded
-        obs = observe_branch(self.mirror, self.settings.branch, previous, self.policy,
-                             now=int(time.time()))
-        if obs.event.kind == "branch_deleted":
-            if self._branch_gone:
-                return  # recorded once, not at every poll
-            self._branch_gone = True
-        elif obs.event.kind != "unchanged":
-            self._branch_gone = False
-        rev = self.pipeline.record_observation(obs, outcome.reasons)
-        if rev is not None:
-            self.loop.call_soon_threadsafe(self.pipeline.enqueue, rev)
+        obs = observe_branch(self.mirror, self.settings.branch, self.pipeline.last_recorded,
+                             self.policy, now=int(self.clock().timestamp()))
+        self.pipeline.observe(obs, outcome.reasons)
 
     async def _on_hello(self, info: ProxyInfo) -> Any:
         if self.canary is not None and self.canary.is_target(info.proxy_id):
@@ -297,8 +287,8 @@ class Controller:
         return self.canary.status() if self.canary is not None else None
 
     async def pin_state(self) -> dict[str, Any] | None:
-        pin = await asyncio.to_thread(self.revisions.get_state, "pin")
-        return pin if isinstance(pin, dict) else None
+        pin = self.pipeline.pin  # held in memory by its one writer, the revision queue
+        return pin.to_dict() if pin is not None else None
 
     def revision_rollout(self, rev_id: int) -> dict[str, Any] | None:
         """Blocking (store): the last status of a revision's rollout, running or finished."""
@@ -323,15 +313,10 @@ class Controller:
         return await self.canary.operator(action, actor, reason)
 
     async def unpin(self, actor: str) -> str:
-        pin = await self.pin_state()
-        await asyncio.to_thread(self.revisions.set_state, "pin", None)
-        await asyncio.to_thread(self.audit_now, actor, "fleet.unpinned", self.settings.branch,
-                                {"pin": pin})
-        held = await asyncio.to_thread(self.revisions.list, limit=1, status="planned")
-        if held:
-            self.pipeline.enqueue(held[0])
-            return (f"unpinned; deploying the newest held revision {held[0].id} "
-                    f"({held[0].commit[:12]})")
+        held = self.pipeline.unpin(actor)
+        if held is not None:
+            return (f"unpinned; deploying the newest held revision {held.id} "
+                    f"({held.commit[:12]})")
         return "unpinned; new commits deploy again"
 
     async def rollback(self, to: int | None, *, fast: bool, revert: bool, actor: str,
@@ -362,25 +347,9 @@ class Controller:
         revert_commit: str | None = None
         if revert:
             revert_commit = await self._push_revert(target, actor, reason)
-        now = self.clock()
-        pin = {"revision": target.id, "commit": target.commit, "actor": actor,
-               "at": now.isoformat().replace("+00:00", "Z"), "reason": reason[:500]}
-        await asyncio.to_thread(self.revisions.set_state, "pin", pin)
-        await asyncio.to_thread(self.audit_now, actor, "rollback.requested", target.commit, {
-            "target": target.id, "fast": fast, "revert": revert, "revertCommit": revert_commit,
-            "reason": reason[:500], "during_rollout": running.revision_id if running else None})
-        await asyncio.to_thread(self.audit_now, actor, "fleet.pinned", target.commit, pin)
-        if running is not None and self.canary is not None:
-            await self.canary.operator("abort", actor, f"rollback to revision {target.id}"
-                                       + (f": {reason}" if reason else ""))
-        rev = await asyncio.to_thread(self.revisions.add, Revision(
-            id=0, commit=target.commit, branch=target.branch, author=target.author,
-            message=f"rollback to revision {target.id} by {actor}"
-                    + (f": {reason}" if reason else ""),
-            trigger="rollback", status=RevisionStatus.DETECTED, detected_at=now, updated_at=now,
-            signature=target.signature,
-            deploy={"rollback": {"target": target.id, "fast": fast, "actor": actor}}))
-        self.pipeline.enqueue(rev)
+        rev = await self.pipeline.rollback(target, fast=fast, actor=actor, reason=reason,
+                                           revert_commit=revert_commit,
+                                           abort=running is not None)
         how = "all at once" if fast else "in canary stages"
         return {"accepted": True, "revision": rev.id, "commit": target.commit,
                 "target": target.id, "revertCommit": revert_commit, "actor": actor,
@@ -506,8 +475,6 @@ class Controller:
             clock=self.clock, branch=s.branch, trust_domain=trust_domain,
             on_reconciled=self.metrics.reconcile.observe,
             current_desired=self.fleet.desired, fleet_assign=self.fleet.set_desired)
-        if self.canary is not None:
-            self.canary.newer_commit = self.pipeline.newer_commit
         if self.canary is not None and s.analysis_source == "prometheus":
             from reconciler.analysis.prometheus import PrometheusProvider
 
@@ -521,7 +488,7 @@ class Controller:
             revisions=self.revisions.counts, proxies=lambda: self._proxy_counts,
             epoch=lambda: self.epoch,
             fetch_failures=lambda: self.coordinator.status.consecutive_failures)
-        resume = await self.pipeline.restore()
+        await self.pipeline.restore()
         self.coordinator: FetchCoordinator[Any] = FetchCoordinator(
             self.mirror.fetch, on_outcome=self._after_fetch)
         self.schedule = PollingSchedule(self.coordinator.poll, interval=s.poll_interval,
@@ -540,8 +507,6 @@ class Controller:
             await boot.start(s.bootstrap.host, s.bootstrap.port, advertise=s.advertise_host)
             self.bootstrap_url = boot.url
             self.pipeline.start()
-            for rev in resume:
-                self.pipeline.enqueue(rev)
             from reconciler.auth import ApiTokens, install
             from reconciler.controller.api import make_app
             from reconciler.controller.pages_data import ControllerPagesData
