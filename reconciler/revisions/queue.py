@@ -479,6 +479,7 @@ class RevisionQueue:
         newer = st.pending
         if newer is not None and rev.status is RevisionStatus.PLANNED and not rollback:
             self._supersede(rev, newer, None, ev.now)
+            self._done(rev)
             self._next(ev.now)
             return
         if st.pin is not None and not rollback:
@@ -524,11 +525,15 @@ class RevisionQueue:
         deploy = {**rev.deploy, **v.to_dict(), "absent": list(absent),
                   "seconds": round(ev.seconds, 3)}
         deployed = v.status is RevisionStatus.DEPLOYED
+        if deployed:
+            # The state first: a crash between the two resumes a revision the state already
+            # calls deployed (its deploy ends at once), rather than leaving a deployed row
+            # while restarts hand proxies the revision before it.
+            self._out.append(SetState("deployed_revision", rev.id))
         rev = self._save(rev.moved(v.status, ev.now, deploy=deploy,
                                    reason="" if deployed else v.reason))
         if deployed:
             st.deployed = rev
-            self._out.append(SetState("deployed_revision", rev.id))
             if self.config.assign_after_deploy:
                 self._out.append(AssignFleet(rev.id))
         self._audit("deploy.finished", rev.commit, {
@@ -579,10 +584,13 @@ class RevisionQueue:
         self._audit("fleet.unpinned", self.config.branch,
                     {"pin": pin.to_dict() if pin is not None else None}, actor=ev.actor)
         held, st.held = st.held, None
-        if held is not None:
+        newer = [r for r in (st.current, st.pending) if r is not None and r.trigger != ROLLBACK
+                 and held is not None and r.id > held.id]
+        if held is not None and newer:
+            self._supersede(held, newer[-1], None, ev.now)  # a newer commit is on its way
+        elif held is not None:
             self._enqueue(held, ev.now)
-        else:
-            self._announce()
+        self._announce()
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -594,13 +602,10 @@ class RevisionQueue:
             older = [r for r in (st.urgent,) if r is not None]
             st.urgent = rev
         else:
-            older = [r for r in (st.pending, st.held) if r is not None]
-            st.pending, st.held = rev, None
-            newest = max([rev, *older], key=lambda r: r.id)
-            if newest is not rev:  # re-queued after an unpin, a newer one already waits
-                st.pending = newest
-                older = [r for r in (rev, *older) if r is not newest]
-                rev = newest
+            # A held revision stays held until a newer one is held in its place (an invalid
+            # newer commit must not take its place).
+            older = [r for r in (st.pending,) if r is not None]
+            st.pending = rev
         for old in superseded_by(older, rev):
             self._supersede(old, rev, None, now)
         for r in (st.urgent, st.pending):
