@@ -204,7 +204,14 @@ class Detected:
 
 @dataclass(frozen=True, slots=True)
 class Rollback:
+    """A rollback's revision: the pin, the audit records and the abort follow its insert."""
+
     target: int
+    pin: Pin
+    fast: bool
+    revert_commit: str | None
+    abort: bool
+    reason: str
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -352,8 +359,21 @@ class RevisionQueue:
         restart that a rollback aborted ends rejected; one a newer revision follows ends
         superseded; an all-at-once deploy caught by it fails."""
         q = cls(config, QueueState(deployed=saved.deployed, pin=saved.pin, head=saved.head))
-        rollbacks = recovery_plan([r for r in saved.unfinished if r.trigger == ROLLBACK])
-        commits = recovery_plan([r for r in saved.unfinished if r.trigger != ROLLBACK])
+        unfinished = list(saved.unfinished)
+        deployed = saved.deployed
+        if deployed is not None and deployed.status is RevisionStatus.DEPLOYING:
+            # Its deploy finished and was stored as the deployed revision; the crash came
+            # before its row said so.
+            unfinished = [r for r in unfinished if r.id != deployed.id]
+            q.state.deployed = q._save(deployed.moved(
+                RevisionStatus.DEPLOYED, now, deploy={**deployed.deploy,
+                                                      "note": "completed at restart"}))
+            q._audit("deploy.finished", deployed.commit, {
+                "revision": deployed.id, "status": str(RevisionStatus.DEPLOYED),
+                "reason": "its deploy finished before the controller restarted",
+                "note": "completed at restart"})
+        rollbacks = recovery_plan([r for r in unfinished if r.trigger == ROLLBACK])
+        commits = recovery_plan([r for r in unfinished if r.trigger != ROLLBACK])
         resume = commits.resume
         if (rollbacks.resume is not None and resume is not None
                 and resume.status is RevisionStatus.DEPLOYING):
@@ -433,7 +453,7 @@ class RevisionQueue:
     def _on_inserted(self, ev: Inserted) -> None:
         rev, ctx = ev.revision, ev.context
         if isinstance(ctx, Rollback):
-            self._enqueue(rev, ev.now)
+            self._rolled_back(rev, ctx, ev.now)
             return
         self._audit("revision.detected", rev.commit, {
             "revision": rev.id, "commit": rev.commit, "author": rev.author,
@@ -480,6 +500,12 @@ class RevisionQueue:
         if newer is not None and rev.status is RevisionStatus.PLANNED and not rollback:
             self._supersede(rev, newer, None, ev.now)
             self._done(rev)
+            self._next(ev.now)
+            return
+        if st.pin is not None and not rollback and rev.status is RevisionStatus.DEPLOYING:
+            # Resumed after a restart into a pinned fleet (which it was reset away from).
+            self._fail(rev, f"the fleet is pinned to revision {st.pin.revision}; this deploy "
+                            "was interrupted and is not resumed", ev.now)
             self._next(ev.now)
             return
         if st.pin is not None and not rollback:
@@ -553,21 +579,13 @@ class RevisionQueue:
         self._next(ev.now)
 
     def _on_rollback(self, ev: RollbackRequested) -> None:
+        """The rollback's revision is stored first; the pin (held at once, stored after it),
+        the audit records and the abort follow when it is (`_rolled_back`). A crash in
+        between leaves a rollback revision that a restart resumes, never a stored pin
+        without one."""
         st, target = self.state, ev.target
         at = ev.now.isoformat().replace("+00:00", "Z")
-        pin = Pin(target.id, target.commit, ev.actor, at, ev.reason[:500])
-        st.pin = pin
-        self._out.append(SetState("pin", pin.to_dict()))
-        running = self.deploying()
-        self._audit("rollback.requested", target.commit, {
-            "target": target.id, "fast": ev.fast, "revert": ev.revert_commit is not None,
-            "revertCommit": ev.revert_commit, "reason": ev.reason[:500],
-            "during_rollout": running.id if running is not None and ev.abort else None},
-            actor=ev.actor)
-        self._audit("fleet.pinned", target.commit, pin.to_dict(), actor=ev.actor)
-        if ev.abort:
-            self._out.append(AbortRollout(ev.actor, f"rollback to revision {target.id}"
-                                          + (f": {ev.reason}" if ev.reason else "")))
+        st.pin = Pin(target.id, target.commit, ev.actor, at, ev.reason[:500])
         draft = Revision(
             id=0, commit=target.commit, branch=target.branch, author=target.author,
             message=f"rollback to revision {target.id} by {ev.actor}"
@@ -575,7 +593,23 @@ class RevisionQueue:
             trigger=ROLLBACK, status=RevisionStatus.DETECTED, detected_at=ev.now,
             updated_at=ev.now, signature=target.signature,
             deploy={"rollback": {"target": target.id, "fast": ev.fast, "actor": ev.actor}})
-        self._out.append(Insert(draft, Rollback(target.id)))
+        self._out.append(Insert(draft, Rollback(target.id, st.pin, ev.fast, ev.revert_commit,
+                                                ev.abort, ev.reason)))
+
+    def _rolled_back(self, rev: Revision, ctx: Rollback, now: datetime) -> None:
+        pin = ctx.pin
+        self._out.append(SetState("pin", pin.to_dict()))
+        running = self.deploying()
+        self._audit("rollback.requested", pin.commit, {
+            "target": ctx.target, "fast": ctx.fast, "revert": ctx.revert_commit is not None,
+            "revertCommit": ctx.revert_commit, "reason": ctx.reason[:500],
+            "during_rollout": running.id if running is not None and ctx.abort else None},
+            actor=pin.actor)
+        self._audit("fleet.pinned", pin.commit, pin.to_dict(), actor=pin.actor)
+        if ctx.abort:
+            self._out.append(AbortRollout(pin.actor, f"rollback to revision {ctx.target}"
+                                          + (f": {ctx.reason}" if ctx.reason else "")))
+        self._enqueue(rev, now)
 
     def _on_unpinned(self, ev: Unpinned) -> None:
         st = self.state

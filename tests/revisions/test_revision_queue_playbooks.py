@@ -173,8 +173,8 @@ def test_rollback_pins_and_deploys_the_target_again_and_a_new_commit_is_held() -
     pb = Book()
     _two_deployed(pb)
     out = pb.rollback("c1", reason="bad")
-    assert out == ["state pin=pin:1", "audit rollback.requested c1", "audit fleet.pinned c1",
-                   "insert c1 (rollback)", "validate c1"]
+    assert out == ["insert c1 (rollback)", "state pin=pin:1", "audit rollback.requested c1",
+                   "audit fleet.pinned c1", "validate c1"]
     assert pb.queue.state.pin is not None and pb.store.state["pin"]["revision"] == 1
     pb.deploy("c1")
     pb.finished("c1")
@@ -208,7 +208,8 @@ def test_rollback_during_a_rollout_aborts_it_first_and_goes_before_the_queued_co
     pb.observe("c3")
     pb.validated("c3")  # announced to c2's rollout
     out = pb.rollback("c1", abort=True)
-    assert out[:4] == ["state pin=pin:1", "audit rollback.requested c1", "audit fleet.pinned c1",
+    assert out[:5] == ["insert c1 (rollback)", "state pin=pin:1",
+                       "audit rollback.requested c1", "audit fleet.pinned c1",
                        "abort by user:ana"]
     assert pb.audits("rollback.requested")[0].data["during_rollout"] == 2
     out = pb.finished("c2", S.REJECTED, outcome="aborted")
@@ -350,6 +351,42 @@ def test_restart_after_a_rollback_request_during_a_rollout() -> None:
     assert len(pb.audits("rollout.finished")) == 1
 
 
+@pytest.mark.parametrize("crash_after", [1, 2])
+def test_a_crash_inside_a_rollback_request_never_leaves_a_pin_without_its_rollback(
+        crash_after: int) -> None:
+    """Found by the stateful test: the pin was stored before the rollback's revision, and a
+    crash between them left a pinned fleet whose interrupted rollout was resumed (and could
+    not be held). The revision is stored first now."""
+    pb = Book()
+    pb.ship("c1")
+    pb.observe("c2")
+    pb.deploy("c2")
+    pb.store.rollouts.add(2)
+    pb.budget = crash_after
+    with pytest.raises(Crash):
+        pb.rollback("c1", abort=True)
+    assert ("pin" in pb.store.state) == (crash_after == 2)
+    out = pb.restart()
+    # the rollback's revision is there either way: it aborts the interrupted rollout
+    assert out[:2] == ["save c2 rejected", "audit rollout.finished c2"]
+    pb.deploy("c1")
+    pb.finished("c1")
+    assert pb.status("c1", trigger="rollback") is S.DEPLOYED
+
+
+def test_a_resumed_deploy_in_a_pinned_fleet_fails_rather_than_deploys() -> None:
+    pb = Book()
+    pb.ship("c1")
+    pb.observe("c2")
+    pb.deploy("c2")
+    pb.store.state["pin"] = {"revision": 1, "commit": "c1", "actor": "user:ana", "at": "-"}
+    pb.restart()
+    pb.validated("c2")
+    out = pb.planned("c2")
+    assert out == ["save c2 failed", "audit revision.failed c2", "settled c2"]
+    assert not [d for d in pb.deploys() if d.resumed]
+
+
 def test_restart_with_an_older_interrupted_rollout_and_a_newer_commit() -> None:
     pb = Book()
     pb.ship("c1")
@@ -451,6 +488,26 @@ def test_a_crash_after_any_command_of_a_commit_loses_nothing(crash_after: int) -
     assert len(got) == 1 and got[0].status is S.DEPLOYED, pb.statuses()
     assert pb.store.state["deployed_revision"] == got[0].id
     assert len([a for a in pb.audits("deploy.finished") if a.subject == "c2"]) <= 1
+
+
+def test_a_deploy_stored_as_deployed_but_not_its_row_is_completed_at_restart() -> None:
+    """Found by the stateful test: a crash between the deployed_revision state and the row's
+    save, then a newer commit, then a restart closed the deployed revision as superseded."""
+    pb = Book()
+    pb.ship("c1")
+    pb.observe("c2")
+    pb.deploy("c2")
+    pb.store.rollouts.add(2)
+    pb.budget = 2  # the deploy.ack audit and the state are written, the row is not
+    with pytest.raises(Crash):
+        pb.finished("c2")
+    assert pb.store.state["deployed_revision"] == 2 and pb.status("c2") is S.DEPLOYING
+    assert pb.restart() == ["save c2 deployed", "audit deploy.finished c2"]
+    assert pb.status("c2") is S.DEPLOYED and pb.queue.state.deployed == pb.rev("c2")
+    pb.observe("c3")
+    pb.restart()
+    assert pb.status("c2") is S.DEPLOYED and pb.store.state["deployed_revision"] == 2
+    assert pb.queue.state.current is not None and pb.queue.state.current.commit == "c3"
 
 
 def test_audit_records_are_plain_data() -> None:
