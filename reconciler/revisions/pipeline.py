@@ -270,8 +270,7 @@ class Pipeline:
                     started = self._started.pop(c.revision_id, None)
                     if started is not None and self.on_reconciled is not None:
                         self.on_reconciled(time.monotonic() - started)
-                    if self.queue.state.current is None or \
-                            self.queue.state.current.id != c.revision_id:
+                    if not self.queue.tracks(c.revision_id):  # final: its models go
                         self._checked.pop(c.revision_id, None)
                         self._planned.pop(c.revision_id, None)
 

@@ -398,6 +398,10 @@ class RevisionQueue:
         st = self.state
         return st.current is None and st.pending is None and st.urgent is None
 
+    def tracks(self, rev_id: int) -> bool:
+        """Whether the revision is still the queue's business (current, queued or held)."""
+        return self._tracked(rev_id)
+
     def deploying(self) -> Revision | None:
         st = self.state
         return st.current if st.step is Step.DEPLOYING else None
