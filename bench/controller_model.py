@@ -403,8 +403,8 @@ def build(engine: Engine, audit: AuditLog, loop: asyncio.AbstractEventLoop, data
                                 fleet_assign=ctl.fleet.set_desired)
 
     asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
-    ctl.pipeline.deployed_revision = store.get(revisions - 1)
-    ctl.pipeline.current = store.get(revisions)
+    ctl.pipeline.queue.state.deployed = store.get(revisions - 1)  # the queue holds them
+    ctl.pipeline.queue.state.current = store.get(revisions)
 
     class _Coordinator:  # FetchCoordinator's read side: the last fetch went well
         status = FetchStatus().succeeded(wall - 20)

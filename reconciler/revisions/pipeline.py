@@ -70,7 +70,6 @@ from reconciler.revisions.queue import (
     Validation,
 )
 from reconciler.revisions.queue import Observed as ObservedEvent
-from reconciler.revisions.queue import trigger_of as trigger_of
 from reconciler.revisions.store import RevisionStore
 from reconciler.source import BranchObservation
 from reconciler.spec.model import ServiceRef
