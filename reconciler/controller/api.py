@@ -23,6 +23,7 @@ from reconciler.auth.deps import require
 from reconciler.auth.roles import Principal, Role
 from reconciler.ca import InvalidSpiffeId, issue_join_token
 from reconciler.controller.metrics import CONTENT_TYPE
+from reconciler.errors import NotFound, RollbackRefused
 from reconciler.rollout import OPERATOR_ACTIONS
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def make_app(ctl: Controller) -> FastAPI:
     def revision(rev_id: int) -> dict[str, Any]:
         try:
             return ctl.revisions.get(rev_id).to_dict()
-        except KeyError:
+        except LookupError:  # NotFound (and the store's KeyError)
             raise HTTPException(404, f"no revision {rev_id}") from None
 
     @read.get("/audit")
@@ -164,13 +165,13 @@ def make_app(ctl: Controller) -> FastAPI:
     @api.post("/rollback", status_code=202)
     async def rollback(body: RollbackRequest,
                        who: OperatorPrincipal) -> dict[str, Any]:
-        from reconciler.controller.service import RollbackRefused
-
         try:
             return await ctl.rollback(body.to, fast=body.fast, revert=body.revert,
                                       actor=who.actor, reason=body.reason)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
         except RollbackRefused as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+            raise HTTPException(409, str(exc)) from None
 
     @api.post("/refresh", status_code=202)
     def refresh(who: OperatorPrincipal) -> dict[str, Any]:

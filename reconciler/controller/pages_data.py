@@ -16,6 +16,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from reconciler.errors import NotFound, RollbackRefused
 from reconciler.pages import convert
 from reconciler.pages.readmodel import (
     Action,
@@ -111,7 +112,7 @@ class ControllerPagesData:
     def revision(self, revision_id: int) -> RevisionDetail | None:
         try:
             rev = self._ctl.revisions.get(revision_id)
-        except KeyError:
+        except LookupError:  # NotFound (and the store's KeyError)
             return None
         parts = convert.plan_parts(rev.plan or {})
         status = self._rollout_of(revision_id)
@@ -180,15 +181,12 @@ class ControllerPagesData:
         reason: str = "",
         fast: bool = False,
     ) -> ActionResult:
-        # Here, not at the top: the service module imports this one.
-        from reconciler.controller.service import RollbackRefused
-
         ctl = self._ctl
         if action is Action.ROLLBACK:
             try:
                 answer = self._on_loop(ctl.rollback(target_revision, fast=fast, revert=False,
                                                     actor=actor, reason=reason))
-            except RollbackRefused as exc:
+            except (RollbackRefused, NotFound) as exc:
                 return ActionResult(ok=False, message=f"rollback refused: {exc}")
             return ActionResult(ok=True, message=convert.rollback_message(answer))
         accepted, message = self._on_loop(ctl.rollout_action(action.value, actor, reason))

@@ -25,9 +25,11 @@ import uvicorn
 
 from reconciler.audit import AuditLog
 from reconciler.ca import CertificateAuthority, JoinTokens
+from reconciler.controller.commands import Commands
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import Settings
+from reconciler.errors import RollbackRefused, StartupError
 from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
 from reconciler.fleet.audit_buffer import AuditBuffer
 from reconciler.revisions import (
@@ -36,7 +38,6 @@ from reconciler.revisions import (
     KnownProxy,
     Pipeline,
     Revision,
-    RevisionStatus,
     RevisionStore,
 )
 from reconciler.revisions.canary import CanaryDeployer
@@ -47,6 +48,7 @@ from reconciler.source import (
     GitMirror,
     PollingSchedule,
     SignaturePolicy,
+    SourceError,
     credentials_from_settings,
     observe_branch,
     parse_remote_url,
@@ -58,19 +60,6 @@ from reconciler.store import open_engine, sqlite_url
 log = logging.getLogger("meshcd.controller")
 
 WEBHOOK_WINDOW_S = 1.0  # webhook refreshes inside this window after a fetch are coalesced
-
-
-class StartupError(Exception):
-    """The controller cannot start with these settings (permanent until someone fixes them)."""
-
-
-class RollbackRefused(Exception):
-    """`meshcd rollback` cannot be done as asked (the message says why); nothing changed.
-    `status` is the HTTP status the API answers with (404 unknown revision, else 409)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _utcnow() -> datetime:
@@ -211,8 +200,8 @@ class Controller:
                                                     s.openpgp_keyring)
         except (OSError, ValueError) as exc:
             raise StartupError(f"source settings: {exc}") from None
-        except Exception as exc:  # SourceError and friends
-            if getattr(exc, "temporary", None) is False:
+        except SourceError as exc:
+            if not exc.temporary:
                 raise StartupError(f"source settings: {exc}") from None
             raise
         self.mirror_display = remote.display
@@ -250,7 +239,7 @@ class Controller:
             err = outcome.error
             self.audit.append("scheduler", "fetch.failed", self.mirror_display, {
                 "error": self.coordinator.status.last_error or str(err),
-                "temporary": bool(getattr(err, "temporary", True)),
+                "temporary": err.temporary if isinstance(err, SourceError) else True,
                 "reasons": list(outcome.reasons[:20]),
                 "consecutive_failures": self.coordinator.status.consecutive_failures,
             }, now=self.clock())
@@ -299,62 +288,15 @@ class Controller:
         return None if saved is None else dict(saved[1])
 
     async def rollout_action(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
-        """promote | promote-full | pause | resume | abort. `resume` with no rollout running
-        and the fleet pinned unpins it."""
-        running = self.canary is not None and self.canary.active is not None
-        if action == "resume" and not running:
-            pin = await self.pin_state()
-            if pin is None:
-                return False, "no rollout in progress and the fleet is not pinned"
-            return True, await self.unpin(actor)
-        if self.canary is None:
-            return False, ("no rollout in progress: this controller deploys all at once "
-                           "(deploy.strategy: all-at-once)")
-        return await self.canary.operator(action, actor, reason)
+        return await self.commands.rollout_action(action, actor, reason)
 
     async def unpin(self, actor: str) -> str:
-        held = self.pipeline.unpin(actor)
-        if held is not None:
-            return (f"unpinned; deploying the newest held revision {held.id} "
-                    f"({held.commit[:12]})")
-        return "unpinned; new commits deploy again"
+        return self.commands.unpin(actor)
 
     async def rollback(self, to: int | None, *, fast: bool, revert: bool, actor: str,
                        reason: str = "") -> dict[str, Any]:
-        """Deploy an earlier good revision (canaried unless `fast`) and pin the fleet there;
-        `revert` also pushes a commit with that revision's tree to the branch first."""
-        deployed = self.pipeline.deployed_revision
-        running = self.canary.active if self.canary is not None else None
-        if to is not None:
-            try:
-                target = await asyncio.to_thread(self.revisions.get, to)
-            except KeyError:
-                raise RollbackRefused(f"no revision {to}", 404) from None
-            if target.status is not RevisionStatus.DEPLOYED:
-                raise RollbackRefused(f"revision {to} was never deployed (it is {target.status}); "
-                                      "roll back to a revision that was")
-        elif running is not None and deployed is not None:
-            target = deployed  # the last good one: abort the rollout and stay there
-        else:
-            candidates = await asyncio.to_thread(self.revisions.list, limit=200,
-                                                 status="deployed")
-            current = deployed.commit if deployed is not None else None
-            found = next((r for r in candidates if r.commit != current
-                          and (deployed is None or r.id < deployed.id)), None)
-            if found is None:
-                raise RollbackRefused("nothing to roll back to: no earlier revision was deployed")
-            target = found
-        revert_commit: str | None = None
-        if revert:
-            revert_commit = await self._push_revert(target, actor, reason)
-        rev = await self.pipeline.rollback(target, fast=fast, actor=actor, reason=reason,
-                                           revert_commit=revert_commit,
-                                           abort=running is not None)
-        how = "all at once" if fast else "in canary stages"
-        return {"accepted": True, "revision": rev.id, "commit": target.commit,
-                "target": target.id, "revertCommit": revert_commit, "actor": actor,
-                "message": (f"rolling back to revision {target.id} ({target.commit[:12]}) {how}; "
-                            f"the fleet is pinned there until `meshcd rollout resume`")}
+        return await self.commands.rollback(to, fast=fast, revert=revert, actor=actor,
+                                            reason=reason)
 
     async def _push_revert(self, target: Revision, actor: str, reason: str) -> str:
         from reconciler.source import push_revert
@@ -475,6 +417,10 @@ class Controller:
             clock=self.clock, branch=s.branch, trust_domain=trust_domain,
             on_reconciled=self.metrics.reconcile.observe,
             current_desired=self.fleet.desired, fleet_assign=self.fleet.set_desired)
+        self.commands = Commands(
+            self.pipeline, deployer, self.revisions, self.audit, self.clock, s.branch,
+            rollout_running=lambda: self.canary is not None and self.canary.active is not None,
+            push_revert=self._push_revert)
         if self.canary is not None and s.analysis_source == "prometheus":
             from reconciler.analysis.prometheus import PrometheusProvider
 

@@ -242,12 +242,15 @@ class Pipeline:
                     await asyncio.to_thread(self.store.set_state, c.key, c.value)
                 case Insert():
                     rev = await asyncio.to_thread(self.store.add, c.revision)
+                    # The answer is handled now: what it asks runs before the next batch.
+                    await self._run(self.queue.handle(Inserted(rev, c.context, self.clock())))
                     if isinstance(c.context, Rollback) and self._rollback_replies:
+                        # Answered once its pin and records are stored and a running
+                        # rollout answered the abort: an operator who saw it accepted keeps
+                        # it whatever happens next.
                         reply = self._rollback_replies.pop(0)
                         if not reply.done():
                             reply.set_result(rev)
-                    # The answer is handled now: what it asks runs before the next batch.
-                    await self._run(self.queue.handle(Inserted(rev, c.context, self.clock())))
                 case Validate():
                     self._started.setdefault(c.revision.id, time.monotonic())
                     self._spawn(self._validate(c.revision))
