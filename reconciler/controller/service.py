@@ -29,6 +29,7 @@ from reconciler.controller.commands import Commands
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import Settings
+from reconciler.controller.view import ControllerView, Identity, PagesView
 from reconciler.errors import RollbackRefused, StartupError
 from reconciler.fleet import BootstrapServer, FleetServer, LedgerStore, ProxyInfo
 from reconciler.fleet.audit_buffer import AuditBuffer
@@ -121,58 +122,22 @@ class Controller:
     def audit_now(self, actor: str, kind: str, subject: str, data: dict[str, Any]) -> None:
         self.audit.append(actor, kind, subject, data, now=self.clock(), oversize="truncate")
 
-    def coordinator_refresh(self, reason: str) -> None:
-        self.coordinator.refresh(reason)
-
     def known_proxies(self) -> list[KnownProxy]:
         connected = set(self.fleet.connected())
         return [KnownProxy(e.proxy_id, e.service, e.namespace, dict(e.labels),
                            e.proxy_id in connected)
                 for e in self.fleet.ledger() if e.service]
 
-    # The fleet server's state belongs to the event loop: these run on it (async handlers).
-    def fleet_counts(self) -> dict[str, int]:
-        return self.fleet.counts()
+    def now(self) -> datetime:
+        return self.clock()
 
-    def proxies(self) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in self.fleet.ledger()]
+    def ca_fingerprint(self) -> str:
+        return self.ca.bundle_fingerprint()
 
-    async def status(self) -> dict[str, Any]:
-        deployed = self.pipeline.deployed_revision
-        current_id = self.pipeline.current.id if self.pipeline.current is not None else None
-        proxies = self.fleet.counts()
-
-        def from_store() -> tuple[Any, Any, dict[str, int]]:
-            current = None
-            if current_id is not None:
-                with contextlib.suppress(KeyError):
-                    current = self.revisions.get(current_id)
-            return current, self.revisions.latest(), self.revisions.counts()
-
-        current, latest, counts = await asyncio.to_thread(from_store)
-        live = self.rollout_status()
-        rollout = None if live is None else {
-            "revisionId": live["revisionId"], "commit": live["commit"], "phase": live["phase"],
-            "stage": live["stage"], "stages": len(live["stages"]),
-            "canaries": len(live["canaries"])}
-        return {
-            "strategy": self.settings.deploy_strategy,
-            "rollout": rollout,
-            "pin": await self.pin_state(),
-            "epoch": self.epoch,
-            "repo": self.mirror_display,
-            "branch": self.settings.branch,
-            "trustDomain": self.ca.trust_domain,
-            "deployed": deployed.summary() if deployed is not None else None,
-            "deployState": str(current.status) if current is not None else "idle",
-            "current": current.summary() if current is not None else None,
-            "latest": latest.summary() if latest is not None else None,
-            "fetch": self.coordinator.status.to_dict(),
-            "proxies": proxies,
-            "revisions": counts,
-            "urls": {"api": self.api_url, "fleet": self.fleet.url,
-                     "bootstrap": self.bootstrap_url},
-        }
+    def refresh(self, actor: str) -> None:
+        """`meshcd refresh` / POST /api/refresh: audited, then a fetch now."""
+        self.audit_now(actor, "manual.refresh", self.settings.branch, {})
+        self.coordinator.refresh(f"manual:{actor}")
 
     async def metrics_text(self) -> bytes:
         self._proxy_counts = self.fleet.counts()  # read on the loop, rendered in a thread
@@ -269,34 +234,6 @@ class Controller:
     def _on_disconnect(self, proxy_id: str) -> None:
         if self.canary is not None:
             self.canary.on_disconnect(proxy_id)
-
-    # -- rollouts (the API and the pages call these on the event loop) -----------------------
-
-    def rollout_status(self) -> dict[str, Any] | None:
-        return self.canary.status() if self.canary is not None else None
-
-    async def pin_state(self) -> dict[str, Any] | None:
-        pin = self.pipeline.pin  # held in memory by its one writer, the revision queue
-        return pin.to_dict() if pin is not None else None
-
-    def revision_rollout(self, rev_id: int) -> dict[str, Any] | None:
-        """Blocking (store): the last status of a revision's rollout, running or finished."""
-        running = self.canary.active if self.canary is not None else None
-        if running is not None and running.revision_id == rev_id:
-            return None  # the caller asks the loop for the live one (rollout_status)
-        saved = self.revisions.load_rollout(rev_id)
-        return None if saved is None else dict(saved[1])
-
-    async def rollout_action(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
-        return await self.commands.rollout_action(action, actor, reason)
-
-    async def unpin(self, actor: str) -> str:
-        return self.commands.unpin(actor)
-
-    async def rollback(self, to: int | None, *, fast: bool, revert: bool, actor: str,
-                       reason: str = "") -> dict[str, Any]:
-        return await self.commands.rollback(to, fast=fast, revert=revert, actor=actor,
-                                            reason=reason)
 
     async def _push_revert(self, target: Revision, actor: str, reason: str) -> str:
         from reconciler.source import push_revert
@@ -421,6 +358,12 @@ class Controller:
             self.pipeline, deployer, self.revisions, self.audit, self.clock, s.branch,
             rollout_running=lambda: self.canary is not None and self.canary.active is not None,
             push_revert=self._push_revert)
+        self.view = ControllerView(
+            Identity(s.deploy_strategy, self.mirror_display, s.branch, trust_domain, self.epoch),
+            self.pipeline, self.revisions, self.fleet, self.canary,
+            fetch_status=lambda: self.coordinator.status,
+            urls=lambda: {"api": self.api_url, "fleet": self.fleet.url,
+                          "bootstrap": self.bootstrap_url})
         if self.canary is not None and s.analysis_source == "prometheus":
             from reconciler.analysis.prometheus import PrometheusProvider
 
@@ -455,7 +398,6 @@ class Controller:
             self.pipeline.start()
             from reconciler.auth import ApiTokens, install
             from reconciler.controller.api import make_app
-            from reconciler.controller.pages_data import ControllerPagesData
             from reconciler.pages import PagesSettings, make_pages_router
 
             app = make_app(self)
@@ -463,7 +405,8 @@ class Controller:
             await asyncio.to_thread(api_tokens.bootstrap_admin, self.admin_token,
                                     now=self.clock())
             install(app, api_tokens)
-            app.include_router(make_pages_router(ControllerPagesData(self), self.audit,
+            app.include_router(make_pages_router(PagesView(self.view, self.commands, self.loop),
+                                                 self.audit,
                                                  api_tokens, PagesSettings(clock=self.clock)))
             sock = _listen(s.api.host, s.api.port)
             api_port = sock.getsockname()[1]
