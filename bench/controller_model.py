@@ -39,8 +39,8 @@ from sqlalchemy.engine import Engine
 from reconciler.analysis.sample import LATENCY_BUCKETS
 from reconciler.audit import AuditLog
 from reconciler.ca import CertificateAuthority
+from reconciler.controller.app import Controller
 from reconciler.controller.commands import Commands
-from reconciler.controller.service import Controller
 from reconciler.controller.settings import Settings
 from reconciler.controller.view import ControllerView, Identity, PagesView
 from reconciler.fleet import DesiredSnapshot, FleetServer

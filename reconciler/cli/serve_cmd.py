@@ -29,7 +29,7 @@ def serve(config_file: Path | None, repo: str | None, branch: str | None,
 
     Exit status: 0 after SIGTERM/SIGINT; 2 when the settings are bad or it cannot start.
     """
-    from reconciler.controller.service import Controller, StartupError
+    from reconciler.controller.app import Controller, StartupError
     from reconciler.controller.settings import SettingsError, load_settings
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,

@@ -1,9 +1,13 @@
-"""`meshcd serve` in one process: store + audit, CA, Git source with its poll and webhook
-refreshes, the revision pipeline, the fleet listener, the bootstrap endpoint and the API.
+"""`meshcd serve` in one process, the composition root: store + audit, CA, Git source with
+its poll and webhook refreshes, the revision pipeline, the fleet listener, the bootstrap
+endpoint and the API. Only this module constructs the shells; the API and the pages get the
+read model (`view.py`) and the operators' commands (`commands.py`), never this object.
 
-Threads: the fetch coordinator's worker (fetch, observe the branch, record the revision)
-and the poll scheduler; everything else runs on one asyncio loop. `Controller.run(stop)`
-starts everything, waits for `stop`, and shuts down in reverse order.
+Threads: the fetch coordinator's worker (fetch, observe the branch, hand the observation to
+the loop) and the poll scheduler; everything else runs on one asyncio loop.
+`Controller.run(stop)` starts everything in order on an `AsyncExitStack`, waits for `stop`,
+and the stack shuts it down in reverse (each step once, a failing step logged, the rest
+still run).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,6 +118,7 @@ class Controller:
         self.prometheus_feed: PrometheusFeed | None = None  # analysis.source: prometheus
         self._proxy_counts: dict[str, int] = {}
         self._hook_timer: asyncio.TimerHandle | None = None
+        self._fleet_started = False
         self._hook_last = -WEBHOOK_WINDOW_S
         self._hook_reasons = 0
 
@@ -382,18 +387,31 @@ class Controller:
             self.mirror.fetch, on_outcome=self._after_fetch)
         self.schedule = PollingSchedule(self.coordinator.poll, interval=s.poll_interval,
                                         jitter=s.poll_jitter)
-        server: _QuietServer | None = None
-        tasks: list[asyncio.Task[Any]] = []
-        boot: BootstrapServer | None = None
-        fleet_started = False
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            # Popped in reverse: the fetches stop before the pipeline, the pipeline, the
+            # Prometheus feed and the canary before the fleet (whose closing streams must not
+            # reach a rollout), the audit record and the engine last.
+            stack.push_async_callback(self._quietly, "engine", asyncio.to_thread,
+                                      self.engine.dispose)
+            stack.push_async_callback(self._quietly, "stopped record", asyncio.to_thread,
+                                      self._audit_stopped)
+            stack.push_async_callback(self._quietly, "fleet", self._stop_fleet)
+            if self.canary is not None:
+                stack.push_async_callback(self._quietly, "canary", self.canary.stop)
+            if self.prometheus_feed is not None:
+                stack.push_async_callback(self._quietly, "prometheus feed",
+                                          self._stop_prometheus_feed)
+            stack.push_async_callback(self._quietly, "pipeline", self.pipeline.stop)
+            stack.push_async_callback(self._quietly, "webhook records",
+                                      self._flush_webhook_records)
             await self.fleet.start(s.fleet.host, s.fleet.port, advertise=s.advertise_host)
-            fleet_started = True
+            self._fleet_started = True
             self.fleet.set_desired(self.pipeline.deployed_assignments())
             boot = BootstrapServer(self.ca, self.tokens, self.audit, clock=self.clock,
                                    fleet_url=lambda: self.fleet.url,
                                    credentials=self.fleet.credentials)
             await boot.start(s.bootstrap.host, s.bootstrap.port, advertise=s.advertise_host)
+            stack.push_async_callback(self._quietly, "bootstrap", boot.stop)
             self.bootstrap_url = boot.url
             self.pipeline.start()
             from reconciler.auth import ApiTokens, install
@@ -417,8 +435,14 @@ class Controller:
             config = uvicorn.Config(app, log_level="warning", lifespan="off",
                                     access_log=False, timeout_graceful_shutdown=5)
             server = _QuietServer(config)
-            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
-            tasks.append(asyncio.create_task(self._flush_webhook_audit()))
+            tasks = [asyncio.create_task(server.serve(sockets=[sock])),
+                     asyncio.create_task(self._flush_webhook_audit())]
+            stack.push_async_callback(self._stop_api, server, tasks)
+            stack.callback(self._cancel_webhook_timer)
+            stack.push_async_callback(self._quietly, "fetches", asyncio.to_thread,
+                                      self.coordinator.close, 30.0)
+            stack.push_async_callback(self._quietly, "poll", asyncio.to_thread,
+                                      self.schedule.stop, False)
             while not server.started:
                 if tasks[0].done():
                     tasks[0].result()
@@ -439,47 +463,44 @@ class Controller:
             gc.freeze()
             self.started.set()
             await stop.wait()
-        finally:
-            await self._shutdown(server, tasks, boot, fleet_started)
+            log.info("shutting down")
 
-    async def _shutdown(self, server: Any, tasks: list[asyncio.Task[Any]],
-                        boot: BootstrapServer | None, fleet_started: bool) -> None:
-        log.info("shutting down")
-        with contextlib.suppress(Exception):
-            self.schedule.stop(wait=False)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.coordinator.close, 30.0)
-        if self._hook_timer is not None:
-            self._hook_timer.cancel()
-        if server is not None:
-            server.should_exit = True
+    # -- shutdown steps (run by the exit stack, in reverse) ---------------------------------
+
+    @staticmethod
+    async def _quietly(what: str, step: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """One shutdown step: a failure is logged and the next steps still run."""
+        try:
+            await step(*args)
+        except Exception:
+            log.exception("shutting down the %s failed", what)
+
+    async def _stop_api(self, server: _QuietServer, tasks: list[asyncio.Task[Any]]) -> None:
+        server.should_exit = True
         for t in tasks[1:]:
             t.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
-        with contextlib.suppress(Exception):
-            await self._webhook_audit.flush(self.clock())
-        with contextlib.suppress(Exception):
-            await self.pipeline.stop()
-        if self.prometheus_feed is not None:
-            with contextlib.suppress(Exception):
-                await self.prometheus_feed.stop()
-                self.prometheus_feed.provider.close()
-        if self.canary is not None:
-            with contextlib.suppress(Exception):
-                await self.canary.stop()
-        if boot is not None:
-            with contextlib.suppress(Exception):
-                await boot.stop()
-        if fleet_started:
-            with contextlib.suppress(Exception):
-                await self.fleet.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.audit.append, "controller", "controller.stopped",
-                                    self.mirror_display, {"epoch": self.epoch},
-                                    now=self.clock())
-        with contextlib.suppress(Exception):
-            self.engine.dispose()
+        await asyncio.wait(tasks, timeout=10)
+
+    def _cancel_webhook_timer(self) -> None:
+        if self._hook_timer is not None:
+            self._hook_timer.cancel()
+
+    async def _stop_fleet(self) -> None:
+        if self._fleet_started:
+            await self.fleet.stop()
+
+    async def _stop_prometheus_feed(self) -> None:
+        feed = self.prometheus_feed
+        if feed is not None:
+            await feed.stop()
+            feed.provider.close()
+
+    async def _flush_webhook_records(self) -> None:
+        await self._webhook_audit.flush(self.clock())
+
+    def _audit_stopped(self) -> None:
+        self.audit.append("controller", "controller.stopped", self.mirror_display,
+                          {"epoch": self.epoch}, now=self.clock())
 
 
 def data_dir_of(settings: Settings) -> Path:
