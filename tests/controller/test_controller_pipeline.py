@@ -93,6 +93,7 @@ class GatedDeployer:
         self.requests: list[DeployRequest] = []
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
+        self.told: list[str] = []  # newer commits the pipeline announced
 
     async def deploy(self, request: DeployRequest) -> DeployVerdict:
         self.requests.append(request)
@@ -101,6 +102,7 @@ class GatedDeployer:
         return deploy_verdict({p: ("acked", None) for p in request.targets.wait_for})
 
     def new_commit(self, commit: str) -> bool:
+        self.told.append(commit)
         return False
 
     async def operator(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
@@ -239,5 +241,46 @@ def test_signature_policy_refuses_unsigned_and_restart_resumes_a_deploy(
         assert rig.audit.list(kind="deploy.resumed")[0].subject == commit
         assert rig.store.get_state("deployed_revision") == stuck.id
         assert rig.audit.verify().ok
+    finally:
+        rig.close()
+
+
+def test_each_commit_is_validated_once_and_a_newer_valid_one_is_announced(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit queued while another deploys is validated then (and only then), announced
+    to the running deploy (a canary hears it as NewCommit), and not validated again at its
+    turn. The real validator runs; the test only counts its calls."""
+    import reconciler.revisions.pipeline as pipeline_module
+
+    calls: list[str] = []
+    real_check = pipeline_module.check
+
+    def counted(repo: Any, commit: str, cache: Any) -> Any:
+        calls.append(commit)
+        return real_check(repo, commit, cache)
+
+    monkeypatch.setattr(pipeline_module, "check", counted)
+    rig = Rig(tmp_path, db_url)
+
+    async def main() -> None:
+        p = rig.pipeline
+        await p.restore()
+        p.start()
+        a = rig.push("5s", "a")
+        await rig.deployer.entered.wait()  # A deploys, held at the gate
+        b = rig.push("6s", "b")
+        for _ in range(300):  # B is validated while A deploys, and announced to it
+            if rig.deployer.told:
+                break
+            await asyncio.sleep(0.05)
+        assert rig.deployer.told == [b]
+        rig.deployer.gate.set()
+        assert await p.wait_idle(30)
+        assert (rig.status(a), rig.status(b)) == (S.DEPLOYED, S.DEPLOYED)
+        assert sorted(calls) == sorted([a, b]), calls  # once each
+        await p.stop()
+
+    try:
+        run(main())
     finally:
         rig.close()
