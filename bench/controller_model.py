@@ -1,4 +1,4 @@
-"""The controller's real read model for bench/page.py: `ControllerPagesData` over a
+"""The controller's real read model for bench/page.py: `PagesView` (controller/view.py) over a
 `Controller` assembled from the real parts, without `Controller.run()` (no git, no listeners).
 
 - revisions: a real `RevisionStore` with `revisions` rows (plan summaries made by the
@@ -39,9 +39,10 @@ from sqlalchemy.engine import Engine
 from reconciler.analysis.sample import LATENCY_BUCKETS
 from reconciler.audit import AuditLog
 from reconciler.ca import CertificateAuthority
-from reconciler.controller.pages_data import ControllerPagesData
-from reconciler.controller.service import Controller
+from reconciler.controller.app import Controller
+from reconciler.controller.commands import Commands
 from reconciler.controller.settings import Settings
+from reconciler.controller.view import ControllerView, Identity, PagesView
 from reconciler.fleet import DesiredSnapshot, FleetServer
 from reconciler.fleet.ledger import LedgerEntry, ProxyState
 from reconciler.fleet.ledger_store import LedgerStore
@@ -83,7 +84,7 @@ _WINDOWS_PER_SIDE = 2
 @dataclass
 class Built:
     controller: Controller
-    data: ControllerPagesData
+    data: PagesView
     loop: asyncio.AbstractEventLoop
     stored_rollouts: int
     done_revision: int  # a finished revision with a stored rollout (for its detail page)
@@ -403,11 +404,23 @@ def build(engine: Engine, audit: AuditLog, loop: asyncio.AbstractEventLoop, data
                                 fleet_assign=ctl.fleet.set_desired)
 
     asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
-    ctl.pipeline.deployed_revision = store.get(revisions - 1)
-    ctl.pipeline.current = store.get(revisions)
+    ctl.pipeline.queue.state.deployed = store.get(revisions - 1)  # the queue holds them
+    ctl.pipeline.queue.state.current = store.get(revisions)
 
     class _Coordinator:  # FetchCoordinator's read side: the last fetch went well
         status = FetchStatus().succeeded(wall - 20)
 
     ctl.coordinator = _Coordinator()  # type: ignore[assignment]
-    return Built(ctl, ControllerPagesData(ctl), loop, stored, done_revision)
+
+    async def no_revert(*_args: Any) -> str:
+        raise RuntimeError("the bench pushes no revert")
+
+    view = ControllerView(Identity("canary", ctl.mirror_display, "main", TRUST_DOMAIN, 2),
+                          ctl.pipeline, store, ctl.fleet, ctl.canary,
+                          fetch_status=lambda: _Coordinator.status, urls=dict)
+    canary = ctl.canary
+    assert canary is not None
+    commands = Commands(ctl.pipeline, canary, store, audit, ctl.clock, "main",
+                        rollout_running=lambda: canary.active is not None,
+                        push_revert=no_revert)
+    return Built(ctl, PagesView(view, commands, loop), loop, stored, done_revision)

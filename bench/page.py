@@ -8,7 +8,7 @@ For each backend: fills a fresh store with `--records` audit records (append_man
 20,000: a valid chain), then `--proxies` proxies and `--revisions` revisions behind the read
 model the pages are served from:
 
-- `controller` (the default): what `meshcd serve` serves, `ControllerPagesData` over a
+- `controller` (the default): what `meshcd serve` serves, `PagesView` over a
   controller assembled from the real parts (bench/controller_model.py): a `RevisionStore`
   with the revisions, their plans, findings, deploy results and stored rollouts, a
   `FleetServer` whose ledger was loaded from its `LedgerStore` and then connected, a
@@ -163,7 +163,7 @@ def _fill_controller(engine: Engine, audit: AuditLog, args: argparse.Namespace,
     data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     built = build(engine, audit, loop, data_dir, revisions=args.revisions, proxies=args.proxies)
     return built.data, built.done_revision, (
-        f"controller read model (ControllerPagesData; {built.stored_rollouts} stored rollouts, "
+        f"controller read model (PagesView; {built.stored_rollouts} stored rollouts, "
         f"live rollout of revision {args.revisions})")
 
 
@@ -265,7 +265,7 @@ def main() -> None:
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() after the fill, before the loads (see docs/pages.md)")
     parser.add_argument("--read-model", choices=("controller", "demo"), default="controller",
-                        help="what the pages read: the controller's ControllerPagesData "
+                        help="what the pages read: the controller's PagesView "
                         "(what `meshcd serve` serves; default) or the demo SqlPagesData")
     args = parser.parse_args()
     out: dict[str, dict[str, float]] = {}

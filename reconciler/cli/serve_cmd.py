@@ -32,7 +32,7 @@ def serve(config_file: Path | None, repo: str | None, branch: str | None,
     """
     import sqlalchemy
 
-    from reconciler.controller.service import Controller
+    from reconciler.controller.app import Controller
     from reconciler.controller.settings import SettingsError, load_settings
     from reconciler.errors import StartupError
     from reconciler.net.listener import raise_fd_limit

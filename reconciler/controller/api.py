@@ -12,23 +12,46 @@ from __future__ import annotations
 import asyncio
 import io
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from reconciler.audit import AuditRecord, RecordNotFound
+from reconciler.audit import AuditLog, AuditRecord, RecordNotFound
 from reconciler.auth.deps import require
 from reconciler.auth.roles import Principal, Role
-from reconciler.ca import InvalidSpiffeId, issue_join_token
+from reconciler.ca import InvalidSpiffeId, JoinTokens, issue_join_token
+from reconciler.controller.commands import Commands
 from reconciler.controller.http_errors import install_error_handlers
 from reconciler.controller.metrics import CONTENT_TYPE
+from reconciler.controller.view import ControllerView
+from reconciler.errors import NotFound
 from reconciler.rollout import OPERATOR_ACTIONS
 from reconciler.store.integrity import check_integrity
 
-if TYPE_CHECKING:
-    from reconciler.controller.service import Controller
+
+class ApiHost(Protocol):
+    """What the API needs of the running controller: the read model, the operators'
+    commands, the audit log and join tokens, and a few facts."""
+
+    @property
+    def view(self) -> ControllerView: ...
+    @property
+    def commands(self) -> Commands: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def tokens(self) -> JoinTokens: ...
+    @property
+    def bootstrap_url(self) -> str: ...
+    @property
+    def webhook_router(self) -> Any: ...
+    def now(self) -> datetime: ...
+    def ca_fingerprint(self) -> str: ...
+    def health_problems(self) -> list[str]: ...
+    def refresh(self, actor: str) -> None: ...
+    async def metrics_text(self) -> bytes: ...
 
 
 def record_dict(r: AuditRecord) -> dict[str, Any]:
@@ -67,7 +90,7 @@ class RollbackRequest(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
-def make_app(ctl: Controller) -> FastAPI:
+def make_app(ctl: ApiHost) -> FastAPI:
     app = FastAPI(title="meshcd", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     install_error_handlers(app)
     viewer = [Depends(require(Role.VIEWER))]
@@ -78,7 +101,7 @@ def make_app(ctl: Controller) -> FastAPI:
     def healthz() -> dict[str, Any]:
         problems = ctl.health_problems()
         return {"ok": not problems, "status": "degraded" if problems else "ok",
-                "problems": problems, "epoch": ctl.epoch}
+                "problems": problems, "epoch": ctl.view.identity.epoch}
 
     # async: these read the fleet server's state, which lives on the event loop
     @app.get("/metrics")
@@ -87,25 +110,25 @@ def make_app(ctl: Controller) -> FastAPI:
 
     @read.get("/status")
     async def status() -> dict[str, Any]:
-        return await ctl.status()
+        return await ctl.view.status()
 
     @read.get("/proxies")
     async def proxies() -> dict[str, Any]:
-        return {"proxies": ctl.proxies(), "counts": ctl.fleet_counts()}
+        return ctl.view.proxies()
 
     @read.get("/revisions")
     def revisions(limit: int = Query(50, ge=1, le=1000), before: int | None = None,
                   status: str | None = None) -> dict[str, Any]:
-        revs = ctl.revisions.list(limit=limit, before_id=before, status=status)
+        revs = ctl.view.revisions(limit=limit, before_id=before, status=status)
         return {"revisions": [r.summary() for r in revs],
                 "next": revs[-1].id if len(revs) == limit else None}
 
     @read.get("/revisions/{rev_id}")
     def revision(rev_id: int) -> dict[str, Any]:
         try:
-            return ctl.revisions.get(rev_id).to_dict()
-        except KeyError:
-            raise HTTPException(404, f"no revision {rev_id}") from None
+            return ctl.view.revision(rev_id).to_dict()
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
 
     @read.get("/audit")
     def audit_list(kind: str | None = None, actor: str | None = None,
@@ -144,14 +167,16 @@ def make_app(ctl: Controller) -> FastAPI:
 
     @read.get("/rollout")
     async def rollout() -> dict[str, Any]:
-        return {"rollout": ctl.rollout_status(), "pin": await ctl.pin_state()}
+        return {"rollout": ctl.view.rollout(), "pin": ctl.view.pin()}
 
     @read.get("/revisions/{rev_id}/rollout")
     async def revision_rollout(rev_id: int) -> dict[str, Any]:
-        live = ctl.rollout_status()
+        view = ctl.view
+        live = view.rollout()
         if live is not None and live.get("revisionId") == rev_id:
             return live
-        saved = await asyncio.to_thread(ctl.revision_rollout, rev_id)
+        saved = await asyncio.to_thread(view.revision_rollout, rev_id,
+                                        running=view.rolling_out())
         if saved is None:
             raise HTTPException(404, f"revision {rev_id} had no canary rollout")
         return saved
@@ -162,8 +187,8 @@ def make_app(ctl: Controller) -> FastAPI:
         if action not in OPERATOR_ACTIONS:
             raise HTTPException(404, f"unknown rollout action {action!r} "
                                 f"(one of {', '.join(OPERATOR_ACTIONS)})")
-        accepted, message = await ctl.rollout_action(action, who.actor,
-                                                     body.reason if body else "")
+        accepted, message = await ctl.commands.rollout_action(action, who.actor,
+                                                              body.reason if body else "")
         if not accepted:
             raise HTTPException(409, message)
         return {"accepted": True, "message": message, "actor": who.actor}
@@ -171,15 +196,13 @@ def make_app(ctl: Controller) -> FastAPI:
     @api.post("/rollback", status_code=202)
     async def rollback(body: RollbackRequest,
                        who: OperatorPrincipal) -> dict[str, Any]:
-        return await ctl.rollback(body.to, fast=body.fast, revert=body.revert,
-                                  actor=who.actor, reason=body.reason)
+        return await ctl.commands.rollback(body.to, fast=body.fast, revert=body.revert,
+                                           actor=who.actor, reason=body.reason)
 
     @api.post("/refresh", status_code=202)
     def refresh(who: OperatorPrincipal) -> dict[str, Any]:
-        actor = who.actor
-        ctl.audit_now(actor, "manual.refresh", ctl.settings.branch, {})
-        ctl.coordinator_refresh(f"manual:{actor}")
-        return {"result": "accepted", "actor": actor}
+        ctl.refresh(who.actor)
+        return {"result": "accepted", "actor": who.actor}
 
     @api.post("/tokens/join", status_code=201)
     def join_token(body: JoinTokenRequest,
@@ -187,14 +210,14 @@ def make_app(ctl: Controller) -> FastAPI:
         actor = who.actor
         try:
             issued = issue_join_token(ctl.tokens, ctl.audit, actor=actor, service=body.service,
-                                      namespace=body.namespace, now=ctl.clock(),
+                                      namespace=body.namespace, now=ctl.now(),
                                       ttl=timedelta(seconds=body.ttl_s))
         except (InvalidSpiffeId, ValueError) as exc:
             raise HTTPException(400, str(exc)) from None
         return {"token": issued.token, "tokenId": issued.id, "service": issued.service,
                 "namespace": issued.namespace,
                 "expiresAt": issued.expires_at.isoformat().replace("+00:00", "Z"),
-                "caFingerprint": "sha256:" + ctl.ca.bundle_fingerprint(),
+                "caFingerprint": "sha256:" + ctl.ca_fingerprint(),
                 "bootstrapUrl": ctl.bootstrap_url, "actor": actor}
 
     app.include_router(read)

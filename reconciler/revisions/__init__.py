@@ -6,11 +6,13 @@ See docs/controller.md.
     pipeline = Pipeline(store=store, audit=audit, open_repo=mirror.open_repository,
                         known_proxies=..., deployer=AllAtOnceDeployer(fleet), clock=clock,
                         branch="main", trust_domain=ca.trust_domain)
-    rev = pipeline.record_observation(observe_branch(...), outcome.reasons)  # fetch thread
-    loop.call_soon_threadsafe(pipeline.enqueue, rev)                          # then the loop
+    await pipeline.restore(); pipeline.start()          # on the loop
+    pipeline.observe(observe_branch(...), outcome.reasons)  # from the fetch thread
 
-Pure parts: `model` (statuses and their moves), `decisions` (fleet, targets, verdicts,
-superseding, recovery). The deploy step is the `Deployer` protocol (#6 replaces it).
+Pure parts: `queue` (the `RevisionQueue`: events in, commands out; it decides), `model`
+(statuses and their moves), `decisions` (fleet, targets, verdicts, superseding, recovery).
+`pipeline` is the shell that runs the queue's commands; the deploy step is the `Deployer`
+protocol (all at once here, canary in `canary`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from reconciler.revisions.model import (
     RevisionStatus,
     check_transition,
 )
-from reconciler.revisions.pipeline import Pipeline, trigger_of
+from reconciler.revisions.pipeline import Pipeline
+from reconciler.revisions.queue import RevisionQueue, trigger_of
 from reconciler.revisions.store import RevisionStore
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "Pipeline",
     "Revision",
     "RevisionNotFound",
+    "RevisionQueue",
     "RevisionStatus",
     "RevisionStore",
     "check_transition",

@@ -112,9 +112,9 @@ class CanaryDeployer:
         self.rollback_timeout = rollback_timeout
         self.all_at_once = AllAtOnceDeployer(fleet, timeout=ack_timeout)
         self.active: _Rollout | None = None
-        # Asked when a rollout starts: a newer valid commit already waiting (the pipeline's
-        # `newer_commit`); later ones come through `new_commit`.
-        self.newer_commit: Callable[[], str | None] = lambda: None
+        # A newer valid commit the pipeline told before this deploy's engine existed: the
+        # rollout hears it as soon as it starts (Deployer.new_commit).
+        self._told: str | None = None
         # Where the judge's stats come from: "fleet" (the proxies' stream) or "prometheus"
         # (revisions/prometheus_feed.py); stats from the other source are not evidence.
         self.stats_source: fev.StatsSource = stats_source
@@ -125,6 +125,12 @@ class CanaryDeployer:
     # -- Deployer ----------------------------------------------------------------------------
 
     async def deploy(self, request: DeployRequest) -> DeployVerdict:
+        try:
+            return await self._deploy(request)
+        finally:
+            self._told = None
+
+    async def _deploy(self, request: DeployRequest) -> DeployVerdict:
         if request.strategy == "all-at-once":
             return await self.all_at_once.deploy(request)
         snapshots: dict[str, DesiredSnapshot] = {}
@@ -153,7 +159,7 @@ class CanaryDeployer:
         # The first commands go through the queue too, so that nothing an event causes can
         # run before them (an abort's rollback push before the first stage's push).
         self.events.put_nowait(_Internal(commands, None, rollout))
-        waiting = self.newer_commit()
+        waiting, self._told = self._told, None
         if waiting is not None:
             self.new_commit(waiting)
         try:
@@ -232,9 +238,13 @@ class CanaryDeployer:
         return r is not None and r.engine.state.spec.target(proxy_id) is not None
 
     def new_commit(self, commit: str) -> bool:
-        """A newer valid commit is waiting. False when no rollout runs."""
+        """A newer valid commit is waiting. Told before the rollout's engine exists, it is
+        kept for it (the pipeline tells only during a deploy)."""
         r = self.active
-        if r is None or commit == r.commit:
+        if r is None:
+            self._told = commit
+            return False
+        if commit == r.commit:
             return False
         if commit not in r.announced:  # the pipeline and the start of a rollout may both tell
             r.announced.add(commit)

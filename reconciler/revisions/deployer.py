@@ -47,6 +47,15 @@ class Deployer(Protocol):
         once) or stays on the deployed one until a stage picks it (canary)."""
         ...
 
+    def new_commit(self, commit: str) -> bool:
+        """A newer valid commit waits while `deploy` runs (a canary rollout hears it as
+        NewCommit, also when it is told before its engine exists). False: nobody listens."""
+        ...
+
+    async def operator(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
+        """An operator command for the running rollout: (accepted, message)."""
+        ...
+
 
 class AllAtOnceDeployer:
     hello_gets_new = True
@@ -54,6 +63,13 @@ class AllAtOnceDeployer:
     def __init__(self, fleet: FleetServer, *, timeout: float = 60.0) -> None:
         self.fleet = fleet
         self.timeout = timeout
+
+    def new_commit(self, commit: str) -> bool:
+        return False  # an all-at-once deploy is not interrupted: the commit goes next
+
+    async def operator(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
+        return False, ("no rollout in progress: this controller deploys all at once "
+                       "(deploy.strategy: all-at-once)")
 
     async def deploy(self, request: DeployRequest) -> DeployVerdict:
         self.fleet.set_desired(request.snapshots)

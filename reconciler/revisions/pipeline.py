@@ -1,11 +1,13 @@
-"""The revision pipeline: each new commit of the watched branch, one at a time, through
-detected -> (signature) -> validate -> render -> plan -> deploy, persisted and audited.
+"""The revision pipeline: the thin shell that runs the pure `RevisionQueue`'s commands.
 
-Threads and loops: `record_observation` runs on the fetch worker thread (it only inserts the
-new revision and audits what the branch did); everything that changes a revision's status
-afterwards runs on the controller's event loop (`enqueue`, the worker), so superseding never
-races a deploy. The CPU work (validate/render/plan) runs in a thread; the deploy goes through
-a `Deployer`.
+Events reach the queue one at a time on the controller's event loop (`post`); the queue
+decides, and the commands it returns run in order on one consumer task: store writes, audit
+records and state (each in a thread), and the long steps (validate, render and plan, deploy),
+which run as tasks that post their answer back as an event. The fetch thread writes nothing:
+it posts an `Observed` event to the loop (`observe`).
+
+The shell keeps what is not data: the renders (`deployed`, `deploying`, what hellos get), the
+validated models until their plan, the repository handle and the validation cache.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -24,17 +25,53 @@ from reconciler.audit import AuditLog
 from reconciler.fleet import DesiredSnapshot
 from reconciler.revisions.decisions import (
     DeployTargets,
-    DeployVerdict,
     KnownProxy,
     deploy_targets,
-    recovery_plan,
     render_fleet,
 )
 from reconciler.revisions.deployer import Deployer, DeployRequest
-from reconciler.revisions.evaluate import Evaluated, Invalid, evaluate, load_and_validate
+from reconciler.revisions.evaluate import (
+    Checked,
+    Evaluated,
+    Invalid,
+    check,
+    render_and_plan,
+)
 from reconciler.revisions.model import Revision, RevisionStatus
+from reconciler.revisions.queue import (
+    ROLLBACK,
+    AbortRollout,
+    Announce,
+    AssignFleet,
+    Audit,
+    Change,
+    Command,
+    Deploy,
+    DeployFinished,
+    Event,
+    Insert,
+    Inserted,
+    Persisted,
+    Pin,
+    Plan,
+    Planned,
+    QueueConfig,
+    RevisionQueue,
+    Rollback,
+    RollbackRequested,
+    Save,
+    SeenCommit,
+    SetState,
+    Settled,
+    StepFailed,
+    Unpinned,
+    Validate,
+    Validated,
+    Validation,
+)
+from reconciler.revisions.queue import Observed as ObservedEvent
 from reconciler.revisions.store import RevisionStore
-from reconciler.source import BranchDeleted, BranchObservation, ForcePush, NewCommit
+from reconciler.source import BranchObservation
 from reconciler.spec.model import ServiceRef
 from reconciler.spec.sources import ConfigReadError as SpecSourceError
 from reconciler.spec.validate import ValidationCache
@@ -42,18 +79,7 @@ from renderers import RenderedSnapshot, render
 
 log = logging.getLogger("meshcd.pipeline")
 
-ACTOR = "controller"
-
-
-def trigger_of(reasons: tuple[str, ...]) -> str:
-    """The trigger recorded with a revision, from the reasons a fetch served."""
-    if any(r.startswith("webhook") for r in reasons):
-        return "webhook"
-    if any(r.startswith(("api", "manual")) for r in reasons):
-        return "manual"
-    if any(r.startswith("startup") for r in reasons):
-        return "startup"
-    return "poll"
+_CHANGES = {c.value: c for c in Change}
 
 
 class Pipeline:
@@ -78,152 +104,102 @@ class Pipeline:
         self.known_proxies = known_proxies
         self.deployer = deployer
         self.clock = clock
-        self.branch = branch
-        self.trust_domain = trust_domain
         self.on_reconciled = on_reconciled
         # What each proxy runs now (the fleet's desired snapshot): what a canary rolls back to.
         self.current_desired = current_desired
-        # Hands the deployed revision to every known proxy after a canary promotion (proxies
-        # that joined mid-rollout were given the old revision).
+        # Hands the deployed revision to every known proxy after a canary promotion.
         self.fleet_assign = fleet_assign
+        self.config = QueueConfig(
+            branch, trust_domain,
+            strategy="all-at-once" if deployer.hello_gets_new else "canary",
+            assign_after_deploy=fleet_assign is not None and not deployer.hello_gets_new)
+        self.queue = RevisionQueue(self.config)
         self.cache = ValidationCache()
+        # Renders: the deployed revision's (hellos, plans, what a canary rolls back to) and,
+        # all at once, the one being deployed (hellos during the deploy get it).
         self.deployed: Evaluated | None = None
-        self.deployed_revision: Revision | None = None
-        # The revision being deployed: proxies that say hello meanwhile get it (all at once).
         self.deploying: Evaluated | None = None
-        self.current: Revision | None = None  # being processed by the worker
-        self._pending: Revision | None = None
-        self._urgent: Revision | None = None  # a rollback: goes before the queued commit
-        self._rolling_out = False  # the worker is in the deploy step
-        self._validated: Revision | None = None  # the queued revision, once it validated
-        self._wake = asyncio.Event()
+        self._checked: dict[int, Checked] = {}  # validated, waiting for their plan
+        self._planned: dict[int, tuple[Evaluated, list[KnownProxy]]] = {}
+        self._started: dict[int, float] = {}  # for the reconcile-time metric
+        self._rollback_replies: list[asyncio.Future[Revision]] = []
+        self._todo: asyncio.Queue[list[Command]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._deploy_task: tuple[int, asyncio.Task[None]] | None = None
         self._render_lock = threading.Lock()  # render states are not shared across threads
         self._repo_local = threading.local()
         self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False  # the consumer is running a batch
         self._idle = asyncio.Event()
         self._idle.set()
-        self.last_recorded: str | None = None  # newest commit recorded (for observe_branch)
 
-    # -- the fetch thread -------------------------------------------------------------------
+    # -- what the controller reads (on the loop; `head` also from the fetch thread) --------
 
-    def record_observation(self, obs: BranchObservation, reasons: tuple[str, ...]) -> Revision | None:
-        """Record what a fetch saw on the branch. Returns the new revision to enqueue (None
-        when nothing is to be deployed). Runs on the fetch worker thread."""
-        now = self.clock()
-        trigger = trigger_of(reasons)
-        event = obs.event
-        if isinstance(event, BranchDeleted):
-            self.audit.append(ACTOR, "source.branch_deleted", self.branch,
-                              {**obs.to_dict(), "trigger": trigger}, now=now)
-            return None
-        if not isinstance(event, NewCommit | ForcePush) or obs.commit is None:
-            return None
-        if isinstance(event, ForcePush):
-            self.audit.append(ACTOR, "source.force_push", self.branch,
-                              {"old": event.old, "new": event.new, "trigger": trigger}, now=now)
-        commit = obs.commit
-        decision = obs.decision
-        rev = self.store.add(Revision(
-            id=0, commit=commit.id, branch=self.branch,
-            author=f"{commit.author.name} <{commit.author.email}>", message=commit.message,
-            trigger=trigger, status=RevisionStatus.DETECTED, detected_at=now, updated_at=now,
-            signature=decision.to_dict() if decision is not None else {},
-        ))
-        self.last_recorded = commit.id
-        self.audit.append(ACTOR, "revision.detected", commit.id, {
-            "revision": rev.id, "commit": commit.id, "author": rev.author,
-            "message": commit.message[:2000], "trigger": trigger, "reasons": list(reasons[:20]),
-            "event": event.to_dict(), "signature": rev.signature,
-        }, now=now)
-        if decision is not None and not decision.deployable:
-            rev = self.store.update(rev.moved(RevisionStatus.INVALID, now,
-                                              reason=f"signature policy: {decision.reason}"))
-            self.audit.append(ACTOR, "revision.refused", commit.id, {
-                "revision": rev.id, "reason": rev.reason, "signature": rev.signature}, now=now)
-            return None
-        return rev
+    @property
+    def deployed_revision(self) -> Revision | None:
+        return self.queue.state.deployed
 
-    # -- the event loop ---------------------------------------------------------------------
+    @property
+    def current(self) -> Revision | None:
+        return self.queue.state.current
 
-    def enqueue(self, rev: Revision) -> None:
-        """Queue `rev` for the worker; a queued older revision is superseded by it. A
-        rollback revision goes first and supersedes nothing (the queued commit is held
-        behind the pin it sets)."""
-        self._idle.clear()
-        self._wake.set()
-        if rev.trigger == "rollback":
-            older_rollback = self._urgent
-            self._urgent = rev
-            if older_rollback is not None and older_rollback.id != rev.id:
-                self._spawn_supersede(older_rollback, rev)
-            return
-        older = self._pending
-        self._pending = rev
-        if older is not None and older.id != rev.id:
-            self._spawn_supersede(older, rev)
-        if getattr(self.deployer, "new_commit", None) is not None:
-            asyncio.get_running_loop().create_task(self._announce(rev))
+    @property
+    def last_recorded(self) -> str | None:
+        """The newest branch head recorded (what `observe_branch` compares with)."""
+        return self.queue.state.head
 
-    async def _announce(self, rev: Revision) -> None:
-        """Validate a queued commit ahead of its turn and, once it validated (an invalid
-        commit must not stop a good rollout), tell a running canary rollout that a newer
-        commit waits. A rollout that starts later asks `newer_commit()` itself. Not while
-        the fleet is pinned, nor to a rollback's rollout."""
-        try:
-            if await asyncio.to_thread(self.store.get_state, "pin"):
-                return
-            ok = await asyncio.to_thread(self._validates, rev.commit)
-        except Exception:
-            log.exception("pre-validating %s failed", rev.commit[:12])
-            return
-        if not ok or self._pending is not rev:
-            return
-        self._validated = rev
-        commit = self.newer_commit()
-        if commit is not None and self._rolling_out:
-            self.deployer.new_commit(commit)  # type: ignore[attr-defined]
+    @property
+    def pin(self) -> Pin | None:
+        return self.queue.state.pin
 
-    def newer_commit(self) -> str | None:
-        """The queued commit that validated while a (non-rollback) revision deploys: what a
-        canary rollout hears as NewCommit (onNewCommit)."""
-        pending, current = self._pending, self.current
-        if (pending is None or self._validated is not pending or current is None
-                or current.trigger == "rollback" or current.commit == pending.commit):
-            return None
-        return pending.commit
+    @property
+    def held(self) -> Revision | None:
+        return self.queue.state.held
 
-    def _validates(self, commit: str) -> bool:
-        with self._render_lock:
-            try:
-                result, _errors = load_and_validate(self._repo(), commit, self.cache)
-            except SpecSourceError:
-                return False
-        return bool(result.ok)
+    # -- inputs ------------------------------------------------------------------------------
 
-    def _spawn_supersede(self, older: Revision, newer: Revision) -> None:
-        async def go() -> None:
-            await self._supersede(older, newer)
-        asyncio.get_running_loop().create_task(go())
+    def observe(self, obs: BranchObservation, reasons: tuple[str, ...]) -> None:
+        """From the fetch thread: hand what a fetch saw on the branch to the loop."""
+        assert self._loop is not None, "restore() first"
+        self._loop.call_soon_threadsafe(self.post, observed(obs, reasons, self.clock()))
 
-    async def _supersede(self, older: Revision, newer: Revision) -> None:
-        now = self.clock()
-        fresh = await asyncio.to_thread(self.store.get, older.id)
-        if fresh.status not in (RevisionStatus.DETECTED, RevisionStatus.PLANNED):
-            return
-        await asyncio.to_thread(self.store.update, fresh.moved(
-            RevisionStatus.SUPERSEDED, now, reason=f"superseded by revision {newer.id} ({newer.commit[:12]})"))
-        await self._audit("revision.superseded", older.commit,
-                          {"revision": older.id, "by": newer.id, "by_commit": newer.commit})
+    def post(self, event: Event) -> None:
+        """On the loop: the queue decides at once; its commands run in order."""
+        cmds = self.queue.handle(event)
+        if cmds:
+            self._idle.clear()
+            self._todo.put_nowait(cmds)
+        self._check_idle()
+
+    async def rollback(self, target: Revision, *, fast: bool, actor: str, reason: str,
+                       revert_commit: str | None, abort: bool) -> Revision:
+        """Pin the fleet to `target` and queue its redeploy first; returns the new revision."""
+        reply: asyncio.Future[Revision] = asyncio.get_running_loop().create_future()
+        self._rollback_replies.append(reply)
+        self.post(RollbackRequested(target, fast, actor, reason, revert_commit, abort,
+                                    self.clock()))
+        return await reply
+
+    def unpin(self, actor: str) -> Revision | None:
+        """Unpin the fleet; returns the held revision that deploys now, if any."""
+        held = self.queue.state.held
+        self.post(Unpinned(actor, self.clock()))
+        return held
+
+    # -- running ------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        tasks = [t for t in (self._worker, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._worker
-            self._worker = None
+                await t
+        self._worker = None
 
     async def wait_idle(self, timeout: float) -> bool:
         try:
@@ -232,48 +208,189 @@ class Pipeline:
         except TimeoutError:
             return False
 
+    def _check_idle(self) -> None:
+        if self.queue.idle and self._todo.empty() and not self._tasks and not self._running:
+            self._idle.set()
+
     async def _work(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            rev: Revision | None
-            if self._urgent is not None:
-                rev, self._urgent = self._urgent, None
-            else:
-                rev, self._pending = self._pending, None
-            if rev is None:
-                self._idle.set()
-                continue
-            self.current = rev
+            cmds = await self._todo.get()
+            self._running = True
             try:
-                await self.process(rev)
+                await self._run(cmds)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or the store away: the revision fails, loop lives
-                log.exception("revision %s failed", rev.id)
-                with contextlib.suppress(Exception):
-                    await self._fail(rev, f"internal error: {type(exc).__name__}: {exc}")
+                log.exception("revision commands failed")
+                cur = self.queue.state.current
+                if cur is not None:
+                    self.post(StepFailed(cur.id, f"internal error: {type(exc).__name__}: {exc}",
+                                         self.clock()))
             finally:
-                self.current = None
-            if self._pending is None and self._urgent is None:
-                self._idle.set()
+                self._running = False
+                self._check_idle()
+
+    async def _run(self, cmds: list[Command]) -> None:
+        for c in cmds:
+            match c:
+                case Save():
+                    await asyncio.to_thread(self.store.update, c.revision)
+                case Audit():
+                    await asyncio.to_thread(self.audit.append, c.actor, c.kind, c.subject,
+                                            dict(c.data), now=self.clock(), oversize="truncate")
+                case SetState():
+                    await asyncio.to_thread(self.store.set_state, c.key, c.value)
+                case Insert():
+                    rev = await asyncio.to_thread(self.store.add, c.revision)
+                    # The answer is handled now: what it asks runs before the next batch.
+                    await self._run(self.queue.handle(Inserted(rev, c.context, self.clock())))
+                    if isinstance(c.context, Rollback) and self._rollback_replies:
+                        # Answered once its pin and records are stored and a running
+                        # rollout answered the abort: an operator who saw it accepted keeps
+                        # it whatever happens next.
+                        reply = self._rollback_replies.pop(0)
+                        if not reply.done():
+                            reply.set_result(rev)
+                case Validate():
+                    self._started.setdefault(c.revision.id, time.monotonic())
+                    self._spawn(self._validate(c.revision))
+                case Plan():
+                    self._spawn(self._plan(c.revision))
+                case Deploy():
+                    task = self._spawn(self._deploy(c))
+                    self._deploy_task = (c.revision.id, task)
+                case Announce():
+                    running = self._deploy_task
+                    if running is not None and running[0] == c.during and not running[1].done():
+                        self.deployer.new_commit(c.commit)
+                case AbortRollout():
+                    await self.deployer.operator("abort", c.actor, c.reason)
+                case AssignFleet():
+                    if self.fleet_assign is not None:
+                        self.fleet_assign(self.deployed_assignments())
+                case Settled():
+                    started = self._started.pop(c.revision_id, None)
+                    if started is not None and self.on_reconciled is not None:
+                        self.on_reconciled(time.monotonic() - started)
+                    if not self.queue.tracks(c.revision_id):  # final: its models go
+                        self._checked.pop(c.revision_id, None)
+                        self._planned.pop(c.revision_id, None)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._check_idle()
+
+        task.add_done_callback(done)
+        return task
+
+    # -- the long steps (each posts its answer) -------------------------------------------
+
+    async def _validate(self, rev: Revision) -> None:
+        try:
+            got = self._checked.get(rev.id)
+            if got is None:
+                result = await asyncio.to_thread(self._check, rev.commit)
             else:
-                self._wake.set()
-
-    async def _audit(self, kind: str, subject: str, data: dict[str, Any]) -> None:
-        now = self.clock()
-        await asyncio.to_thread(self.audit.append, ACTOR, kind, subject, data, now=now,
-                                oversize="truncate")
-
-    async def _save(self, rev: Revision) -> Revision:
-        return await asyncio.to_thread(self.store.update, rev)
-
-    async def _fail(self, rev: Revision, reason: str) -> None:
-        fresh = await asyncio.to_thread(self.store.get, rev.id)
-        if fresh.terminal:
+                result = got
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("validating %s failed", rev.commit[:12])
+            self.post(StepFailed(rev.id, f"internal error: {type(exc).__name__}: {exc}",
+                                 self.clock()))
             return
-        await self._save(fresh.moved(RevisionStatus.FAILED, self.clock(), reason=reason))
-        await self._audit("revision.failed", rev.commit, {"revision": rev.id, "reason": reason})
+        if isinstance(result, Invalid):
+            v = Validation(False, findings=tuple(result.findings), reason=result.reason)
+        else:
+            self._checked[rev.id] = result
+            v = Validation(True, warnings=tuple(result.warnings),
+                           trust_domain=result.trust_domain)
+        self.post(Validated(rev.id, v, self.clock()))
+
+    def _check(self, commit: str) -> Checked | Invalid:
+        with self._render_lock:
+            try:
+                return check(self._repo(), commit, self.cache)
+            except SpecSourceError as exc:
+                return Invalid(commit, [], f"cannot read the commit: {exc}")
+
+    async def _plan(self, rev: Revision) -> None:
+        checked = self._checked.get(rev.id)
+        known = self.known_proxies()
+        try:
+            if checked is None:
+                raise RuntimeError(f"revision {rev.id} was not validated")
+            deployed = self.deployed
+            result = await asyncio.to_thread(self._render_and_plan, checked, known, deployed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("planning %s failed", rev.commit[:12])
+            self.post(StepFailed(rev.id, f"internal error: {type(exc).__name__}: {exc}",
+                                 self.clock()))
+            return
+        self._planned[rev.id] = (result, known)
+        targets = deploy_targets(result.render.versions(), known)
+        self.post(Planned(rev.id, result.plan, targets, self.clock()))
+
+    def _render_and_plan(self, checked: Checked, known: list[KnownProxy],
+                         deployed: Evaluated | None) -> Evaluated:
+        with self._render_lock:
+            return render_and_plan(checked, known=known, deployed=deployed)
+
+    async def _deploy(self, c: Deploy) -> None:
+        rev = c.revision
+        started = time.monotonic()
+        try:
+            result, known = self._planned[rev.id]
+            request = self._request(rev, result, c.targets, known, c.strategy)
+            if self.deployer.hello_gets_new:
+                self.deploying = result
+            try:
+                verdict = await self.deployer.deploy(request)
+                if verdict.status is RevisionStatus.DEPLOYED:
+                    # Before `deploying` is cleared, with no await between: a hello rendered
+                    # in between must get this revision, not the one it replaces.
+                    self.deployed = result
+            finally:
+                self.deploying = None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("deploying revision %s failed", rev.id)
+            self.post(StepFailed(rev.id, f"internal error: {type(exc).__name__}: {exc}",
+                                 self.clock()))
+            return
+        self.post(DeployFinished(rev.id, verdict, time.monotonic() - started, self.clock()))
+
+    def _request(self, rev: Revision, result: Evaluated, targets: DeployTargets,
+                 known: list[KnownProxy], strategy: str | None) -> DeployRequest:
+        """The deploy request: each target's new snapshot and, for the canary, what it runs
+        now (the fleet's desired, else the deployed revision's render), its service and the
+        RolloutPolicy covering that service."""
+        snapshots = desired_snapshots(result.render.snapshots, targets.assign, rev.commit)
+        previous: dict[str, DesiredSnapshot] = {}
+        deployed = self.deployed
+        old_render = deployed.render.snapshots if deployed is not None else {}
+        for proxy_id in targets.assign:
+            current = self.current_desired(proxy_id) if self.current_desired else None
+            if current is None and proxy_id in old_render and deployed is not None:
+                snap = old_render[proxy_id]
+                current = DesiredSnapshot(snap.version, deployed.commit, snap.canonical())
+            if current is not None:
+                previous[proxy_id] = current
+        services = {k.proxy_id: f"{k.service}.{k.namespace}" for k in known
+                    if k.proxy_id in targets.assign}
+        policies = {svc: result.model.rollout_policy_for(ServiceRef(*svc.split(".", 1)))
+                    for svc in set(services.values())}
+        return DeployRequest(
+            rev.id, rev.commit, targets, snapshots, previous=previous, services=services,
+            policies=policies, previous_commit=deployed.commit if deployed is not None else None,
+            strategy=strategy)
 
     def _repo(self) -> Any:
         repo = getattr(self._repo_local, "repo", None)
@@ -281,233 +398,58 @@ class Pipeline:
             repo = self._repo_local.repo = self.open_repo()
         return repo
 
-    def _evaluate(self, commit: str, known: list[KnownProxy],
-                  deployed: Evaluated | None) -> Evaluated | Invalid:
-        with self._render_lock:
-            return evaluate(self._repo(), commit, cache=self.cache, known=known, deployed=deployed)
-
-    async def process(self, rev: Revision) -> None:
-        """One revision from wherever it stands (detected, planned, or deploying after a
-        restart) to a final status."""
-        started = time.monotonic()
-        known = self.known_proxies()
-        try:
-            result = await asyncio.to_thread(self._evaluate, rev.commit, known, self.deployed)
-        except SpecSourceError as exc:
-            result = Invalid(rev.commit, [], f"cannot read the commit: {exc}")
-        if isinstance(result, Invalid):
-            await self._save(rev.moved(RevisionStatus.INVALID, self.clock(),
-                                       findings=result.findings, reason=result.reason))
-            await self._audit("revision.validated", rev.commit, {
-                "revision": rev.id, "valid": False, "reason": result.reason,
-                "errors": sum(1 for f in result.findings if f["severity"] == "error"),
-                "findings": result.findings[:50]})
-            self._reconciled(started)
-            return
-        if rev.status is RevisionStatus.DETECTED:
-            await self._audit("revision.validated", rev.commit, {
-                "revision": rev.id, "valid": True, "warnings": len(result.warnings),
-                "findings": result.warnings[:50]})
-            plan = result.plan
-            rev = await self._save(rev.moved(RevisionStatus.PLANNED, self.clock(),
-                                             findings=result.warnings, plan=plan))
-            await self._audit("plan.made", rev.commit, {
-                "revision": rev.id, "from": plan.get("from"), "resources": plan["resources"],
-                "resourceNames": plan["resourceNames"][:20], "proxies": plan["proxies"],
-                "access": plan["access"]})
-        if (self._pending is not None and rev.status is RevisionStatus.PLANNED
-                and rev.trigger != "rollback"):
-            newer = self._pending
-            await self._save(rev.moved(RevisionStatus.SUPERSEDED, self.clock(),
-                                       reason=f"superseded by revision {newer.id} ({newer.commit[:12]})"))
-            await self._audit("revision.superseded", rev.commit,
-                              {"revision": rev.id, "by": newer.id, "by_commit": newer.commit})
-            self._reconciled(started)
-            return
-        pin = await asyncio.to_thread(self.store.get_state, "pin")
-        if pin and rev.trigger != "rollback":
-            await self._hold(rev, pin)
-            self._reconciled(started)
-            return
-        if result.trust_domain and result.trust_domain != self.trust_domain:
-            reason = (f"the Mesh's trust domain {result.trust_domain!r} differs from the CA's "
-                      f"{self.trust_domain!r}; a trust-domain change needs a new CA and is not "
-                      "deployed")
-            await self._fail(rev, reason)
-            self._reconciled(started)
-            return
-        resumed = rev.status is RevisionStatus.DEPLOYING
-        if not resumed:
-            rev = await self._save(rev.moved(RevisionStatus.DEPLOYING, self.clock()))
-        if self.deployer.hello_gets_new:
-            self.deploying = result
-        self._rolling_out = True
-        try:
-            verdict, targets = await self._deploy(rev, result, known, resumed=resumed)
-            if verdict.status is RevisionStatus.DEPLOYED:
-                # Before `deploying` is cleared, with no await between: a hello rendered in
-                # between must get this revision, not the one it replaces.
-                self.deployed = result
-        finally:
-            self.deploying = None
-            self._rolling_out = False
-        fresh = await asyncio.to_thread(self.store.get, rev.id)
-        deploy = {**fresh.deploy, **verdict.to_dict(), "absent": list(targets), "seconds":
-                  round(time.monotonic() - started, 3)}
-        rev = await self._save(fresh.moved(verdict.status, self.clock(), deploy=deploy,
-                                           reason="" if verdict.status is RevisionStatus.DEPLOYED
-                                           else verdict.reason))
-        if verdict.status is RevisionStatus.DEPLOYED:
-            self.deployed_revision = rev  # self.deployed was set above
-            await asyncio.to_thread(self.store.set_state, "deployed_revision", rev.id)
-            if self.fleet_assign is not None and not self.deployer.hello_gets_new:
-                self.fleet_assign(self.deployed_assignments())
-        await self._audit("deploy.finished", rev.commit, {
-            "revision": rev.id, "status": str(verdict.status), "reason": verdict.reason,
-            "acked": len(verdict.acked), "nacked": len(verdict.nacked),
-            "timed_out": list(verdict.timed_out[:100]), "absent": len(targets)})
-        self._reconciled(started)
-
-    async def _hold(self, rev: Revision, pin: Mapping[str, Any]) -> None:
-        """The fleet is pinned (`meshcd rollback`): a valid revision waits, visibly, as planned
-        until `meshcd rollout resume`; older held ones are superseded by it."""
-        reason = (f"held: the fleet is pinned to revision {pin.get('revision')} by "
-                  f"{pin.get('actor', '?')}; `meshcd rollout resume` deploys the newest commit")
-        if rev.reason != reason:
-            rev = await self._save(rev.moved(RevisionStatus.PLANNED, self.clock(), reason=reason)
-                                   if rev.status is not RevisionStatus.PLANNED
-                                   else replace(rev, reason=reason, updated_at=self.clock()))
-            await self._audit("revision.held", rev.commit, {"revision": rev.id, "pin": dict(pin)})
-        older = await asyncio.to_thread(self.store.list, limit=100, before_id=rev.id,
-                                        status=str(RevisionStatus.PLANNED))
-        for old in older:
-            await self._save(old.moved(RevisionStatus.SUPERSEDED, self.clock(),
-                                       reason=f"superseded by revision {rev.id} while pinned"))
-            await self._audit("revision.superseded", old.commit, {"revision": old.id,
-                                                                  "by": rev.id})
-
-    def _request(self, rev: Revision, result: Evaluated, targets: DeployTargets,
-                 known: list[KnownProxy]) -> DeployRequest:
-        """The deploy request: each target's new snapshot and, for the canary, what it runs
-        now (the fleet's desired, else the deployed revision's render), its service and the
-        RolloutPolicy covering that service."""
-        snapshots = desired_snapshots(result.render.snapshots, targets.assign, rev.commit)
-        previous: dict[str, DesiredSnapshot] = {}
-        old_render = self.deployed.render.snapshots if self.deployed is not None else {}
-        for proxy_id in targets.assign:
-            current = self.current_desired(proxy_id) if self.current_desired else None
-            if current is None and proxy_id in old_render and self.deployed is not None:
-                snap = old_render[proxy_id]
-                current = DesiredSnapshot(snap.version, self.deployed.commit, snap.canonical())
-            if current is not None:
-                previous[proxy_id] = current
-        services = {k.proxy_id: f"{k.service}.{k.namespace}" for k in known
-                    if k.proxy_id in targets.assign}
-        policies = {svc: result.model.rollout_policy_for(ServiceRef(*svc.split(".", 1)))
-                    for svc in set(services.values())}
-        rollback = rev.deploy.get("rollback") or {}
-        return DeployRequest(
-            rev.id, rev.commit, targets, snapshots, previous=previous, services=services,
-            policies=policies,
-            previous_commit=self.deployed.commit if self.deployed is not None else None,
-            strategy="all-at-once" if rollback.get("fast") else None)
-
-    async def _deploy(self, rev: Revision, result: Evaluated, known: list[KnownProxy], *,
-                      resumed: bool) -> tuple[DeployVerdict, tuple[str, ...]]:
-        targets = deploy_targets(result.render.versions(), known)
-        request = self._request(rev, result, targets, known)
-        strategy = request.strategy or ("all-at-once" if self.deployer.hello_gets_new
-                                        else "canary")
-        await self._audit("deploy.resumed" if resumed else "deploy.started", rev.commit, {
-            "revision": rev.id, "strategy": strategy, "proxies": list(targets.wait_for[:200]),
-            "waiting_for": len(targets.wait_for), "absent": list(targets.absent[:200])})
-        verdict = await self.deployer.deploy(request)
-        if verdict.acked:
-            await self._audit("deploy.ack", rev.commit, {"revision": rev.id,
-                                                         "proxies": list(verdict.acked[:500]),
-                                                         "count": len(verdict.acked)})
-        if verdict.nacked:
-            await self._audit("deploy.nack", rev.commit, {
-                "revision": rev.id, "proxies": dict(list(verdict.nacked.items())[:100]),
-                "count": len(verdict.nacked)})
-        return verdict, targets.absent
-
-    def _reconciled(self, started: float) -> None:
-        if self.on_reconciled is not None:
-            self.on_reconciled(time.monotonic() - started)
-
     # -- start-up ---------------------------------------------------------------------------
 
-    async def restore(self) -> list[Revision]:
-        """Rebuild the deployed revision's render (so hellos get it at once) and return the
-        unfinished revision to resume (at most one; older ones are closed)."""
-        deployed_id = await asyncio.to_thread(self.store.get_state, "deployed_revision")
-        # The last branch head seen: the newest revision the branch produced (a rollback
-        # revision's commit is an older one, not the head).
-        latest = await asyncio.to_thread(self.store.latest, exclude_trigger="rollback")
-        self.last_recorded = latest.commit if latest is not None else None
-        if deployed_id is not None:
-            rev = await asyncio.to_thread(self.store.get, int(deployed_id))
-            known = self.known_proxies()
-            try:
-                result = await asyncio.to_thread(self._evaluate, rev.commit, known, None)
-            except SpecSourceError as exc:
-                result = Invalid(rev.commit, [], str(exc))
+    async def restore(self) -> None:
+        """Read what the store holds, rebuild the deployed revision's render (so hellos get it
+        at once) and hand the rest to the queue: it resumes at most one unfinished commit
+        (and a rollback first) and closes the others. Their commands run once `start`ed."""
+        self._loop = asyncio.get_running_loop()
+        saved = await asyncio.to_thread(self._read_persisted)
+        if saved.deployed is not None:
+            result = await asyncio.to_thread(self._evaluate_now, saved.deployed, None)
             if isinstance(result, Evaluated):
-                self.deployed, self.deployed_revision = result, rev
+                self.deployed = result
             else:
-                log.error("the deployed revision %s no longer loads: %s", rev.id, result.reason)
-        unfinished = await asyncio.to_thread(self.store.unfinished)
-        # A rollback asked for before the restart is resumed too, first (and pins the fleet,
-        # so the commit resumed after it is held); older rollbacks are superseded by it.
-        rollbacks = [r for r in unfinished if r.trigger == "rollback"]
-        rollback_plan = recovery_plan(rollbacks)
-        recovery = recovery_plan([r for r in unfinished if r.trigger != "rollback"])
-        resume = recovery.resume
-        if (resume is not None and resume.status is RevisionStatus.DEPLOYING
-                and self.deployer.hello_gets_new):
+                log.error("the deployed revision %s no longer loads: %s", saved.deployed.id,
+                          result.reason)
+        self.queue, cmds = RevisionQueue.restore(self.config, saved, self.clock())
+        resumed = self.queue.state.current
+        if (resumed is not None and resumed.status is RevisionStatus.DEPLOYING
+                and resumed.trigger != ROLLBACK and self.deployer.hello_gets_new):
             # Render it now, so proxies that reconnect get where the deploy was going rather
             # than a step back to the deployed revision.
-            with contextlib.suppress(SpecSourceError):
-                again = await asyncio.to_thread(self._evaluate, resume.commit,
-                                                self.known_proxies(), self.deployed)
-                if isinstance(again, Evaluated):
-                    self.deploying = again
-        if rollback_plan.resume is not None and resume is not None \
-                and resume.status is RevisionStatus.DEPLOYING:
-            # The rollback was asked for during this rollout (which it aborts): close it
-            # the way the abort would have; the fleet was reset to the deployed revision.
-            await self._close_interrupted(resume, aborted=True)
-            resume = None
-        for old in (*recovery.supersede, *rollback_plan.supersede):
-            if old.status is RevisionStatus.DEPLOYING:
-                await self._close_interrupted(old, aborted=False)
-            else:
-                await self._save(old.moved(RevisionStatus.SUPERSEDED, self.clock(),
-                                           reason="superseded at restart by a newer revision"))
-                await self._audit("revision.superseded", old.commit,
-                                  {"revision": old.id, "reason": "restart"})
-        return [r for r in (rollback_plan.resume, resume) if r is not None]
+            again = await asyncio.to_thread(self._evaluate_now, resumed, self.deployed)
+            if isinstance(again, Evaluated):
+                self.deploying = again
+        if cmds:
+            self._idle.clear()
+            self._todo.put_nowait(cmds)
 
-    async def _close_interrupted(self, rev: Revision, *, aborted: bool) -> None:
-        """A revision caught mid-deploy by a restart that will not be resumed. A canary
-        rollout of it (a row in `rollouts`) ends rejected (a rollback aborted it) or
-        superseded (a newer commit follows); every proxy was reset to the deployed revision
-        at start-up. An all-at-once deploy is failed, as before."""
-        saved = await asyncio.to_thread(self.store.load_rollout, rev.id)
-        if saved is None:
-            await self._fail(rev, "interrupted by a controller restart; a newer revision follows")
-            return
-        status = RevisionStatus.REJECTED if aborted else RevisionStatus.SUPERSEDED
-        outcome = "aborted" if aborted else "superseded"
-        reason = ("aborted by a rollback asked for before the controller restarted"
-                  if aborted else "superseded at restart by a newer revision")
-        fresh = await asyncio.to_thread(self.store.get, rev.id)
-        await self._save(fresh.moved(status, self.clock(), reason=reason,
-                                     deploy={**fresh.deploy, "outcome": outcome}))
-        await self._audit("rollout.finished", rev.commit, {
-            "revision_id": rev.id, "outcome": outcome, "revisionStatus": str(status),
-            "reason": reason, "note": "closed at restart"})
+    def _read_persisted(self) -> Persisted:
+        store = self.store
+        deployed_id = store.get_state("deployed_revision")
+        deployed = store.get(int(deployed_id)) if deployed_id is not None else None
+        pin = store.get_state("pin")
+        # The last branch head seen: the newest revision the branch produced (a rollback
+        # revision's commit is an older one, not the head).
+        latest = store.latest(exclude_trigger=ROLLBACK)
+        unfinished = tuple(store.unfinished())
+        rollouts = frozenset(r.id for r in unfinished if r.status is RevisionStatus.DEPLOYING
+                             and store.load_rollout(r.id) is not None)
+        return Persisted(deployed, unfinished,
+                         Pin.from_dict(pin) if isinstance(pin, dict) else None,
+                         latest.commit if latest is not None else None, rollouts)
+
+    def _evaluate_now(self, rev: Revision, deployed: Evaluated | None) -> Evaluated | Invalid:
+        """Validate and render a revision at start-up (its validation is kept for its turn)."""
+        got = self._check(rev.commit)
+        if isinstance(got, Invalid):
+            return got
+        self._checked[rev.id] = got
+        return self._render_and_plan(got, self.known_proxies(), deployed)
+
+    # -- what proxies get ---------------------------------------------------------------------
 
     def deployed_assignments(self) -> dict[str, DesiredSnapshot]:
         """What every known proxy should run after a restart: the revision a resumed deploy
@@ -538,7 +480,22 @@ class Pipeline:
         return DesiredSnapshot(snap.version, deployed.commit, snap.canonical())
 
 
-def desired_snapshots(snapshots: Any, assign: dict[str, str] | Any,
+def observed(obs: BranchObservation, reasons: tuple[str, ...], now: datetime) -> ObservedEvent:
+    """A fetch's observation as the queue's event (plain data)."""
+    seen = None
+    commit, decision = obs.commit, obs.decision
+    if commit is not None:
+        refusal = None
+        if decision is not None and not decision.deployable:
+            refusal = decision.reason
+        seen = SeenCommit(commit.id, f"{commit.author.name} <{commit.author.email}>",
+                          commit.message,
+                          decision.to_dict() if decision is not None else {}, refusal)
+    return ObservedEvent(_CHANGES.get(obs.event.kind, Change.OTHER), seen, tuple(reasons),
+                         obs.event.to_dict(), obs.to_dict(), now)
+
+
+def desired_snapshots(snapshots: Any, assign: Mapping[str, str] | Any,
                       revision: str) -> dict[str, DesiredSnapshot]:
     """One DesiredSnapshot per assigned proxy; identical snapshots share one object (and one
     copy of the bytes)."""

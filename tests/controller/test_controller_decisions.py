@@ -137,3 +137,32 @@ def test_settings_from_file_and_env(tmp_path: Path) -> None:
 def test_bad_settings_are_refused(data: object, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         build_settings(data, {})
+
+
+def test_rollback_target_choice() -> None:
+    from reconciler.controller.commands import rollback_target
+    from reconciler.errors import NotFound, RollbackRefused
+
+    d1, d2, d3 = rev(1, S.DEPLOYED), rev(2, S.DEPLOYED), rev(3, S.DEPLOYED)
+    newest_first = [d3, d2, d1]
+    # asked for: it must exist and have been deployed
+    with pytest.raises(NotFound):
+        rollback_target(asked=None, asked_id=9, deployed=d3, running=False,
+                        candidates=newest_first)
+    with pytest.raises(RollbackRefused, match="never deployed"):
+        rollback_target(asked=rev(4, S.INVALID), asked_id=4, deployed=d3, running=False,
+                        candidates=newest_first)
+    assert rollback_target(asked=d1, asked_id=1, deployed=d3, running=False,
+                           candidates=[]) is d1
+    # during a rollout: stay on the deployed one
+    assert rollback_target(asked=None, asked_id=None, deployed=d3, running=True,
+                           candidates=newest_first) is d3
+    # else the newest deployed one before the deployed one, with another commit
+    assert rollback_target(asked=None, asked_id=None, deployed=d3, running=False,
+                           candidates=newest_first) is d2
+    same_commit = Revision(2, d3.commit, "main", "a", "m", "rollback", S.DEPLOYED, T0, T0)
+    assert rollback_target(asked=None, asked_id=None, deployed=d3, running=False,
+                           candidates=[d3, same_commit, d1]) is d1
+    with pytest.raises(RollbackRefused, match="nothing to roll back to"):
+        rollback_target(asked=None, asked_id=None, deployed=d1, running=False,
+                        candidates=[d1])

@@ -20,7 +20,8 @@ from controller_helpers import (
     until,
 )
 
-from reconciler.audit import verify_jsonl
+from reconciler.audit import AuditLog, verify_jsonl
+from reconciler.store import open_engine
 
 
 def start_fleet(procs: Processes, tmp_path: Path, ports: dict[str, list[int]],
@@ -126,6 +127,13 @@ def test_good_commit_reaches_every_proxy_and_invalid_one_none(tmp_path: Path,
     assert serve.proc is not None and serve.proc.terminate() == 0
     # verify also works on the store without a controller
     db = f"sqlite:///{serve.data_dir / 'meshcd.db'}"
+    # the shutdown ran whole and in reverse: the fleet's streams closed (their records),
+    # then the controller's last record
+    engine = open_engine(db)
+    last = AuditLog(engine).list(limit=5)
+    engine.dispose()
+    assert last[0].kind == "controller.stopped", [r.kind for r in last]
+    assert any(r.kind.startswith("proxy.") for r in last[1:]), [r.kind for r in last]
     out = serve.cli("audit", "verify", "--store", db)
     assert out.returncode == 0 and "intact" in out.stdout
     # and the CLI says plainly when the controller is not running

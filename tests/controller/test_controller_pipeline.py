@@ -26,6 +26,7 @@ from reconciler.revisions import (
     RevisionStore,
     deploy_verdict,
 )
+from reconciler.revisions.pipeline import observed
 from reconciler.source import GitMirror, SignaturePolicy, observe_branch
 from reconciler.store import open_engine
 
@@ -92,12 +93,20 @@ class GatedDeployer:
         self.requests: list[DeployRequest] = []
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
+        self.told: list[str] = []  # newer commits the pipeline announced
 
     async def deploy(self, request: DeployRequest) -> DeployVerdict:
         self.requests.append(request)
         self.entered.set()
         await self.gate.wait()
         return deploy_verdict({p: ("acked", None) for p in request.targets.wait_for})
+
+    def new_commit(self, commit: str) -> bool:
+        self.told.append(commit)
+        return False
+
+    async def operator(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
+        return False, "no rollout"
 
 
 class Rig:
@@ -112,17 +121,26 @@ class Rig:
         self.deployer = GatedDeployer()
         self.known = [KnownProxy("web.shop-0", "web", "shop", {}, True),
                       KnownProxy("api.shop-0", "api", "shop", {}, False)]
-        self.pipeline = Pipeline(store=self.store, audit=self.audit,
-                                 open_repo=self.mirror.open_repository,
-                                 known_proxies=lambda: self.known, deployer=self.deployer,
-                                 clock=now, branch="main", trust_domain="ctl.test")
+        self.pipeline = self.pipeline_of()
 
-    def push(self, timeout: str, message: str) -> tuple[str, Revision | None]:
+    def pipeline_of(self) -> Pipeline:
+        """A pipeline over this rig's store (a second one is a restarted controller)."""
+        return Pipeline(store=self.store, audit=self.audit,
+                        open_repo=self.mirror.open_repository,
+                        known_proxies=lambda: self.known, deployer=self.deployer,
+                        clock=now, branch="main", trust_domain="ctl.test")
+
+    def push(self, timeout: str, message: str) -> str:
+        """Commit, fetch, and hand the observation to the pipeline (on the loop)."""
         commit = self.repo.commit(mesh_files(self.ports, timeout=timeout), message)
         self.mirror.fetch()
         obs = observe_branch(self.mirror, "main", self.pipeline.last_recorded, self.policy,
                              now=int(now().timestamp()))
-        return commit, self.pipeline.record_observation(obs, ("webhook:generic",))
+        self.pipeline.post(observed(obs, ("webhook:generic",), now()))
+        return commit
+
+    def revision(self, commit: str) -> Revision:
+        return next(r for r in self.store.list(limit=100) if r.commit == commit)
 
     def status(self, commit: str) -> RevisionStatus:
         return next(r.status for r in self.store.list(limit=100) if r.commit == commit)
@@ -141,19 +159,15 @@ def test_newer_commits_supersede_queued_ones_and_invalid_ones_never_deploy(
 
     async def main() -> None:
         p = rig.pipeline
+        await p.restore()
         p.start()
-        a, rev_a = rig.push("5s", "a")
-        assert rev_a is not None and rev_a.trigger == "webhook"
-        p.enqueue(rev_a)
+        a = rig.push("5s", "a")
         await rig.deployer.entered.wait()  # A is deploying, held at the gate
-        b, rev_b = rig.push("6s", "b")
-        c, rev_c = rig.push("7s", "c")
-        assert rev_b is not None and rev_c is not None
-        p.enqueue(rev_b)
-        p.enqueue(rev_c)  # B has not started: C supersedes it
+        assert rig.revision(a).trigger == "webhook"
+        b = rig.push("6s", "b")
+        c = rig.push("7s", "c")  # B has not started: C supersedes it
         rig.deployer.gate.set()
         assert await p.wait_idle(30)
-        await asyncio.sleep(0.2)  # the superseding write is its own task
         assert (rig.status(a), rig.status(b), rig.status(c)) == (S.DEPLOYED, S.SUPERSEDED,
                                                                   S.DEPLOYED)
         assert len(rig.deployer.requests) == 2  # A and C; B never reached the deployer
@@ -162,9 +176,7 @@ def test_newer_commits_supersede_queued_ones_and_invalid_ones_never_deploy(
         assert last.targets.absent == ("api.shop-0",)
         assert set(last.snapshots) == {"web.shop-0", "api.shop-0"}
         # an invalid commit: recorded with its findings, nothing deployed
-        d, rev_d = rig.push("whenever", "d")
-        assert rev_d is not None
-        p.enqueue(rev_d)
+        d = rig.push("whenever", "d")
         assert await p.wait_idle(30)
         bad = next(r for r in rig.store.list() if r.commit == d)
         assert bad.status is S.INVALID and bad.findings and "error" in bad.reason
@@ -196,12 +208,20 @@ def test_signature_policy_refuses_unsigned_and_restart_resumes_a_deploy(
     signers.write_text(f"ana@example.com {key}\n")
     rig = Rig(tmp_path, db_url, SignaturePolicy.from_file("require", signers))
     try:
-        commit, rev = rig.push("5s", "unsigned")
-        assert rev is None  # refused at detection: never queued
-        refused = rig.store.list()[0]
-        assert refused.commit == commit and refused.status is S.INVALID
-        assert "signature policy" in refused.reason
+        async def refused() -> str:
+            await rig.pipeline.restore()
+            rig.pipeline.start()
+            commit = rig.push("5s", "unsigned")
+            assert await rig.pipeline.wait_idle(30)
+            await rig.pipeline.stop()
+            return commit
+
+        commit = run(refused())
+        refused_rev = rig.store.list()[0]
+        assert refused_rev.commit == commit and refused_rev.status is S.INVALID
+        assert "signature policy" in refused_rev.reason
         assert rig.audit.list(kind="revision.refused")[0].subject == commit
+        assert not rig.deployer.requests  # refused at detection: never queued
         # a deploy interrupted by a restart: the next pipeline resumes it
         t = now()
         stuck = rig.store.add(Revision(0, commit, "main", "Ana", "m", "poll", S.DETECTED, t, t))
@@ -209,14 +229,58 @@ def test_signature_policy_refuses_unsigned_and_restart_resumes_a_deploy(
         rig.deployer.gate.set()
 
         async def main() -> None:
-            resume = await rig.pipeline.restore()
-            assert [r.id for r in resume] == [stuck.id]
-            await rig.pipeline.process(resume[0])
+            again = Rig.pipeline_of(rig)
+            await again.restore()
+            assert again.current is not None and again.current.id == stuck.id
+            again.start()
+            assert await again.wait_idle(30)
+            await again.stop()
 
         run(main())
         assert rig.store.get(stuck.id).status is S.DEPLOYED
         assert rig.audit.list(kind="deploy.resumed")[0].subject == commit
         assert rig.store.get_state("deployed_revision") == stuck.id
         assert rig.audit.verify().ok
+    finally:
+        rig.close()
+
+
+def test_each_commit_is_validated_once_and_a_newer_valid_one_is_announced(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit queued while another deploys is validated then (and only then), announced
+    to the running deploy (a canary hears it as NewCommit), and not validated again at its
+    turn. The real validator runs; the test only counts its calls."""
+    import reconciler.revisions.pipeline as pipeline_module
+
+    calls: list[str] = []
+    real_check = pipeline_module.check
+
+    def counted(repo: Any, commit: str, cache: Any) -> Any:
+        calls.append(commit)
+        return real_check(repo, commit, cache)
+
+    monkeypatch.setattr(pipeline_module, "check", counted)
+    rig = Rig(tmp_path, db_url)
+
+    async def main() -> None:
+        p = rig.pipeline
+        await p.restore()
+        p.start()
+        a = rig.push("5s", "a")
+        await rig.deployer.entered.wait()  # A deploys, held at the gate
+        b = rig.push("6s", "b")
+        for _ in range(300):  # B is validated while A deploys, and announced to it
+            if rig.deployer.told:
+                break
+            await asyncio.sleep(0.05)
+        assert rig.deployer.told == [b]
+        rig.deployer.gate.set()
+        assert await p.wait_idle(30)
+        assert (rig.status(a), rig.status(b)) == (S.DEPLOYED, S.DEPLOYED)
+        assert sorted(calls) == sorted([a, b]), calls  # once each
+        await p.stop()
+
+    try:
+        run(main())
     finally:
         rig.close()

@@ -26,8 +26,6 @@ SEPARATE = {
     "webhooks.settings.ReceiverSettingsError",
     "webhooks.repo_url.InvalidRepoUrl",
 }
-# h12-core removes these two with its split of controller/service.py.
-DUCK_TYPED_TEMPORARY_LEFT = {"reconciler/controller/service.py"}
 
 
 def _modules(package: str) -> list[str]:
@@ -97,7 +95,7 @@ def test_nobody_reads_temporary_by_duck_typing() -> None:
     for package in ("reconciler", "proxy_runtime", "webhooks"):
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
-            if rel not in DUCK_TYPED_TEMPORARY_LEFT and pattern.search(path.read_text()):
+            if pattern.search(path.read_text()):
                 readers.append(rel)
     assert not readers, readers
 

@@ -1,9 +1,13 @@
-"""`meshcd serve` in one process: store + audit, CA, Git source with its poll and webhook
-refreshes, the revision pipeline, the fleet listener, the bootstrap endpoint and the API.
+"""`meshcd serve` in one process, the composition root: store + audit, CA, Git source with
+its poll and webhook refreshes, the revision pipeline, the fleet listener, the bootstrap
+endpoint and the API. Only this module constructs the shells; the API and the pages get the
+read model (`view.py`) and the operators' commands (`commands.py`), never this object.
 
-Threads: the fetch coordinator's worker (fetch, observe the branch, record the revision)
-and the poll scheduler; everything else runs on one asyncio loop. `Controller.run(stop)`
-starts everything, waits for `stop`, and shuts down in reverse order.
+Threads: the fetch coordinator's worker (fetch, observe the branch, hand the observation to
+the loop) and the poll scheduler; everything else runs on one asyncio loop.
+`Controller.run(stop)` starts everything in order on an `AsyncExitStack`, waits for `stop`,
+and the stack shuts it down in reverse (each step once, a failing step logged, the rest
+still run).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +29,13 @@ import uvicorn
 
 from reconciler.audit import AuditLog
 from reconciler.ca import CertificateAuthority, JoinTokens
+from reconciler.controller.commands import Commands
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import FORGES, Settings
+from reconciler.controller.view import ControllerView, Identity, PagesView
 from reconciler.controller.webhook_audit import WebhookAudit
-from reconciler.errors import RollbackRefused, RollbackTargetNotFound, StartupError
+from reconciler.errors import RollbackRefused, StartupError
 from reconciler.fleet import (
     Acked,
     BootstrapServer,
@@ -47,7 +53,6 @@ from reconciler.revisions import (
     KnownProxy,
     Pipeline,
     Revision,
-    RevisionStatus,
     RevisionStore,
     trigger_of,
 )
@@ -61,6 +66,7 @@ from reconciler.source import (
     GitMirror,
     PollingSchedule,
     SignaturePolicy,
+    SourceError,
     credentials_from_settings,
     observe_branch,
     parse_remote_url,
@@ -128,11 +134,21 @@ class Controller:
         self._proxy_counts: dict[str, int] = {}
         self._branch = BranchWatch()  # deletions recorded once; status shows the branch's state
         self._hook_timer: asyncio.TimerHandle | None = None
+        self._fleet_started = False
         self._hook_last = -WEBHOOK_WINDOW_S
         self._hook_reasons = 0
         self.listeners: list[GuardedListener] = []  # fleet, bootstrap, api (reconciler.net)
 
     # -- helpers used by the API -------------------------------------------------------------
+
+    def _status_facts(self) -> dict[str, Any]:
+        problems = self.health_problems()
+        return {
+            "branchState": self._branch.to_dict(),
+            "webhooksRejected": self._webhook_audit.status(),
+            "health": {"status": "degraded" if problems else "ok", "problems": problems,
+                       "listeners": {x.name: x.status() for x in self.listeners}},
+        }
 
     def health_problems(self) -> list[str]:
         """What keeps this controller from working fully (healthz and status say degraded)."""
@@ -147,63 +163,22 @@ class Controller:
     def audit_now(self, actor: str, kind: str, subject: str, data: dict[str, Any]) -> None:
         self.audit.append(actor, kind, subject, data, now=self.clock(), oversize="truncate")
 
-    def coordinator_refresh(self, reason: str) -> None:
-        self.coordinator.refresh(reason)
-
     def known_proxies(self) -> list[KnownProxy]:
         connected = set(self.fleet.connected())
         return [KnownProxy(e.proxy_id, e.service, e.namespace, dict(e.labels),
                            e.proxy_id in connected)
                 for e in self.fleet.ledger() if e.service]
 
-    # The fleet server's state belongs to the event loop: these run on it (async handlers).
-    def fleet_counts(self) -> dict[str, int]:
-        return self.fleet.counts()
+    def now(self) -> datetime:
+        return self.clock()
 
-    def proxies(self) -> list[dict[str, Any]]:
-        return [e.to_dict() for e in self.fleet.ledger()]
+    def ca_fingerprint(self) -> str:
+        return self.ca.bundle_fingerprint()
 
-    async def status(self) -> dict[str, Any]:
-        deployed = self.pipeline.deployed_revision
-        current_id = self.pipeline.current.id if self.pipeline.current is not None else None
-        proxies = self.fleet.counts()
-
-        def from_store() -> tuple[Any, Any, dict[str, int]]:
-            current = None
-            if current_id is not None:
-                with contextlib.suppress(KeyError):
-                    current = self.revisions.get(current_id)
-            return current, self.revisions.latest(), self.revisions.counts()
-
-        current, latest, counts = await asyncio.to_thread(from_store)
-        live = self.rollout_status()
-        rollout = None if live is None else {
-            "revisionId": live["revisionId"], "commit": live["commit"], "phase": live["phase"],
-            "stage": live["stage"], "stages": len(live["stages"]),
-            "canaries": len(live["canaries"])}
-        return {
-            "strategy": self.settings.deploy_strategy,
-            "rollout": rollout,
-            "pin": await self.pin_state(),
-            "epoch": self.epoch,
-            "repo": self.mirror_display,
-            "branch": self.settings.branch,
-            "branchState": self._branch.to_dict(),
-            "trustDomain": self.ca.trust_domain,
-            "deployed": deployed.summary() if deployed is not None else None,
-            "deployState": str(current.status) if current is not None else "idle",
-            "current": current.summary() if current is not None else None,
-            "latest": latest.summary() if latest is not None else None,
-            "fetch": self.coordinator.status.to_dict(),
-            "proxies": proxies,
-            "revisions": counts,
-            "webhooksRejected": self._webhook_audit.status(),
-            "health": {"status": "degraded" if self.health_problems() else "ok",
-                       "problems": self.health_problems(),
-                       "listeners": {x.name: x.status() for x in self.listeners}},
-            "urls": {"api": self.api_url, "fleet": self.fleet.url,
-                     "bootstrap": self.bootstrap_url},
-        }
+    def refresh(self, actor: str) -> None:
+        """`meshcd refresh` / POST /api/refresh: audited, then a fetch now."""
+        self.audit_now(actor, "manual.refresh", self.settings.branch, {})
+        self.coordinator.refresh(f"manual:{actor}")
 
     async def metrics_text(self) -> bytes:
         self._proxy_counts = self.fleet.counts()  # read on the loop, rendered in a thread
@@ -232,8 +207,8 @@ class Controller:
                                                     s.openpgp_keyring)
         except (OSError, ValueError) as exc:
             raise StartupError(f"source settings: {exc}") from None
-        except Exception as exc:  # SourceError and friends
-            if getattr(exc, "temporary", None) is False:
+        except SourceError as exc:
+            if not exc.temporary:
                 raise StartupError(f"source settings: {exc}") from None
             raise
         self.mirror_display = remote.display
@@ -272,7 +247,7 @@ class Controller:
             try:
                 self.audit.append("scheduler", "fetch.failed", self.mirror_display, {
                     "error": self.coordinator.status.last_error or str(err),
-                    "temporary": bool(getattr(err, "temporary", True)),
+                    "temporary": err.temporary if isinstance(err, SourceError) else True,
                     "reasons": list(outcome.reasons[:20]),
                     "consecutive_failures": self.coordinator.status.consecutive_failures,
                 }, now=self.clock())
@@ -280,9 +255,8 @@ class Controller:
                 log.warning("fetch failed and cannot be recorded: %s", exc)
             return
         self.metrics.fetches.labels("ok").inc()
-        previous = self.pipeline.last_recorded
-        obs = observe_branch(self.mirror, self.settings.branch, previous, self.policy,
-                             now=int(time.time()))
+        obs = observe_branch(self.mirror, self.settings.branch, self.pipeline.last_recorded,
+                             self.policy, now=int(self.clock().timestamp()))
         event = self._branch.follow(obs.event, now=self.clock().timestamp())
         if event is None:
             return  # a deletion already recorded: once, not at every poll
@@ -290,9 +264,7 @@ class Controller:
             self.audit.append("controller", "source.branch_recreated", self.settings.branch, {
                 "commit": event.new, "trigger": trigger_of(outcome.reasons)}, now=self.clock())
             return
-        rev = self.pipeline.record_observation(obs, outcome.reasons)
-        if rev is not None:
-            self.loop.call_soon_threadsafe(self.pipeline.enqueue, rev)
+        self.pipeline.observe(obs, outcome.reasons)
 
     async def _watch_fleet(self, events: asyncio.Queue[FleetEvent]) -> None:
         """The controller's share of the fleet's events: answer each hello, count ACKs and
@@ -320,102 +292,6 @@ class Controller:
             except Exception:
                 log.exception("rendering the hello answer of %s failed", hello.proxy_id)
         self.fleet.answer_hello(hello, desired)
-
-    # -- rollouts (the API and the pages call these on the event loop) -----------------------
-
-    def rollout_status(self) -> dict[str, Any] | None:
-        return self.canary.status() if self.canary is not None else None
-
-    async def pin_state(self) -> dict[str, Any] | None:
-        pin = await asyncio.to_thread(self.revisions.get_state, "pin")
-        return pin if isinstance(pin, dict) else None
-
-    def revision_rollout(self, rev_id: int) -> dict[str, Any] | None:
-        """Blocking (store): the last status of a revision's rollout, running or finished."""
-        running = self.canary.active if self.canary is not None else None
-        if running is not None and running.revision_id == rev_id:
-            return None  # the caller asks the loop for the live one (rollout_status)
-        saved = self.revisions.load_rollout(rev_id)
-        return None if saved is None else dict(saved[1])
-
-    async def rollout_action(self, action: str, actor: str, reason: str = "") -> tuple[bool, str]:
-        """promote | promote-full | pause | resume | abort. `resume` with no rollout running
-        and the fleet pinned unpins it."""
-        running = self.canary is not None and self.canary.active is not None
-        if action == "resume" and not running:
-            pin = await self.pin_state()
-            if pin is None:
-                return False, "no rollout in progress and the fleet is not pinned"
-            return True, await self.unpin(actor)
-        if self.canary is None:
-            return False, ("no rollout in progress: this controller deploys all at once "
-                           "(deploy.strategy: all-at-once)")
-        return await self.canary.operator(action, actor, reason)
-
-    async def unpin(self, actor: str) -> str:
-        pin = await self.pin_state()
-        await asyncio.to_thread(self.revisions.set_state, "pin", None)
-        await asyncio.to_thread(self.audit_now, actor, "fleet.unpinned", self.settings.branch,
-                                {"pin": pin})
-        held = await asyncio.to_thread(self.revisions.list, limit=1, status="planned")
-        if held:
-            self.pipeline.enqueue(held[0])
-            return (f"unpinned; deploying the newest held revision {held[0].id} "
-                    f"({held[0].commit[:12]})")
-        return "unpinned; new commits deploy again"
-
-    async def rollback(self, to: int | None, *, fast: bool, revert: bool, actor: str,
-                       reason: str = "") -> dict[str, Any]:
-        """Deploy an earlier good revision (canaried unless `fast`) and pin the fleet there;
-        `revert` also pushes a commit with that revision's tree to the branch first."""
-        deployed = self.pipeline.deployed_revision
-        running = self.canary.active if self.canary is not None else None
-        if to is not None:
-            try:
-                target = await asyncio.to_thread(self.revisions.get, to)
-            except KeyError:
-                raise RollbackTargetNotFound(f"no revision {to}") from None
-            if target.status is not RevisionStatus.DEPLOYED:
-                raise RollbackRefused(f"revision {to} was never deployed (it is {target.status}); "
-                                      "roll back to a revision that was")
-        elif running is not None and deployed is not None:
-            target = deployed  # the last good one: abort the rollout and stay there
-        else:
-            candidates = await asyncio.to_thread(self.revisions.list, limit=200,
-                                                 status="deployed")
-            current = deployed.commit if deployed is not None else None
-            found = next((r for r in candidates if r.commit != current
-                          and (deployed is None or r.id < deployed.id)), None)
-            if found is None:
-                raise RollbackRefused("nothing to roll back to: no earlier revision was deployed")
-            target = found
-        revert_commit: str | None = None
-        if revert:
-            revert_commit = await self._push_revert(target, actor, reason)
-        now = self.clock()
-        pin = {"revision": target.id, "commit": target.commit, "actor": actor,
-               "at": now.isoformat().replace("+00:00", "Z"), "reason": reason[:500]}
-        await asyncio.to_thread(self.revisions.set_state, "pin", pin)
-        await asyncio.to_thread(self.audit_now, actor, "rollback.requested", target.commit, {
-            "target": target.id, "fast": fast, "revert": revert, "revertCommit": revert_commit,
-            "reason": reason[:500], "during_rollout": running.revision_id if running else None})
-        await asyncio.to_thread(self.audit_now, actor, "fleet.pinned", target.commit, pin)
-        if running is not None and self.canary is not None:
-            await self.canary.operator("abort", actor, f"rollback to revision {target.id}"
-                                       + (f": {reason}" if reason else ""))
-        rev = await asyncio.to_thread(self.revisions.add, Revision(
-            id=0, commit=target.commit, branch=target.branch, author=target.author,
-            message=f"rollback to revision {target.id} by {actor}"
-                    + (f": {reason}" if reason else ""),
-            trigger="rollback", status=RevisionStatus.DETECTED, detected_at=now, updated_at=now,
-            signature=target.signature,
-            deploy={"rollback": {"target": target.id, "fast": fast, "actor": actor}}))
-        self.pipeline.enqueue(rev)
-        how = "all at once" if fast else "in canary stages"
-        return {"accepted": True, "revision": rev.id, "commit": target.commit,
-                "target": target.id, "revertCommit": revert_commit, "actor": actor,
-                "message": (f"rolling back to revision {target.id} ({target.commit[:12]}) {how}; "
-                            f"the fleet is pinned there until `meshcd rollout resume`")}
 
     async def _push_revert(self, target: Revision, actor: str, reason: str) -> str:
         from reconciler.source import push_revert
@@ -525,8 +401,17 @@ class Controller:
             clock=self.clock, branch=s.branch, trust_domain=trust_domain,
             on_reconciled=self.metrics.reconcile.observe,
             current_desired=self.fleet.desired, fleet_assign=self.fleet.set_desired)
-        if self.canary is not None:
-            self.canary.newer_commit = self.pipeline.newer_commit
+        self.commands = Commands(
+            self.pipeline, deployer, self.revisions, self.audit, self.clock, s.branch,
+            rollout_running=lambda: self.canary is not None and self.canary.active is not None,
+            push_revert=self._push_revert)
+        self.view = ControllerView(
+            Identity(s.deploy_strategy, self.mirror_display, s.branch, trust_domain, self.epoch),
+            self.pipeline, self.revisions, self.fleet, self.canary,
+            fetch_status=lambda: self.coordinator.status,
+            urls=lambda: {"api": self.api_url, "fleet": self.fleet.url,
+                          "bootstrap": self.bootstrap_url},
+            facts=self._status_facts)
         if self.canary is not None and s.analysis_source == "prometheus":
             from reconciler.analysis.prometheus import PrometheusProvider
 
@@ -540,33 +425,43 @@ class Controller:
             revisions=self.revisions.counts, proxies=lambda: self._proxy_counts,
             epoch=lambda: self.epoch,
             fetch_failures=lambda: self.coordinator.status.consecutive_failures)
-        resume = await self.pipeline.restore()
+        await self.pipeline.restore()
         self.coordinator: FetchCoordinator[Any] = FetchCoordinator(
             self.mirror.fetch, on_outcome=self._after_fetch)
         self.schedule = PollingSchedule(self.coordinator.poll, interval=s.poll_interval,
                                         jitter=s.poll_jitter)
-        server: _QuietServer | None = None
-        tasks: list[asyncio.Task[Any]] = []
-        boot: BootstrapServer | None = None
-        fleet_started = False
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            # Popped in reverse: the fetches stop before the pipeline, the pipeline, the
+            # Prometheus feed and the canary before the fleet (whose closing streams must not
+            # reach a rollout), the audit record and the engine last.
+            stack.push_async_callback(self._quietly, "engine", asyncio.to_thread,
+                                      self.engine.dispose)
+            stack.push_async_callback(self._quietly, "stopped record", asyncio.to_thread,
+                                      self._audit_stopped)
+            stack.push_async_callback(self._quietly, "fleet", self._stop_fleet)
+            if self.canary is not None:
+                stack.push_async_callback(self._quietly, "canary", self.canary.stop)
+            if self.prometheus_feed is not None:
+                stack.push_async_callback(self._quietly, "prometheus feed",
+                                          self._stop_prometheus_feed)
+            stack.push_async_callback(self._quietly, "pipeline", self.pipeline.stop)
+            stack.push_async_callback(self._quietly, "webhook records",
+                                      self._flush_webhook_records)
             await self.fleet.start(s.fleet.host, s.fleet.port, advertise=s.advertise_host,
                                    limits=s.fleet_limits)
-            fleet_started = True
+            self._fleet_started = True
             self.fleet.set_desired(self.pipeline.deployed_assignments())
             boot = BootstrapServer(self.ca, self.tokens, self.audit, clock=self.clock,
                                    fleet_url=lambda: self.fleet.url,
                                    credentials=self.fleet.credentials)
             await boot.start(s.bootstrap.host, s.bootstrap.port, advertise=s.advertise_host,
                              limits=s.bootstrap_limits)
+            stack.push_async_callback(self._quietly, "bootstrap", boot.stop)
             self.listeners = [x for x in (self.fleet.listener, boot.listener) if x is not None]
             self.bootstrap_url = boot.url
             self.pipeline.start()
-            for rev in resume:
-                self.pipeline.enqueue(rev)
             from reconciler.auth import ApiTokens, install
             from reconciler.controller.api import make_app
-            from reconciler.controller.pages_data import ControllerPagesData
             from reconciler.pages import PagesSettings, make_pages_router
 
             app = make_app(self)
@@ -575,7 +470,8 @@ class Controller:
             await asyncio.to_thread(api_tokens.bootstrap_admin, self.admin_token,
                                     now=self.clock())
             install(app, api_tokens)
-            app.include_router(make_pages_router(ControllerPagesData(self), self.audit,
+            app.include_router(make_pages_router(PagesView(self.view, self.commands, self.loop),
+                                                 self.audit,
                                                  api_tokens, PagesSettings(clock=self.clock)))
             sock = _listen(s.api.host, s.api.port)
             api_port = sock.getsockname()[1]
@@ -589,10 +485,16 @@ class Controller:
                                     lifespan="off", access_log=False, timeout_graceful_shutdown=5,
                                     timeout_keep_alive=s.api_limits.idle_timeout_s or 5)  # type: ignore[arg-type]
             server = _QuietServer(config)
-            tasks.append(asyncio.create_task(server.serve(sockets=[])))
-            tasks.append(asyncio.create_task(self._webhook_audit.run()))
-            # hellos that came before this are on the queue and answered now
-            tasks.append(asyncio.create_task(self._watch_fleet(fleet_events)))
+            tasks = [asyncio.create_task(server.serve(sockets=[])),
+                     asyncio.create_task(self._webhook_audit.run()),
+                     # hellos that came before this are on the queue and answered now
+                     asyncio.create_task(self._watch_fleet(fleet_events))]
+            stack.push_async_callback(self._stop_api, server, tasks)
+            stack.callback(self._cancel_webhook_timer)
+            stack.push_async_callback(self._quietly, "fetches", asyncio.to_thread,
+                                      self.coordinator.close, 30.0)
+            stack.push_async_callback(self._quietly, "poll", asyncio.to_thread,
+                                      self.schedule.stop, False)
             while not server.started:
                 if tasks[0].done():
                     tasks[0].result()
@@ -615,47 +517,44 @@ class Controller:
             gc.freeze()
             self.started.set()
             await stop.wait()
-        finally:
-            await self._shutdown(server, tasks, boot, fleet_started)
+            log.info("shutting down")
 
-    async def _shutdown(self, server: Any, tasks: list[asyncio.Task[Any]],
-                        boot: BootstrapServer | None, fleet_started: bool) -> None:
-        log.info("shutting down")
-        with contextlib.suppress(Exception):
-            self.schedule.stop(wait=False)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.coordinator.close, 30.0)
-        if self._hook_timer is not None:
-            self._hook_timer.cancel()
-        if server is not None:
-            server.should_exit = True
+    # -- shutdown steps (run by the exit stack, in reverse) ---------------------------------
+
+    @staticmethod
+    async def _quietly(what: str, step: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """One shutdown step: a failure is logged and the next steps still run."""
+        try:
+            await step(*args)
+        except Exception:
+            log.exception("shutting down the %s failed", what)
+
+    async def _stop_api(self, server: _QuietServer, tasks: list[asyncio.Task[Any]]) -> None:
+        server.should_exit = True
         for t in tasks[1:]:
             t.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
-        with contextlib.suppress(Exception):
-            await self._webhook_audit.flush(final=True)
-        with contextlib.suppress(Exception):
-            await self.pipeline.stop()
-        if self.prometheus_feed is not None:
-            with contextlib.suppress(Exception):
-                await self.prometheus_feed.stop()
-                self.prometheus_feed.provider.close()
-        if self.canary is not None:
-            with contextlib.suppress(Exception):
-                await self.canary.stop()
-        if boot is not None:
-            with contextlib.suppress(Exception):
-                await boot.stop()
-        if fleet_started:
-            with contextlib.suppress(Exception):
-                await self.fleet.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.audit.append, "controller", "controller.stopped",
-                                    self.mirror_display, {"epoch": self.epoch},
-                                    now=self.clock())
-        with contextlib.suppress(Exception):
-            self.engine.dispose()
+        await asyncio.wait(tasks, timeout=10)
+
+    def _cancel_webhook_timer(self) -> None:
+        if self._hook_timer is not None:
+            self._hook_timer.cancel()
+
+    async def _stop_fleet(self) -> None:
+        if self._fleet_started:
+            await self.fleet.stop()
+
+    async def _stop_prometheus_feed(self) -> None:
+        feed = self.prometheus_feed
+        if feed is not None:
+            await feed.stop()
+            feed.provider.close()
+
+    async def _flush_webhook_records(self) -> None:
+        await self._webhook_audit.flush(final=True)
+
+    def _audit_stopped(self) -> None:
+        self.audit.append("controller", "controller.stopped", self.mirror_display,
+                          {"epoch": self.epoch}, now=self.clock())
 
 
 def data_dir_of(settings: Settings) -> Path:
