@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -60,9 +61,19 @@ def show(data_dir: Path, api_url: str | None, token: str | None, seq: int) -> No
 @api_options
 @click.option("--store", "store_url", help="Verify straight from the database (sqlite:///... "
               "or postgresql+psycopg://...), without a running controller.")
+@click.option("--checkpoints", "checkpoint_files", multiple=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="With --store: also check against this checkpoint file (a proxy's "
+                   "audit-checkpoints.json, or another audit-anchors.json). Repeatable.")
 def verify(data_dir: Path, api_url: str | None, token: str | None,
-           store_url: str | None) -> None:
-    """Recompute the hash chain. Exit 0 intact, 1 broken, 2 cannot check."""
+           store_url: str | None, checkpoint_files: tuple[Path, ...]) -> None:
+    """Recompute the hash chain, and check it against the signed checkpoints kept outside
+    the database (the data dir's audit-anchors.json, proxies' reports): a chain whose newest
+    records were removed is reported with the missing seqs. Exit 0 intact, 1 broken or
+    truncated, 2 cannot check."""
+    anchor: dict[str, Any] | None = None
+    if checkpoint_files and store_url is None:
+        fail("--checkpoints needs --store (the API checks the controller's own checkpoints)")
     if store_url is not None:
         from reconciler.audit import AuditLog
 
@@ -70,6 +81,7 @@ def verify(data_dir: Path, api_url: str | None, token: str | None,
             log = AuditLog.open(store_url)
             try:
                 result = log.verify()
+                anchor = _anchor_report(log, result, data_dir, checkpoint_files)
             finally:
                 log.close()
         except Exception as exc:  # any store failure: exit 2
@@ -78,11 +90,35 @@ def verify(data_dir: Path, api_url: str | None, token: str | None,
     else:
         doc = ApiClient.from_options(data_dir, api_url, token).get("/api/audit/verify")
         ok, upto, broken, reason = doc["ok"], doc["verifiedUpTo"], doc["brokenAt"], doc["reason"]
+        anchor = doc.get("anchor")
     if ok:
         click.echo(f"audit chain intact: {upto} records verified")
-        return
+        if _show_anchor(anchor):
+            return
+        sys.exit(1)
     click.echo(f"audit chain BROKEN at seq {broken}: {reason} (verified up to {upto})", err=True)
+    _show_anchor(anchor)
     sys.exit(1)
+
+
+def _anchor_report(log: Any, result: Any, data_dir: Path,
+                   files: tuple[Path, ...]) -> dict[str, Any]:
+    """The chain against the signed checkpoints (docs/audit.md, "Anchors")."""
+    from reconciler.audit.anchor_files import anchor_report
+
+    doc: dict[str, Any] = anchor_report(log, result, data_dir, files).to_dict()
+    return doc
+
+
+def _show_anchor(anchor: dict[str, Any] | None) -> bool:
+    """Print what the checkpoints prove; False if they show records removed or changed."""
+    if anchor is None:
+        return True
+    if anchor["status"] in ("truncated", "rewritten"):
+        click.echo(f"audit chain {anchor['status'].upper()}: {anchor['message']}", err=True)
+        return False
+    click.echo(anchor["message"])
+    return True
 
 
 @audit.command("export")

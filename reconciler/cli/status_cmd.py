@@ -76,6 +76,8 @@ def status(data_dir: Path, api_url: str | None, token: str | None, as_json: bool
     click.echo(f"proxies:     {p['SYNCED']} synced, {p['STALE']} stale, {p['NACKED']} nacked, "
                f"{p['DISCONNECTED']} disconnected")
     click.echo(f"epoch:       {doc['epoch']}   trust domain: {doc['trustDomain']}")
+    for problem in doc.get("degraded") or []:
+        click.echo(f"DEGRADED:    {problem}")
 
 
 @click.command("proxies")

@@ -120,7 +120,8 @@ def make_app(ctl: Controller) -> FastAPI:
                 "brokenAt": result.broken_at, "reason": result.reason,
                 "checked": result.checked,
                 "head": None if result.head is None else {"seq": result.head.seq,
-                                                          "hash": result.head.hash}}
+                                                          "hash": result.head.hash},
+                "anchor": ctl.anchoring.report(result).to_dict()}
 
     @read.get("/audit/export")
     def audit_export() -> PlainTextResponse:

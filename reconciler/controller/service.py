@@ -24,7 +24,9 @@ from typing import Any
 import uvicorn
 
 from reconciler.audit import AuditLog
+from reconciler.audit.anchor import CheckpointError
 from reconciler.ca import CertificateAuthority, JoinTokens
+from reconciler.controller.anchoring import AuditAnchoring
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.settings import Settings
@@ -182,6 +184,8 @@ class Controller:
             "fetch": self.coordinator.status.to_dict(),
             "proxies": proxies,
             "revisions": counts,
+            "degraded": self.anchoring.degraded(),
+            "auditAnchor": self.anchoring.status(),
             "urls": {"api": self.api_url, "fleet": self.fleet.url,
                      "bootstrap": self.bootstrap_url},
         }
@@ -271,6 +275,8 @@ class Controller:
             self.loop.call_soon_threadsafe(self.pipeline.enqueue, rev)
 
     async def _on_hello(self, info: ProxyInfo) -> Any:
+        if info.checkpoint is not None:
+            self.anchoring.observe_soon(info.checkpoint, info.proxy_id)
         if self.canary is not None and self.canary.is_target(info.proxy_id):
             return None  # mid-rollout: it keeps what the rollout gave it (old or new)
         proxy = KnownProxy(info.proxy_id, info.service, info.namespace, dict(info.labels), True)
@@ -479,6 +485,12 @@ class Controller:
                                               trust_domain, now=self.clock())
         except Exception as exc:
             raise StartupError(f"CA: {exc}") from None
+        try:
+            self.anchoring = await asyncio.to_thread(AuditAnchoring, s.data_dir, self.audit,
+                                                     self.clock)
+        except (OSError, CheckpointError) as exc:
+            raise StartupError(f"audit anchor: {exc}") from None
+        await asyncio.to_thread(self.anchoring.check)  # before this start appends anything
         self._webhook_audit = AuditBuffer(self.audit)
         self.webhook_router = self._webhook_router()
         await asyncio.to_thread(self.audit.append, "controller", "controller.started",
@@ -565,6 +577,7 @@ class Controller:
             server = _QuietServer(config)
             tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
             tasks.append(asyncio.create_task(self._flush_webhook_audit()))
+            tasks.append(asyncio.create_task(self.anchoring.run(self.fleet)))
             while not server.started:
                 if tasks[0].done():
                     tasks[0].result()
@@ -624,6 +637,8 @@ class Controller:
             await asyncio.to_thread(self.audit.append, "controller", "controller.stopped",
                                     self.mirror_display, {"epoch": self.epoch},
                                     now=self.clock())
+        with contextlib.suppress(Exception):  # the anchor file covers the last record
+            await asyncio.to_thread(self.anchoring.tick)
         with contextlib.suppress(Exception):
             self.engine.dispose()
 

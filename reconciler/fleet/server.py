@@ -25,6 +25,7 @@ from proxy_runtime.config.fleet_protocol import (
     FLEET_PATH,
     Ack,
     Certificate,
+    Checkpoint,
     Csr,
     Hello,
     Nack,
@@ -71,6 +72,7 @@ class ProxyInfo:
     running_version: str | None
     spiffe_id: str
     peer: str
+    checkpoint: Checkpoint | None = None  # the newest audit checkpoint the proxy holds
 
 
 class _Waiter:
@@ -140,6 +142,8 @@ class FleetServer:
         self._assign_seq = 0
         self._assigned_at: dict[str, int] = {}
         self._streams: set[FleetStream] = set()  # every open stream, hello or not
+        self.checkpoint: Checkpoint | None = None  # the newest signed audit checkpoint
+        self._anchoring: set[str] = set()  # proxies whose agents keep checkpoints
         self._dirty: set[str] = set()
         self._queue: asyncio.Queue[str] | None = None
         self._queued: set[str] = set()
@@ -316,6 +320,14 @@ class FleetServer:
     def connected(self) -> list[str]:
         return sorted(self._conns)
 
+    def send_checkpoint(self, checkpoint: Checkpoint) -> int:
+        """Send a signed audit checkpoint to every connected proxy that keeps them (and to
+        each that connects later). Returns how many it was sent to."""
+        self.checkpoint = checkpoint
+        frame = encode(checkpoint)
+        return sum(1 for pid, stream in list(self._conns.items())
+                   if pid in self._anchoring and stream.send_text(frame))
+
     async def wait_acked(self, proxy_ids: Iterable[str], version: str,
                          timeout: float) -> dict[str, AckOutcome]:
         """Wait until every listed proxy acked or nacked `version`, or `timeout` seconds."""
@@ -443,6 +455,12 @@ class FleetServer:
             stream.timer.cancel()
             stream.timer = None
         self._conns[hello.proxy_id] = stream
+        if hello.anchoring:
+            self._anchoring.add(hello.proxy_id)
+            if self.checkpoint is not None:
+                stream.send_text(encode(self.checkpoint))
+        else:
+            self._anchoring.discard(hello.proxy_id)
         self._dirty.add(hello.proxy_id)
         self._audit.add(f"proxy:{hello.proxy_id}", "proxy.connected", hello.proxy_id,
                         {"spiffe_id": spiffe, "peer": peer, "running_version": hello.running_version,
@@ -452,7 +470,7 @@ class FleetServer:
             self._after_hello(stream, None, seq)
             return
         info = ProxyInfo(hello.proxy_id, hello.service, hello.namespace, dict(hello.labels),
-                         hello.running_version, spiffe, peer)
+                         hello.running_version, spiffe, peer, hello.checkpoint)
         try:
             result = self.on_hello(info)
         except Exception:
