@@ -1,0 +1,154 @@
+"""Audit checkpoints over the fleet stream, end to end: a real fleet listener (mTLS
+WebSocket) and real agents with their state dirs. Proxies keep the checkpoints the controller
+signs and report the newest in their hello; a controller whose database lost its newest
+records (and whose own anchor file is gone) learns of it from the first proxy that says
+hello. Agents from before checkpoints never receive one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fleet"))
+
+from fleet_helpers import Controller, desired, now, run, start_agent, until
+from test_audit_tamper import tamper
+from websockets.asyncio.client import connect
+
+from proxy_runtime.agent.checkpoints import CHECKPOINT_FILE, CheckpointStore
+from proxy_runtime.config.fleet_protocol import (
+    SUBPROTOCOL,
+    Checkpoint,
+    Hello,
+    ProtocolError,
+    decode_to_controller,
+    decode_to_proxy,
+    encode,
+)
+from reconciler.audit.anchor import to_wire
+from reconciler.audit.anchor_files import ANCHOR_FILE
+from reconciler.controller.anchoring import AuditAnchoring
+
+CP = Checkpoint(7, "ab" * 32, "2026-11-25T12:00:00.000000Z", "ed25519:00", "c2ln")
+
+
+def test_protocol_checkpoint_message_and_hello_field() -> None:
+    assert decode_to_proxy(encode(CP)) == CP
+    old = Hello("p", "s", "n")  # what agents before checkpoints send: no field
+    assert "checkpoint" not in encode(old)
+    assert decode_to_controller(encode(old)).anchoring is False  # type: ignore[union-attr]
+    new = decode_to_controller(encode(Hello("p", "s", "n", checkpoint=None, anchoring=True)))
+    assert isinstance(new, Hello) and new.anchoring and new.checkpoint is None
+    new = decode_to_controller(encode(Hello("p", "s", "n", checkpoint=CP, anchoring=True)))
+    assert isinstance(new, Hello) and new.checkpoint == CP
+    doc = json.loads(encode(Hello("p", "s", "n", checkpoint=CP, anchoring=True)))
+    for bad, match in (({**doc["checkpoint"], "seq": 0}, "positive"),
+                       ({**doc["checkpoint"], "hash": "AB" * 32}, "hex"),
+                       ({**doc["checkpoint"], "x": 1}, "exactly the fields"),
+                       ([1], "object or null")):
+        with pytest.raises(ProtocolError, match=match):
+            decode_to_controller(json.dumps({**doc, "checkpoint": bad}))
+
+
+def test_agent_store_keeps_the_highest_seqs(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep=3)
+    for seq in (5, 9, 2, 7, 8, 1):
+        store.add(Checkpoint(seq, "ab" * 32, f"2026-11-25T12:00:0{seq}.000000Z", "k", "s"))
+    assert [c.seq for c in CheckpointStore(tmp_path, keep=3).items] == [7, 8, 9]
+    (tmp_path / CHECKPOINT_FILE).write_text("{not json")
+    assert CheckpointStore(tmp_path).newest() is None  # unreadable: logged, starts empty
+
+
+def test_truncated_database_is_noticed_from_a_proxy_hello(tmp_path: Path) -> None:
+    async def main() -> None:
+        ctl = Controller(tmp_path / "ctl")
+        anchoring = AuditAnchoring(ctl.data_dir, ctl.audit, now)
+        fleet = await ctl.start()
+        sd = ctl.enroll(tmp_path / "p1", "web", "shop")
+        a = await start_agent(sd, fleet.url, "web-1", "web", "shop")
+        try:
+            await until(lambda: fleet.connected() == ["web-1"], what="connect")
+            assert ctl.hellos[0].checkpoint is None
+            for i in range(6):
+                ctl.audit.append("test", "deploy.step", f"s{i}", {"i": i}, now=now())
+            cp = anchoring.tick()
+            assert cp is not None and anchoring.tick() is None  # head unchanged: no new one
+            assert fleet.send_checkpoint(to_wire(cp)) == 1
+            store = sd.path / CHECKPOINT_FILE
+            await until(lambda: store.exists(), what="the proxy keeps the checkpoint")
+            assert json.loads(store.read_text())[-1]["seq"] == cp.seq
+        finally:
+            await a.stop()
+            await ctl.stop()
+        head = ctl.audit.head()
+        assert head is not None and head.seq > cp.seq  # proxy.disconnected etc. came after
+        # An attacker with database access cuts off the tail, and the anchor file is lost.
+        tamper(ctl.audit, f"DELETE FROM audit_records WHERE seq > {cp.seq - 3}")
+        (ctl.data_dir / ANCHOR_FILE).unlink()
+        assert ctl.audit.verify().ok
+        # The controller restarts: its own anchor file has nothing to say ...
+        restarted = AuditAnchoring(ctl.data_dir, ctl.audit, now)
+        assert restarted.check().status == "unanchored" and restarted.degraded() == []
+        ctl.hellos.clear()
+        fleet = await ctl.start()
+        a = await start_agent(sd, fleet.url, "web-1", "web", "shop")
+        try:
+            await until(lambda: bool(ctl.hellos), what="hello")
+            reported = ctl.hellos[0].checkpoint
+            assert reported == to_wire(cp)
+            # ... the proxy's hello does (what Controller._on_hello hands to the anchoring).
+            got = await asyncio.to_thread(restarted.observe, reported, "web-1")
+            assert got is not None and got.status == "truncated"
+            assert got.missing == (cp.seq - 2, cp.seq)
+            assert restarted.degraded() == [f"audit trail truncated: {got.message}"]
+            alarms = ctl.records("audit.truncated")
+            assert len(alarms) == 1
+            assert alarms[0].data["source"] == "proxy:web-1"
+            assert alarms[0].data["missing"] == [cp.seq - 2, cp.seq]
+            # kept as evidence in a new anchor file; a second hello does not audit again
+            assert json.loads((ctl.data_dir / ANCHOR_FILE).read_text())["evidence"][0]["seq"] \
+                == cp.seq
+            await asyncio.to_thread(restarted.observe, reported, "web-1")
+            assert len(ctl.records("audit.truncated")) == 1
+        finally:
+            await a.stop()
+            await ctl.stop()
+
+    run(main())
+
+
+def test_agents_without_checkpoints_never_receive_one(tmp_path: Path) -> None:
+    """A hello without the checkpoint field (an older agent): no checkpoint is sent to it,
+    its stream carries on as before."""
+
+    async def main() -> None:
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        sd = ctl.enroll(tmp_path / "old", "web", "default")
+        ctx = ssl.create_default_context(cadata=ctl.ca.trust_bundle_pem().decode())
+        ctx.load_cert_chain(sd.path / "svid.pem", sd.path / "svid.key")
+        fleet.send_checkpoint(CP)  # already set when the old agent connects
+        try:
+            async with connect(fleet.url, ssl=ctx, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                               open_timeout=5) as ws:
+                await ws.send(json.dumps({"type": "hello", "proxyId": "old-1", "service": "web",
+                                          "namespace": "default"}))
+                await until(lambda: fleet.connected() == ["old-1"], what="connect")
+                assert fleet.send_checkpoint(CP) == 0
+                d = desired(1)
+                fleet.set_desired({"old-1": d})
+                first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert first["type"] == "snapshot" and first["version"] == d.version
+                with contextlib.suppress(TimeoutError):
+                    extra = await asyncio.wait_for(ws.recv(), 0.3)
+                    raise AssertionError(f"unexpected frame {extra!r}")
+        finally:
+            await ctl.stop()
+
+    run(main())
