@@ -189,22 +189,21 @@ def judge(
                             f"verified up to seq {head}; no signed checkpoint to prove that no "
                             "newer record was removed")
     for cp in good:
-        if cp.seq > head:
-            if not chain_ok:
-                return AnchorReport("unchecked", head, cp, None, ignored,
-                                    f"checkpoint seq {cp.seq} signed at {cp.time} lies beyond "
-                                    f"the break in the chain (verified up to seq {head})")
-            return AnchorReport("truncated", head, cp, (head + 1, cp.seq), ignored,
-                                f"records {head + 1}..{cp.seq} missing: the chain was "
-                                f"truncated (it ends at seq {head}; checkpoint seq {cp.seq} "
-                                f"signed at {cp.time})")
-        stored = hash_at(cp.seq)
-        if stored != cp.hash:
+        if cp.seq <= head and hash_at(cp.seq) != cp.hash:
             return AnchorReport("rewritten", head, cp, None, ignored,
                                 f"record {cp.seq} differs from checkpoint seq {cp.seq} signed "
                                 f"at {cp.time}: the chain was rewritten (or cut and "
                                 "re-appended)")
     best = good[-1]
+    if best.seq > head:
+        if not chain_ok:
+            return AnchorReport("unchecked", head, best, None, ignored,
+                                f"checkpoint seq {best.seq} signed at {best.time} lies beyond "
+                                f"the break in the chain (verified up to seq {head})")
+        return AnchorReport("truncated", head, best, (head + 1, best.seq), ignored,
+                            f"records {head + 1}..{best.seq} missing: the chain was "
+                            f"truncated (it ends at seq {head}; checkpoint seq {best.seq} "
+                            f"signed at {best.time})")
     tail = (f"; records {best.seq + 1}..{head} are not covered by a checkpoint yet"
             if head > best.seq else "")
     return AnchorReport("proven", head, best, None, ignored,
