@@ -191,7 +191,7 @@ class FleetAgent:
                     elif isinstance(msg, Certificate):
                         await self._on_certificate(msg)
                     elif isinstance(msg, Checkpoint):
-                        self._on_checkpoint(msg)
+                        await self._on_checkpoint(msg)
                     elif isinstance(msg, Error):
                         self.last_error = f"controller: {msg.reason}"
                         log.error("controller says: %s", msg.reason)
@@ -218,9 +218,9 @@ class FleetAgent:
         else:
             await ws.send(encode(Nack(msg.nonce, msg.version, result.error)))
 
-    def _on_checkpoint(self, msg: Checkpoint) -> None:
+    async def _on_checkpoint(self, msg: Checkpoint) -> None:
         try:
-            self.checkpoints.add(msg)
+            await asyncio.to_thread(self.checkpoints.add, msg)
         except OSError as exc:
             log.error("cannot save the audit checkpoint: %s", exc)
 

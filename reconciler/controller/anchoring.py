@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ class AuditAnchoring:
         self.last: AnchorReport | None = None
         self._reported: set[tuple[int, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._lock = threading.Lock()  # the file and the alarm: touched from worker threads
 
     # -- checking (blocking: run in a thread) --------------------------------------------------
 
@@ -65,19 +67,22 @@ class AuditAnchoring:
               ) -> AnchorReport:
         """Judge the database's head against the anchor file (and `extra`). Cheap: reads the
         head and the records at the checkpoints' seqs, not the whole chain."""
-        head = self.audit.head()
-        report = judge(chain_ok=True, verified_up_to=head.seq if head is not None else 0,
-                       hash_at=self._hash_at, checkpoints=[*self.file.all(), *extra],
-                       public_keys=[self.public_key])
-        self.last = report
-        if not report.ok:
-            self._alarm(report, source)
-        return report
+        with self._lock:
+            head = self.audit.head()
+            report = judge(chain_ok=True, verified_up_to=head.seq if head is not None else 0,
+                           hash_at=self._hash_at, checkpoints=[*self.file.all(), *extra],
+                           public_keys=[self.public_key])
+            self.last = report
+            if not report.ok:
+                self._alarm(report, source)
+            return report
 
     def report(self, result: VerifyResult) -> AnchorReport:
         """A full `verify()` result against every checkpoint in the anchor file."""
+        with self._lock:
+            checkpoints = self.file.all()
         return judge(chain_ok=result.ok, verified_up_to=result.verified_up_to,
-                     hash_at=self._hash_at, checkpoints=self.file.all(),
+                     hash_at=self._hash_at, checkpoints=checkpoints,
                      public_keys=[self.public_key])
 
     def observe(self, wire: fleet_protocol.Checkpoint, proxy_id: str) -> AnchorReport | None:
@@ -87,8 +92,11 @@ class AuditAnchoring:
             log.warning("proxy %s reported a checkpoint (seq %d) not signed by this "
                         "controller's anchor key; ignored", proxy_id, cp.seq)
             return None
-        if self.file.add(cp):
-            self.file.save()
+        with self._lock:
+            if cp in self.file.all():  # ours, already checked at start-up and every round
+                return self.last
+            if self.file.add(cp):
+                self.file.save()
         return self.check(source=f"proxy:{proxy_id}")
 
     def _alarm(self, report: AnchorReport, source: str) -> None:
@@ -110,16 +118,17 @@ class AuditAnchoring:
 
     def tick(self) -> Checkpoint | None:
         """Sign the head if it moved since the newest checkpoint; None if it did not."""
-        head = self.audit.head()
-        if head is None:
-            return None
-        last = self.file.newest()
-        if last is not None and (last.seq, last.hash) == (head.seq, head.hash):
-            return None
-        cp = make_checkpoint(self.key, head, self.clock())
-        self.file.add(cp)
-        self.file.save()
-        return cp
+        with self._lock:
+            head = self.audit.head()
+            if head is None:
+                return None
+            last = self.file.newest()
+            if last is not None and (last.seq, last.hash) == (head.seq, head.hash):
+                return None
+            cp = make_checkpoint(self.key, head, self.clock())
+            self.file.add(cp)
+            self.file.save()
+            return cp
 
     # -- on the event loop ---------------------------------------------------------------------
 
@@ -144,12 +153,15 @@ class AuditAnchoring:
             log.error("checking a proxy's audit checkpoint failed: %s", task.exception())
 
     async def run(self, fleet: CheckpointSink) -> None:
-        """Until cancelled: checkpoint the head every `interval_s` and push it to the fleet."""
+        """Until cancelled, every `interval_s`: check the database against the checkpoints
+        (a cut made while the controller runs shows within a round), then checkpoint the
+        head if it moved and push it to the fleet."""
         newest = self.file.newest()
         if newest is not None:
             fleet.send_checkpoint(to_wire(newest))
         while True:
             try:
+                await asyncio.to_thread(self.check)
                 cp = await asyncio.to_thread(self.tick)
             except Exception as exc:  # a full disk or a lost database: try again later
                 log.error("audit checkpoint failed: %s", exc)

@@ -490,7 +490,10 @@ class Controller:
                                                      self.clock)
         except (OSError, CheckpointError) as exc:
             raise StartupError(f"audit anchor: {exc}") from None
-        await asyncio.to_thread(self.anchoring.check)  # before this start appends anything
+        try:  # before this start appends anything
+            await asyncio.to_thread(self.anchoring.check)
+        except Exception as exc:  # the periodic check tries again; start anyway
+            log.error("audit anchor check failed: %s", exc)
         self._webhook_audit = AuditBuffer(self.audit)
         self.webhook_router = self._webhook_router()
         await asyncio.to_thread(self.audit.append, "controller", "controller.started",
