@@ -152,3 +152,47 @@ def test_agents_without_checkpoints_never_receive_one(tmp_path: Path) -> None:
             await ctl.stop()
 
     run(main())
+
+
+def test_a_cut_made_while_the_controller_runs_shows_within_a_round(tmp_path: Path) -> None:
+    """The anchoring loop over a real fleet listener and agent: each round checks the
+    database, signs the moved head and pushes it; rows deleted under it are noticed."""
+
+    async def main() -> None:
+        ctl = Controller(tmp_path / "ctl")
+        fleet = await ctl.start()
+        anchoring = AuditAnchoring(ctl.data_dir, ctl.audit, now, interval_s=0.05)
+        sd = ctl.enroll(tmp_path / "p1", "web", "shop")
+        a = await start_agent(sd, fleet.url, "web-1", "web", "shop")
+        loop_task = asyncio.create_task(anchoring.run(fleet))
+        try:
+            await until(lambda: fleet.connected() == ["web-1"], what="connect")
+            for i in range(8):
+                ctl.audit.append("test", "deploy.step", f"s{i}", {"i": i}, now=now())
+
+            def signed_head() -> bool:
+                head, newest = ctl.audit.head(), a.agent.checkpoints.newest()
+                return head is not None and newest is not None and newest.seq == head.seq
+
+            await until(signed_head, what="the proxy holds a checkpoint of the head")
+            held = a.agent.checkpoints.newest()
+            assert held is not None and anchoring.degraded() == []
+            tamper(ctl.audit, f"DELETE FROM audit_records WHERE seq > {held.seq - 2}")
+            await until(lambda: anchoring.alarm is not None, what="the alarm")
+            assert anchoring.alarm is not None
+            assert anchoring.alarm.missing == (held.seq - 1, held.seq)
+            await until(lambda: bool(ctl.records("audit.truncated")), what="the record")
+            rec = ctl.records("audit.truncated")
+            assert len(rec) == 1 and rec[0].data["source"] == "anchor file"
+            # later rounds keep the alarm, audit it once, and the proxy keeps its checkpoint
+            await asyncio.sleep(0.3)
+            assert len(ctl.records("audit.truncated")) == 1
+            assert a.agent.checkpoints.newest() == held
+        finally:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+            await a.stop()
+            await ctl.stop()
+
+    run(main())
