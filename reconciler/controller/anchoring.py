@@ -52,6 +52,7 @@ class AuditAnchoring:
         self.alarm: AnchorReport | None = None
         self.last: AnchorReport | None = None
         self._reported: set[tuple[int, str]] = set()
+        self._foreign_keys: set[str] = set()  # key ids already warned about
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()  # the file and the alarm: touched from worker threads
 
@@ -89,8 +90,11 @@ class AuditAnchoring:
         """A proxy's hello reported its newest checkpoint: keep it if it is ours, check it."""
         cp = from_wire(wire)
         if not signature_ok(cp, self.public_key):
-            log.warning("proxy %s reported a checkpoint (seq %d) not signed by this "
-                        "controller's anchor key; ignored", proxy_id, cp.seq)
+            if cp.key_id not in self._foreign_keys:  # once per key, not at every hello
+                self._foreign_keys.add(cp.key_id)
+                log.warning("proxy %s reported a checkpoint (seq %d, key %s) not signed by "
+                            "this controller's anchor key; such checkpoints are ignored",
+                            proxy_id, cp.seq, cp.key_id[:40])
             return None
         with self._lock:
             if cp in self.file.all():  # ours, already checked at start-up and every round

@@ -196,3 +196,27 @@ def test_a_cut_made_while_the_controller_runs_shows_within_a_round(tmp_path: Pat
             await ctl.stop()
 
     run(main())
+
+
+def test_a_checkpoint_signed_by_another_key_is_ignored(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A proxy cannot raise a false alarm (nor hide one) with a checkpoint it made up."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from reconciler.audit import Anchor, AuditLog
+    from reconciler.audit.anchor import make_checkpoint
+    from reconciler.store import sqlite_url
+
+    log = AuditLog.open(sqlite_url(tmp_path / "ctl"))
+    try:
+        log.append("test", "deploy.step", "s", {}, now=now())
+        anchoring = AuditAnchoring(tmp_path / "ctl", log, now)
+        forged = make_checkpoint(Ed25519PrivateKey.generate(), Anchor(99, "ab" * 32), now())
+        for _ in range(3):
+            assert anchoring.observe(to_wire(forged), "evil-1") is None
+        assert anchoring.alarm is None and anchoring.file.all() == []
+        assert not (tmp_path / "ctl" / ANCHOR_FILE).exists()
+        assert len([r for r in caplog.records if "not signed by" in r.getMessage()]) == 1
+        assert log.list(kind="audit.truncated") == []
+    finally:
+        log.close()
