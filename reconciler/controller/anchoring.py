@@ -101,7 +101,8 @@ class AuditAnchoring:
                 return self.last
             if self.file.add(cp):
                 self.file.save()
-        return self.check(source=f"proxy:{proxy_id}")
+        # judged even when older than the file's newest 16 (then it is not kept there)
+        return self.check([cp], source=f"proxy:{proxy_id}")
 
     def _alarm(self, report: AnchorReport, source: str) -> None:
         self.alarm = report

@@ -220,3 +220,33 @@ def test_a_checkpoint_signed_by_another_key_is_ignored(tmp_path: Path,
         assert log.list(kind="audit.truncated") == []
     finally:
         log.close()
+
+
+def test_an_old_checkpoint_from_a_proxy_is_judged_even_if_the_file_has_newer_ones(
+        tmp_path: Path) -> None:
+    """The tail was cut, the anchor file lost, and the chain grew again past the cut with
+    more than 16 new checkpoints: a proxy's old checkpoint still shows the rewrite."""
+    from reconciler.audit import AuditLog
+    from reconciler.store import sqlite_url
+
+    data = tmp_path / "ctl"
+    log = AuditLog.open(sqlite_url(data))
+    try:
+        for i in range(5):
+            log.append("test", "deploy.step", f"s{i}", {"i": i}, now=now())
+        old = AuditAnchoring(data, log, now).tick()
+        assert old is not None and old.seq == 5
+        tamper(log, "DELETE FROM audit_records WHERE seq > 2")
+        (data / ANCHOR_FILE).unlink()
+        anchoring = AuditAnchoring(data, log, now)
+        for i in range(20):
+            log.append("test", "deploy.step", f"t{i}", {"i": i}, now=now())
+            anchoring.tick()
+        assert anchoring.check().status == "proven"
+        assert old not in anchoring.file.all()
+        got = anchoring.observe(to_wire(old), "web-1")
+        assert got is not None and got.status == "rewritten" and got.checkpoint == old
+        assert anchoring.file.evidence == [old]
+        assert [r.data["source"] for r in log.list(kind="audit.rewritten")] == ["proxy:web-1"]
+    finally:
+        log.close()
