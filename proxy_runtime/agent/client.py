@@ -21,6 +21,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from proxy_runtime.agent.checkpoints import CheckpointStore
 from proxy_runtime.agent.core import (
     Apply,
     backoff_delay,
@@ -44,6 +45,7 @@ from proxy_runtime.config.fleet_protocol import (
     SUBPROTOCOL,
     Ack,
     Certificate,
+    Checkpoint,
     Csr,
     Error,
     Hello,
@@ -98,6 +100,7 @@ class FleetAgent:
         self.dataplane_ready = dataplane_ready
         self.state: AgentState = state_dir.load_state()
         self.identity: Identity = state_dir.load_identity()
+        self.checkpoints = CheckpointStore(state_dir.path)
         self.connected = asyncio.Event()
         self.connects = 0
         self.last_error: str | None = None
@@ -185,7 +188,8 @@ class FleetAgent:
                            open_timeout=self.open_timeout, close_timeout=5.0) as ws:
             self._ws = ws
             await ws.send(encode(Hello(self.proxy_id, self.service, self.namespace, self.labels,
-                                       self.state.config_version)))
+                                       self.state.config_version,
+                                       checkpoint=self.checkpoints.newest(), anchoring=True)))
             self.connects += 1
             self.connected.set()
             log.info("connected to %s (running %s)", self.fleet_url,
@@ -199,6 +203,8 @@ class FleetAgent:
                         await self._on_snapshot(ws, msg)
                     elif isinstance(msg, Certificate):
                         await self._on_certificate(msg)
+                    elif isinstance(msg, Checkpoint):
+                        await self._on_checkpoint(msg)
                     elif isinstance(msg, Error):
                         self.last_error = f"controller: {msg.reason}"
                         log.error("controller says: %s", msg.reason)
@@ -224,6 +230,12 @@ class FleetAgent:
             await ws.send(encode(Ack(msg.nonce, msg.version)))
         else:
             await ws.send(encode(Nack(msg.nonce, msg.version, result.error)))
+
+    async def _on_checkpoint(self, msg: Checkpoint) -> None:
+        try:
+            await asyncio.to_thread(self.checkpoints.add, msg)
+        except OSError as exc:
+            log.error("cannot save the audit checkpoint: %s", exc)
 
     async def _on_certificate(self, msg: Certificate) -> None:
         key, self._pending_key = self._pending_key, None

@@ -30,12 +30,32 @@ class ProtocolError(ProxyRuntimeError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed audit checkpoint (docs/audit.md, "Anchors"): the controller's audit chain
+    had record `seq` with hash `hash` at `time`. The proxy keeps the newest few and reports
+    its newest in its hello; it never interprets them (the controller checks the signature)."""
+
+    seq: int
+    hash: str
+    time: str
+    key_id: str
+    signature: str
+    type: Literal["checkpoint"] = "checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
 class Hello:
     proxy_id: str
     service: str
     namespace: str
     labels: dict[str, str] = field(default_factory=dict)
     running_version: str | None = None
+    # The newest audit checkpoint this proxy holds. `anchoring` says the agent understands
+    # checkpoint messages: it is True exactly when the hello carries a `checkpoint` field
+    # (null or an object); the controller sends checkpoints only to such agents, so agents
+    # from before checkpoints never receive a message type they do not know.
+    checkpoint: Checkpoint | None = None
+    anchoring: bool = False
     type: Literal["hello"] = "hello"
 
 
@@ -90,7 +110,7 @@ class Error:
 
 
 ToController = Hello | Ack | Nack | Stats | Csr
-ToProxy = Snapshot | Certificate | Error
+ToProxy = Snapshot | Certificate | Error | Checkpoint
 Message = ToController | ToProxy
 
 # wire name of each field, per type (order = the dataclass's positional order)
@@ -101,6 +121,7 @@ _FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("namespace", "namespace"),
         ("labels", "labels"),
         ("running_version", "runningVersion"),
+        ("checkpoint", "checkpoint"),
     ),
     "snapshot": (
         ("nonce", "nonce"),
@@ -115,17 +136,33 @@ _FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "csr": (("csr_pem", "csrPem"),),
     "certificate": (("chain_pem", "chainPem"), ("trust_bundle_pem", "trustBundlePem")),
     "error": (("reason", "reason"),),
+    "checkpoint": (
+        ("seq", "seq"),
+        ("hash", "hash"),
+        ("time", "time"),
+        ("key_id", "keyId"),
+        ("signature", "signature"),
+    ),
 }
 _TO_CONTROLLER = frozenset({"hello", "ack", "nack", "stats", "csr"})
-_TO_PROXY = frozenset({"snapshot", "certificate", "error"})
+_TO_PROXY = frozenset({"snapshot", "certificate", "error", "checkpoint"})
 
 
 def encode(message: Message) -> str:
     """The JSON text of a message (compact; keys in protocol order)."""
     doc: dict[str, Any] = {"type": message.type}
     for attr, wire in _FIELDS[message.type]:
+        if wire == "checkpoint":
+            if isinstance(message, Hello) and message.anchoring:
+                cp = message.checkpoint
+                doc[wire] = None if cp is None else _checkpoint_doc(cp)
+            continue
         doc[wire] = getattr(message, attr)
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _checkpoint_doc(cp: Checkpoint) -> dict[str, Any]:
+    return {wire: getattr(cp, attr) for attr, wire in _FIELDS["checkpoint"]}
 
 
 def encode_snapshot(
@@ -157,7 +194,7 @@ def decode_to_controller(frame: str | bytes) -> ToController:
 def decode_to_proxy(frame: str | bytes) -> ToProxy:
     """Parse a frame the controller sent. Raises `ProtocolError`."""
     msg = _decode(frame, MAX_TO_PROXY_BYTES, _TO_PROXY)
-    assert isinstance(msg, Snapshot | Certificate | Error)
+    assert isinstance(msg, Snapshot | Certificate | Error | Checkpoint)
     return msg
 
 
@@ -196,11 +233,27 @@ def _decode(frame: str | bytes, limit: int, allowed: frozenset[str]) -> Message:
                 continue
             raise ProtocolError(f"{kind}: missing field {wire}")
         values[attr] = _check(kind, wire, doc[wire])
+    if kind == "hello":
+        values["anchoring"] = "checkpoint" in doc
     built: Message = _BUILD[kind](**values)
     return built
 
 
-_OPTIONAL = frozenset({("hello", "labels"), ("hello", "runningVersion")})
+_OPTIONAL = frozenset({("hello", "labels"), ("hello", "runningVersion"),
+                       ("hello", "checkpoint")})
+_HEX = frozenset("0123456789abcdef")
+
+
+def _checkpoint(kind: str, value: Any) -> Checkpoint:
+    """A checkpoint's shape (its signature is the controller's to check)."""
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{kind}.checkpoint must be an object or null")
+    names = {wire for _, wire in _FIELDS["checkpoint"]}
+    if set(value) != names:
+        raise ProtocolError(f"{kind}.checkpoint must have exactly the fields "
+                            f"{', '.join(sorted(names))}")
+    return Checkpoint(**{attr: _check("checkpoint", wire, value[wire])
+                         for attr, wire in _FIELDS["checkpoint"]})
 
 
 def _text(kind: str, wire: str, value: Any, limit: int = MAX_TEXT, empty: bool = False) -> str:
@@ -221,6 +274,20 @@ def _check(kind: str, wire: str, value: Any) -> Any:
             _text(kind, "labels key", k, 253)
             _text(kind, f"labels[{k}]", v, 1024, empty=True)
         return dict(value)
+    if wire == "checkpoint":
+        return None if value is None else _checkpoint(kind, value)
+    if kind == "checkpoint" and wire == "seq":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ProtocolError(f"{kind}.seq must be a positive integer")
+        return value
+    if kind == "checkpoint" and wire == "hash":
+        if not isinstance(value, str) or len(value) != 64 or not set(value) <= _HEX:
+            raise ProtocolError(f"{kind}.hash must be 64 lowercase hex digits")
+        return value
+    if kind == "checkpoint" and wire in ("time", "keyId"):
+        return _text(kind, wire, value, 64)
+    if kind == "checkpoint" and wire == "signature":
+        return _text(kind, wire, value, 256)
     if wire == "runningVersion":
         return None if value is None else _text(kind, wire, value, 128)
     if wire == "epoch":
@@ -258,4 +325,5 @@ _BUILD: dict[str, Any] = {
     "csr": Csr,
     "certificate": Certificate,
     "error": Error,
+    "checkpoint": Checkpoint,
 }

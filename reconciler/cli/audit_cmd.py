@@ -61,10 +61,20 @@ def show(data_dir: Path, api_url: str | None, token: str | None, seq: int) -> No
 @api_options
 @click.option("--store", "store_url", help="Verify straight from the database (sqlite:///... "
               "or postgresql+psycopg://...), without a running controller.")
+@click.option("--checkpoints", "checkpoint_files", multiple=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="With --store: also check against this checkpoint file (a proxy's "
+                   "audit-checkpoints.json, or another audit-anchors.json). Repeatable.")
 def verify(data_dir: Path, api_url: str | None, token: str | None,
-           store_url: str | None) -> None:
-    """Recompute the hash chain and check the database file (SQLite's integrity check).
-    Exit 0 intact, 1 broken or damaged, 2 cannot check."""
+           store_url: str | None, checkpoint_files: tuple[Path, ...]) -> None:
+    """Recompute the hash chain, check the database file (SQLite's integrity check), and
+    check the chain against the signed checkpoints kept outside the database (the data dir's
+    audit-anchors.json, proxies' reports): a chain whose newest records were removed is
+    reported with the missing seqs. Exit 0 intact, 1 broken, damaged or truncated, 2 cannot
+    check."""
+    anchor: dict[str, Any] | None = None
+    if checkpoint_files and store_url is None:
+        fail("--checkpoints needs --store (the API checks the controller's own checkpoints)")
     if store_url is not None:
         from reconciler.audit import AuditLog
         from reconciler.store.integrity import check_integrity
@@ -77,6 +87,7 @@ def verify(data_dir: Path, api_url: str | None, token: str | None,
             integrity: dict[str, Any] = check_integrity(log.engine).to_dict()
             try:
                 result = log.verify()
+                anchor = _anchor_report(log, result, data_dir, checkpoint_files)
             except Exception as exc:
                 if integrity["ok"]:
                     fail(f"cannot read the audit trail at the store: {exc}")
@@ -94,6 +105,7 @@ def verify(data_dir: Path, api_url: str | None, token: str | None,
         ok, upto, broken, reason = (doc.get("chainOk", doc["ok"]), doc["verifiedUpTo"],
                                     doc["brokenAt"], doc["reason"])
         integrity = doc.get("integrity") or {"checked": False, "ok": True, "problems": []}
+        anchor = doc.get("anchor")
     if not integrity["ok"]:
         problems = "; ".join(integrity["problems"][:3])
         click.echo(f"database DAMAGED: the integrity check failed: {problems}", err=True)
@@ -101,10 +113,13 @@ def verify(data_dir: Path, api_url: str | None, token: str | None,
         pages = ("database integrity ok" if integrity["checked"]
                  else "no page check on this database")
         click.echo(f"audit chain intact: {upto} records verified; {pages}")
-        return
+        if _show_anchor(anchor):
+            return
+        sys.exit(1)
     if not ok:
         click.echo(f"audit chain BROKEN at seq {broken}: {reason} (verified up to {upto})",
                    err=True)
+        _show_anchor(anchor)
     sys.exit(1)
 
 
@@ -115,6 +130,26 @@ def _unreadable(store_url: str, exc: Exception) -> NoReturn:
         click.echo(f"database DAMAGED: {exc}", err=True)
         sys.exit(1)
     fail(f"cannot read the audit trail at the store: {exc}")
+
+
+def _anchor_report(log: Any, result: Any, data_dir: Path,
+                   files: tuple[Path, ...]) -> dict[str, Any]:
+    """The chain against the signed checkpoints (docs/audit.md, "Anchors")."""
+    from reconciler.audit.anchor_files import anchor_report
+
+    doc: dict[str, Any] = anchor_report(log, result, data_dir, files).to_dict()
+    return doc
+
+
+def _show_anchor(anchor: dict[str, Any] | None) -> bool:
+    """Print what the checkpoints prove; False if they show records removed or changed."""
+    if anchor is None:
+        return True
+    if anchor["status"] in ("truncated", "rewritten"):
+        click.echo(f"audit chain {anchor['status'].upper()}: {anchor['message']}", err=True)
+        return False
+    click.echo(anchor["message"])
+    return True
 
 
 @audit.command("export")

@@ -22,6 +22,7 @@ from reconciler.audit import AuditLog, AuditRecord, RecordNotFound
 from reconciler.auth.deps import require
 from reconciler.auth.roles import Principal, Role
 from reconciler.ca import InvalidSpiffeId, JoinTokens, issue_join_token
+from reconciler.controller.anchoring import AuditAnchoring
 from reconciler.controller.commands import Commands
 from reconciler.controller.http_errors import install_error_handlers
 from reconciler.controller.metrics import CONTENT_TYPE
@@ -50,6 +51,8 @@ class ApiHost(Protocol):
     def now(self) -> datetime: ...
     def ca_fingerprint(self) -> str: ...
     def health_problems(self) -> list[str]: ...
+    @property
+    def anchoring(self) -> AuditAnchoring: ...
     def refresh(self, actor: str) -> None: ...
     async def metrics_text(self) -> bytes: ...
 
@@ -150,7 +153,8 @@ def make_app(ctl: ApiHost) -> FastAPI:
                 "brokenAt": result.broken_at, "reason": result.reason,
                 "checked": result.checked,
                 "head": None if result.head is None else {"seq": result.head.seq,
-                                                          "hash": result.head.hash}}
+                                                          "hash": result.head.hash},
+                "anchor": ctl.anchoring.report(result).to_dict()}
 
     @read.get("/audit/export")
     def audit_export() -> PlainTextResponse:

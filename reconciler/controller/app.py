@@ -28,7 +28,9 @@ from typing import Any
 import uvicorn
 
 from reconciler.audit import AuditLog
+from reconciler.audit.anchor import CheckpointError
 from reconciler.ca import CertificateAuthority, JoinTokens
+from reconciler.controller.anchoring import AuditAnchoring
 from reconciler.controller.commands import Commands
 from reconciler.controller.datadir import ensure_admin_token, token_id, write_address
 from reconciler.controller.metrics import ControllerMetrics
@@ -145,6 +147,7 @@ class Controller:
         problems = self.health_problems()
         return {
             "branchState": self._branch.to_dict(),
+            "auditAnchor": self.anchoring.status(),
             "webhooksRejected": self._webhook_audit.status(),
             "health": {"status": "degraded" if problems else "ok", "problems": problems,
                        "listeners": {x.name: x.status() for x in self.listeners}},
@@ -153,6 +156,7 @@ class Controller:
     def health_problems(self) -> list[str]:
         """What keeps this controller from working fully (healthz and status say degraded)."""
         problems = [p for p in (x.problem() for x in self.listeners) if p]
+        problems += self.anchoring.degraded() if hasattr(self, "anchoring") else []
         problems += self.store_health.problems() if hasattr(self, "store_health") else []
         fetch = self.coordinator.status if hasattr(self, "coordinator") else None
         if fetch is not None and fetch.consecutive_failures:
@@ -273,6 +277,8 @@ class Controller:
         while True:
             event = await events.get()
             if isinstance(event, Connected):
+                if event.checkpoint is not None:  # a proxy's word on the audit chain's head
+                    self.anchoring.observe_soon(event.checkpoint, event.proxy_id)
                 task = asyncio.create_task(self._answer_hello(event))
                 answering.add(task)
                 task.add_done_callback(answering.discard)
@@ -374,6 +380,15 @@ class Controller:
         self._webhook_audit = WebhookAudit(  # refused deliveries counted, not one record each
             self.audit, clock=self.clock, count=self.metrics.webhooks, forges=FORGES,
             interval_s=s.webhook_rejected_summary_s, samples=s.webhook_rejected_samples)
+        try:
+            self.anchoring = await asyncio.to_thread(AuditAnchoring, s.data_dir, self.audit,
+                                                     self.clock)
+        except (OSError, CheckpointError) as exc:
+            raise StartupError(f"audit anchor: {exc}") from None
+        try:  # before this start appends anything
+            await asyncio.to_thread(self.anchoring.check)
+        except Exception as exc:  # the periodic check tries again; start anyway
+            log.error("audit anchor check failed: %s", exc)
         self.webhook_router = self._webhook_router()
         await asyncio.to_thread(self.audit.append, "controller", "controller.started",
                                 self.mirror_display, {
@@ -488,7 +503,8 @@ class Controller:
             tasks = [asyncio.create_task(server.serve(sockets=[])),
                      asyncio.create_task(self._webhook_audit.run()),
                      # hellos that came before this are on the queue and answered now
-                     asyncio.create_task(self._watch_fleet(fleet_events))]
+                     asyncio.create_task(self._watch_fleet(fleet_events)),
+                     asyncio.create_task(self.anchoring.run(self.fleet))]
             stack.push_async_callback(self._stop_api, server, tasks)
             stack.callback(self._cancel_webhook_timer)
             stack.push_async_callback(self._quietly, "fetches", asyncio.to_thread,
@@ -555,6 +571,7 @@ class Controller:
     def _audit_stopped(self) -> None:
         self.audit.append("controller", "controller.stopped", self.mirror_display,
                           {"epoch": self.epoch}, now=self.clock())
+        self.anchoring.tick()  # the anchor file covers the last record
 
 
 def data_dir_of(settings: Settings) -> Path:

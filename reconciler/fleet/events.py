@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from proxy_runtime.config.fleet_protocol import Checkpoint
 from reconciler.analysis.sample import CLASSES, LATENCY_BUCKETS, BadWindow
 from reconciler.fleet.ledger import AckOutcome
 
@@ -108,6 +109,7 @@ class Connected:
     connection: int
     assigned: int
     at: float = field(kw_only=True)
+    checkpoint: Checkpoint | None = field(default=None, kw_only=True)  # its newest audit anchor
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from proxy_runtime.config.fleet_protocol import (
     FLEET_PATH,
     Ack,
     Certificate,
+    Checkpoint,
     Csr,
     Hello,
     Nack,
@@ -135,6 +136,8 @@ class FleetServer:
         self._assign_seq = 0
         self._assigned_at: dict[str, int] = {}
         self._streams: set[FleetStream] = set()  # every open stream, hello or not
+        self.checkpoint: Checkpoint | None = None  # the newest signed audit checkpoint
+        self._anchoring: set[str] = set()  # proxies whose agents keep checkpoints
         self._dirty: set[str] = set()
         self._queue: asyncio.Queue[str] | None = None
         self._queued: set[str] = set()
@@ -382,6 +385,14 @@ class FleetServer:
         for queue, _ in self._subscribers:
             queue.put_nowait(event)
 
+    def send_checkpoint(self, checkpoint: Checkpoint) -> int:
+        """Send a signed audit checkpoint to every connected proxy that keeps them (and to
+        each that connects later). Returns how many it was sent to."""
+        self.checkpoint = checkpoint
+        frame = encode(checkpoint)
+        return sum(1 for pid, stream in list(self._conns.items())
+                   if pid in self._anchoring and stream.send_text(frame))
+
     # -- one stream (called by FleetStream, synchronously) ------------------------------------
 
     def stream_made(self, stream: FleetStream) -> None:
@@ -502,6 +513,12 @@ class FleetServer:
             stream.timer.cancel()
             stream.timer = None
         self._conns[hello.proxy_id] = stream
+        if hello.anchoring:
+            self._anchoring.add(hello.proxy_id)
+            if self.checkpoint is not None:
+                stream.send_text(encode(self.checkpoint))
+        else:
+            self._anchoring.discard(hello.proxy_id)
         self._dirty.add(hello.proxy_id)
         self._audit.add(f"proxy:{hello.proxy_id}", "proxy.connected", hello.proxy_id,
                         {"spiffe_id": spiffe, "peer": peer, "running_version": hello.running_version,
@@ -510,7 +527,8 @@ class FleetServer:
         stream.serial = self._connections
         self._publish(Connected(hello.proxy_id, hello.service, hello.namespace,
                                 dict(hello.labels), hello.running_version, spiffe, peer,
-                                stream.serial, self._assign_seq, at=now.timestamp()))
+                                stream.serial, self._assign_seq, at=now.timestamp(),
+                                checkpoint=hello.checkpoint))
         if not self.answers_hellos:
             self._enqueue(hello.proxy_id)
 
