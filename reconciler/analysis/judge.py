@@ -86,6 +86,15 @@ class Check:
                 else float(f"{self.p_value:.6g}"), "alpha": r(self.alpha), "test": self.test,
                 "failed": self.failed, "note": self.note}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Check:
+        def f(v: Any) -> float | None:
+            return None if v is None else float(v)
+
+        return cls(str(d["name"]), f(d["canary"]), f(d["baseline"]), f(d["threshold"]),
+                   f(d["pValue"]), f(d["alpha"]), str(d["test"]), bool(d["failed"]),
+                   str(d.get("note", "")))
+
 
 def summary(s: Sample) -> dict[str, Any]:
     """The numbers of one side, as the audit and the page show them."""
@@ -116,6 +125,15 @@ class Verdict:
                 "baseline": None if self.baseline is None else dict(self.baseline),
                 "thresholds": dict(self.thresholds),
                 "checks": [c.to_dict() for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
+        """Read `to_dict`'s form back (a stored rollout state's last verdict)."""
+        baseline = d.get("baseline")
+        return cls(Outcome(d["outcome"]), str(d["reason"]),
+                   tuple(Check.from_dict(c) for c in d.get("checks", ())),
+                   dict(d.get("canary", {})), None if baseline is None else dict(baseline),
+                   dict(d.get("thresholds", {})))
 
 
 def thresholds(a: Analysis) -> dict[str, Any]:

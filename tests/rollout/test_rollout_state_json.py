@@ -24,8 +24,8 @@ def _json(value: Any) -> Any:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_state_persisted_by_the_previous_code_restores_unchanged(name: str) -> None:
     case = CASES[name]
-    state = RolloutState.from_dict(case["state"])
-    assert _json(state.to_dict()) == case["state"]
+    state = RolloutState.from_json(case["state"])
+    assert _json(state.to_json()) == case["state"]
     engine, cmds = RolloutEngine.restore(case["state"], case["now"])
     if case["state"]["phase"] in ("paused", "done"):
         # Nothing to repeat: the restored engine shows what the old one showed.
