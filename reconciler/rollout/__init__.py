@@ -40,6 +40,7 @@ from reconciler.rollout.state import (
     RolloutState,
     StageResult,
 )
+from reconciler.rollout.status import RolloutStatus
 from reconciler.rollout.values import (
     FinalStatus,
     Phase,
@@ -53,7 +54,7 @@ __all__ = [
     "DEFAULT_STAGES", "FAST_STAGES", "OPERATOR_ACTIONS", "PRESETS", "Acked", "Audit", "Command",
     "Disconnected", "Ending", "Event", "FinalStatus", "Finished", "Nacked", "NewCommit",
     "Operator", "OperatorAction", "Paused", "PendingFinish", "Persist", "Phase", "Push", "Reply",
-    "RolloutEngine", "RolloutOutcome", "RolloutSettings", "RolloutSpec", "RolloutState",
+    "RolloutEngine", "RolloutOutcome", "RolloutSettings", "RolloutSpec", "RolloutState", "RolloutStatus",
     "Signal", "StageOutcome", "StageResult", "StageSpec", "StageVerdict", "StartTimer",
     "StatsReceived", "Target", "TimerFired", "canary_order", "settings_for", "stage_members",
 ]

@@ -51,6 +51,7 @@ from reconciler.rollout.state import (
     RolloutState,
     StageResult,
 )
+from reconciler.rollout.status import RolloutStatus
 from reconciler.rollout.values import (
     FinalStatus,
     Phase,
@@ -609,27 +610,25 @@ class RolloutEngine:
     # -- read side -------------------------------------------------------------------------
 
     def status(self, now: float) -> dict[str, Any]:
-        """What `meshcd rollout status/watch` shows: where it is, and the live numbers."""
+        """What `meshcd rollout status/watch` shows (the API's JSON form of `status_view`)."""
+        return self.status_view(now).to_json()
+
+    def status_view(self, now: float) -> RolloutStatus:
+        """Where the rollout is, and the live numbers while a stage bakes."""
         st = self.state
-        stages = st.spec.settings.stages
         live = None
         if st.phase is Phase.BAKING:
             key = (int(now), st.stage, st.phase)
             if self._live is None or self._live[0] != key:
                 self._live = (key, self._stage_verdict())
             live = self._live[1]
-        return {
-            "now": now, "revision": st.spec.revision, "previous": st.spec.previous,
-            "phase": st.phase.value,
-            "stage": st.stage + 1, "stages": [s.label() for s in stages],
-            "canaries": sorted(self._canaries()), "baseline": self._baseline_ids(),
-            "waitingForAck": sorted(self._waiting()),
-            "bakeElapsed": None if st.bake_started is None else max(0.0, now - st.bake_started),
-            "bakeEnds": st.bake_ends, "extensions": st.extensions,
-            "paused": None if st.paused is None else st.paused.to_json(),
-            "live": None if live is None else live.to_json(),
-            "lastVerdict": None if st.last_verdict is None else st.last_verdict.to_json(),
-            "history": [h.to_json() for h in st.history],
-            "next": st.next_revision,
-            "outcome": None if st.outcome is None else st.outcome.to_json(),
-        }
+        return RolloutStatus(
+            now=now, revision=st.spec.revision, previous=st.spec.previous, phase=st.phase,
+            stage=st.stage + 1, stages=tuple(s.label() for s in st.spec.settings.stages),
+            canaries=tuple(sorted(self._canaries())), baseline=tuple(self._baseline_ids()),
+            waiting_for_ack=tuple(sorted(self._waiting())),
+            bake_elapsed=None if st.bake_started is None else max(0.0, now - st.bake_started),
+            bake_ends=st.bake_ends, extensions=st.extensions, paused=st.paused, live=live,
+            last_verdict=st.last_verdict, history=tuple(st.history), next=st.next_revision,
+            outcome=st.outcome,
+        )

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.rollout import Persist, RolloutEngine, RolloutState
+from reconciler.rollout import Persist, RolloutEngine, RolloutState, RolloutStatus
 
 FIXTURE = Path(__file__).parent / "fixtures" / "persisted_state_v1.json"
 CASES: dict[str, dict[str, Any]] = json.loads(FIXTURE.read_text(encoding="utf-8"))
@@ -46,3 +46,19 @@ def test_the_fixture_covers_every_typed_part() -> None:
     assert any(h["outcome"] == "Promoted" for s in states for h in s["history"])
     signals = {s["lastVerdict"].get("signal") for s in states if s["lastVerdict"]}
     assert {"nack", "ack_timeout"} <= signals
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_status_shown_by_the_previous_code_reads_back_typed(name: str) -> None:
+    status = CASES[name]["status"]
+    typed = RolloutStatus.from_json(status)
+    assert _json(typed.to_json()) == status
+    extra = {**status, "revisionId": 7, "commit": "c0ffee", "startedAt": 5.0}
+    assert _json(RolloutStatus.from_json(extra).to_json()) == extra
+
+
+def test_a_status_without_a_field_is_refused_by_name() -> None:
+    status = dict(next(iter(CASES.values()))["status"])
+    del status["waitingForAck"]
+    with pytest.raises(ValueError, match="waitingForAck"):
+        RolloutStatus.from_json(status)
