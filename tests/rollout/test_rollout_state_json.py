@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 
-from reconciler.rollout import Persist, RolloutEngine, RolloutState, RolloutStatus
+from reconciler.rollout import (
+    OPERATOR_ACTIONS,
+    Operator,
+    OperatorAction,
+    Persist,
+    Phase,
+    Reply,
+    RolloutEngine,
+    RolloutState,
+    RolloutStatus,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "persisted_state_v1.json"
 CASES: dict[str, dict[str, Any]] = json.loads(FIXTURE.read_text(encoding="utf-8"))
@@ -62,3 +72,14 @@ def test_a_status_without_a_field_is_refused_by_name() -> None:
     del status["waitingForAck"]
     with pytest.raises(ValueError, match="waitingForAck"):
         RolloutStatus.from_json(status)
+
+
+def test_an_operator_action_is_one_enum_and_an_unknown_word_is_refused() -> None:
+    assert Operator("promote-full", "user:a", 0.0).action is OperatorAction.PROMOTE_FULL
+    assert tuple(a.value for a in OperatorAction) == OPERATOR_ACTIONS
+    case = CASES["paused_after_failure"]
+    engine, _ = RolloutEngine.restore(case["state"], case["now"])
+    replies = [c for c in engine.handle(Operator("shout", "user:a", case["now"]))
+               if isinstance(c, Reply)]
+    assert [(r.accepted, r.message) for r in replies] == [(False, "unknown action 'shout'")]
+    assert engine.phase is Phase.PAUSED
