@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from reconciler.analysis.sample import LATENCY_BUCKETS, Sample
 from reconciler.analysis.stats import (
@@ -86,8 +86,40 @@ class Check:
                 else float(f"{self.p_value:.6g}"), "alpha": r(self.alpha), "test": self.test,
                 "failed": self.failed, "note": self.note}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Check:
+        def f(v: Any) -> float | None:
+            return None if v is None else float(v)
 
-def summary(s: Sample) -> dict[str, Any]:
+        return cls(str(d["name"]), f(d["canary"]), f(d["baseline"]), f(d["threshold"]),
+                   f(d["pValue"]), f(d["alpha"]), str(d["test"]), bool(d["failed"]),
+                   str(d.get("note", "")))
+
+
+class Summary(TypedDict):
+    """The numbers of one side (canary or baseline), as the audit and the page show them:
+    rates in percent (None without requests), `seconds` counts proxy-seconds."""
+
+    requests: int
+    errors: int
+    errorRatePercent: float | None
+    denials: int
+    denialRatePercent: float | None
+    p99Ms: float | None
+    seconds: int
+
+
+class Thresholds(TypedDict):
+    """The limits a service was judged by (its `Analysis`, in the API's words)."""
+
+    maxErrorRatePercent: float
+    maxP99LatencyMs: float
+    maxIncreaseOverBaselinePercent: float
+    minRequests: int
+    confidence: float
+
+
+def summary(s: Sample) -> Summary:
     """The numbers of one side, as the audit and the page show them."""
     p99 = histogram_quantile(0.99, LATENCY_BUCKETS, s.latency_buckets)
     return {
@@ -101,14 +133,28 @@ def summary(s: Sample) -> dict[str, Any]:
     }
 
 
+def _summary_from(d: Mapping[str, Any]) -> Summary:
+    return {"requests": d["requests"], "errors": d["errors"],
+            "errorRatePercent": d["errorRatePercent"], "denials": d["denials"],
+            "denialRatePercent": d["denialRatePercent"], "p99Ms": d["p99Ms"],
+            "seconds": d["seconds"]}
+
+
+def _thresholds_from(d: Mapping[str, Any]) -> Thresholds:
+    return {"maxErrorRatePercent": d["maxErrorRatePercent"],
+            "maxP99LatencyMs": d["maxP99LatencyMs"],
+            "maxIncreaseOverBaselinePercent": d["maxIncreaseOverBaselinePercent"],
+            "minRequests": d["minRequests"], "confidence": d["confidence"]}
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     outcome: Outcome
     reason: str
-    checks: tuple[Check, ...] = ()
-    canary: Mapping[str, Any] = field(default_factory=dict)
-    baseline: Mapping[str, Any] | None = None
-    thresholds: Mapping[str, Any] = field(default_factory=dict)
+    checks: tuple[Check, ...]
+    canary: Summary
+    baseline: Summary | None
+    thresholds: Thresholds
 
     def to_dict(self) -> dict[str, Any]:
         return {"outcome": str(self.outcome), "reason": self.reason,
@@ -117,8 +163,17 @@ class Verdict:
                 "thresholds": dict(self.thresholds),
                 "checks": [c.to_dict() for c in self.checks]}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
+        """Read `to_dict`'s form back (a stored rollout state's last verdict)."""
+        baseline = d["baseline"]
+        return cls(Outcome(d["outcome"]), str(d["reason"]),
+                   tuple(Check.from_dict(c) for c in d["checks"]), _summary_from(d["canary"]),
+                   None if baseline is None else _summary_from(baseline),
+                   _thresholds_from(d["thresholds"]))
 
-def thresholds(a: Analysis) -> dict[str, Any]:
+
+def thresholds(a: Analysis) -> Thresholds:
     return {"maxErrorRatePercent": a.max_error_rate_percent,
             "maxP99LatencyMs": a.max_p99_latency_ms,
             "maxIncreaseOverBaselinePercent": a.max_increase_over_baseline_percent,

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from reconciler.cli.api_client import TOKEN_HINT, ApiClient, api_options, fail
+from reconciler.rollout import Phase, RolloutStatus
 from reconciler.rollout.view import render_final, render_rollout, short, watch_key
 
 EXIT_REFUSED = 1
@@ -118,8 +119,9 @@ class Watcher:
             if code == 200:
                 status = doc
         status = status or fallback
+        typed = None if status is None else RolloutStatus.from_json(status)
         rev_status: str | None = None
-        if revision_id is not None and (status is None or not status.get("outcome")):
+        if revision_id is not None and (typed is None or typed.outcome is None):
             rev = self.client.get(f"/api/revisions/{revision_id}")
             rev_status = str(rev.get("status"))
             reason = f": {rev['reason']}" if rev.get("reason") else ""
@@ -128,13 +130,13 @@ class Watcher:
             click.echo(f"revision {revision_id} ({short(rev.get('commit'))}) is {rev_status}"
                        f"{reason}")
             return outcome_exit_code(rev.get("outcome"), rev_status)
-        assert status is not None
+        assert status is not None and typed is not None
         if self.tty:
             click.echo(_CLEAR, nl=False)
         click.echo(render_final(status))
-        outcome = (status.get("outcome") or {}).get("outcome")
+        outcome = None if typed.outcome is None else typed.outcome.outcome.value
         who = (f"revision {revision_id}" if revision_id is not None
-               else f"rollout {short(status.get('revision'))}")
+               else f"rollout {short(typed.revision)}")
         click.echo(f"{who}: {str(outcome).replace('_', ' ')}")
         return outcome_exit_code(outcome, rev_status)
 
@@ -153,20 +155,21 @@ class Watcher:
             doc = self.client.get("/api/rollout")
             # Reached once: from now on ride out a controller restart instead of exiting.
             self.client.retry_unreachable = RETRY_UNREACHABLE
-            st = doc.get("rollout")
-            running_id = None if st is None else st.get("revisionId")
+            raw = doc.get("rollout")
+            st = None if raw is None else RolloutStatus.from_json(raw)
+            running_id = None if st is None else st.revision_id
             if st is not None and followed is None and followed_commit is None:
                 # Follow the rollout running now (by its revision id, or its commit from an
                 # API that gives none).
                 followed = running_id
-                followed_commit = None if running_id is not None else str(st.get("revision"))
+                followed_commit = None if running_id is not None else st.revision
             ours = st is not None and (
                 (followed is not None and running_id == followed)
-                or (followed_commit is not None and st.get("revision") == followed_commit))
-            if ours and st is not None:
-                self._last_status = st
-                if st.get("phase") == "done":
-                    return self.finish(followed, st)
+                or (followed_commit is not None and st.revision == followed_commit))
+            if ours and st is not None and raw is not None:
+                self._last_status = raw
+                if st.phase is Phase.DONE:
+                    return self.finish(followed, raw)
             if once:
                 click.echo(render_rollout(doc))
                 return 0

@@ -4,7 +4,9 @@ The controller already has dict forms of its state (what the JSON API answers):
 `Revision.to_dict()` (docs/controller.md), `LedgerEntry.to_dict()` (docs/fleet.md), the
 revision's stored `findings` and `plan` summaries. These functions turn them into the
 `readmodel` dataclasses, so a `PagesData` implementation is mostly plumbing. They read the
-dicts by key (no import of the controller's packages) and tolerate missing keys.
+dicts by key (no import of the controller's packages). A rollout's status is read once into
+the typed `reconciler.rollout.RolloutStatus` (its `from_json` refuses a malformed one by
+name) and the rollout views are built from that.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ from reconciler.pages.readmodel import (
     SeriesPoint,
     Signals,
     StageView,
+)
+from reconciler.rollout import (
+    Phase,
+    RolloutOutcome,
+    RolloutStatus,
+    StageOutcome,
+    StageResult,
+    StageVerdict,
 )
 
 
@@ -181,27 +191,28 @@ def _flip(item: Mapping[str, Any], change: str) -> AccessChange:
     return AccessChange(caller, dest, change, detail)
 
 
-# -- rollouts: the controller's STATUS dict (RolloutEngine.status + revisionId, commit,
-#    startedAt, series; docs/rollout.md) as the pages' RolloutView / StageView / Signals ------
+# -- rollouts: the controller's STATUS (RolloutEngine.status + revisionId, commit, startedAt,
+#    series; docs/rollout.md), typed, as the pages' RolloutView / StageView / Signals --------
 
-_FAILED = ("Failed", "Error")
-_PASSED = ("Successful", "Promoted", "Inconclusive")  # Inconclusive advances only when passed
-_END_STATE = {"promoted": "done", "rolled_back": "rolled_back", "aborted": "aborted",
-              "superseded": "superseded"}
+_FAILED = (StageOutcome.FAILED, StageOutcome.ERROR)
+_END_STATE = {RolloutOutcome.PROMOTED: "done", RolloutOutcome.ROLLED_BACK: "rolled_back",
+              RolloutOutcome.ABORTED: "aborted", RolloutOutcome.SUPERSEDED: "superseded"}
 
 
-def rollout_state(status: Mapping[str, Any]) -> str:
+def typed_status(status: RolloutStatus | Mapping[str, Any]) -> RolloutStatus:
+    """The STATUS dict read once into the typed status (a ValueError names what is wrong)."""
+    return status if isinstance(status, RolloutStatus) else RolloutStatus.from_json(status)
+
+
+def rollout_state(status: RolloutStatus | Mapping[str, Any]) -> str:
     """pushing/baking -> running, paused -> paused, rolling_back -> rolling_back, done ->
     done (promoted) / rolled_back / aborted / superseded."""
-    phase = str(status.get("phase", ""))
-    if phase in ("pushing", "baking"):
+    s = typed_status(status)
+    if s.phase in (Phase.PUSHING, Phase.BAKING):
         return "running"
-    if phase in ("paused", "rolling_back"):
-        return phase
-    if phase == "done":
-        outcome = (status.get("outcome") or {}).get("outcome", "")
-        return _END_STATE.get(str(outcome), "done")
-    return phase or "running"
+    if s.phase is Phase.DONE and s.outcome is not None:
+        return _END_STATE[s.outcome.outcome]
+    return s.phase.value
 
 
 def point_signals(sig: Mapping[str, Any]) -> Signals:
@@ -232,21 +243,21 @@ def series_points(points: Sequence[Mapping[str, Any]]) -> tuple[SeriesPoint, ...
     return tuple(out)
 
 
-def stage_signals(verdict: Mapping[str, Any], side: str) -> Signals | None:
+def stage_signals(verdict: StageVerdict, side: str) -> Signals | None:
     """One side ("canary" / "baseline") of a stage verdict, over its services: requests,
     errors and denials summed; p99 is the worst service's (a p99 cannot be merged from
     summaries). Denials per second: the side's proxy-seconds over its proxy count is the
     wall time covered."""
-    services = verdict.get("services") or {}
-    parts = [v.get(side) for v in services.values() if v.get(side)]
+    parts = [p for v in verdict.services.values()
+             if (p := v.canary if side == "canary" else v.baseline)]
     if not parts:
         return None
-    requests = sum(int(p.get("requests") or 0) for p in parts)
-    errors = sum(int(p.get("errors") or 0) for p in parts)
-    denials = sum(int(p.get("denials") or 0) for p in parts)
-    proxy_seconds = sum(int(p.get("seconds") or 0) for p in parts)
-    p99s = [float(p["p99Ms"]) for p in parts if p.get("p99Ms") is not None]
-    proxies = len(verdict.get("canaries" if side == "canary" else "baseline") or []) or 1
+    requests = sum(int(p["requests"]) for p in parts)
+    errors = sum(int(p["errors"]) for p in parts)
+    denials = sum(int(p["denials"]) for p in parts)
+    proxy_seconds = sum(int(p["seconds"]) for p in parts)
+    p99s = [float(p["p99Ms"]) for p in parts if p["p99Ms"] is not None]
+    proxies = len(verdict.canaries if side == "canary" else verdict.baseline) or 1
     wall = proxy_seconds / proxies
     return Signals(
         error_rate=errors / requests if requests else 0.0,
@@ -268,17 +279,17 @@ _THRESHOLD_KEYS = {
 }
 
 
-def verdict_thresholds(verdict: Mapping[str, Any]) -> dict[str, float]:
+def verdict_thresholds(verdict: StageVerdict) -> dict[str, float]:
     """The limits the judge applied, from its checks; with several services the strictest
     (services can have their own RolloutPolicy)."""
     out: dict[str, float] = {}
-    for svc in (verdict.get("services") or {}).values():
-        for check in svc.get("checks") or []:
-            key = _THRESHOLD_KEYS.get(str(check.get("name")))
-            limit = check.get("threshold")
+    for svc in verdict.services.values():
+        for check in svc.checks:
+            key = _THRESHOLD_KEYS.get(check.name)
+            limit = check.threshold
             if key is None or limit is None:
                 continue
-            out[key] = min(out.get(key, float(limit)), float(limit))
+            out[key] = min(out.get(key, limit), limit)
     return out
 
 
@@ -286,10 +297,8 @@ def _float_or_none(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def _epoch(v: Any) -> datetime | None:
-    if isinstance(v, int | float):
-        return datetime.fromtimestamp(float(v), UTC)
-    return parse_time(v)
+def _epoch(v: float) -> datetime:
+    return datetime.fromtimestamp(v, UTC)
 
 
 def _stage_size(label: str, index: int, count: int, eligible: int, all_targets: int) -> int:
@@ -308,60 +317,57 @@ def _stage_size(label: str, index: int, count: int, eligible: int, all_targets: 
     return max(1, min(eligible, want)) if eligible else 0
 
 
-def _detail(status: Mapping[str, Any], state: str) -> str:
-    phase = status.get("phase")
-    if phase == "pushing":
-        waiting = status.get("waitingForAck") or []
+def _detail(s: RolloutStatus, state: str) -> str:
+    if s.phase is Phase.PUSHING:
+        waiting = s.waiting_for_ack
         return f"waiting for {len(waiting)} ACK(s)" if waiting else "pushing"
-    if phase == "baking":
-        bake = _bake(status)
+    if s.phase is Phase.BAKING:
+        bake = _bake(s)
         return f"baking {bake[0]:.0f} of {bake[1]:.0f} s" if bake else "baking"
-    if phase == "paused":
-        return f"paused: {(status.get('paused') or {}).get('reason', '')}".rstrip(": ")
-    if phase == "rolling_back":
+    if s.phase is Phase.PAUSED:
+        return f"paused: {s.paused.reason if s.paused else ''}".rstrip(": ")
+    if s.phase is Phase.ROLLING_BACK:
         return "rolling back: canaries go back to the previous config"
-    outcome = status.get("outcome") or {}
-    if outcome:  # the state already says how it ended: say why
-        return str(outcome.get("reason") or outcome.get("outcome") or state)
+    if s.outcome is not None:  # the state already says how it ended: say why
+        return s.outcome.reason or s.outcome.outcome.value
     return ""
 
 
-def rollout_view(status: Mapping[str, Any]) -> RolloutView:
-    """A STATUS dict as the overview's / revision page's RolloutView.
+def rollout_view(status: RolloutStatus | Mapping[str, Any]) -> RolloutView:
+    """A rollout's status (typed, or the STATUS dict, read once) as the overview's /
+    revision page's RolloutView.
 
     Stage statuses: stages before the current one are passed or failed by their last
     history entry (none: skipped, as by a promote --full or a stage with nobody to add);
     the current one is running / paused, or ended by the outcome; later ones are pending,
     or not-run once the rollout ended early. Each stage's numbers and thresholds come from
     the verdict about it: the live one while baking, else the last verdict."""
-    labels = [str(x) for x in status.get("stages") or []]
+    s = typed_status(status)
+    labels = s.stages
     count = len(labels)
-    current = max(0, min(int(status.get("stage") or 1) - 1, max(count - 1, 0)))
-    state = rollout_state(status)
-    last: dict[int, Mapping[str, Any]] = {}
-    for h in status.get("history") or []:
-        last[int(h.get("stage", 0)) - 1] = h
-    verdicts: dict[int, Mapping[str, Any]] = {}
-    for v in (status.get("lastVerdict"), status.get("live")):
-        if v:
-            verdicts[int(v.get("stage", 0)) - 1] = v
-    canaries = len(status.get("canaries") or []) + len(status.get("waitingForAck") or [])
-    eligible = canaries + len(status.get("baseline") or [])
-    now = _epoch(status.get("now")) or datetime.fromtimestamp(0, UTC)
-    started = _epoch(status.get("startedAt")) or now
-    bake_started = None
-    if status.get("bakeElapsed") is not None and status.get("now") is not None:
-        bake_started = _epoch(float(status["now"]) - float(status["bakeElapsed"]))
-    outcome = (status.get("outcome") or {}).get("outcome") if state != "rolling_back" else None
+    current = max(0, min(s.stage - 1, max(count - 1, 0)))
+    state = rollout_state(s)
+    last: dict[int, StageResult] = {h.stage - 1: h for h in s.history}
+    verdicts: dict[int, StageVerdict] = {}
+    for v in (s.last_verdict, s.live):
+        if v is not None:
+            verdicts[v.stage - 1] = v
+    canaries = len(s.canaries) + len(s.waiting_for_ack)
+    eligible = canaries + len(s.baseline)
+    now = _epoch(s.now)
+    started = now if s.started_at is None else _epoch(s.started_at)
+    bake_started = None if s.bake_elapsed is None else _epoch(s.now - s.bake_elapsed)
+    outcome = s.outcome.outcome.value if s.outcome is not None and state != "rolling_back" \
+        else None
 
     stages: list[StageView] = []
     for i, label in enumerate(labels):
         h = last.get(i)
-        decision = f"{h.get('outcome')}: {h.get('reason', '')}" if h else None
+        decision = f"{h.outcome.value}: {h.reason}" if h else None
         if i < current:
-            st = "failed" if h and h.get("outcome") in _FAILED else "passed" if h else "skipped"
+            st = "failed" if h and h.outcome in _FAILED else "passed" if h else "skipped"
         elif i == current:
-            if h and h.get("outcome") in _FAILED:
+            if h and h.outcome in _FAILED:
                 st = "failed"
             elif state in ("running", "paused"):
                 st = state
@@ -374,7 +380,7 @@ def rollout_view(status: Mapping[str, Any]) -> RolloutView:
             else:  # rolling_back without a failed verdict: aborted or superseded
                 st = "aborted"
             if decision is None and state not in ("running", "paused"):
-                decision = _detail(status, state)
+                decision = _detail(s, state)
         else:
             st = "pending" if state in ("running", "paused") else "not-run"
         size = canaries if i == current and state in ("running", "paused") else _stage_size(
@@ -392,26 +398,24 @@ def rollout_view(status: Mapping[str, Any]) -> RolloutView:
             started_at=bake_started if i == current else None,
         ))
     return RolloutView(
-        revision_id=int(status.get("revisionId") or 0),
-        commit=str(status.get("commit") or status.get("revision") or ""),
+        revision_id=s.revision_id or 0,
+        commit=s.commit or s.revision,
         state=state,
         current_stage=current,
         stages=tuple(stages),
         started_at=started,
         updated_at=now,
-        detail=_detail(status, state),
-        outcome=str(outcome) if outcome else None,
-        bake=_bake(status),
+        detail=_detail(s, state),
+        outcome=outcome,
+        bake=_bake(s),
     )
 
 
-def _bake(status: Mapping[str, Any]) -> tuple[float, float] | None:
+def _bake(s: RolloutStatus) -> tuple[float, float] | None:
     """(elapsed, total) seconds of the bake in progress; None unless baking."""
-    elapsed, ends, now = status.get("bakeElapsed"), status.get("bakeEnds"), status.get("now")
-    if status.get("phase") != "baking" or elapsed is None or ends is None or now is None:
+    if s.phase is not Phase.BAKING or s.bake_elapsed is None or s.bake_ends is None:
         return None
-    done = float(elapsed)
-    return done, done + max(0.0, float(ends) - float(now))
+    return s.bake_elapsed, s.bake_elapsed + max(0.0, s.bake_ends - s.now)
 
 
 def pinned_text(pin: Mapping[str, Any] | None) -> str | None:

@@ -13,6 +13,7 @@ from reconciler.rollout.messages import (
     Nacked,
     NewCommit,
     Operator,
+    OperatorAction,
     Persist,
     Push,
     Reply,
@@ -31,12 +32,29 @@ from reconciler.rollout.stages import (
     settings_for,
     stage_members,
 )
-from reconciler.rollout.state import RolloutSpec, RolloutState
+from reconciler.rollout.state import (
+    Ending,
+    Paused,
+    PendingFinish,
+    RolloutSpec,
+    RolloutState,
+    StageResult,
+)
+from reconciler.rollout.status import RolloutStatus
+from reconciler.rollout.values import (
+    FinalStatus,
+    Phase,
+    RolloutOutcome,
+    Signal,
+    StageOutcome,
+    StageVerdict,
+)
 
 __all__ = [
     "DEFAULT_STAGES", "FAST_STAGES", "OPERATOR_ACTIONS", "PRESETS", "Acked", "Audit", "Command",
-    "Disconnected", "Event", "Finished", "Nacked", "NewCommit", "Operator", "Persist", "Push",
-    "Reply", "RolloutEngine", "RolloutSettings", "RolloutSpec", "RolloutState", "StageSpec",
-    "StartTimer", "StatsReceived", "Target", "TimerFired", "canary_order", "settings_for",
-    "stage_members",
+    "Disconnected", "Ending", "Event", "FinalStatus", "Finished", "Nacked", "NewCommit",
+    "Operator", "OperatorAction", "Paused", "PendingFinish", "Persist", "Phase", "Push", "Reply",
+    "RolloutEngine", "RolloutOutcome", "RolloutSettings", "RolloutSpec", "RolloutState", "RolloutStatus",
+    "Signal", "StageOutcome", "StageResult", "StageSpec", "StageVerdict", "StartTimer",
+    "StatsReceived", "Target", "TimerFired", "canary_order", "settings_for", "stage_members",
 ]

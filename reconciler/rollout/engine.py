@@ -17,8 +17,9 @@ ACKs again at once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler.analysis.judge import Outcome, Verdict, judge, worst
@@ -33,6 +34,7 @@ from reconciler.rollout.messages import (
     Nacked,
     NewCommit,
     Operator,
+    OperatorAction,
     Persist,
     Push,
     Reply,
@@ -41,9 +43,31 @@ from reconciler.rollout.messages import (
     TimerFired,
 )
 from reconciler.rollout.stages import is_last, stage_members
-from reconciler.rollout.state import RolloutSpec, RolloutState
+from reconciler.rollout.state import (
+    Ending,
+    Paused,
+    PendingFinish,
+    RolloutSpec,
+    RolloutState,
+    StageResult,
+)
+from reconciler.rollout.status import RolloutStatus
+from reconciler.rollout.values import (
+    FinalStatus,
+    Phase,
+    RolloutOutcome,
+    Signal,
+    StageOutcome,
+    StageVerdict,
+)
 
-_ACTIVE = ("pushing", "baking", "paused")
+_ACTIVE = (Phase.PUSHING, Phase.BAKING, Phase.PAUSED)
+# The phases each operator action is accepted in.
+_ALLOWED: dict[OperatorAction, tuple[Phase, ...]] = {
+    OperatorAction.PROMOTE: _ACTIVE, OperatorAction.PROMOTE_FULL: _ACTIVE,
+    OperatorAction.ABORT: _ACTIVE, OperatorAction.PAUSE: (Phase.PUSHING, Phase.BAKING),
+    OperatorAction.RESUME: (Phase.PAUSED,),
+}
 
 
 class RolloutEngine:
@@ -57,7 +81,7 @@ class RolloutEngine:
         self._dirty = False
         # The live verdict `status` shows, per (second, stage, phase): every poll of every
         # viewer would judge again, which costs milliseconds per thousand proxies.
-        self._live: tuple[tuple[int, int, str], dict[str, Any]] | None = None
+        self._live: tuple[tuple[int, int, Phase], StageVerdict] | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -75,7 +99,7 @@ class RolloutEngine:
             "onNewCommit": s.on_new_commit,
         })
         if not spec.targets:
-            eng._finish("promoted", "deployed", "no proxy is affected")
+            eng._finish(RolloutOutcome.PROMOTED, FinalStatus.DEPLOYED, "no proxy is affected")
         else:
             eng._begin_stage(0, now)
         return eng, eng._flush()
@@ -84,18 +108,19 @@ class RolloutEngine:
     def restore(cls, data: Mapping[str, Any], now: float) -> tuple[RolloutEngine, list[Command]]:
         """Resume from a persisted state. A stage that was pushing or baking is repeated from
         its push (its evidence is gone); a rollback is re-sent; a pause stays paused."""
-        eng = cls(RolloutState.from_dict(data))
+        eng = cls(RolloutState.from_json(data))
         st = eng.state
-        if st.phase == "done":
+        if st.phase is Phase.DONE:
             return eng, []
-        eng._audit("rollout.restored", {"phase": st.phase, "stage": st.stage + 1,
-                                        "repeated": st.phase in ("pushing", "baking")})
-        if st.phase == "rolling_back":
+        repeated = st.phase in (Phase.PUSHING, Phase.BAKING)
+        eng._audit("rollout.restored", {"phase": st.phase.value, "stage": st.stage + 1,
+                                        "repeated": repeated})
+        if st.phase is Phase.ROLLING_BACK:
             eng._send_rollback(now)
-        elif st.phase in ("pushing", "baking"):
+        elif repeated:
             st.acked.clear()
             eng._begin_stage(st.stage, now, repeat=True)
-        elif st.phase == "paused" and st.on_new:
+        elif st.phase is Phase.PAUSED and st.on_new:
             # A restart hands every proxy the deployed config: the paused stage's canaries
             # get the new one again (their ACKs are asked again; `resume` waits for them
             # before it bakes), so the pause holds what the operator paused.
@@ -106,8 +131,11 @@ class RolloutEngine:
         eng._dirty = True
         return eng, eng._flush()
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.state.to_dict()
+    def to_json(self) -> dict[str, Any]:
+        """The stored form of the state (what `Persist` carries and `restore` takes)."""
+        return self.state.to_json()
+
+    to_dict = to_json  # the name the canary shell calls
 
     def role_of(self, proxy_id: str) -> str | None:
         """"canary" (on the new config, ACKed), "baseline" (affected, still on the old one),
@@ -115,13 +143,13 @@ class RolloutEngine:
         return self._role(proxy_id)
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         return self.state.phase
 
     # -- events ----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Command]:
-        if self.state.phase == "done":
+        if self.state.phase is Phase.DONE:
             if isinstance(event, Operator):
                 self._reply(event.action, False, "the rollout is over")
             return self._flush()
@@ -146,7 +174,7 @@ class RolloutEngine:
         st, t = self.state, self.state.spec.target(ev.proxy_id)
         if t is None:
             return
-        if st.phase == "rolling_back":
+        if st.phase is Phase.ROLLING_BACK:
             if ev.proxy_id in st.rollback_pending and ev.version == t.old_version:
                 st.rollback_pending.discard(ev.proxy_id)  # persisted with the next change
                 if not st.rollback_pending:
@@ -155,14 +183,14 @@ class RolloutEngine:
         if ev.proxy_id not in st.on_new or ev.version != t.new_version:
             return
         st.acked.add(ev.proxy_id)  # persisted with the next change (see the module doc)
-        if st.phase == "pushing" and not self._waiting():
+        if st.phase is Phase.PUSHING and not self._waiting():
             self._start_bake(ev.now)
 
     def _on_nack(self, ev: Nacked) -> None:
         st, t = self.state, self.state.spec.target(ev.proxy_id)
         if t is None:
             return
-        if st.phase == "rolling_back":
+        if st.phase is Phase.ROLLING_BACK:
             # Only a NACK of the old config refuses the rollback: a late NACK of the new one
             # (from the stage's push) says nothing about the rollback.
             if ev.proxy_id in st.rollback_pending and ev.version == t.old_version:
@@ -175,7 +203,7 @@ class RolloutEngine:
             return
         if ev.proxy_id not in st.on_new or ev.version != t.new_version:
             return
-        self._fail(self._signal("nack", f"{ev.proxy_id} refused the new config (NACK): "
+        self._fail(self._signal(Signal.NACK, f"{ev.proxy_id} refused the new config (NACK): "
                                 f"{ev.error[:300]}", proxy=ev.proxy_id), ev.now)
 
     def _on_disconnect(self, ev: Disconnected) -> None:
@@ -184,7 +212,7 @@ class RolloutEngine:
             return
         st.disconnected.add(p)
         self._dirty = True
-        if st.phase == "rolling_back":
+        if st.phase is Phase.ROLLING_BACK:
             if p in st.rollback_pending:
                 st.rollback_pending.discard(p)
                 if not st.rollback_pending:
@@ -195,7 +223,7 @@ class RolloutEngine:
         if p in st.acked:
             # It ran the new config and went away: we cannot tell a crash the config caused
             # from one it did not, and rolling back is the safe side.
-            self._fail(self._signal("disconnect", f"canary {p} disconnected while running "
+            self._fail(self._signal(Signal.DISCONNECT, f"canary {p} disconnected while running "
                                     "the new config", proxy=p), ev.now)
             return
         # Never ran the new config: drop it from the rollout (its desired goes back to the old
@@ -209,12 +237,12 @@ class RolloutEngine:
                                                "reason": "disconnected before it ACKed"})
         if not is_last(st.spec.settings.stages, st.stage) and not self._canaries():
             self._begin_stage(st.stage, ev.now, repeat=True)  # choose again without it
-        elif st.phase == "pushing" and not self._waiting():
+        elif st.phase is Phase.PUSHING and not self._waiting():
             self._start_bake(ev.now)
 
     def _on_stats(self, ev: StatsReceived) -> None:
         st = self.state
-        if st.phase != "baking" or st.bake_started is None:
+        if st.phase is not Phase.BAKING or st.bake_started is None:
             return
         role = self._role(ev.proxy_id)
         if role is None:
@@ -236,9 +264,8 @@ class RolloutEngine:
         if divisor > 0 and second > self._last_look:
             self._last_look = second
             verdict = self._stage_verdict(interim_divisor=divisor)
-            if verdict["outcome"] == str(Outcome.FAILED):
-                verdict["interim"] = True
-                self._fail(verdict, ev.now)
+            if verdict.outcome is Outcome.FAILED:
+                self._fail(dataclasses.replace(verdict, interim=True), ev.now)
 
     def _on_timer(self, ev: TimerFired) -> None:
         st = self.state
@@ -247,14 +274,14 @@ class RolloutEngine:
             return  # a timer we no longer wait for
         del st.timers[kind]
         self._dirty = True
-        if kind == "ack" and st.phase == "pushing":
+        if kind == "ack" and st.phase is Phase.PUSHING:
             late = sorted(self._waiting())
-            self._fail(self._signal("ack_timeout", f"{len(late)} canaries did not ACK within "
+            self._fail(self._signal(Signal.ACK_TIMEOUT, f"{len(late)} canaries did not ACK within "
                                     f"{st.spec.ack_timeout:g}s ({', '.join(late[:5])})",
                                     proxies=late), ev.now)
-        elif kind == "bake" and st.phase == "baking":
+        elif kind == "bake" and st.phase is Phase.BAKING:
             self._judge_final(ev.now)
-        elif kind == "rollback" and st.phase == "rolling_back":
+        elif kind == "rollback" and st.phase is Phase.ROLLING_BACK:
             left = sorted(st.rollback_pending)
             st.rollback_pending.clear()
             self._finish_pending(f"rollback sent; {len(left)} proxies did not confirm within "
@@ -262,57 +289,56 @@ class RolloutEngine:
 
     def _on_operator(self, ev: Operator) -> None:
         st, a = self.state, ev.action
-        active = st.phase in _ACTIVE
-        if a not in ("promote", "promote-full", "pause", "resume", "abort"):
+        if not isinstance(a, OperatorAction):
             self._reply(a, False, f"unknown action {a!r}")
             return
-        ok = {"promote": active, "promote-full": active, "abort": active,
-              "pause": st.phase in ("pushing", "baking"), "resume": st.phase == "paused"}[a]
-        if not ok:
+        if st.phase not in _ALLOWED[a]:
             self._reply(a, False, f"cannot {a} while {st.phase.replace('_', ' ')}")
             return
-        self._audit("rollout.operator", {"action": a, "stage": st.stage + 1, "phase": st.phase,
-                                         "reason": ev.reason}, actor=ev.actor)
+        self._audit("rollout.operator", {"action": a.value, "stage": st.stage + 1,
+                                         "phase": st.phase.value, "reason": ev.reason},
+                    actor=ev.actor)
         self._reply(a, True, f"{a} accepted at stage {st.stage + 1}")
         last = len(st.spec.settings.stages) - 1
-        if a == "abort":
+        if a is OperatorAction.ABORT:
             why = f"aborted by {ev.actor}" + (f": {ev.reason}" if ev.reason else "")
-            self._rollback("aborted", "rejected", why, ev.now)
-        elif a == "pause":
-            st.paused = {"from": st.phase, "reason": f"paused by {ev.actor}"}
-            st.phase = "paused"
+            self._rollback(RolloutOutcome.ABORTED, FinalStatus.REJECTED, why, ev.now)
+        elif a is OperatorAction.PAUSE:
+            st.paused = Paused(st.phase, f"paused by {ev.actor}")
+            st.phase = Phase.PAUSED
             st.timers.clear()
             self._dirty = True
-        elif a == "resume":
+        elif a is OperatorAction.RESUME:
             st.paused = None
             if self._waiting():
-                st.phase = "pushing"
+                st.phase = Phase.PUSHING
                 self._timer("ack", st.spec.ack_timeout)
             else:
                 self._start_bake(ev.now)
             self._dirty = True
-        elif a == "promote-full" or st.stage >= last:
+        elif a is OperatorAction.PROMOTE_FULL or st.stage >= last:
             st.paused = None
             st.finish_after_ack = True
             self._dirty = True
             if st.stage >= last and not self._waiting():
-                self._finish("promoted", "deployed", f"promoted by {ev.actor}")
+                self._finish(RolloutOutcome.PROMOTED, FinalStatus.DEPLOYED,
+                             f"promoted by {ev.actor}")
             else:
                 self._begin_stage(last, ev.now)
         else:
             st.paused = None
-            st.history.append({"stage": st.stage + 1, "outcome": "Promoted",
-                               "reason": f"promoted by {ev.actor}"})
+            st.history.append(StageResult(st.stage + 1, StageOutcome.PROMOTED,
+                                          f"promoted by {ev.actor}"))
             self._begin_stage(self._next_stage(st.stage + 1), ev.now)
 
     def _on_new_commit(self, ev: NewCommit) -> None:
         st = self.state
         st.next_revision = ev.revision
         self._dirty = True
-        if st.phase == "rolling_back" or st.spec.settings.on_new_commit == "finish-then-next":
-            self._audit("rollout.next_queued", {"next": ev.revision, "phase": st.phase})
+        if st.phase is Phase.ROLLING_BACK or st.spec.settings.on_new_commit == "finish-then-next":
+            self._audit("rollout.next_queued", {"next": ev.revision, "phase": st.phase.value})
             return
-        self._rollback("superseded", "superseded",
+        self._rollback(RolloutOutcome.SUPERSEDED, FinalStatus.SUPERSEDED,
                        f"superseded by {ev.revision} (onNewCommit: restart)", ev.now)
 
     # -- steps -----------------------------------------------------------------------------
@@ -323,7 +349,7 @@ class RolloutEngine:
         members = stage_members(spec.revision, spec.targets, stages, index, st.excluded)
         fresh = [p for p in members if p not in st.on_new]
         st.on_new.update(members)
-        st.stage, st.phase = index, "pushing"
+        st.stage, st.phase = index, Phase.PUSHING
         st.bake_started = st.bake_ends = None
         st.extensions = 0
         st.paused = None
@@ -347,10 +373,11 @@ class RolloutEngine:
     def _start_bake(self, now: float) -> None:
         st = self.state
         if st.finish_after_ack:
-            self._finish("promoted", "deployed", "promoted by an operator (promote --full)")
+            self._finish(RolloutOutcome.PROMOTED, FinalStatus.DEPLOYED,
+                         "promoted by an operator (promote --full)")
             return
         bake = st.spec.settings.stages[st.stage].bake
-        st.phase, st.bake_started, st.bake_ends = "baking", now, now + bake
+        st.phase, st.bake_started, st.bake_ends = Phase.BAKING, now, now + bake
         self._reset_evidence()
         self._dirty = True
         self._audit("rollout.stage_acked", {"stage": st.stage + 1,
@@ -361,12 +388,12 @@ class RolloutEngine:
     def _judge_final(self, now: float) -> None:
         st = self.state
         verdict = self._stage_verdict()
-        outcome = verdict["outcome"]
+        outcome = verdict.outcome
         st.last_verdict = verdict
-        if outcome == str(Outcome.SUCCESSFUL):
+        if outcome is Outcome.SUCCESSFUL:
             self._audit_decision(verdict, "promote")
             self._advance(verdict, now)
-        elif outcome == str(Outcome.FAILED):
+        elif outcome is Outcome.FAILED:
             self._fail(verdict, now)
         else:
             policy = st.spec.settings.on_inconclusive
@@ -384,17 +411,17 @@ class RolloutEngine:
                 why = ("onInconclusive: pause" if policy != "extend"
                        else f"still {outcome} after {st.extensions} extensions")
                 self._audit_decision(verdict, f"pause for an operator ({why})")
-                st.phase = "paused"
-                st.paused = {"from": "baking", "reason": f"{outcome}: {verdict['reason']}"}
+                st.phase = Phase.PAUSED
+                st.paused = Paused(Phase.BAKING, f"{outcome}: {verdict.reason}")
                 st.timers.clear()
         self._dirty = True
 
-    def _advance(self, verdict: Mapping[str, Any], now: float) -> None:
+    def _advance(self, verdict: StageVerdict, now: float) -> None:
         st = self.state
-        st.history.append({"stage": st.stage + 1, "outcome": verdict["outcome"],
-                           "reason": verdict["reason"]})
+        st.history.append(StageResult(st.stage + 1, StageOutcome(verdict.outcome.value),
+                                      verdict.reason))
         if is_last(st.spec.settings.stages, st.stage):
-            self._finish("promoted", "deployed", "every stage passed")
+            self._finish(RolloutOutcome.PROMOTED, FinalStatus.DEPLOYED, "every stage passed")
             return
         self._begin_stage(self._next_stage(st.stage + 1), now)
 
@@ -412,25 +439,25 @@ class RolloutEngine:
             index += 1
         return index
 
-    def _fail(self, verdict: dict[str, Any], now: float) -> None:
+    def _fail(self, verdict: StageVerdict, now: float) -> None:
         st = self.state
         st.last_verdict = verdict
-        st.history.append({"stage": st.stage + 1, "outcome": "Failed",
-                           "reason": verdict["reason"]})
+        st.history.append(StageResult(st.stage + 1, StageOutcome.FAILED, verdict.reason))
         if st.spec.settings.on_failure == "pause":
             self._audit_decision(verdict, "pause for an operator (onFailure: pause)")
-            st.paused = {"from": st.phase, "reason": f"Failed: {verdict['reason']}"}
-            st.phase = "paused"
+            st.paused = Paused(st.phase, f"Failed: {verdict.reason}")
+            st.phase = Phase.PAUSED
             st.timers.clear()
             self._dirty = True
             return
         self._audit_decision(verdict, "roll back")
-        self._rollback("rolled_back", "rejected", verdict["reason"], now)
+        self._rollback(RolloutOutcome.ROLLED_BACK, FinalStatus.REJECTED, verdict.reason, now)
 
-    def _rollback(self, outcome: str, status: str, reason: str, now: float) -> None:
+    def _rollback(self, outcome: RolloutOutcome, status: FinalStatus, reason: str,
+                  now: float) -> None:
         st = self.state
-        st.pending_finish = {"outcome": outcome, "status": status, "reason": reason}
-        st.phase = "rolling_back"
+        st.pending_finish = PendingFinish(outcome, status, reason)
+        st.phase = Phase.ROLLING_BACK
         st.paused = None
         st.timers.clear()
         st.rollback_pending = {p for p in st.on_new if p not in st.disconnected
@@ -442,7 +469,8 @@ class RolloutEngine:
         st = self.state
         assign = {p: self._old(p) for p in sorted(st.on_new)}
         self._audit("rollout.rollback", {"stage": st.stage + 1, "proxies": sorted(assign),
-                                         "reason": (st.pending_finish or {}).get("reason", "")})
+                                         "reason": "" if st.pending_finish is None
+                                         else st.pending_finish.reason})
         self._out.append(Push(assign, tuple(sorted(st.rollback_pending)), "rollback"))
         if st.rollback_pending:
             self._timer("rollback", st.spec.rollback_timeout)
@@ -450,25 +478,26 @@ class RolloutEngine:
             self._finish_pending("nothing to wait for")
 
     def _finish_pending(self, note: str) -> None:
-        pf = self.state.pending_finish or {"outcome": "rolled_back", "status": "rejected",
-                                           "reason": ""}
-        self._finish(pf["outcome"], pf["status"], pf["reason"], note)
+        pf = self.state.pending_finish or PendingFinish(RolloutOutcome.ROLLED_BACK,
+                                                        FinalStatus.REJECTED, "")
+        self._finish(pf.outcome, pf.status, pf.reason, note)
 
-    def _finish(self, outcome: str, status: str, reason: str, note: str = "") -> None:
+    def _finish(self, outcome: RolloutOutcome, status: FinalStatus, reason: str,
+                note: str = "") -> None:
         st = self.state
-        st.phase = "done"
+        st.phase = Phase.DONE
         st.timers.clear()
-        st.outcome = {"outcome": outcome, "revisionStatus": status, "reason": reason}
+        st.outcome = Ending(outcome, status, reason)
         self._dirty = True
-        self._audit("rollout.finished", {"outcome": outcome, "revisionStatus": status,
-                                         "reason": reason, "note": note,
-                                         "stage": st.stage + 1, "history": st.history,
+        self._audit("rollout.finished", {**st.outcome.to_json(), "note": note,
+                                         "stage": st.stage + 1,
+                                         "history": [h.to_json() for h in st.history],
                                          "next": st.next_revision})
         self._out.append(Finished(outcome, status, reason, st.next_revision))
 
     # -- judging ---------------------------------------------------------------------------
 
-    def _stage_verdict(self, interim_divisor: float | None = None) -> dict[str, Any]:
+    def _stage_verdict(self, interim_divisor: float | None = None) -> StageVerdict:
         """Judge every service that has canaries; the stage's outcome is the worst."""
         st, spec = self.state, self.state.spec
         canaries = self._canaries()
@@ -492,20 +521,19 @@ class RolloutEngine:
         outcome = worst([v.outcome for v in services.values()]) if services else Outcome.ERROR
         reasons = [f"{svc}: {v.reason}" for svc, v in services.items()
                    if v.outcome == outcome] or ["no canary to judge"]
-        return {"outcome": str(outcome), "reason": "; ".join(reasons),
-                "stage": st.stage + 1, "canaries": sorted(canaries),
-                "baseline": sorted(baseline),
-                "services": {svc: v.to_dict() for svc, v in services.items()}}
+        return StageVerdict(outcome, "; ".join(reasons), st.stage + 1, tuple(sorted(canaries)),
+                            tuple(sorted(baseline)), services)
 
-    def _signal(self, signal: str, reason: str, **extra: Any) -> dict[str, Any]:
+    def _signal(self, signal: Signal, reason: str, *, proxy: str | None = None,
+                proxies: list[str] | None = None) -> StageVerdict:
         """A failure from the fleet (not from stats), with the stage's numbers so far."""
-        so_far = self._stage_verdict() if self.state.phase == "baking" else None
-        return {"outcome": str(Outcome.FAILED), "reason": reason, "signal": signal, **extra,
-                "stage": self.state.stage + 1, "canaries": sorted(self._canaries()),
-                "baseline": self._baseline_ids(),
-                "services": so_far["services"] if so_far else {}}
+        so_far = self._stage_verdict() if self.state.phase is Phase.BAKING else None
+        return StageVerdict(Outcome.FAILED, reason, self.state.stage + 1,
+                            tuple(sorted(self._canaries())), tuple(self._baseline_ids()),
+                            so_far.services if so_far else {}, signal, proxy,
+                            None if proxies is None else tuple(proxies))
 
-    def _sum(self, ids: Any) -> Sample:
+    def _sum(self, ids: Iterable[str]) -> Sample:
         out = Sample()
         for p in ids:
             s = self._evidence.get(p)
@@ -513,8 +541,8 @@ class RolloutEngine:
                 out = out + s
         return out
 
-    def _audit_decision(self, verdict: Mapping[str, Any], decision: str) -> None:
-        self._audit("rollout.judged", {**verdict, "decision": decision,
+    def _audit_decision(self, verdict: StageVerdict, decision: str) -> None:
+        self._audit("rollout.judged", {**verdict.to_json(), "decision": decision,
                                        "extensions": self.state.extensions})
 
     # -- helpers ---------------------------------------------------------------------------
@@ -575,30 +603,32 @@ class RolloutEngine:
     def _flush(self) -> list[Command]:
         out = self._out
         if self._dirty:
-            out.append(Persist(self.state.to_dict()))
+            out.append(Persist(self.state.to_json()))
         self._out, self._dirty = [], False
         return out
 
     # -- read side -------------------------------------------------------------------------
 
     def status(self, now: float) -> dict[str, Any]:
-        """What `meshcd rollout status/watch` shows: where it is, and the live numbers."""
+        """What `meshcd rollout status/watch` shows (the API's JSON form of `status_view`)."""
+        return self.status_view(now).to_json()
+
+    def status_view(self, now: float) -> RolloutStatus:
+        """Where the rollout is, and the live numbers while a stage bakes."""
         st = self.state
-        stages = st.spec.settings.stages
         live = None
-        if st.phase == "baking":
+        if st.phase is Phase.BAKING:
             key = (int(now), st.stage, st.phase)
             if self._live is None or self._live[0] != key:
                 self._live = (key, self._stage_verdict())
             live = self._live[1]
-        return {
-            "now": now, "revision": st.spec.revision, "previous": st.spec.previous,
-            "phase": st.phase,
-            "stage": st.stage + 1, "stages": [s.label() for s in stages],
-            "canaries": sorted(self._canaries()), "baseline": self._baseline_ids(),
-            "waitingForAck": sorted(self._waiting()),
-            "bakeElapsed": None if st.bake_started is None else max(0.0, now - st.bake_started),
-            "bakeEnds": st.bake_ends, "extensions": st.extensions, "paused": st.paused,
-            "live": live, "lastVerdict": st.last_verdict, "history": st.history,
-            "next": st.next_revision, "outcome": st.outcome,
-        }
+        return RolloutStatus(
+            now=now, revision=st.spec.revision, previous=st.spec.previous, phase=st.phase,
+            stage=st.stage + 1, stages=tuple(s.label() for s in st.spec.settings.stages),
+            canaries=tuple(sorted(self._canaries())), baseline=tuple(self._baseline_ids()),
+            waiting_for_ack=tuple(sorted(self._waiting())),
+            bake_elapsed=None if st.bake_started is None else max(0.0, now - st.bake_started),
+            bake_ends=st.bake_ends, extensions=st.extensions, paused=st.paused, live=live,
+            last_verdict=st.last_verdict, history=tuple(st.history), next=st.next_revision,
+            outcome=st.outcome,
+        )

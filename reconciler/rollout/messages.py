@@ -6,9 +6,12 @@ never reads a clock.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from reconciler.rollout.values import FinalStatus, RolloutOutcome
 
 # --- events ---------------------------------------------------------------------------------
 
@@ -49,18 +52,33 @@ class TimerFired:
     now: float
 
 
-OPERATOR_ACTIONS = ("promote", "promote-full", "pause", "resume", "abort")
+class OperatorAction(enum.StrEnum):
+    """promote (next stage now), promote-full (all remaining now), pause, resume, abort (roll
+    back now; also what `meshcd rollback` during a rollout sends)."""
+
+    PROMOTE = "promote"
+    PROMOTE_FULL = "promote-full"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+
+
+OPERATOR_ACTIONS: tuple[str, ...] = tuple(a.value for a in OperatorAction)
 
 
 @dataclass(frozen=True, slots=True)
 class Operator:
-    """An operator command: promote (next stage now), promote-full (all remaining now),
-    pause, resume, abort (roll back now; also what `meshcd rollback` during a rollout sends)."""
+    """An operator command (`OperatorAction`). A known action given as its word becomes the
+    enum; an unknown word stays a str and the engine refuses it (a `Reply`)."""
 
-    action: str
+    action: OperatorAction | str
     actor: str
     now: float
     reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.action, OperatorAction) and self.action in OPERATOR_ACTIONS:
+            object.__setattr__(self, "action", OperatorAction(self.action))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +144,8 @@ class Finished:
     `revision_status`: what the revision becomes (deployed | rejected | superseded);
     `next_revision`: a newer commit to roll out now (restart / finish-then-next)."""
 
-    outcome: str
-    revision_status: str
+    outcome: RolloutOutcome
+    revision_status: FinalStatus
     reason: str
     next_revision: str | None = None
 

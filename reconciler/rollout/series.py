@@ -13,7 +13,7 @@ again, so `to_list()` (asked for on every overview poll) redoes only the last fe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from reconciler.analysis.judge import summary
 from reconciler.analysis.sample import BadWindow, Sample
@@ -21,7 +21,27 @@ from reconciler.analysis.sample import BadWindow, Sample
 ROLES: tuple[str, ...] = ("canary", "baseline")
 
 
-def signals(s: Sample) -> dict[str, Any]:
+class Sig(TypedDict):
+    """SIG: one side's numbers in one second (rates in percent, 0.0 without requests)."""
+
+    requests: int
+    errors: int
+    denials: int
+    errorRatePercent: float
+    denialRatePercent: float
+    p99Ms: float | None
+
+
+class Point(TypedDict):
+    """POINT: one second since the rollout started, its stage and both sides."""
+
+    t: int
+    stage: int
+    canary: Sig
+    baseline: Sig | None
+
+
+def signals(s: Sample) -> Sig:
     """SIG: the judge's summary of one side, rates 0.0 (not None) without requests."""
     d = summary(s)
     return {"requests": d["requests"], "errors": d["errors"], "denials": d["denials"],
@@ -38,7 +58,7 @@ class SeriesRecorder:
         # t -> [stage, {role: Sample}]; dict order is not relied on (t may arrive late).
         self._points: dict[int, tuple[int, dict[str, Sample]]] = {}
         self._oldest_dropped: int | None = None
-        self._rendered: dict[int, dict[str, Any]] = {}  # t -> its POINT, until t changes
+        self._rendered: dict[int, Point] = {}  # t -> its POINT, until t changes
 
     def add(self, proxy_id: str, role: str, window: Mapping[str, Any], *, started_at: float,
             stage: int) -> None:
@@ -77,9 +97,9 @@ class SeriesRecorder:
     def __len__(self) -> int:
         return len(self._points)
 
-    def to_list(self) -> list[dict[str, Any]]:
+    def to_list(self) -> list[Point]:
         """The POINTs, oldest first (fresh outer dicts; the SIG dicts are shared: read only)."""
-        out: list[dict[str, Any]] = []
+        out: list[Point] = []
         for t in sorted(self._points):
             point = self._rendered.get(t)
             if point is None:
@@ -90,5 +110,5 @@ class SeriesRecorder:
                          "canary": signals(canary if canary is not None else Sample()),
                          "baseline": None if baseline is None else signals(baseline)}
                 self._rendered[t] = point
-            out.append(dict(point))
+            out.append(point.copy())
         return out

@@ -1,13 +1,18 @@
 """Text for `meshcd rollout status` / `watch`: a rollout's status (`RolloutEngine.status()`,
 plus the API's `revisionId`, `commit`, `startedAt`, `series`) as a few lines: the stage with
 a progress bar, one bar per stage, canary vs baseline numbers per service, the error rate
-second by second, the stage history and the outcome. Pure: the time is the status's `now`."""
+second by second, the stage history and the outcome. Pure: the time is the status's `now`.
+The status is read once into the typed `RolloutStatus` (the `series` beside it)."""
 
 from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from reconciler.analysis.judge import Check, Outcome
+from reconciler.rollout.status import RolloutStatus
+from reconciler.rollout.values import Phase, RolloutOutcome, StageVerdict
 
 # Per-second sparkline (ASCII: any terminal, any log): " " no requests that second, "_" none
 # failed, then nine levels up to the larger maximum of canary and baseline.
@@ -41,10 +46,10 @@ def _pct(v: Any) -> str:
 def _side(d: Mapping[str, Any] | None) -> str:
     if not d:
         return "-"
-    p99 = d.get("p99Ms")
-    return (f"{d.get('requests', 0)} req, "
-            f"{_pct(d.get('errorRatePercent'))} err, "
-            f"{_pct(d.get('denialRatePercent'))} denied, "
+    p99 = d["p99Ms"]
+    return (f"{d['requests']} req, "
+            f"{_pct(d['errorRatePercent'])} err, "
+            f"{_pct(d['denialRatePercent'])} denied, "
             f"p99 {'-' if p99 is None else f'{float(p99):.1f} ms'}")
 
 
@@ -57,62 +62,66 @@ def _ago(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def _head(s: Mapping[str, Any]) -> str:
-    if s.get("revisionId") is None:
-        head = f"rollout {s['revision']}"
+def _head(s: RolloutStatus, *, age: bool = True) -> str:
+    if s.revision_id is None:
+        head = f"rollout {s.revision}"
     else:
-        head = f"rollout of revision {s['revisionId']} ({short(s.get('commit') or s['revision'])})"
-    if s.get("previous"):
-        head += (f" (replacing {short(s['previous'])})" if s.get("revisionId") is None
-                 else f", replacing {short(s['previous'])}")
-    if s.get("startedAt") is not None and s.get("now") is not None:
-        head += f", started {_ago(float(s['now']) - float(s['startedAt']))} ago"
+        head = f"rollout of revision {s.revision_id} ({short(s.commit or s.revision)})"
+    if s.previous:
+        head += (f" (replacing {short(s.previous)})" if s.revision_id is None
+                 else f", replacing {short(s.previous)}")
+    if age and s.started_at is not None:
+        head += f", started {_ago(s.now - s.started_at)} ago"
     return head
 
 
-def _stage_line(s: Mapping[str, Any], width: int) -> str:
-    stages = s.get("stages", [])
-    n, k = len(stages), int(s.get("stage", 1))
-    label = stages[k - 1] if 0 < k <= n else "?"
-    phase = str(s.get("phase", ""))
-    line = f"  stage {k} of {n} ({label}): {phase.replace('_', ' ')}"
-    if phase == "baking" and s.get("bakeElapsed") is not None and s.get("bakeEnds") is not None:
-        elapsed = float(s["bakeElapsed"])
-        total = elapsed + max(0.0, float(s["bakeEnds"]) - float(s["now"]))
+def _bake_of(s: RolloutStatus) -> tuple[float, float] | None:
+    """(elapsed, total) seconds of the bake in progress."""
+    if s.phase is not Phase.BAKING or s.bake_elapsed is None or s.bake_ends is None:
+        return None
+    return s.bake_elapsed, s.bake_elapsed + max(0.0, s.bake_ends - s.now)
+
+
+def _stage_line(s: RolloutStatus, width: int) -> str:
+    n, k = len(s.stages), s.stage
+    label = s.stages[k - 1] if 0 < k <= n else "?"
+    line = f"  stage {k} of {n} ({label}): {s.phase.replace('_', ' ')}"
+    bake = _bake_of(s)
+    if bake is not None:
+        elapsed, total = bake
         line += f" {elapsed:.0f}/{total:.0f}s {_bar(elapsed, total, width)}"
-    elif phase == "pushing" and s.get("waitingForAck"):
-        line += f", waiting for {len(s['waitingForAck'])} ACK(s)"
-    elif phase == "paused" and s.get("paused"):
-        line += f": {s['paused'].get('reason', '')}"
-    if s.get("extensions"):
-        line += f" (extended {s['extensions']}x)"
+    elif s.phase is Phase.PUSHING and s.waiting_for_ack:
+        line += f", waiting for {len(s.waiting_for_ack)} ACK(s)"
+    elif s.phase is Phase.PAUSED and s.paused is not None:
+        line += f": {s.paused.reason}"
+    if s.extensions:
+        line += f" (extended {s.extensions}x)"
     return line
 
 
-def _stage_progress(s: Mapping[str, Any]) -> tuple[float, str]:
+def _stage_progress(s: RolloutStatus) -> tuple[float, str]:
     """The current stage's fraction done and a word for it."""
-    phase = str(s.get("phase", ""))
-    if phase == "baking" and s.get("bakeElapsed") is not None and s.get("bakeEnds") is not None:
-        elapsed = float(s["bakeElapsed"])
-        total = elapsed + max(0.0, float(s["bakeEnds"]) - float(s["now"]))
+    bake = _bake_of(s)
+    if bake is not None:
+        elapsed, total = bake
         return (elapsed / total if total > 0 else 1.0), f"baking {elapsed:.0f}/{total:.0f}s"
-    if phase == "pushing":
-        acked, waiting = len(s.get("canaries", [])), len(s.get("waitingForAck", []))
+    if s.phase is Phase.PUSHING:
+        acked, waiting = len(s.canaries), len(s.waiting_for_ack)
         frac = acked / (acked + waiting) if acked + waiting else 0.0
         return frac, (f"pushing, {acked}/{acked + waiting} ACKed" if waiting else "pushing")
-    if phase == "paused":
+    if s.phase is Phase.PAUSED:
         return 0.0, "paused"
-    if phase == "rolling_back":
+    if s.phase is Phase.ROLLING_BACK:
         return 0.0, "rolling back"
-    return 0.0, phase.replace("_", " ")
+    return 0.0, s.phase.replace("_", " ")
 
 
-def stage_bars(s: Mapping[str, Any], width: int = 20) -> list[str]:
+def stage_bars(s: RolloutStatus, width: int = 20) -> list[str]:
     """One line per stage: its bar, and how it went (history) or where it is (current)."""
-    stages: Sequence[str] = s.get("stages", [])
-    current = int(s.get("stage", 1))
-    outcome = (s.get("outcome") or {}).get("outcome")
-    judged = {int(h["stage"]): str(h["outcome"]) for h in s.get("history", [])}
+    stages = s.stages
+    current = s.stage
+    outcome = None if s.outcome is None else s.outcome.outcome
+    judged = {h.stage: h.outcome.value for h in s.history}
     label_w = max((len(x) for x in stages), default=0)
     lines = []
     for i, label in enumerate(stages, start=1):
@@ -120,12 +129,12 @@ def stage_bars(s: Mapping[str, Any], width: int = 20) -> list[str]:
             frac, word = 1.0, judged[i]
         elif i < current:
             frac, word = 1.0, "skipped"  # a stage that would have added no proxy
-        elif i == current and outcome == "promoted":
+        elif i == current and outcome is RolloutOutcome.PROMOTED:
             frac, word = 1.0, judged.get(i, "promoted")
-        elif i == current and (outcome or s.get("phase") == "rolling_back"):
+        elif i == current and (outcome or s.phase is Phase.ROLLING_BACK):
             frac, word = 0.0, judged.get(i, "stopped")
             if outcome:
-                word += f", {str(outcome).replace('_', ' ')}"
+                word += f", {outcome.replace('_', ' ')}"
             else:
                 word += ", rolling back"
         elif i == current:
@@ -175,33 +184,42 @@ def series_lines(series: Sequence[Mapping[str, Any]], seconds: int = SPARK_SECON
             f"    baseline |{_spark(base, top)}| max {bmax:.2f}%"]
 
 
-def render_status(status: Mapping[str, Any], width: int = 30) -> str:
-    s = status
+def _series(status: RolloutStatus | Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+    return [] if isinstance(status, RolloutStatus) else status.get("series") or []
+
+
+def _typed(status: RolloutStatus | Mapping[str, Any]) -> RolloutStatus:
+    return status if isinstance(status, RolloutStatus) else RolloutStatus.from_json(status)
+
+
+def render_status(status: RolloutStatus | Mapping[str, Any], width: int = 30) -> str:
+    s = _typed(status)
     lines = [_head(s), _stage_line(s, width)]
-    lines.append(f"  canaries: {', '.join(s.get('canaries', [])) or '-'}; "
-                 f"baseline: {len(s.get('baseline', []))} proxies")
-    verdict = s.get("live") or s.get("lastVerdict")
+    lines.append(f"  canaries: {', '.join(s.canaries) or '-'}; "
+                 f"baseline: {len(s.baseline)} proxies")
+    verdict = s.live or s.last_verdict
     if verdict:
-        for svc, v in sorted(verdict.get("services", {}).items()):
-            outcome = v.get("outcome", "")
-            if outcome == "Error" and not (v.get("canary") or {}).get("requests"):
+        for svc, v in sorted(verdict.services.items()):
+            outcome = v.outcome.value
+            if v.outcome is Outcome.ERROR and not v.canary.get("requests"):
                 outcome = "no stats yet"  # the bake's first second: nothing to judge
-            lines.append(f"  {svc:<20} canary {_side(v.get('canary'))} | "
-                         f"baseline {_side(v.get('baseline'))}  -> {outcome}")
-    if s.get("stages"):
+            lines.append(f"  {svc:<20} canary {_side(v.canary)} | "
+                         f"baseline {_side(v.baseline)}  -> {outcome}")
+    if s.stages:
         lines.append("  stages:")
         lines.extend(stage_bars(s, max(10, width * 2 // 3)))
-    lines.extend(series_lines(s.get("series") or []))
-    for h in s.get("history", []):
-        lines.append(f"  stage {h['stage']}: {h['outcome']} ({_cut(h['reason'], 100)})")
-    if s.get("phase") == "paused":
+    lines.extend(series_lines(_series(status)))
+    for h in s.history:
+        lines.append(f"  stage {h.stage}: {h.outcome.value} ({_cut(h.reason, 100)})")
+    if s.phase is Phase.PAUSED:
         lines.append("  waiting for an operator: `meshcd rollout resume` bakes the stage again, "
                      "`promote` passes it, `abort` rolls back")
-    if s.get("outcome"):
-        o = s["outcome"]
-        lines.append(f"  finished: {o['outcome']} (revision {o['revisionStatus']}): {o['reason']}")
-    if s.get("next"):
-        lines.append(f"  next: {short(s['next'])}")
+    if s.outcome is not None:
+        o = s.outcome
+        lines.append(f"  finished: {o.outcome.value} (revision {o.revision_status.value}): "
+                     f"{o.reason}")
+    if s.next:
+        lines.append(f"  next: {short(s.next)}")
     return "\n".join(lines)
 
 
@@ -222,20 +240,19 @@ def render_rollout(doc: Mapping[str, Any], width: int = 30) -> str:
     return "\n".join(lines)
 
 
-def _check_value(name: str, v: Any) -> str:
+def _check_value(name: str, v: float | None) -> str:
     if v is None:
         return "-"
-    return f"{float(v):.2f} ms" if "p99" in name else f"{100.0 * float(v):.3f}%"
+    return f"{v:.2f} ms" if "p99" in name else f"{100.0 * v:.3f}%"
 
 
-def _check_line(c: Mapping[str, Any]) -> str:
-    name = str(c.get("name", "?"))
-    text = f"{name}: canary {_check_value(name, c.get('canary'))}"
-    if c.get("baseline") is not None:
-        text += f" vs baseline {_check_value(name, c.get('baseline'))}"
-    text += f", limit {_check_value(name, c.get('threshold'))}"
-    if c.get("pValue") is not None and c.get("alpha") is not None:
-        text += f" (p={float(c['pValue']):.3g} < alpha {float(c['alpha']):.3g}, {c.get('test')})"
+def _check_line(c: Check) -> str:
+    text = f"{c.name}: canary {_check_value(c.name, c.canary)}"
+    if c.baseline is not None:
+        text += f" vs baseline {_check_value(c.name, c.baseline)}"
+    text += f", limit {_check_value(c.name, c.threshold)}"
+    if c.p_value is not None and c.alpha is not None:
+        text += f" (p={c.p_value:.3g} < alpha {c.alpha:.3g}, {c.test})"
     return text
 
 
@@ -244,62 +261,62 @@ def _thresholds(th: Mapping[str, Any]) -> str:
                      for k, v in th.items())
 
 
-def verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
+def verdict_lines(verdict: StageVerdict) -> list[str]:
     """The failing (or deciding) services of a verdict: their numbers, failed checks and
     thresholds; a fleet signal (NACK, ACK timeout, disconnect) by its reason."""
-    lines = [f"  decided at stage {verdict.get('stage', '?')}: {verdict.get('outcome')}"
-             + (" (early look)" if verdict.get("interim") else "")]
-    if verdict.get("signal"):
-        lines.append(f"    {verdict['signal']}: {verdict.get('reason', '')}")
-    services: Mapping[str, Any] = verdict.get("services") or {}
-    for svc, v in sorted(services.items()):
-        if verdict.get("outcome") == "Failed" and v.get("outcome") != "Failed" \
-                and not verdict.get("signal"):
+    lines = [f"  decided at stage {verdict.stage}: {verdict.outcome.value}"
+             + (" (early look)" if verdict.interim else "")]
+    if verdict.signal is not None:
+        lines.append(f"    {verdict.signal.value}: {verdict.reason}")
+    for svc, v in sorted(verdict.services.items()):
+        if verdict.outcome is Outcome.FAILED and v.outcome is not Outcome.FAILED \
+                and verdict.signal is None:
             continue
-        lines.append(f"    {svc}: {v.get('outcome')}: canary {_side(v.get('canary'))} | "
-                     f"baseline {_side(v.get('baseline'))}")
-        for c in v.get("checks", []):
-            if c.get("failed"):
+        lines.append(f"    {svc}: {v.outcome.value}: canary {_side(v.canary)} | "
+                     f"baseline {_side(v.baseline)}")
+        for c in v.checks:
+            if c.failed:
                 lines.append(f"      failed {_check_line(c)}")
-        if v.get("thresholds"):
-            lines.append(f"      thresholds: {_thresholds(v['thresholds'])}")
+        if v.thresholds:
+            lines.append(f"      thresholds: {_thresholds(v.thresholds)}")
     return lines
 
 
-def render_final(status: Mapping[str, Any], width: int = 30) -> str:
+def render_final(status: RolloutStatus | Mapping[str, Any], width: int = 30) -> str:
     """A finished rollout (`GET /api/revisions/{id}/rollout`): outcome, every stage, and the
     check that decided it with canary vs baseline numbers and thresholds."""
-    s = status
-    o = s.get("outcome") or {}
-    lines = [_head({k: v for k, v in s.items() if k != "startedAt"})]
-    if o:
-        lines.append(f"  outcome: {str(o.get('outcome', '?')).replace('_', ' ')} "
-                     f"(revision {o.get('revisionStatus', '?')}): {o.get('reason', '')}")
+    s = _typed(status)
+    o = s.outcome
+    lines = [_head(s, age=False)]
+    if o is not None:
+        lines.append(f"  outcome: {o.outcome.replace('_', ' ')} "
+                     f"(revision {o.revision_status.value}): {o.reason}")
     else:
-        lines.append(f"  not finished: {str(s.get('phase', '?')).replace('_', ' ')}")
-    if s.get("stages"):
+        lines.append(f"  not finished: {s.phase.replace('_', ' ')}")
+    if s.stages:
         lines.append("  stages:")
         lines.extend(stage_bars(s, max(10, width * 2 // 3)))
-    for h in s.get("history", []):
-        lines.append(f"  stage {h['stage']}: {h['outcome']} ({_cut(h['reason'], 200)})")
-    verdict = s.get("lastVerdict")
-    if verdict and o.get("outcome") != "promoted":
+    for h in s.history:
+        lines.append(f"  stage {h.stage}: {h.outcome.value} ({_cut(h.reason, 200)})")
+    verdict = s.last_verdict
+    if verdict and (o is None or o.outcome is not RolloutOutcome.PROMOTED):
         lines.extend(verdict_lines(verdict))
-    lines.extend(series_lines(s.get("series") or []))
-    if s.get("next"):
-        lines.append(f"  next: {short(s['next'])}")
+    lines.extend(series_lines(_series(status)))
+    if s.next:
+        lines.append(f"  next: {short(s.next)}")
     return "\n".join(lines)
 
 
 def watch_key(doc: Mapping[str, Any]) -> tuple[Any, ...]:
     """What has to change for a non-terminal `watch` to print a new block: the rollout's
     place and verdicts, not the bake clock ticking."""
-    s = doc.get("rollout") or {}
-    live = s.get("live") or {}
+    raw = doc.get("rollout")
+    if not raw:
+        return (repr(doc.get("pin")),)
+    s = RolloutStatus.from_json(raw)
+    live = {} if s.live is None else s.live.services
     return (
-        repr(doc.get("pin")), s.get("revisionId"), s.get("revision"), s.get("phase"),
-        s.get("stage"), tuple(s.get("canaries", [])), tuple(s.get("waitingForAck", [])),
-        repr(s.get("paused")), s.get("extensions"), len(s.get("history", [])),
-        tuple(sorted((k, v.get("outcome")) for k, v in (live.get("services") or {}).items())),
-        repr(s.get("outcome")), s.get("next"),
+        repr(doc.get("pin")), s.revision_id, s.revision, s.phase, s.stage, s.canaries,
+        s.waiting_for_ack, s.paused, s.extensions, len(s.history),
+        tuple(sorted((k, v.outcome) for k, v in live.items())), s.outcome, s.next,
     )

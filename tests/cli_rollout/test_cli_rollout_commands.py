@@ -294,7 +294,7 @@ def _free_port() -> int:
 def test_actions_auth_and_connection_errors_exit_2(api: ApiServer, args: list[str],
                                                    action: str) -> None:
     start(api)
-    before = api.state.driver.engine.state.to_dict() if api.state.driver else None
+    before = api.state.driver.engine.state.to_json() if api.state.driver else None
     r = meshcd(api, "rollout", *args, token="wrong-secret")
     assert r.exit_code == 2
     assert "401" in r.stderr and "the token was not accepted" in r.stderr
@@ -305,7 +305,7 @@ def test_actions_auth_and_connection_errors_exit_2(api: ApiServer, args: list[st
                         "with --token or MESHCD_TOKEN)\n")
     r = meshcd(api, "rollout", *args, token=None)
     assert r.exit_code == 2 and "need an operator token" in r.stderr
-    assert api.state.driver is not None and api.state.driver.engine.state.to_dict() == before
+    assert api.state.driver is not None and api.state.driver.engine.state.to_json() == before
     r = meshcd(f"http://127.0.0.1:{_free_port()}", "rollout", *args, token="op-secret")
     assert r.exit_code == 2
     assert "the controller is not running or not reachable" in r.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from rollout_playbook import (
     ERRORS_5XX,
     SLOW,
@@ -218,3 +219,15 @@ def test_pin_and_rollback_texts() -> None:
     assert msg.endswith(": pinned to 3")
     ov = Overview(None, None, {}, text, False, None)
     assert available_actions(ov) == [Action.RESUME, Action.ROLLBACK]
+
+
+def test_a_malformed_status_is_refused_by_name_not_guessed() -> None:
+    pb = recorded({"web": 2})
+    pb.start()
+    status = pb.status()
+    assert rollout_view(status).state == "running"
+    del status["history"]
+    with pytest.raises(ValueError, match="history"):
+        rollout_view(status)
+    with pytest.raises(ValueError):
+        rollout_view({**pb.status(), "phase": "sleeping"})

@@ -11,6 +11,7 @@ from reconciler.rollout import (
     Finished,
     Nacked,
     Persist,
+    Phase,
     Push,
     StageSpec,
     StatsReceived,
@@ -458,7 +459,7 @@ def test_failure_with_on_failure_pause_waits_for_the_operator() -> None:
     assert out == ["judged Failed: pause for an operator (onFailure: pause)"]
     assert pb.phase == "paused"
     assert pb.engine is not None and pb.engine.state.paused is not None
-    assert pb.engine.state.paused["from"] == "baking"
+    assert pb.engine.state.paused.from_phase is Phase.BAKING
     assert pb.op("abort")[2] == _rollback_line("a2")
 
 

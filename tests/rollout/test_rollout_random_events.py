@@ -59,7 +59,7 @@ def test_random_events_keep_the_invariants(steps: list[tuple[str, str]], on_new_
             pb.restart()
         state = pb.persisted
         assert state is not None
-        assert RolloutState.from_dict(state).to_dict() == json.loads(json.dumps(state))
+        assert RolloutState.from_json(state).to_json() == json.loads(json.dumps(state))
 
     finished = [c for c in pb.commands if isinstance(c, Finished)]
     assert len(finished) <= 1
