@@ -360,6 +360,12 @@ async def run_envoy(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
         if len(envoys) != n:
             raise RuntimeError(f"only {len(envoys)} of {n} Envoys run")
         result = await bench.converge(ids, rounds, [p.pid for p in procs] + envoys)
+        # the ACKs are Envoy's: every Envoy's own admin shows the last round's route timeout
+        want = f'"timeout": "{(1000 + bench.round) / 1000:.3f}s"'
+        holding = await asyncio.to_thread(envoys_holding, bench.data, n, want)
+        if holding != n:
+            raise RuntimeError(f"only {holding} of {n} Envoys' config_dump show {want}")
+        result["envoys_verified"] = holding
         agents_mb = sum(_rss_mb(p.pid) for p in procs)
         envoys_mb = sum(_rss_mb(p) for p in envoys)
         result.update(start_all_s=round(started_s, 1), agents_rss_mb=round(agents_mb, 1),
@@ -379,6 +385,19 @@ async def run_envoy(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
         for pid in envoy_pids(bench.data, n):  # an Envoy its agent did not stop in time
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def envoys_holding(data: Path, n: int, text: str) -> int:
+    """How many Envoys' /config_dump (their admin on 127.0.0.1) contain `text`."""
+    import urllib.request
+
+    count = 0
+    for i in range(n):
+        with contextlib.suppress(OSError, ValueError):
+            addr = (data / f"envoy{i}" / "envoy" / "admin-address").read_text().strip()
+            with urllib.request.urlopen(f"http://{addr}/config_dump", timeout=10) as resp:
+                count += text in resp.read().decode()
+    return count
 
 
 def envoy_pids(data: Path, n: int) -> list[int]:
