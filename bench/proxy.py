@@ -390,9 +390,10 @@ def tls_files(tmp: Path, pem_cert: str, pem_key: str, ca: str, name: str) -> dic
     (tmp / f"{name}.crt").write_text(pem_cert)
     (tmp / f"{name}.key").write_text(pem_key)
     (tmp / "bench-ca.pem").write_text(ca)
-    return {"tls_certificates": [{"certificate_chain": {"filename": str(tmp / f"{name}.crt")},
-                                  "private_key": {"filename": str(tmp / f"{name}.key")}}],
-            "validation_context": {"trusted_ca": {"filename": str(tmp / "bench-ca.pem")}}}
+    return {"common_tls_context": {
+        "tls_certificates": [{"certificate_chain": {"filename": str(tmp / f"{name}.crt")},
+                              "private_key": {"filename": str(tmp / f"{name}.key")}}],
+        "validation_context": {"trusted_ca": {"filename": str(tmp / "bench-ca.pem")}}}}
 
 
 def envoy_static(tmp: Path, name: str, port: int, cfg: dict[str, Any], *, tuned: bool,
@@ -589,6 +590,9 @@ def main() -> int:
     ap.add_argument("--json", dest="json_path", help="write the results as JSON here")
     ap.add_argument("--only", help="comma-separated subset: none,haproxy,nginx,meshcd,meshcd_outbound,"
                                    "mtls,envoy_untuned,envoy_static,envoy_managed,envoy_mtls")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="wrk runs per Envoy case, alternating static, managed (default 3; median "
+                         "reported); the other cases run once")
     ap.add_argument("--cpu", help="the core the proxies are pinned to (taskset; default: the last); "
                                   "wrk and the backend get the others")
     args = ap.parse_args()
@@ -613,19 +617,32 @@ def main() -> int:
         procs.append(p)
         return p
 
+    def run_cases(cases: list[tuple[str, int, list[Proc]]], repeat: int = 1) -> None:
+        """Each case's proxies are up; wrk runs `repeat` times on each, alternating the order
+        (A B, B A, ...) so that a change in the machine's load hits every case alike; the
+        median run (by req/s) of each case is reported, CPU per request over all runs."""
+        for _name, port, proxies in cases:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{PATH}", timeout=5) as r:
+                r.read()
+            time.sleep(0.3)
+            for pr in proxies:  # idle: started, config applied, one request served
+                idle[pr.name] = pr.rss_mb()
+                idle_uss[pr.name] = pr.uss_mb()
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in cases}
+        for i in range(repeat):
+            for name, port, proxies in (cases if i % 2 == 0 else cases[::-1]):
+                warm(port, args.connections)
+                print(f"  {name}: wrk {args.duration:g}s x {args.connections} connections ...", flush=True)
+                run = wrk(port, args.duration, args.connections, proxies)
+                run["load_avg_1m"] = round(os.getloadavg()[0], 2)
+                runs[name].append(run)
+        for name, _port, proxies in cases:
+            results[name] = combine(runs[name])
+            for pr in proxies:
+                pr.stop()
+
     def run_case(name: str, port: int, proxies: list[Proc]) -> None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{PATH}", timeout=5) as r:
-            r.read()
-        time.sleep(0.3)
-        for pr in proxies:  # idle: started, config applied, one request served
-            idle[pr.name] = pr.rss_mb()
-            idle_uss[pr.name] = pr.uss_mb()
-        warm(port, args.connections)
-        print(f"  {name}: wrk {args.duration:g}s x {args.connections} connections ...", flush=True)
-        results[name] = wrk(port, args.duration, args.connections, proxies)
-        results[name]["load_avg_1m"] = round(os.getloadavg()[0], 2)
-        for pr in proxies:
-            pr.stop()
+        run_cases([(name, port, proxies)])
 
     try:
         be_port = free_port()
@@ -665,7 +682,7 @@ def main() -> int:
                               meshcd_outbound_snapshot(cport, sport, pki, pki.server_id), cport))
             run_case("mtls_meshcd", cport, [mc, ms])
         if only is None or only & {"envoy_untuned", "envoy_static", "envoy_managed", "envoy_mtls"}:
-            envoy_cases(tmp, be_port, only, start, run_case, agents)
+            envoy_cases(tmp, be_port, only, start, run_cases, agents, args.repeat)
         be.stop()
     finally:
         for p in procs:
@@ -680,20 +697,25 @@ def main() -> int:
     return 0
 
 
-def envoy_cases(tmp: Path, be_port: int, only: set[str] | None, start: Any, run_case: Any,
-                agents: list[str]) -> None:
+def envoy_cases(tmp: Path, be_port: int, only: set[str] | None, start: Any, run_cases: Any,
+                agents: list[str], repeat: int) -> None:
+    """Envoy untuned (its defaults: the "before"), static (hand-written, tuned) and managed (the
+    agent over ADS) side by side, measured alternately; then the mTLS pairs, static and managed."""
     def want(case: str) -> bool:
         return only is None or case in only
 
     cpu = PROXY_CPU
-    if want("envoy_untuned"):  # Envoy's defaults: the "before" of the tuning
+    group: list[tuple[str, int, list[Proc]]] = []
+    if want("envoy_untuned"):
         port = free_port()
         cfg = envoy_static_config(port=port, upstream=be_port, tuned=False)
-        run_case("envoy_untuned", port, [start(envoy_static(tmp, "envoy_untuned", port, cfg, tuned=False, cpu=cpu))])
+        group.append(("envoy_untuned", port,
+                      [start(envoy_static(tmp, "envoy_untuned", port, cfg, tuned=False, cpu=cpu))]))
     if want("envoy_static"):
         port = free_port()
         cfg = envoy_static_config(port=port, upstream=be_port, tuned=True)
-        run_case("envoy_static", port, [start(envoy_static(tmp, "envoy_static", port, cfg, tuned=True, cpu=cpu))])
+        group.append(("envoy_static", port,
+                      [start(envoy_static(tmp, "envoy_static", port, cfg, tuned=True, cpu=cpu))]))
     ctl = None
     try:
         if want("envoy_managed") or want("envoy_mtls"):
@@ -703,19 +725,21 @@ def envoy_cases(tmp: Path, be_port: int, only: set[str] | None, start: Any, run_
             agent, envoy = managed_envoy(ctl, tmp, "envoy_managed", "app",
                                          meshcd_inbound_doc(port, be_port, "DISABLE"), port, cpu, start)
             agents.append(agent.name)
-            run_case("envoy_managed", port, [envoy, agent])
+            group.append(("envoy_managed", port, [envoy, agent]))
+        if group:
+            run_cases(group, repeat)
         if want("envoy_mtls"):
             pki = BenchPKI()
             sport, cport = free_port(), free_port()
             server_tls = tls_files(tmp, pki.server.cert_pem, pki.server.key_pem, pki.ca.pem, "server")
             client_tls = tls_files(tmp, pki.client.cert_pem, pki.client.key_pem, pki.ca.pem, "client")
-            client_tls["validation_context"]["match_typed_subject_alt_names"] = [
+            client_tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] = [
                 {"san_type": "URI", "matcher": {"exact": pki.server_id}}]
             es = start(envoy_static(tmp, "envoy_mtls_static_server", sport, envoy_static_config(
                 port=sport, upstream=be_port, tuned=True, server_tls=server_tls), tuned=True, cpu=cpu))
             ec = start(envoy_static(tmp, "envoy_mtls_static_client", cport, envoy_static_config(
                 port=cport, upstream=sport, tuned=True, client_tls=client_tls), tuned=True, cpu=cpu))
-            run_case("envoy_mtls_static", cport, [ec, es])
+            pair: list[tuple[str, int, list[Proc]]] = [("envoy_mtls_static", cport, [ec, es])]
             if ctl is not None:
                 sport, cport = free_port(), free_port()
                 server_id = "spiffe://bench.local/ns/bench/sa/app"
@@ -724,10 +748,32 @@ def envoy_cases(tmp: Path, be_port: int, only: set[str] | None, start: Any, run_
                 ca, ce = managed_envoy(ctl, tmp, "envoy_mtls_client", "client",
                                        meshcd_outbound_snapshot(cport, sport, None, server_id), cport, cpu, start)
                 agents += [sa.name, ca.name]
-                run_case("envoy_mtls_managed", cport, [ce, se, ca, sa])
+                pair.append(("envoy_mtls_managed", cport, [ce, se, ca, sa]))
+            run_cases(pair, repeat)
     finally:
         if ctl is not None:
             ctl.stop()
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several wrk runs of one case: the median run's req/s, p50, p99 (medians each), CPU per
+    request over all requests, peak RSS, every run kept under `runs`."""
+    if len(runs) == 1:
+        return runs[0]
+    import statistics
+
+    total = sum(r["requests"] for r in runs)
+    out = dict(sorted(runs, key=lambda r: r["rps"])[len(runs) // 2])
+    out["rps"] = statistics.median(r["rps"] for r in runs)
+    out["p50_ms"] = statistics.median(r["p50_ms"] for r in runs)
+    out["p99_ms"] = statistics.median(r["p99_ms"] for r in runs)
+    out["non_2xx"] = sum(r["non_2xx"] for r in runs)
+    out["requests"] = total
+    out["cpu_us_per_req"] = {p: round(sum(r["cpu_us_per_req"][p] * r["requests"] for r in runs) / total, 1)
+                             for p in runs[0]["cpu_us_per_req"]}
+    out["rss_load_mb"] = {p: max(r["rss_load_mb"][p] for r in runs) for p in runs[0]["rss_load_mb"]}
+    out["runs"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "load_avg_1m")} for r in runs]
+    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
