@@ -103,6 +103,13 @@ class Proc:
         except psutil.Error:
             return 0.0
 
+    def pss_mb(self) -> float:
+        """Proportional memory: shared pages (the binary, libraries) split among their users."""
+        try:
+            return float(psutil.Process(self.p.pid).memory_full_info().pss) / 1e6
+        except (psutil.Error, AttributeError):
+            return 0.0
+
     def cpu_seconds(self) -> float:
         """utime+stime of the process and its children so far (from /proc/<pid>/stat)."""
         tick = os.sysconf("SC_CLK_TCK")
@@ -611,6 +618,7 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     idle: dict[str, float] = {}
     idle_uss: dict[str, float] = {}
+    idle_pss: dict[str, float] = {}
     agents: list[str] = []
 
     def start(p: Proc) -> Proc:
@@ -628,6 +636,7 @@ def main() -> int:
             for pr in proxies:  # idle: started, config applied, one request served
                 idle[pr.name] = pr.rss_mb()
                 idle_uss[pr.name] = pr.uss_mb()
+                idle_pss[pr.name] = pr.pss_mb()
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in cases}
         for i in range(repeat):
             for name, port, proxies in (cases if i % 2 == 0 else cases[::-1]):
@@ -689,7 +698,7 @@ def main() -> int:
             p.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    report = build_report(results, idle, idle_uss, args, agents)
+    report = build_report(results, idle, idle_uss, args, agents, idle_pss)
     print_table(report, results)
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2) + "\n")
@@ -781,7 +790,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def build_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
-                 idle_uss: dict[str, float], args: Any, agents: list[str] | None = None) -> dict[str, Any]:
+                 idle_uss: dict[str, float], args: Any, agents: list[str] | None = None,
+                 idle_pss: dict[str, float] | None = None) -> dict[str, Any]:
     plain = [k for k in ("none", "haproxy", "nginx", "meshcd", "meshcd_outbound", "envoy_untuned",
                          "envoy_static", "envoy_managed") if k in results]
     rss: dict[str, Any] = {}
@@ -803,7 +813,7 @@ def build_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
         }
     h = results.get("haproxy")
     m = results.get("meshcd")
-    envoy = envoy_report(results, idle, idle_uss, agents or [])
+    envoy = envoy_report(results, idle, idle_uss, agents or [], idle_pss or {})
     return {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "settings": {"duration_s": args.duration, "connections": args.connections, "path": PATH},
@@ -838,7 +848,7 @@ def _case(r: dict[str, Any] | None, procs: list[str] | None = None) -> dict[str,
 
 
 def envoy_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
-                 idle_uss: dict[str, float], agents: list[str]) -> dict[str, Any]:
+                 idle_uss: dict[str, float], agents: list[str], idle_pss: dict[str, float]) -> dict[str, Any]:
     if not any(k.startswith("envoy") for k in results):
         return {}
     static, managed = results.get("envoy_static"), results.get("envoy_managed")
@@ -864,6 +874,7 @@ def envoy_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
         "envoy_rss_mb": round(idle[envoy_names[0]], 1) if envoy_names else None,
         "agent_rss_mb": round(idle[agent_names[0]], 1) if agent_names else None,
         "agent_uss_mb": round(idle_uss[agent_names[0]], 1) if agent_names else None,
+        "agent_pss_mb": round(idle_pss.get(agent_names[0], 0.0), 1) if agent_names else None,
         "envoy_static_rss_mb": round(idle["envoy_static"], 1) if "envoy_static" in idle else None,
         "envoy_untuned_rss_mb": round(idle["envoy_untuned"], 1) if "envoy_untuned" in idle else None,
         "ratio_envoy_vs_static": _ratio(managed["rps"], static["rps"]) if managed and static else None,
@@ -904,7 +915,7 @@ def print_table(report: dict[str, Any], results: dict[str, dict[str, Any]]) -> N
             print(f"Envoy mTLS pair managed/static: rps x{pair['ratio_vs_static']}, p99 x{pair['ratio_p99_vs_static']};"
                   f" vs HAProxy pair: rps x{pair['ratio_rps_vs_haproxy']}, p99 x{pair['ratio_p99_vs_haproxy']}")
         print(f"idle RSS: Envoy managed {report['envoy_rss_mb']} MB, agent {report['agent_rss_mb']} MB "
-              f"(USS {report['agent_uss_mb']} MB; target <= 25 MB), Envoy static tuned "
+              f"(USS {report['agent_uss_mb']}, PSS {report['agent_pss_mb']} MB; target <= 25 MB), Envoy static tuned "
               f"{report['envoy_static_rss_mb']} MB, untuned {report['envoy_untuned_rss_mb']} MB")
         for k in ("envoy_untuned", "envoy_static", "envoy_managed", "envoy_managed_envoy_only"):
             c = report.get(k)
