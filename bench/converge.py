@@ -367,10 +367,14 @@ async def run_envoy(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
             raise RuntimeError(f"only {holding} of {n} Envoys' config_dump show {want}")
         result["envoys_verified"] = holding
         agents_mb = sum(_rss_mb(p.pid) for p in procs)
+        agents_pss = sum(_rss_mb(p.pid, pss=True) for p in procs)
+        envoys_pss = sum(_rss_mb(p, pss=True) for p in envoys)
         envoys_mb = sum(_rss_mb(p) for p in envoys)
         result.update(start_all_s=round(started_s, 1), agents_rss_mb=round(agents_mb, 1),
                       envoys_rss_mb=round(envoys_mb, 1),
-                      sidecar_rss_mb=round((agents_mb + envoys_mb) / n, 1))
+                      sidecar_rss_mb=round((agents_mb + envoys_mb) / n, 1),
+                      # shared pages (binaries, libraries) split among the N: one more sidecar
+                      agent_pss_mb=round(agents_pss / n, 1), envoy_pss_mb=round(envoys_pss / n, 1))
         return result
     finally:
         for p in procs:
@@ -411,9 +415,10 @@ def envoy_pids(data: Path, n: int) -> list[int]:
     return out
 
 
-def _rss_mb(pid: int) -> float:
+def _rss_mb(pid: int, pss: bool = False) -> float:
     try:
-        return float(psutil.Process(pid).memory_info().rss) / 2**20
+        proc = psutil.Process(pid)
+        return float(proc.memory_full_info().pss if pss else proc.memory_info().rss) / 2**20
     except psutil.Error:
         return 0.0
 
@@ -512,7 +517,8 @@ def print_row(label: str, r: dict[str, Any]) -> None:
         extra = f"  rss {r['controller_rss_mb']:>7.1f} MB  {r['kb_per_proxy']:>6.1f} KB/proxy"
     if "sidecar_rss_mb" in r:
         extra = (f"  sidecars up in {r['start_all_s']:.1f} s, RSS per sidecar {r['sidecar_rss_mb']:.1f} MB"
-                 f" (agents {r['agents_rss_mb']:.0f} MB + Envoys {r['envoys_rss_mb']:.0f} MB); target p99 < 1 s")
+                 f" (agents {r['agents_rss_mb']:.0f} MB + Envoys {r['envoys_rss_mb']:.0f} MB; PSS per agent "
+                 f"{r['agent_pss_mb']:.1f} MB, per Envoy {r['envoy_pss_mb']:.1f} MB); target p99 < 1 s")
     print(f"{label:<10} {r['proxies']:>6} proxies  p50 {r['p50_s']:>7.3f} s  p99 {r['p99_s']:>7.3f} s"
           f"  all acked {r['all_acked_s']:>7.3f} s  ({r['rounds']} rounds)  cpu/round: controller "
           f"{r['controller_cpu_s_per_round']:.2f} s, proxies {r['clients_cpu_s_per_round']:.2f} s{extra}",

@@ -358,6 +358,7 @@ def _hcm(prefix: str, cluster: str, *, rbac: bool, route_match: dict[str, Any]) 
         "normalize_path": True, "merge_slashes": True,
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
         "http_protocol_options": {"allow_chunked_length": False},
+        "tracing": {"random_sampling": {"value": 1.0}},  # 1%, as the managed snapshot says
         "route_config": {"name": prefix, "virtual_hosts": [{"name": prefix, "domains": ["*"], "routes": [
             {"match": route_match, "route": {"cluster": cluster, "timeout": "0s"}}]}]},
         "http_filters": filters}}
@@ -844,7 +845,7 @@ def _case(r: dict[str, Any] | None, procs: list[str] | None = None) -> dict[str,
             # req/s one fully busy core would serve, from the CPU the proxies used (robust
             # on a shared machine, where wall-clock req/s depends on the neighbours)
             "rps_per_core_by_cpu": round(1e6 / cpu) if cpu else None,
-            "load_avg_1m": r["load_avg_1m"]}
+            "load_avg_1m": r["load_avg_1m"], "runs": r.get("runs")}
 
 
 def envoy_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
@@ -880,6 +881,14 @@ def envoy_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
         "ratio_envoy_vs_static": _ratio(managed["rps"], static["rps"]) if managed and static else None,
         "ratio_envoy_p99_vs_static": (_ratio(managed["p99_ms"], static["p99_ms"])
                                       if managed and static else None),
+        # CPU per request, managed (Envoy alone; the agent beside) / static: steadier than
+        # req/s on a shared machine
+        "ratio_envoy_cpu_vs_static": (_ratio(sum(managed["cpu_us_per_req"].values()),
+                                             sum(static["cpu_us_per_req"].values()))
+                                      if managed and static else None),
+        "ratio_envoy_cpu_only_vs_static": (_ratio(managed["cpu_us_per_req"].get("envoy_managed"),
+                                                  sum(static["cpu_us_per_req"].values()))
+                                           if managed and static else None),
         "ratio_envoy_rps_vs_haproxy": _ratio(managed["rps"], hap["rps"]) if managed and hap else None,
         "ratio_envoy_p99_vs_haproxy": _ratio(managed["p99_ms"], hap["p99_ms"]) if managed and hap else None,
     }
@@ -907,7 +916,8 @@ def print_table(report: dict[str, Any], results: dict[str, dict[str, Any]]) -> N
     print("targets: rps >= 0.8x, p99 <= 1.5x, idle RSS <= 30 MB")
     if report.get("envoy_rss_mb") is not None or report.get("envoy_static"):
         print(f"\nEnvoy managed/static: rps x{report['ratio_envoy_vs_static']}, "
-              f"p99 x{report['ratio_envoy_p99_vs_static']} (target: within 5%)")
+              f"p99 x{report['ratio_envoy_p99_vs_static']}, CPU/request x{report['ratio_envoy_cpu_vs_static']} "
+              f"(Envoy alone x{report['ratio_envoy_cpu_only_vs_static']}) (target: within 5%)")
         print(f"Envoy managed/HAProxy: rps x{report['ratio_envoy_rps_vs_haproxy']}, "
               f"p99 x{report['ratio_envoy_p99_vs_haproxy']}")
         pair = report.get("envoy_mtls_pair") or {}
