@@ -1,11 +1,24 @@
-"""Proxy benchmark: wrk through no proxy, HAProxy, nginx proxy_pass and meshcd's proxy to a
-fast nginx backend, then mTLS between two proxies (meshcd -> meshcd vs HAProxy -> HAProxy).
+"""Proxy benchmark: wrk through no proxy, HAProxy, nginx proxy_pass, meshcd's proxy and Envoy
+to a fast nginx backend, then mTLS between two proxies (meshcd, HAProxy, Envoy pairs).
 
-    .venv/bin/python bench/proxy.py [--duration 10] [--connections 32] [--json out.json]
+    .venv/bin/python bench/proxy.py [--duration 10] [--connections 32] [--repeat 3]
+                                    [--cpu N] [--only CASES] [--json out.json]
 
-Only 127.0.0.1 traffic. Every proxy runs one worker / one thread with upstream keep-alive.
-Equivalent work for meshcd and HAProxy: one route, one path+method authorization check,
-metrics on. Needs /usr/sbin/nginx, /usr/sbin/haproxy and /usr/bin/wrk.
+Only 127.0.0.1 traffic. Every proxy runs one worker / one thread (Envoy --concurrency 1) with
+upstream keep-alive, pinned with taskset to one core (--cpu, default the last); wrk and the
+backend run on the other cores. Equivalent work everywhere: one route, one path+method
+authorization check (ALLOW GET /bench/*), metrics on.
+
+Envoy: `envoy_untuned` (a hand-written static config, Envoy's defaults: hot restart's shared
+memory, every stat), `envoy_static` (the same, tuned as the agent's bootstrap: hot restart off,
+stats limited to what the judge and dashboards read) and `envoy_managed` (the real agent,
+`meshcd proxy join --dataplane envoy-external` with a real controller in this process, drives
+that Envoy over ADS/SDS; this script runs the Envoy command the agent prints, to pin it) run
+side by side and are measured alternately, --repeat times each (median reported), then the
+mTLS pairs the same way (static: certificates in files; managed: SVIDs over SDS). On a shared
+machine compare CPU us/request (CPU seconds of the case's processes per request): req/s and
+p99 follow the neighbours' load. Needs /usr/sbin/nginx, /usr/sbin/haproxy, /usr/bin/wrk and
+an envoy binary (meshcd[envoy], MESHCD_ENVOY or PATH).
 """
 
 from __future__ import annotations
