@@ -878,6 +878,8 @@ def envoy_report(results: dict[str, dict[str, Any]], idle: dict[str, float],
         mtls_pair["static"] = _case(ms)
         mtls_pair["ratio_vs_static"] = _ratio(mm["rps"], ms["rps"]) if ms else None
         mtls_pair["ratio_p99_vs_static"] = _ratio(mm["p99_ms"], ms["p99_ms"]) if ms else None
+        mtls_pair["ratio_cpu_vs_static"] = (_ratio(sum(mm["cpu_us_per_req"].values()),
+                                                   sum(ms["cpu_us_per_req"].values())) if ms else None)
         mtls_pair["ratio_rps_vs_haproxy"] = _ratio(mm["rps"], hap_mtls["rps"]) if hap_mtls else None
         mtls_pair["ratio_p99_vs_haproxy"] = _ratio(mm["p99_ms"], hap_mtls["p99_ms"]) if hap_mtls else None
     envoy_names = [n for n in ("envoy_managed", "envoy_mtls_server", "envoy_mtls_client") if n in idle]
@@ -940,7 +942,8 @@ def print_table(report: dict[str, Any], results: dict[str, dict[str, Any]]) -> N
               f"p99 x{report['ratio_envoy_p99_vs_haproxy']}")
         pair = report.get("envoy_mtls_pair") or {}
         if pair:
-            print(f"Envoy mTLS pair managed/static: rps x{pair['ratio_vs_static']}, p99 x{pair['ratio_p99_vs_static']};"
+            print(f"Envoy mTLS pair managed/static: rps x{pair['ratio_vs_static']}, p99 x{pair['ratio_p99_vs_static']}, "
+                  f"CPU/request x{pair['ratio_cpu_vs_static']};"
                   f" vs HAProxy pair: rps x{pair['ratio_rps_vs_haproxy']}, p99 x{pair['ratio_p99_vs_haproxy']}")
         print(f"idle RSS: Envoy managed {report['envoy_rss_mb']} MB, agent {report['agent_rss_mb']} MB "
               f"(USS {report['agent_uss_mb']}, PSS {report['agent_pss_mb']} MB; target <= 25 MB), Envoy static tuned "
