@@ -4,7 +4,7 @@ affected proxy has ACKed, over real mTLS WebSocket streams on 127.0.0.1.
     .venv/bin/python bench/converge.py [--real 10] [--sims 1000,10000] [--workers 4]
                                        [--envoy [N]] [--rounds 5] [--json out.json]
 
-- real_10: `meshcd proxy join` processes (real bootstrap with join tokens, real runtime:
+- real_10: `meshcd proxy join --dataplane builtin` processes (real bootstrap with join tokens, real runtime:
   compile, swap, persist with fsync), all given one new snapshot per round.
 - envoy_N (`--envoy N`, default off, `--envoy` alone: 50): N real sidecars, each a
   `meshcd proxy join --dataplane envoy` agent with its own real Envoy; a proxy ACKs only when
@@ -312,7 +312,8 @@ async def run_real(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
         for i, pid in enumerate(ids):
             token = bench.tokens.create("realsvc", "bench", now=now()).token
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy_runtime", "join", "--controller", bench.boot.url,
+                sys.executable, "-m", "proxy_runtime", "join", "--dataplane", "builtin",
+                "--controller", bench.boot.url,
                 "--token", token, "--service", "realsvc", "--namespace", "bench",
                 "--ca-fingerprint", "sha256:" + bench.ca.bundle_fingerprint(),
                 "--state-dir", str(bench.data / f"proxy{i}"), "--admin-port", "0",
