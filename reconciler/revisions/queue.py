@@ -333,7 +333,6 @@ class QueueState:
     deployed: Revision | None = None
     pin: Pin | None = None
     head: str | None = None
-    branch_gone: bool = False
     current: Revision | None = None
     step: Step | None = None
     pending: Revision | None = None  # the newest commit waiting
@@ -432,13 +431,11 @@ class RevisionQueue:
         st = self.state
         trigger = trigger_of(ev.reasons)
         if ev.change is Change.BRANCH_DELETED:
-            if not st.branch_gone:  # recorded once, not at every poll
-                st.branch_gone = True
-                self._audit("source.branch_deleted", self.config.branch,
-                            {**ev.observation, "trigger": trigger})
+            # Once per deletion: the source's BranchWatch (the one owner of the branch's
+            # state) lets each deletion through once, and again after the branch came back.
+            self._audit("source.branch_deleted", self.config.branch,
+                        {**ev.observation, "trigger": trigger})
             return
-        if ev.change is not Change.UNCHANGED:
-            st.branch_gone = False
         c = ev.commit
         if ev.change not in (Change.NEW_COMMIT, Change.FORCE_PUSH) or c is None:
             return

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Counted on main after this round's merges (2026-12-05): 139 in reconciler, as before issue
 # #12: rollout and analysis typed (-8), while the audit anchors, the rejected-delivery summaries,
-# the listeners' health and the branch state added JSON edges). Every package not listed
+# the listeners' health and the branch state added JSON edges. Every package not listed
 # (auth, ca, store, errors) has 0.
 LIMITS: dict[str, int] = {
     "reconciler.analysis": 6,
