@@ -474,7 +474,7 @@ class Controller:
 
         async def go() -> Any:
             self.bench.fleet.set_desired({proxy_id: d})
-            out = await self.bench.fleet.wait_acked([proxy_id], d.version, timeout=60)
+            out = await self.bench.fleet.wait_for_acks({proxy_id: d.version}, timeout=60)
             return out[proxy_id]
 
         return asyncio.run_coroutine_threadsafe(go(), self.loop)

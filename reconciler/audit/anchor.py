@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from proxy_runtime.config import fleet_protocol
+from reconciler.audit.errors import AuditError
 from reconciler.audit.record import Anchor, canonical_json
 from reconciler.store.timefmt import format_instant
 
@@ -33,10 +34,8 @@ PURPOSE = "meshcd.audit.checkpoint.v1"
 _HEX = frozenset("0123456789abcdef")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AuditError, ValueError):
     """A checkpoint document that is malformed (not one this version made). Permanent."""
-
-    temporary = False
 
 
 @dataclass(frozen=True, slots=True)

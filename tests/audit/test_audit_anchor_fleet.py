@@ -95,14 +95,15 @@ def test_truncated_database_is_noticed_from_a_proxy_hello(tmp_path: Path) -> Non
         # The controller restarts: its own anchor file has nothing to say ...
         restarted = AuditAnchoring(ctl.data_dir, ctl.audit, now)
         assert restarted.check().status == "unanchored" and restarted.degraded() == []
-        ctl.hellos.clear()
+        before = len(ctl.hellos)  # the events seen so far stay in ctl.hellos
         fleet = await ctl.start()
         a = await start_agent(sd, fleet.url, "web-1", "web", "shop")
         try:
-            await until(lambda: bool(ctl.hellos), what="hello")
-            reported = ctl.hellos[0].checkpoint
+            await until(lambda: len(ctl.hellos) > before, what="hello")
+            reported = ctl.hellos[before].checkpoint
             assert reported == to_wire(cp)
-            # ... the proxy's hello does (what Controller._on_hello hands to the anchoring).
+            # ... the proxy's hello does (the Connected event's checkpoint, which the
+            # controller hands to the anchoring).
             got = await asyncio.to_thread(restarted.observe, reported, "web-1")
             assert got is not None and got.status == "truncated"
             assert got.missing == (cp.seq - 2, cp.seq)

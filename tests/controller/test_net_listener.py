@@ -122,6 +122,10 @@ def test_accept_loop_resumes_after_descriptors_run_out() -> None:
             for s in accepted:
                 s.close()
             n = len(accepted)
+            late = socket.socket()  # a connection that waits for the loop to resume
+            clients.append(late)
+            late.setblocking(False)
+            await loop.sock_connect(late, lst.sock.getsockname())
             # descriptors are back: the loop accepts the waiting connections again (it may run
             # out once more while the backlog is longer than what was freed)
             for _ in range(100):

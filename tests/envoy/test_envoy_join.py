@@ -97,7 +97,7 @@ def test_join_with_envoy_acks_serves_with_its_svid_nacks_with_envoys_reason_and_
             plain, strict = free_port(), free_port()
             d1 = _desired(_doc(plain, strict, backend.port), "rev1")
             fleet.set_desired({"web-1": d1})
-            out = (await fleet.wait_acked(["web-1"], d1.version, 20))["web-1"]
+            out = (await fleet.wait_for_acks({"web-1": d1.version}, 20))["web-1"]
             assert out.status == "acked", out
             await wait_status(plain, 200, "/hi")
             # the STRICT listener presents the SVID the controller issued, delivered over SDS
@@ -106,12 +106,12 @@ def test_join_with_envoy_acks_serves_with_its_svid_nacks_with_envoys_reason_and_
             # Envoy refuses a regex: NACK with Envoy's own words; the old config serves on
             d2 = _desired(_doc(plain, strict, backend.port, bad_regex=True), "rev2")
             fleet.set_desired({"web-1": d2})
-            out = (await fleet.wait_acked(["web-1"], d2.version, 20))["web-1"]
+            out = (await fleet.wait_for_acks({"web-1": d2.version}, 20))["web-1"]
             assert out.status == "nacked" and out.error and "program size" in out.error, out
             await wait_status(plain, 200, "/still")
             # per-second stats from Envoy reach the controller over the fleet stream
-            await until(lambda: any(w["requests"]["2xx"] for _, ws in ctl.stats for w in (
-                ws if isinstance(ws, list) else [ws])), 15, "stats with 2xx")
+            await until(lambda: any(w.requests[0] for _, w in ctl.stats), 15,
+                        "stats with 2xx")  # requests by class: 2xx, 3xx, 4xx, 5xx
             # Envoy is killed: restarted on the last good config; the controller sees the proxy
             # leave and come back saying it runs d1 (DISCONNECTED, then SYNCED)
             hellos = len(ctl.hellos)
