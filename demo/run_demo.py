@@ -1,6 +1,6 @@
 """`make demo`: meshcd on one machine, end to end, telling the canary story.
 
-    python demo/run_demo.py [--dir .meshcd-demo] [--smoke] [--bake SECONDS]
+    python demo/run_demo.py [--dir .meshcd-demo] [--fresh] [--smoke] [--bake SECONDS]
 
 1. a bare Git repo seeded from repo_layout_example (one commit; the demo's copy shortens the
    `standard` RolloutPolicy's bakes, see DEMO_POLICY), with the post-receive hook from
@@ -18,6 +18,10 @@
 `--smoke` runs the same story without a person, with shorter bakes, and exits 0 when the good
 change was promoted to every proxy and the bad one was rejected with every proxy back on the
 config it ran before (1 otherwise, with the reason).
+
+<dir> is yours once the demo made it: a later run reuses it (your commits, the store with its
+audit trail; the proxies join afresh) and skips the story, which needs the seed's config;
+`--fresh` moves it aside to <dir>.old-<UTC time> and starts over. The demo never deletes it.
 """
 
 from __future__ import annotations
@@ -526,6 +530,30 @@ overview offers Promote/Pause/Abort, and /revisions/<id> charts canary vs baseli
 (revision #{bad['id']}'s page shows this bad rollout's timeline and verdict).""")
 
 
+def prepare_dir(base: Path, fresh: bool, smoke: bool, now: datetime) -> str:
+    """What to do with <dir>: "seed" (it is new: the demo makes it) or "reuse" (an earlier
+    demo's: kept as it is). With `fresh` an existing one is moved aside first (never deleted).
+    Raises DemoError for a <dir> that is not a demo's, and for --smoke on an existing one
+    (the story needs the seed's config)."""
+    empty = base.is_dir() and not any(base.iterdir())
+    if base.exists() and not empty and not (
+            (base / "mesh-config.git").is_dir() and (base / "meshcd.yaml").is_file()):
+        raise DemoError(f"{base} exists and is not a demo's directory: choose another --dir")
+    if base.exists() and not empty and fresh:
+        aside = base.with_name(f"{base.name}.old-{now.strftime('%Y%m%d-%H%M%S')}")
+        base.rename(aside)
+        say(f"moved the earlier {short(base)} aside to {short(aside)} (delete it when done)")
+    if not base.exists() or not any(base.iterdir()):
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "logs").mkdir()
+        return "seed"
+    if smoke:
+        raise DemoError(f"--smoke tells the story on a new directory; {short(base)} exists "
+                        "(add --fresh to move it aside, or pick another --dir)")
+    (base / "logs").mkdir(exist_ok=True)
+    return "reuse"
+
+
 def short(path: Path) -> str:
     """`path` relative to the current directory when it is below it (shorter to type)."""
     rel = os.path.relpath(path)
@@ -534,19 +562,26 @@ def short(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="meshcd demo")
-    parser.add_argument("--dir", type=Path, default=Path(".meshcd-demo"))
+    parser.add_argument("--dir", type=Path, default=Path(".meshcd-demo"),
+                        help="the demo's directory (default .meshcd-demo): made and seeded on "
+                             "the first run, reused as it is by later runs")
     parser.add_argument("--smoke", action="store_true",
                         help="run the story unattended (shorter bakes) and exit 0/1")
     parser.add_argument("--bake", type=int, default=None,
                         help="seconds each canary stage bakes (default 10; --smoke 4)")
     parser.add_argument("--api-port", type=int, default=8080)
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: move an existing --dir aside to <dir>.old-<time> "
+                             "(by default a later run reuses it: your commits and audit stay)")
     args = parser.parse_args(argv)
     bake: int = args.bake or (4 if args.smoke else 10)
     base: Path = args.dir.resolve()
-    if base.exists():
-        shutil.rmtree(base)  # the demo's state is its own; each run starts clean
-    base.mkdir(parents=True)
-    (base / "logs").mkdir()
+    try:
+        mode = prepare_dir(base, args.fresh, args.smoke, datetime.now(UTC))
+    except (DemoError, OSError) as exc:
+        say(f"FAILED: {exc}")
+        return 1
+    reuse = mode == "reuse"
     children = Children(base / "logs")
     load: LoadGenerator | None = None
     interrupted = False
@@ -571,10 +606,20 @@ def main(argv: list[str] | None = None) -> int:
         if busy:
             raise DemoError(f"the example's ports {', '.join(map(str, busy))} are in use "
                             "(another demo running?); stop it and retry")
-        bare, work = seed_repo(base, bake)
         secret_file = base / "generic.secret"
-        secret_file.write_text(secrets.token_hex(32) + "\n")
-        secret_file.chmod(0o600)
+        if reuse:
+            bare, work = (base / "mesh-config.git").resolve(), base / "mesh-config"
+            say(f"reusing {short(base)} from an earlier run: your commits, the store and its "
+                "audit trail are kept; the story is skipped (add --fresh to start over; the "
+                "old directory is moved aside, not deleted)")
+            # The controller listens on new ports each run; proxies join afresh (a proxy's
+            # state dir remembers the old controller address). Only their keys and cached
+            # config go: the fleet gets the deployed config again from the controller.
+            shutil.rmtree(base / "proxies", ignore_errors=True)
+        else:
+            bare, work = seed_repo(base, bake)
+            secret_file.write_text(secrets.token_hex(32) + "\n")
+            secret_file.chmod(0o600)
         api_port = free_port(args.api_port)
         data = base / "data"
         settings = {
@@ -625,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         frontend = next(p for p in fleet if p.service.name == "frontend")
         outbound = frontend.ports.outbound if frontend.ports else 0
         code, body = through_mesh(outbound)
-        if code != 200:
+        if code != 200 and not reuse:
             raise DemoError(f"frontend -> catalog through the mesh answered {code}: {body!r}")
         say(f"frontend -> catalog through the proxies: {code} {body.decode().strip()}")
         clients = load_clients(fleet)
@@ -639,19 +684,20 @@ def main(argv: list[str] | None = None) -> int:
         say(f"background load: {load.rate:g} req/s through the outbound listeners of "
             f"{', '.join(c.proxy_id for c in clients)} (catalog, cart, payments calls); "
             f"last 2 s: {n} requests: {statuses}")
-        if n == 0 or any(not 200 <= r.status < 300 for r in warm):
+        if not reuse and (n == 0 or any(not 200 <= r.status < 300 for r in warm)):
             raise DemoError(f"the load before any change is not all 2xx: {statuses}")
         story = Story(api, children, work, data, ids, load, args.smoke)
         page = f"{api_url}/"
-        good = story.good_change()
-        bad = story.bad_change()
-        code, _ = through_mesh(outbound)
-        if code != 200:
-            raise DemoError(f"after the rollback, frontend -> catalog answered {code}")
-        if args.smoke:
-            say("smoke test passed")
-            return 0
-        story.how_to_roll_back(page, good, bad)
+        if not reuse:
+            good = story.good_change()
+            bad = story.bad_change()
+            code, _ = through_mesh(outbound)
+            if code != 200:
+                raise DemoError(f"after the rollback, frontend -> catalog answered {code}")
+            if args.smoke:
+                say("smoke test passed")
+                return 0
+            story.how_to_roll_back(page, good, bad)
         print(f"""
 meshcd is running: {len(ids)} proxies, {load.rate:g} req/s of background load through them.
 

@@ -11,12 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.spec.model import EMPTY, ConfigModel, FrozenDict, ServiceRef
+from reconciler.spec.model import (
+    DEFAULT_OUTBOUND_PORT_BASE,
+    EMPTY,
+    ConfigModel,
+    FrozenDict,
+    ServiceRef,
+)
 
 # Static mode: the app behind a proxy listens this far above the proxy's inbound port, and the
-# app's outbound port (where it sends its calls) is OUTBOUND_BASE + the proxy's index.
+# app's outbound port (where it sends its calls) is the Mesh's `outboundPortBase` (default
+# OUTBOUND_BASE) + the proxy's index.
 APP_PORT_OFFSET = 1000
-OUTBOUND_BASE = 20000
+OUTBOUND_BASE = DEFAULT_OUTBOUND_PORT_BASE
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +86,10 @@ def default_fleet(model: ConfigModel) -> Fleet:
     """One proxy per static endpoint: id `<service>.<namespace>-<n>` (n from 0, in endpoint
     order), the endpoint's labels. The endpoint's address is where the proxy listens for the
     Service's first port (port k of the Service: the endpoint port + k); the app listens
-    APP_PORT_OFFSET above each; outbound ports are OUTBOUND_BASE + the proxy's index."""
+    APP_PORT_OFFSET above each; outbound ports are the Mesh's `outboundPortBase` (default
+    OUTBOUND_BASE) + the proxy's index."""
+    mesh = model.mesh
+    base = mesh.outbound_port_base if mesh is not None else OUTBOUND_BASE
     proxies: list[Proxy] = []
     for svc in sorted(model.services_by_key.values(), key=lambda s: s.ref.key):
         for n, ep in enumerate(svc.endpoints):
@@ -96,7 +106,7 @@ def default_fleet(model: ConfigModel) -> Fleet:
                 id=f"{svc.name}.{svc.namespace}-{n}",
                 service=svc.ref,
                 labels=ep.labels,
-                ports=ProxyPorts(inbound, OUTBOUND_BASE + len(proxies)),
+                ports=ProxyPorts(inbound, base + len(proxies)),
             ))
     return Fleet.of(proxies)
 

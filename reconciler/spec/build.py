@@ -7,6 +7,7 @@ from typing import Any
 
 from reconciler.spec.model import (
     DEFAULT_NAMESPACE,
+    DEFAULT_OUTBOUND_PORT_BASE,
     Analysis,
     AuthorizationPolicy,
     AuthorizationRule,
@@ -102,6 +103,7 @@ def _mesh(s: D, ns: str, common: D) -> Mesh:
             float(tel.get("accessLogSamplingPercent", 100)),
         ),
         default_rollout_policy=s.get("defaultRolloutPolicy"),
+        outbound_port_base=int(s.get("outboundPortBase", DEFAULT_OUTBOUND_PORT_BASE)),
     )
 
 

@@ -241,6 +241,10 @@ class Telemetry:
     access_log_sampling_percent: float = 100.0
 
 
+# Static mode's default: proxy i of the static fleet takes outbound HTTP on 20000 + i.
+DEFAULT_OUTBOUND_PORT_BASE = 20000
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mesh(Resource):
     KIND: ClassVar[str] = "Mesh"
@@ -251,6 +255,8 @@ class Mesh(Resource):
     authorization: AuthorizationSettings = AuthorizationSettings()
     telemetry: Telemetry = Telemetry()
     default_rollout_policy: str | None = None
+    # Static mode (renderers.default_fleet): proxy i takes its app's outbound HTTP here + i.
+    outbound_port_base: int = DEFAULT_OUTBOUND_PORT_BASE
 
     @property
     def default_deny(self) -> bool:

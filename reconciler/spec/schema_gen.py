@@ -107,6 +107,7 @@ def _spec_mesh() -> Schema:
                 {"tracingSamplingPercent": ref("percent"), "accessLogSamplingPercent": ref("percent")}
             ),
             "defaultRolloutPolicy": ref("dnsLabel"),
+            "outboundPortBase": ref("port"),
         },
         ["trustDomain"],
     )

@@ -23,13 +23,12 @@ import hashlib
 import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,17 +36,16 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-for _p in (str(ROOT), str(ROOT / "tests" / "controller")):
+for _p in (str(ROOT), str(ROOT / "tests" / "controller"), str(ROOT / "tests" / "support")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
 from controller_helpers import MESHCD, ConfigRepo, Proc, Processes, free_port, until  # noqa: E402
-
-from renderers.fleet import OUTBOUND_BASE  # noqa: E402
+from ports import free_port_group, free_port_range  # noqa: E402
 
 TD = "canary.test"
 NS = "shop"
-CALLER, BACKEND, PAD = "caller", "backend", "aaa-pad"
+CALLER, BACKEND = "caller", "backend"
 HOST = f"{BACKEND}.{NS}"
 CALLER_PRINCIPAL = f"{TD}/ns/{NS}/sa/{CALLER}"
 SLOW_S = 0.3  # a request this slow counts as failed (the latency change adds 300 ms)
@@ -60,61 +58,31 @@ BAD_KINDS = ("5xx", "deny", "latency", "nack")
 # --- ports ------------------------------------------------------------------------------------
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_group(offsets: Iterable[int], taken: set[int]) -> int:
-    """A port P with P + each offset free and not already handed out here."""
-    offs = tuple(offsets)
-    for _ in range(500):
-        p = free_port()
-        if p + max(offs) > 65535:
-            continue
-        if all(p + o not in taken and _free(p + o) for o in offs):
-            taken.update(p + o for o in offs)
-            return p
-    raise RuntimeError("no free port group")
-
-
 @dataclass
 class Topology:
     """Ports of one mesh. Caller proxy i listens on caller_ports[i] (its app, never called,
     would be 1000 above); backend proxy j on backend_ports[j], its app 1000 above, and
     backend_ports[j] + 1 is held by a squatter (the port a second Service port would need).
 
-    Static proxies take outbound HTTP on OUTBOUND_BASE + their index in the static fleet
-    (renderers.fleet), so 20000, 20001, ... on every host: other test runs on this machine use
-    the same low numbers. `pad` static endpoints of a service that sorts first (no proxy ever
-    runs for them) move this mesh's outbound ports to a free range above 20000."""
+    Static proxies take outbound HTTP on the Mesh's `outboundPortBase` + their index in the
+    static fleet (renderers.fleet): `outbound` is a run of free ports picked here, so this mesh
+    shares no port with the demo (20000 + i) or with another test."""
 
     callers: int
     backends: int
     caller_ports: list[int] = field(default_factory=list)
     backend_ports: list[int] = field(default_factory=list)
-    pad: int = 0
+    outbound: int = 0
 
     @classmethod
-    def pick(cls, callers: int, backends: int, seed: int | None = None) -> Topology:
-        taken: set[int] = set()
-        top = cls(callers, backends,
-                  [_port_group((0, 1000), taken) for _ in range(callers)],
-                  [_port_group((0, 1, 1000, 1001), taken) for _ in range(backends)])
-        rng = random.Random(seed)
-        n = callers + backends
-        for _ in range(200):
-            pad = rng.randrange(100, 4000)
-            if all(_free(OUTBOUND_BASE + pad + i) for i in range(n)):
-                top.pad = pad
-                return top
-        raise RuntimeError("no free outbound port range")
+    def pick(cls, callers: int, backends: int) -> Topology:
+        """Free ports for everything (tests/support/ports.py: never the same port twice)."""
+        return cls(callers, backends,
+                   [free_port_group((0, 1000)) for _ in range(callers)],
+                   [free_port_group((0, 1, 1000, 1001)) for _ in range(backends)],
+                   free_port_range(callers + backends))
 
-    # static fleet order: (namespace, name) then endpoint order -> aaa-pad, backend, caller
+    # static fleet order: (namespace, name) then endpoint order -> backend, caller
     def backend_id(self, j: int) -> str:
         return f"{BACKEND}.{NS}-{j}"
 
@@ -122,7 +90,7 @@ class Topology:
         return f"{CALLER}.{NS}-{i}"
 
     def caller_outbound(self, i: int) -> int:
-        return OUTBOUND_BASE + self.pad + self.backends + i
+        return self.outbound + self.backends + i
 
     @property
     def proxy_ids(self) -> list[str]:
@@ -155,17 +123,8 @@ metadata: {{name: mesh}}
 spec:
   trustDomain: {TD}
   mtls: {{mode: STRICT}}
+  outboundPortBase: {top.outbound}
 """}
-    pad_eps = "\n".join(f"    - address: 127.0.0.2:{10000 + k}" for k in range(top.pad))
-    files["services/pad.yaml"] = head + f"""kind: Service
-metadata: {{name: {PAD}, namespace: {NS}}}
-spec:
-  ports:
-    - {{name: http, number: 8080, protocol: http}}
-  endpoints:
-{pad_eps}
-  egress: []
-"""
     backend_ports = "    - {name: http, number: 8080, protocol: http}\n"
     if ch.second_port:
         backend_ports += "    - {name: metrics, number: 9090, protocol: http}\n"

@@ -6,15 +6,12 @@ reads but cannot act."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from controller_helpers import (  # conftest.py puts tests/controller on the path
     MESHCD,
     NS,
@@ -44,35 +41,7 @@ spec:
     return {**mesh_files(ports, timeout=timeout), "rollout/quick.yaml": policy}
 
 
-# Static-mode proxies send their outbound calls to OUTBOUND_BASE + their index
-# (renderers/fleet.py): fixed ports, which other controller tests and demos on this machine
-# use too. Two proxies that bind the same one NACK ("Address already in use").
-OUTBOUND_PORTS = (20000, 20001, 20002)
-
-
-def _bindable(port: int) -> bool:
-    with contextlib.closing(socket.socket()) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _wait_for_outbound_ports(timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while not all(_bindable(p) for p in OUTBOUND_PORTS):
-        if time.monotonic() > end:
-            why = (f"127.0.0.1 ports {OUTBOUND_PORTS} (static outbound) stayed in use by other "
-                   "processes")
-            if os.environ.get("CI"):
-                raise AssertionError(why)
-            pytest.skip(why)
-        time.sleep(1.0)
-
-
 def test_rollout_commands_against_meshcd_serve(tmp_path: Path, procs: Processes) -> None:
-    _wait_for_outbound_ports()
     ports = {"web": [free_static_port(), free_static_port()], "api": [free_static_port()]}
     repo = ConfigRepo(tmp_path / "mesh.git")
     c1 = repo.commit(_files(ports, "5s", "2s"), "first")

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
+from ports import free_port, free_port_range
+from ports import free_static_port as free_static_port  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 MESHCD = str(Path(sys.executable).parent / "meshcd")
@@ -28,25 +29,28 @@ TD = "ctl.test"
 NS = "shop"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Each mesh of a test takes its own outbound ports (the Mesh's outboundPortBase), picked free
+# the first time mesh_files sees its endpoints and the same for every later commit of it.
+_OUTBOUND: dict[tuple[tuple[str, tuple[int, ...]], ...], int] = {}
 
 
-def free_static_port() -> int:
-    """A port P with P and P + 1000 (the app behind a static proxy) both free."""
-    for _ in range(200):
-        p = free_port()
-        if p + 1000 > 65535:
-            continue
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", p + 1000))
-        except OSError:
-            continue
-        return p
-    raise RuntimeError("no free port pair")
+def _mesh_key(ports: dict[str, list[int]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple(sorted((name, tuple(ps)) for name, ps in ports.items()))
+
+
+def outbound_base(ports: dict[str, list[int]]) -> int:
+    """The `outboundPortBase` of the mesh whose static endpoints are `ports`."""
+    key = _mesh_key(ports)
+    if key not in _OUTBOUND:
+        _OUTBOUND[key] = free_port_range(sum(len(ps) for ps in ports.values()))
+    return _OUTBOUND[key]
+
+
+def outbound_port(ports: dict[str, list[int]], proxy_id: str) -> int:
+    """Where static proxy `proxy_id` (`<service>.shop-<n>`) takes its app's outbound HTTP:
+    the base + its index in the static fleet (services by name, then endpoint order)."""
+    order = [f"{name}.{NS}-{n}" for name in sorted(ports) for n in range(len(ports[name]))]
+    return outbound_base(ports) + order.index(proxy_id)
 
 
 def until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -72,6 +76,7 @@ metadata: {{name: mesh}}
 spec:
   trustDomain: {TD}
   mtls: {{mode: STRICT}}
+  outboundPortBase: {outbound_base(ports)}
 """}
     names = list(ports)
     for i, name in enumerate(names):

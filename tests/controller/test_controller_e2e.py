@@ -16,6 +16,7 @@ from controller_helpers import (
     free_static_port,
     http_get,
     mesh_files,
+    outbound_port,
     until,
 )
 
@@ -59,7 +60,8 @@ def test_good_commit_reaches_every_proxy_and_invalid_one_none(tmp_path: Path,
     until(lambda: all_synced(serve, ids), 60, "every proxy synced on the first commit")
     before = serve.ledger()
     # traffic: the app's call to api.shop through web's outbound port (static index 2)
-    status, body = http_get("http://127.0.0.1:20002/items", host="api.shop")
+    web_out = outbound_port(ports, f"web.{NS}-0")
+    status, body = http_get(f"http://127.0.0.1:{web_out}/items", host="api.shop")
     assert status == 200 and json.loads(body)["app"].startswith("api-")
 
     # a good commit: api's route timeout changes -> web's outbound config changes
@@ -107,7 +109,7 @@ def test_good_commit_reaches_every_proxy_and_invalid_one_none(tmp_path: Path,
     assert serve.get("/api/status")["deployed"]["commit"] == c2
     assert {k: v["ackedVersion"] for k, v in serve.ledger().items()} == {
         k: v["ackedVersion"] for k, v in after.items()}
-    status, _ = http_get("http://127.0.0.1:20002/items", host="api.shop")
+    status, _ = http_get(f"http://127.0.0.1:{web_out}/items", host="api.shop")
     assert status == 200
     out = serve.cli("history")
     assert "invalid" in out.stdout and "deployed" in out.stdout

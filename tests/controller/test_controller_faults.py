@@ -19,6 +19,7 @@ from controller_helpers import (
     free_static_port,
     http_get,
     mesh_files,
+    outbound_port,
     until,
 )
 
@@ -95,14 +96,15 @@ def test_controller_away_under_load_and_proxy_restart(tmp_path: Path, procs: Pro
     ids = set(states)
     until(lambda: synced(serve, ids), 60, "first sync")
 
-    # small steady load: web's app calling api through web's proxy (outbound port 20002)
+    # small steady load: web's app calling api through web's proxy (its outbound port)
+    web_out = outbound_port(ports, f"web.{NS}-0")
     results: list[int] = []
     stop = threading.Event()
 
     def load() -> None:
         while not stop.is_set():
             try:
-                status, _ = http_get("http://127.0.0.1:20002/x", host="api.shop", timeout=5)
+                status, _ = http_get(f"http://127.0.0.1:{web_out}/x", host="api.shop", timeout=5)
             except OSError:
                 status = 0
             results.append(status)
@@ -134,7 +136,7 @@ def test_controller_away_under_load_and_proxy_restart(tmp_path: Path, procs: Pro
     web = serve.restart_proxy(f"web.{NS}-0", "web", states[f"web.{NS}-0"])
     status, _ = http_get(f"http://127.0.0.1:{admin_port(web)}/ready")
     assert status == 200
-    status, body = http_get("http://127.0.0.1:20002/again", host="api.shop")
+    status, body = http_get(f"http://127.0.0.1:{web_out}/again", host="api.shop")
     assert status == 200 and b'"app": "api-' in body
     serve.start()
     until(lambda: synced(serve, ids), 120, "resynced after the restarts")
