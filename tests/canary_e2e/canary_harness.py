@@ -40,7 +40,16 @@ for _p in (str(ROOT), str(ROOT / "tests" / "controller"), str(ROOT / "tests" / "
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from controller_helpers import MESHCD, ConfigRepo, Proc, Processes, free_port, until  # noqa: E402
+from controller_helpers import (  # noqa: E402
+    DATAPLANE,
+    MESHCD,
+    ConfigRepo,
+    Proc,
+    Processes,
+    envoy_required,
+    free_port,
+    until,
+)
 from ports import free_port_group, free_port_range  # noqa: E402
 
 TD = "canary.test"
@@ -445,7 +454,9 @@ class Api:
 @dataclass
 class CanaryMesh:
     """Config repo, `meshcd serve`, backend apps, joined proxies. `start()` brings it all up
-    on `healthy` and waits until every proxy is SYNCED; `close()` stops what it started."""
+    on `healthy` and waits until every proxy is SYNCED; `close()` stops what it started.
+    `dataplane`: what the proxies run (`meshcd proxy join --dataplane`): envoy (the default,
+    MESHCD_TEST_DATAPLANE overrides it) or builtin."""
 
     workdir: Path
     top: Topology
@@ -457,6 +468,7 @@ class CanaryMesh:
     admin_ports: dict[str, int] = field(default_factory=dict)
     proxies: dict[str, Proc] = field(default_factory=dict)
     serve: Proc | None = None
+    dataplane: str = DATAPLANE
 
     def __post_init__(self) -> None:
         self.repo = ConfigRepo(self.workdir / "mesh.git")
@@ -473,6 +485,7 @@ class CanaryMesh:
         return self.repo.commit(self.files(ch), message)
 
     def start(self) -> CanaryMesh:
+        envoy_required(self.dataplane)
         first = self.commit(self.healthy, "healthy config")
         self.start_serve()
         self.wait_status(first, {"deployed"}, 120)
@@ -522,7 +535,8 @@ class CanaryMesh:
             MESHCD, "proxy", "join", "--controller", tok["bootstrapUrl"], "--token", tok["token"],
             "--service", service, "--namespace", NS, "--ca-fingerprint", tok["caFingerprint"],
             "--state-dir", str(self.workdir / "proxies" / proxy_id), "--admin-port", "0",
-            "--proxy-id", proxy_id, "--drain-seconds", "1", "--reconnect-max", "2"])
+            "--proxy-id", proxy_id, "--drain-seconds", "1", "--reconnect-max", "2",
+            "--dataplane", self.dataplane])
 
     def close(self) -> None:
         self.procs.stop_all()
