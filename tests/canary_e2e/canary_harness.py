@@ -486,14 +486,10 @@ class CanaryMesh:
 
     def start(self) -> CanaryMesh:
         envoy_required(self.dataplane)
+        self._start_apps()  # first: their ports go into the config
         first = self.commit(self.healthy, "healthy config")
         self.start_serve()
         self.wait_status(first, {"deployed"}, 120)
-        apps = [a for j, p in enumerate(self.top.backend_ports)
-                for a in ("--app", f"{self.top.backend_id(j)}=127.0.0.1:{p + 1000}")]
-        squat = [a for p in self.top.backend_ports for a in ("--squat", str(p + 1))]
-        self.procs.start([sys.executable, str(HERE / "canary_backend_app.py"), *apps, *squat]
-                         ).wait_for("canary backend apps listening", 60)
         for pid in self.top.proxy_ids:  # start all, then wait: they boot in parallel
             self.proxies[pid] = self._join(pid)
         for pid, proc in self.proxies.items():
@@ -501,6 +497,24 @@ class CanaryMesh:
             self.admin_ports[pid] = int(m.group(1))
         until(lambda: self.synced(first), 180, "every proxy SYNCED on the first commit", 0.5)
         return self
+
+    def _start_apps(self) -> None:
+        """The backend apps and squatters. Ports picked free can be taken by another process
+        before the apps bind them (an ephemeral port of any connection on the machine): then
+        the topology is picked again, up to three times."""
+        for attempt in range(3):
+            apps = [a for j, p in enumerate(self.top.backend_ports)
+                    for a in ("--app", f"{self.top.backend_id(j)}=127.0.0.1:{p + 1000}")]
+            squat = [a for p in self.top.backend_ports for a in ("--squat", str(p + 1))]
+            proc = self.procs.start([sys.executable, str(HERE / "canary_backend_app.py"),
+                                     *apps, *squat])
+            try:
+                proc.wait_for("canary backend apps listening", 60)
+                return
+            except AssertionError:
+                if attempt == 2 or "address already in use" not in proc.output():
+                    raise
+            self.top = Topology.pick(self.top.callers, self.top.backends)
 
     def start_serve(self, strategy: str | None = None) -> Proc:
         settings = {
