@@ -542,8 +542,8 @@ class Story:
             n_all, f_all = sum(n for n, _ in deltas.values()), sum(f for _, f in deltas.values())
             each = ", ".join(f"{p} {f} of {n}" for p, (n, f) in deltas.items())
             say(f"Envoy's own counters (http.outbound.downstream_rq_5xx/_total, from each "
-                f"calling proxy's Envoy admin) over the same span: {f_all} of {n_all} requests "
-                f"answered 5xx: {each}")
+                f"calling proxy's Envoy admin) from just before the push until now: {f_all} of "
+                f"{n_all} requests answered 5xx: {each}")
         print(flush=True)
         say("`meshcd history --limit 4`:")
         show(self.cli("history", "--limit", "4"))
