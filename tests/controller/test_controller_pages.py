@@ -136,7 +136,7 @@ def test_pages_follow_a_canary_rollout_and_abort_it(tmp_path: Path, procs: Proce
 
     try:
         until(lambda: on(c1, ids), 60, "every proxy on the first commit")
-    except AssertionError as exc:  # e.g. a static outbound port (20000 + i) taken elsewhere
+    except AssertionError as exc:  # e.g. a proxy that NACKed: the ledger says why
         raise AssertionError(f"{exc}; ledger: {serve.ledger()}") from None
     callers = [f"web.{NS}-0", f"web.{NS}-1"]
     before = {p: serve.ledger()[p]["ackedVersion"] for p in callers}

@@ -9,9 +9,10 @@ proxy, from the Mesh's `outboundPortBase`) is checked port by port.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 _lock = threading.Lock()
 _handed_out: set[int] = set()
@@ -61,3 +62,12 @@ def free_static_port() -> int:
 def free_port_range(n: int) -> int:
     """The first of `n` consecutive free ports (a Mesh's `outboundPortBase` for n proxies)."""
     return free_port_group(range(max(1, n)))
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port where a connection is refused for as long as the block runs: bound here and never
+    listened on, so nothing else can take it (unlike a fixed "nothing listens there" port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
