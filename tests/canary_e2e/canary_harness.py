@@ -34,7 +34,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from controller_helpers import MESHCD, ConfigRepo, Proc, Processes, free_port, until
+from controller_helpers import (
+    DATAPLANE,
+    MESHCD,
+    ConfigRepo,
+    Proc,
+    Processes,
+    envoy_required,
+    free_port,
+    until,
+)
 from ports import free_port_group, free_port_range
 
 HERE = Path(__file__).resolve().parent
@@ -442,7 +451,9 @@ class Api:
 @dataclass
 class CanaryMesh:
     """Config repo, `meshcd serve`, backend apps, joined proxies. `start()` brings it all up
-    on `healthy` and waits until every proxy is SYNCED; `close()` stops what it started."""
+    on `healthy` and waits until every proxy is SYNCED; `close()` stops what it started.
+    `dataplane`: what the proxies run (`meshcd proxy join --dataplane`): envoy (the default,
+    MESHCD_TEST_DATAPLANE overrides it) or builtin."""
 
     workdir: Path
     top: Topology
@@ -454,6 +465,7 @@ class CanaryMesh:
     admin_ports: dict[str, int] = field(default_factory=dict)
     proxies: dict[str, Proc] = field(default_factory=dict)
     serve: Proc | None = None
+    dataplane: str = DATAPLANE
 
     def __post_init__(self) -> None:
         self.repo = ConfigRepo(self.workdir / "mesh.git")
@@ -470,14 +482,11 @@ class CanaryMesh:
         return self.repo.commit(self.files(ch), message)
 
     def start(self) -> CanaryMesh:
+        envoy_required(self.dataplane)
+        self._start_apps()  # first: their ports go into the config
         first = self.commit(self.healthy, "healthy config")
         self.start_serve()
         self.wait_status(first, {"deployed"}, 120)
-        apps = [a for j, p in enumerate(self.top.backend_ports)
-                for a in ("--app", f"{self.top.backend_id(j)}=127.0.0.1:{p + 1000}")]
-        squat = [a for p in self.top.backend_ports for a in ("--squat", str(p + 1))]
-        self.procs.start([sys.executable, str(HERE / "canary_backend_app.py"), *apps, *squat]
-                         ).wait_for("canary backend apps listening", 60)
         for pid in self.top.proxy_ids:  # start all, then wait: they boot in parallel
             self.proxies[pid] = self._join(pid)
         for pid, proc in self.proxies.items():
@@ -485,6 +494,24 @@ class CanaryMesh:
             self.admin_ports[pid] = int(m.group(1))
         until(lambda: self.synced(first), 180, "every proxy SYNCED on the first commit", 0.5)
         return self
+
+    def _start_apps(self) -> None:
+        """The backend apps and squatters. Ports picked free can be taken by another process
+        before the apps bind them (an ephemeral port of any connection on the machine): then
+        the topology is picked again, up to three times."""
+        for attempt in range(3):
+            apps = [a for j, p in enumerate(self.top.backend_ports)
+                    for a in ("--app", f"{self.top.backend_id(j)}=127.0.0.1:{p + 1000}")]
+            squat = [a for p in self.top.backend_ports for a in ("--squat", str(p + 1))]
+            proc = self.procs.start([sys.executable, str(HERE / "canary_backend_app.py"),
+                                     *apps, *squat])
+            try:
+                proc.wait_for("canary backend apps listening", 60)
+                return
+            except AssertionError:
+                if attempt == 2 or "address already in use" not in proc.output():
+                    raise
+            self.top = Topology.pick(self.top.callers, self.top.backends)
 
     def start_serve(self, strategy: str | None = None) -> Proc:
         settings = {
@@ -519,7 +546,8 @@ class CanaryMesh:
             MESHCD, "proxy", "join", "--controller", tok["bootstrapUrl"], "--token", tok["token"],
             "--service", service, "--namespace", NS, "--ca-fingerprint", tok["caFingerprint"],
             "--state-dir", str(self.workdir / "proxies" / proxy_id), "--admin-port", "0",
-            "--proxy-id", proxy_id, "--drain-seconds", "1", "--reconnect-max", "2"])
+            "--proxy-id", proxy_id, "--drain-seconds", "1", "--reconnect-max", "2",
+            "--dataplane", self.dataplane])
 
     def close(self) -> None:
         self.procs.stop_all()

@@ -261,7 +261,8 @@ class FaultMesh(CanaryMesh):
         proc = self.procs.start([
             MESHCD, "proxy", "join", "--service", service, "--namespace", NS,
             "--state-dir", str(self.workdir / "proxies" / proxy_id), "--admin-port", "0",
-            "--proxy-id", proxy_id, "--drain-seconds", "1", "--reconnect-max", "2"])
+            "--proxy-id", proxy_id, "--drain-seconds", "1", "--reconnect-max", "2",
+            "--dataplane", self.dataplane])
         self.proxies[proxy_id] = proc
         m = proc.wait_for(r"admin on 127\.0\.0\.1:(\d+)", 90)
         self.admin_ports[proxy_id] = int(m.group(1))

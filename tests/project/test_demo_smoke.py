@@ -45,6 +45,10 @@ def test_demo_smoke_canary_catches_a_bad_route(tmp_path: Path) -> None:
     assert re.search(r"revision #3 \(\w+\) rejected, outcome rolled_back", out), out[-6000:]
     assert re.search(r"rollout\.judged at [\d:.]+ UTC: stage 1, .*Failed -> roll back", out)
     assert "proxies on their old config" in out
+    # the proxies are Envoy sidecars, and Envoy's own counters saw the bad route's 503s
+    assert "data plane: Envoy sidecars" in out, out[-6000:]
+    m = re.search(r"Envoy's own counters .*?: (\d+) of (\d+) requests answered 5xx", out)
+    assert m and int(m.group(1)) > 0, out[-6000:]
     # `meshcd history` as printed by the demo: the bad revision rejected, the good deployed
     assert re.search(r"^\s+3\s+\w+\s+rejected\s+rolled_back", out, re.M), out[-6000:]
     assert re.search(r"^\s+2\s+\w+\s+deployed\s+promoted", out, re.M), out[-6000:]
