@@ -5,9 +5,11 @@ read model (`view.py`) and the operators' commands (`commands.py`), never this o
 
 Threads: the fetch coordinator's worker (fetch, observe the branch, hand the observation to
 the loop) and the poll scheduler; everything else runs on one asyncio loop.
-`Controller.run(stop)` starts everything in order on an `AsyncExitStack`, waits for `stop`,
-and the stack shuts it down in reverse (each step once, a failing step logged, the rest
-still run).
+`Controller.run(stop)` builds every shell once, in order, into a frozen `Parts` (assigned
+once to the `_parts` slot `__init__` declares: no other attribute is set outside `__init__`,
+tests/project/test_composition_root.py), starts them on an `AsyncExitStack`, waits for
+`stop`, and the stack shuts them down in reverse (each step once, a failing step logged, the
+rest still run).
 """
 
 from __future__ import annotations
