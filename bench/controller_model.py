@@ -1,5 +1,5 @@
-"""The controller's real read model for bench/page.py: `PagesView` (controller/view.py) over a
-`Controller` assembled from the real parts, without `Controller.run()` (no git, no listeners).
+"""The controller's real read model for bench/page.py: `PagesView` (controller/view.py) over the
+real parts `Controller.run()` builds, built here without it (no git, no listeners).
 
 - revisions: a real `RevisionStore` with `revisions` rows (plan summaries made by the
   pipeline's `plan_summary`, findings, deploy results), the stored rollouts of the recent
@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine
 from reconciler.analysis.sample import LATENCY_BUCKETS
 from reconciler.audit import AuditLog
 from reconciler.ca import CertificateAuthority
-from reconciler.controller.app import Controller
+from reconciler.controller.app import Controller, known_proxies_of
 from reconciler.controller.commands import Commands
 from reconciler.controller.settings import Settings
 from reconciler.controller.view import ControllerView, Identity, PagesView
@@ -376,51 +376,46 @@ def build(engine: Engine, audit: AuditLog, loop: asyncio.AbstractEventLoop, data
     fill_ledger(ledger, proxies, now_dt, version_of(0))
     settings = Settings(repo_url="https://git.example/shop/mesh.git", data_dir=data_dir,
                         store_url=str(engine.url))
-    ctl = Controller(settings)
-    ctl.loop = loop
-    ctl.engine = engine
-    ctl.audit = audit
-    ctl.revisions = store
-    ctl.ledger_store = ledger
-    ctl.mirror_display = "git.example/shop/mesh.git"
-    ctl.ca = CertificateAuthority.load_or_create(data_dir, TRUST_DOMAIN, now=now_dt)
+    ctl = Controller(settings)  # its clock; the parts below are what run() would build
+    ca = CertificateAuthority.load_or_create(data_dir, TRUST_DOMAIN, now=now_dt)
+    display = "git.example/shop/mesh.git"
+    made: dict[str, Any] = {}
 
     async def on_loop() -> None:  # the fleet server and the deployer belong to the loop
-        ctl.fleet = FleetServer(ctl.ca, audit, ledger, epoch=2, clock=ctl.clock,
-                                tune_malloc=False)
+        fleet = FleetServer(ca, audit, ledger, epoch=2, clock=ctl.clock, tune_malloc=False)
         st = live.engine.state
         canaries = {p for p in st.on_new}
-        connect_fleet(ctl.fleet, proxies, now_dt,
+        connect_fleet(fleet, proxies, now_dt,
                       DesiredSnapshot(deployed_v, commit_of(revisions - 1), b"{}"),
                       DesiredSnapshot(new_v, commit_of(revisions), b"{}"), canaries)
-        ctl.canary = CanaryDeployer(ctl.fleet, audit, store, clock=ctl.clock,
-                                    now=lambda: live.now + (time.time() - wall))
-        ctl.canary.active = _Rollout(revisions, commit_of(revisions), live.engine, {},
-                                     live.started, loop.create_future(), live.series)
-        ctl.pipeline = Pipeline(store=store, audit=audit, open_repo=lambda: None,
-                                known_proxies=ctl.known_proxies, deployer=ctl.canary,
-                                clock=ctl.clock, branch="main", trust_domain=TRUST_DOMAIN,
-                                current_desired=ctl.fleet.desired,
-                                fleet_assign=ctl.fleet.set_desired)
+        canary = CanaryDeployer(fleet, audit, store, clock=ctl.clock,
+                                now=lambda: live.now + (time.time() - wall))
+        canary.active = _Rollout(revisions, commit_of(revisions), live.engine, {},
+                                 live.started, loop.create_future(), live.series)
+        made["fleet"], made["canary"] = fleet, canary
+        made["pipeline"] = Pipeline(store=store, audit=audit, open_repo=lambda: None,
+                                    known_proxies=lambda: known_proxies_of(fleet),
+                                    deployer=canary, clock=ctl.clock, branch="main",
+                                    trust_domain=TRUST_DOMAIN, current_desired=fleet.desired,
+                                    fleet_assign=fleet.set_desired)
 
     asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
-    ctl.pipeline.queue.state.deployed = store.get(revisions - 1)  # the queue holds them
-    ctl.pipeline.queue.state.current = store.get(revisions)
+    fleet: FleetServer = made["fleet"]
+    canary: CanaryDeployer = made["canary"]
+    pipeline: Pipeline = made["pipeline"]
+    pipeline.queue.state.deployed = store.get(revisions - 1)  # the queue holds them
+    pipeline.queue.state.current = store.get(revisions)
 
     class _Coordinator:  # FetchCoordinator's read side: the last fetch went well
         status = FetchStatus().succeeded(wall - 20)
 
-    ctl.coordinator = _Coordinator()  # type: ignore[assignment]
-
     async def no_revert(*_args: Any) -> str:
         raise RuntimeError("the bench pushes no revert")
 
-    view = ControllerView(Identity("canary", ctl.mirror_display, "main", TRUST_DOMAIN, 2),
-                          ctl.pipeline, store, ctl.fleet, ctl.canary,
+    view = ControllerView(Identity("canary", display, "main", TRUST_DOMAIN, 2),
+                          pipeline, store, fleet, canary,
                           fetch_status=lambda: _Coordinator.status, urls=dict)
-    canary = ctl.canary
-    assert canary is not None
-    commands = Commands(ctl.pipeline, canary, store, audit, ctl.clock, "main",
+    commands = Commands(pipeline, canary, store, audit, ctl.clock, "main",
                         rollout_running=lambda: canary.active is not None,
                         push_revert=no_revert)
     return Built(ctl, PagesView(view, commands, loop), loop, stored, done_revision)
