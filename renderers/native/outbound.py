@@ -126,7 +126,7 @@ def build_cluster(
 ) -> ClusterPiece:
     """The cluster for (service, port, subset). TrafficPolicy blocks apply, a subset's block
     replacing the service's block of the same kind. Endpoints: the static endpoints in the
-    subset, the address's port shifted by the port's index in the Service (see fleet.py)."""
+    subset, the address's port shifted by the port's index in the Service (see targets.py)."""
     deps: frozenset[Token] = frozenset({("mesh",), ("svc", *ref.key), ("tp", *ref.key)})
     name = cluster_name(ref, port, subset)
     svc = model.service(ref)

@@ -17,7 +17,7 @@ from renderers.exporters.common import Export, duration
 from renderers.exporters.gateway_api import export_gateway_api
 from renderers.exporters.istio import export_istio
 from renderers.exporters.linkerd import export_linkerd, identity, namespace_identity
-from renderers.fleet import default_fleet
+from renderers.targets import default_fleet
 
 MESH = """apiVersion: meshcd.dev/v1alpha1
 kind: Mesh

@@ -1,6 +1,6 @@
 """Listener ports the proxies of static endpoints would claim twice (MCD132).
 
-Every static endpoint gets a proxy (renderers/fleet.py `default_fleet`, docs/plan.md "Port
+Every static endpoint gets a proxy (renderers/targets.py `default_fleet`, docs/plan.md "Port
 layout"): services in (namespace, name) order, endpoints in their order, the n-th proxy of that
 walk listening
 
