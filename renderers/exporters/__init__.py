@@ -5,7 +5,7 @@ native render, so Envoy gets exactly what meshcd's proxy gets); `istio`, `linker
 
 from __future__ import annotations
 
-from reconciler.spec.model import ConfigModel
+from reconciler.language.model import ConfigModel
 
 from ..native import render
 from ..targets import Fleet

@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass
 
 from proxy_runtime.config import model as pc
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 from .policies import subset_mtls, traffic_policy
 

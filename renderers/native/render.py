@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from proxy_runtime.config import compute_version
 from proxy_runtime.config import model as pc
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 from ..targets import Fleet, ProxyPorts
 from .changes import Token, changed_tokens, inbound_tokens

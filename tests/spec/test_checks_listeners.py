@@ -9,9 +9,9 @@ import pytest
 
 import renderers.targets
 from proxy_runtime.config import SnapshotError, compile_snapshot
-from reconciler.spec.checks import listeners
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.checks import listeners
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import default_fleet, render
 
 CASE = Path(__file__).resolve().parents[1] / "corpus" / "listener-port-collision"

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.spec.checks.context import CheckContext, where
-from reconciler.spec.findings import Location
-from reconciler.spec.model import DEFAULT_OUTBOUND_PORT_BASE, Service
+from reconciler.language.checks.context import CheckContext, where
+from reconciler.language.findings import Location
+from reconciler.language.model import DEFAULT_OUTBOUND_PORT_BASE, Service
 
 APP_PORT_OFFSET = 1000
 OUTBOUND_BASE = DEFAULT_OUTBOUND_PORT_BASE
