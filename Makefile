@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The pure core: checked strictly by mypy.
-MYPY_PATHS := reconciler/spec reconciler/source reconciler/audit reconciler/ca reconciler/plan \
+MYPY_PATHS := reconciler/language reconciler/source reconciler/audit reconciler/ca reconciler/plan \
 	reconciler/revisions reconciler/controller reconciler/rollout reconciler/analysis \
-	proxy_runtime/config proxy_runtime/envoy renderers webhooks reconciler/errors.py proxy_runtime/errors.py
+	proxy_runtime/config proxy_runtime/protocol proxy_runtime/envoy renderers webhooks reconciler/errors.py proxy_runtime/errors.py
 
 .PHONY: venv test lint typecheck layers pytest demo golden clean bench-validate bench-render bench-proxy bench-webhooks bench-converge bench-canary bench-page bench-judge_sim bench-converge-envoy bench-canary-envoy
 

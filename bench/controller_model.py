@@ -46,6 +46,7 @@ from reconciler.controller.view import ControllerView, Identity, PagesView
 from reconciler.fleet import DesiredSnapshot, FleetServer
 from reconciler.fleet.ledger import LedgerEntry, ProxyState
 from reconciler.fleet.ledger_store import LedgerStore
+from reconciler.language.model import Analysis
 from reconciler.revisions.canary import CanaryDeployer, _Rollout
 from reconciler.revisions.decisions import plan_summary
 from reconciler.revisions.model import Revision, RevisionStatus
@@ -66,7 +67,6 @@ from reconciler.rollout import (
 )
 from reconciler.rollout.series import SeriesRecorder
 from reconciler.source.backoff import FetchStatus
-from reconciler.spec.model import Analysis
 
 TRUST_DOMAIN = "bench.meshcd.dev"
 SERVICES = tuple(f"svc-{i:02d}.shop" for i in range(40))

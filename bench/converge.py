@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from proxy_runtime.config import parse_snapshot, snapshot_to_json  # noqa: E402
-from proxy_runtime.config.canonical import compute_version  # noqa: E402
+from proxy_runtime.protocol.canonical import compute_version  # noqa: E402
 
 SIM_SERVICE, SIM_NS = "sim", "bench"
 
@@ -111,7 +111,7 @@ class SimClient(asyncio.Protocol):
                  opened: asyncio.Future[bool]) -> None:
         from websockets.client import ClientProtocol
 
-        from proxy_runtime.config.fleet_protocol import MAX_TO_PROXY_BYTES, SUBPROTOCOL
+        from proxy_runtime.protocol.fleet import MAX_TO_PROXY_BYTES, SUBPROTOCOL
 
         self.ws = ClientProtocol(uri, subprotocols=[SUBPROTOCOL], max_size=MAX_TO_PROXY_BYTES)  # type: ignore[list-item]
         self.hello = hello
@@ -128,7 +128,7 @@ class SimClient(asyncio.Protocol):
         from websockets.frames import Frame, Opcode
         from websockets.http11 import Response
 
-        from proxy_runtime.config.fleet_protocol import Ack, Nack, Snapshot, decode_to_proxy, encode
+        from proxy_runtime.protocol.fleet import Ack, Nack, Snapshot, decode_to_proxy, encode
 
         self.ws.receive_data(data)
         for event in self.ws.events_received():
@@ -165,7 +165,7 @@ async def sim_worker(url: str, cert_dir: Path, count: int, prefix: str, parallel
 
     from websockets.uri import parse_uri
 
-    from proxy_runtime.config.fleet_protocol import Hello, encode
+    from proxy_runtime.protocol.fleet import Hello, encode
 
     loop = asyncio.get_running_loop()
     ctx = ssl.create_default_context(cafile=str(cert_dir / "bundle.pem"))

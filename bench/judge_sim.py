@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reconciler.analysis.sample import LATENCY_BUCKETS
+from reconciler.language.model import Analysis
 from reconciler.rollout import (
     PRESETS,
     Acked,
@@ -52,7 +53,6 @@ from reconciler.rollout import (
     Target,
     TimerFired,
 )
-from reconciler.spec.model import Analysis
 
 BAD = {
     "5xx": {"error_add": 0.02},

@@ -465,7 +465,7 @@ class Controller:
         """set_desired; returns a future of the ACK outcome."""
         import asyncio
 
-        from proxy_runtime.config.canonical import compute_version
+        from proxy_runtime.protocol.canonical import compute_version
         from reconciler.fleet import DesiredSnapshot
 
         normal = {k: v for k, v in doc.items() if k not in ("version", "identity")}

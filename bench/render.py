@@ -41,10 +41,10 @@ import pygit2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synth import generate
+from reconciler.language import model as sm
+from reconciler.language.validate import ValidationCache, validate
 from reconciler.plan import access_diff, plan
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec import model as sm
-from reconciler.spec.validate import ValidationCache, validate
 from renderers import Fleet, Proxy, render
 
 TARGETS = {"full_s": 10.0, "incremental_s": 0.300, "plan_s": 2.0}

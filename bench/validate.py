@@ -33,9 +33,9 @@ import pygit2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synth import generate
+from reconciler.language.checks import run_checks
+from reconciler.language.validate import ValidationCache, validate
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec.checks import run_checks
-from reconciler.spec.validate import ValidationCache, validate
 
 TARGET_COLD_S = 10.0
 TARGET_INCREMENTAL_S = 0.300

@@ -216,8 +216,8 @@ def install_hook(bare: Path, secret_file: Path, api_url: str) -> None:
 
 
 def static_fleet() -> list[Any]:
-    from reconciler.spec.sources import DirectorySource
-    from reconciler.spec.validate import validate
+    from reconciler.language.sources import DirectorySource
+    from reconciler.language.validate import validate
     from renderers import default_fleet
 
     result = validate(DirectorySource(str(EXAMPLE)))

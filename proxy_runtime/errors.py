@@ -6,7 +6,7 @@ has: `temporary`, whether retrying may help.
 
     ProxyRuntimeError                temporary: may retrying help?
     ├── SnapshotError                a snapshot that must not be applied   (config.errors)
-    ├── ProtocolError                a frame that is not a fleet message   (config.fleet_protocol)
+    ├── ProtocolError                a frame that is not a fleet message   (protocol.fleet)
     ├── AgentError                   the agent                             (agent.errors)
     │   ├── IdentityError            state-dir certificate/key unusable
     │   └── BootstrapError           temporary: bootstrap endpoint unreachable or failed

@@ -19,7 +19,6 @@ from typing import Any
 
 from proxy_runtime.config import SnapshotError, parse_snapshot, snapshot_to_json
 from proxy_runtime.config.authz import AuthzRequest, is_allowed
-from proxy_runtime.config.canonical import compute_version
 from proxy_runtime.config.compile import CompiledConfig, compile_snapshot
 from proxy_runtime.config.files import dump_snapshot_file, loads_snapshot
 from proxy_runtime.dataplane.active import ActiveConfig
@@ -36,6 +35,7 @@ from proxy_runtime.dataplane.handlers import make_inbound_handler, make_outbound
 from proxy_runtime.dataplane.tcp_relay import RelaySide, relay_to
 from proxy_runtime.dataplane.tls import NOT_AN_SVID, downstream_sni, svid_spiffe_id
 from proxy_runtime.metrics import Stats
+from proxy_runtime.protocol.canonical import compute_version
 
 log = logging.getLogger("meshcd.proxy")
 

@@ -10,7 +10,7 @@ the level they care about, and read one flag to decide whether to retry:
     │   └── RollbackRefused         nothing changed (controller)
     ├── ConfigError                 settings or a config repo that cannot be used as given
     │   ├── SettingsError           the controller's settings      (controller.settings)
-    │   ├── ConfigReadError         a config source cannot be read (spec.sources)
+    │   ├── ConfigReadError         a config source cannot be read (language.sources)
     │   └── AllowedSignersError     an allowed-signers file        (source.allowed_signers)
     ├── StartupError                the controller cannot start (one line says what to do)
     ├── SourceError                 the Git source                 (source.errors)

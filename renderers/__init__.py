@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .fleet import Fleet, InboundPort, Proxy, ProxyPorts, default_fleet
 from .native import RenderedSnapshot, RenderKey, RenderResult, RenderState, render
+from .targets import Fleet, InboundPort, Proxy, ProxyPorts, default_fleet
 
 __all__ = [
     "Fleet",

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from proxy_runtime.config.fleet_protocol import Checkpoint, ProtocolError, decode_to_proxy
+from proxy_runtime.protocol.fleet import Checkpoint, ProtocolError, decode_to_proxy
 
 CHECKPOINT_FILE = "audit-checkpoints.json"
 KEEP = 5

@@ -40,7 +40,7 @@ from proxy_runtime.agent.identity import (
     make_csr,
     new_key,
 )
-from proxy_runtime.config.fleet_protocol import (
+from proxy_runtime.protocol.fleet import (
     MAX_TO_PROXY_BYTES,
     SUBPROTOCOL,
     Ack,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from proxy_runtime.config.canonical import compute_version
-from proxy_runtime.config.fleet_protocol import Snapshot
+from proxy_runtime.protocol.canonical import compute_version
+from proxy_runtime.protocol.fleet import Snapshot
 
 STALE_EPOCH = "stale epoch"
 

@@ -7,6 +7,8 @@ See docs/proxy-snapshot.md.
 
 from __future__ import annotations
 
+from proxy_runtime.protocol.canonical import canonical_json, compute_version
+
 from .authz import (
     AuthzDecision,
     AuthzRequest,
@@ -16,7 +18,6 @@ from .authz import (
     evaluate,
     is_allowed,
 )
-from .canonical import canonical_json, compute_version
 from .compile import (
     CompiledCluster,
     CompiledConfig,

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from proxy_runtime.protocol.canonical import compute_version
+
 from .authz import CompiledPolicies, compile_policies
-from .canonical import compute_version
 from .errors import SnapshotError
 from .model import (
     Cluster,

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar, cast
 
-from .canonical import compute_version
+from proxy_runtime.protocol.canonical import compute_version
+
 from .errors import SnapshotError
 from .model import (
     ACTIONS,

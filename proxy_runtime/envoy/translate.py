@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy_runtime.config import model as pc
-from proxy_runtime.config.canonical import compute_version
 from proxy_runtime.config.parse import snapshot_to_json
+from proxy_runtime.protocol.canonical import compute_version
 
 UINT32_MAX = 4294967295
 _T = "type.googleapis.com/"

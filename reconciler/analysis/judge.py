@@ -44,7 +44,7 @@ from reconciler.analysis.stats import (
     rate_greater,
     ratio_greater,
 )
-from reconciler.spec.model import Analysis
+from reconciler.language.model import Analysis
 
 RATE_FLOOR = 0.001  # 0.1%: the smallest baseline rate a relative increase is measured from
 P99_TAIL = 0.01

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from proxy_runtime.config import fleet_protocol
+from proxy_runtime.protocol import fleet as fleet_protocol
 from reconciler.audit.errors import AuditError
 from reconciler.audit.record import Anchor, canonical_json
 from reconciler.store.timefmt import format_instant

@@ -7,9 +7,9 @@ from typing import NoReturn
 
 import click
 
+from reconciler.language.sources import ConfigReadError
+from reconciler.language.validate import ValidationCache, ValidationResult, validate
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec.sources import ConfigReadError
-from reconciler.spec.validate import ValidationCache, ValidationResult, validate
 
 _HELP = """Show what going from one revision of a config repo to another would change.
 

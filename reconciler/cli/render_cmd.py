@@ -9,8 +9,8 @@ from typing import NoReturn
 
 import click
 
-from reconciler.spec.sources import ConfigReadError, DirectorySource, Source
-from reconciler.spec.validate import validate
+from reconciler.language.sources import ConfigReadError, DirectorySource, Source
+from reconciler.language.validate import validate
 
 _FORMATS = ("native", "envoy", "istio", "linkerd", "gateway-api")
 

@@ -12,10 +12,10 @@ from typing import Any, NoReturn
 
 import click
 
-from reconciler.spec.codes import CATALOGUE, DETAILS
-from reconciler.spec.findings import Finding, Severity
-from reconciler.spec.loader import LoadLimits
-from reconciler.spec.model import (
+from reconciler.language.codes import CATALOGUE, DETAILS
+from reconciler.language.findings import Finding, Severity
+from reconciler.language.loader import LoadLimits
+from reconciler.language.model import (
     AuthorizationPolicy,
     ConfigModel,
     Match,
@@ -25,8 +25,8 @@ from reconciler.spec.model import (
     Service,
     TrafficPolicy,
 )
-from reconciler.spec.sources import ConfigReadError, DirectorySource, Source
-from reconciler.spec.validate import ValidationResult, validate
+from reconciler.language.sources import ConfigReadError, DirectorySource, Source
+from reconciler.language.validate import ValidationResult, validate
 
 _STAGE = {"0": "loader and schema", "1": "semantic check"}
 

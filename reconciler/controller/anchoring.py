@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from proxy_runtime.config import fleet_protocol
+from proxy_runtime.protocol import fleet as fleet_protocol
 from reconciler.audit import AuditLog, ChainBroken, RecordNotFound, VerifyResult
 from reconciler.audit.anchor import (
     AnchorReport,

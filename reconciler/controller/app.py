@@ -52,6 +52,7 @@ from reconciler.fleet import (
     LedgerStore,
     Nacked,
 )
+from reconciler.language.validate import validate
 from reconciler.net.http import TrackRequests, uvicorn_handler
 from reconciler.net.listener import GuardedListener, ListenerCollector
 from reconciler.revisions import (
@@ -79,7 +80,6 @@ from reconciler.source import (
     parse_remote_url,
 )
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec.validate import validate
 from reconciler.store import StoreError, open_engine, sqlite_url
 from reconciler.store.health import StoreHealth
 from reconciler.store.health import watch as watch_store

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from proxy_runtime.config.fleet_protocol import Checkpoint
+from proxy_runtime.protocol.fleet import Checkpoint
 from reconciler.analysis.sample import CLASSES, LATENCY_BUCKETS, BadWindow
 from reconciler.fleet.ledger import AckOutcome
 

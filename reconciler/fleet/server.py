@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from proxy_runtime.config.fleet_protocol import (
+from proxy_runtime.protocol.fleet import (
     FLEET_PATH,
     Ack,
     Certificate,

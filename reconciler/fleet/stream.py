@@ -18,7 +18,7 @@ from websockets.http11 import Request
 from websockets.protocol import Protocol as WebSocketProtocol
 from websockets.server import ServerProtocol
 
-from proxy_runtime.config.fleet_protocol import (
+from proxy_runtime.protocol.fleet import (
     MAX_TO_CONTROLLER_BYTES,
     SUBPROTOCOL,
     Error,

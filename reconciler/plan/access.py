@@ -42,7 +42,7 @@ from proxy_runtime.config import (
 from proxy_runtime.config import model as pc
 from proxy_runtime.config.authz import DEFAULT_DENY_POLICY
 from proxy_runtime.config.matchers import istio_string_matcher
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 from renderers.native import proxy_policies, service_mtls
 
 PLAINTEXT = "(plaintext)"

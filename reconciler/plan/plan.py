@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 from renderers import Fleet, RenderResult, default_fleet, render
 
 from .access import AccessDiff, access_diff

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Literal
 
-from reconciler.spec import model as sm
-from reconciler.spec.findings import Location
+from reconciler.language import model as sm
+from reconciler.language.findings import Location
 
 ChangeKind = Literal["added", "changed", "removed"]
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.language.findings import Finding
+from reconciler.language.model import ConfigModel, FrozenDict, ServiceRef
 from reconciler.revisions.model import SUPERSEDABLE, Revision, RevisionStatus
-from reconciler.spec.findings import Finding
-from reconciler.spec.model import ConfigModel, FrozenDict, ServiceRef
 from renderers import Fleet, Proxy, default_fleet
 
 MAX_FINDINGS_STORED = 200

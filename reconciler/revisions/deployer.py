@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.fleet import DesiredSnapshot, FleetServer
+from reconciler.language.model import RolloutPolicy
 from reconciler.revisions.decisions import DeployTargets, DeployVerdict, deploy_verdict
-from reconciler.spec.model import RolloutPolicy
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.language.model import ConfigModel
+from reconciler.language.validate import ValidationCache, validate
 from reconciler.plan import format_plan, plan
 from reconciler.revisions.decisions import (
     KnownProxy,
@@ -19,8 +21,6 @@ from reconciler.revisions.decisions import (
     render_fleet,
 )
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec.model import ConfigModel
-from reconciler.spec.validate import ValidationCache, validate
 from renderers import RenderResult, render
 
 
@@ -62,7 +62,7 @@ class Checked:
 
 
 def load_and_validate(repo: Any, commit: str, cache: ValidationCache) -> tuple[Any, list[Any]]:
-    """(result, error findings). Raises `reconciler.spec.sources.ConfigReadError` when the
+    """(result, error findings). Raises `reconciler.language.sources.ConfigReadError` when the
     commit cannot be read at all."""
     result = validate(GitTreeSource(repo, commit), cache)
     return result, list(result.errors)

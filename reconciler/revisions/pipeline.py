@@ -23,6 +23,9 @@ from typing import Any
 
 from reconciler.audit import AuditLog
 from reconciler.fleet import DesiredSnapshot
+from reconciler.language.model import ServiceRef
+from reconciler.language.sources import ConfigReadError as SpecSourceError
+from reconciler.language.validate import ValidationCache
 from reconciler.revisions.decisions import (
     DeployTargets,
     KnownProxy,
@@ -72,9 +75,6 @@ from reconciler.revisions.queue import (
 from reconciler.revisions.queue import Observed as ObservedEvent
 from reconciler.revisions.store import RevisionStore
 from reconciler.source import BranchObservation
-from reconciler.spec.model import ServiceRef
-from reconciler.spec.sources import ConfigReadError as SpecSourceError
-from reconciler.spec.validate import ValidationCache
 from renderers import RenderedSnapshot, render
 
 log = logging.getLogger("meshcd.pipeline")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.spec.model import Analysis, RolloutPolicy
+from reconciler.language.model import Analysis, RolloutPolicy
 
 
 @dataclass(frozen=True, slots=True)

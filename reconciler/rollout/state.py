@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from reconciler.language.model import Analysis
 from reconciler.rollout.stages import RolloutSettings, StageSpec, Target
 from reconciler.rollout.values import (
     FinalStatus,
@@ -25,7 +26,6 @@ from reconciler.rollout.values import (
     StageOutcome,
     StageVerdict,
 )
-from reconciler.spec.model import Analysis
 
 STATE_FORMAT = 1
 

@@ -1,6 +1,6 @@
 """A config source read from a Git tree at a commit, straight from the object database (no
-checkout). It yields what `reconciler.spec.sources.DirectorySource` yields for the same files,
-in the same order, so `reconciler.spec.validate` takes either."""
+checkout). It yields what `reconciler.language.sources.DirectorySource` yields for the same files,
+in the same order, so `reconciler.language.validate` takes either."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pygit2
 
-from reconciler.spec.codes import finding
-from reconciler.spec.findings import Finding, Location
-from reconciler.spec.sources import (
+from reconciler.language.codes import finding
+from reconciler.language.findings import Finding, Location
+from reconciler.language.sources import (
     DEFAULT_MAX_FILE_SIZE,
     YAML_SUFFIXES,
     ConfigReadError,

@@ -5,10 +5,10 @@ native render, so Envoy gets exactly what meshcd's proxy gets); `istio`, `linker
 
 from __future__ import annotations
 
-from reconciler.spec.model import ConfigModel
+from reconciler.language.model import ConfigModel
 
-from ..fleet import Fleet
 from ..native import render
+from ..targets import Fleet
 from .common import Export, ExportWarning
 from .envoy import DEFAULT_ROOT, export_envoy
 from .gateway_api import export_gateway_api

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 # meshcd selects workloads by service; Kubernetes meshes select pods by label. The exporters
 # assume the usual convention: a service's pods carry `app: <service name>`.

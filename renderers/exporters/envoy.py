@@ -28,8 +28,8 @@ from proxy_runtime.envoy.translate import (
     translate,
 )
 
-from ..fleet import Fleet, Proxy
 from ..native import MANAGED_OUTBOUND_PORT, RenderedSnapshot
+from ..targets import Fleet, Proxy
 from .common import Export, dump_yaml
 
 DEFAULT_ROOT = "/etc/meshcd/envoy"

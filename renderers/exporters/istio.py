@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 from .common import (
     APP_LABEL,

@@ -16,7 +16,7 @@ import ipaddress
 import re
 from typing import Any
 
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 from ..native import selected_policies, service_mtls
 from .common import APP_LABEL, Export, dump_yaml, file_name, k8s, k8s_name, res_name

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import lru_cache
 
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 Token = tuple[str, ...]
 ResourceKey = tuple[str, str, str]  # (kind, namespace, name)

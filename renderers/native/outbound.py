@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass
 
 from proxy_runtime.config import model as pc
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 from .policies import subset_mtls, traffic_policy
 
@@ -126,7 +126,7 @@ def build_cluster(
 ) -> ClusterPiece:
     """The cluster for (service, port, subset). TrafficPolicy blocks apply, a subset's block
     replacing the service's block of the same kind. Endpoints: the static endpoints in the
-    subset, the address's port shifted by the port's index in the Service (see fleet.py)."""
+    subset, the address's port shifted by the port's index in the Service (see targets.py)."""
     deps: frozenset[Token] = frozenset({("mesh",), ("svc", *ref.key), ("tp", *ref.key)})
     name = cluster_name(ref, port, subset)
     svc = model.service(ref)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 from proxy_runtime.config import model as pc
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 
 def root_namespace(model: sm.ConfigModel) -> str:

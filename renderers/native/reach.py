@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from proxy_runtime.config import AuthzRequest, compile_policies, is_allowed
 from proxy_runtime.config import model as pc
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
 from .policies import default_deny, proxy_policies, service_mtls
 

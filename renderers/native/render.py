@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 from proxy_runtime.config import compute_version
 from proxy_runtime.config import model as pc
-from reconciler.spec import model as sm
+from reconciler.language import model as sm
 
-from ..fleet import Fleet, ProxyPorts
+from ..targets import Fleet, ProxyPorts
 from .changes import Token, changed_tokens, inbound_tokens
 from .outbound import ClusterPiece, OutboundPiece, build_cluster, build_outbound, tcp_port
 from .policies import default_deny, proxy_mtls, proxy_policies, traffic_policy

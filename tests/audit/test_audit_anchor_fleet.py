@@ -22,7 +22,7 @@ from test_audit_tamper import tamper
 from websockets.asyncio.client import connect
 
 from proxy_runtime.agent.checkpoints import CHECKPOINT_FILE, CheckpointStore
-from proxy_runtime.config.fleet_protocol import (
+from proxy_runtime.protocol.fleet import (
     SUBPROTOCOL,
     Checkpoint,
     Hello,

@@ -71,7 +71,7 @@ class Topology:
     backend_ports[j] + 1 is held by a squatter (the port a second Service port would need).
 
     Static proxies take outbound HTTP on the Mesh's `outboundPortBase` + their index in the
-    static fleet (renderers.fleet): `outbound` is a run of free ports picked here, so this mesh
+    static fleet (renderers.targets): `outbound` is a run of free ports picked here, so this mesh
     shares no port with the demo (20000 + i) or with another test."""
 
     callers: int

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.controller.settings import Bind, SettingsError, build_settings
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from reconciler.revisions import (
     IllegalTransition,
     KnownProxy,
@@ -23,8 +25,6 @@ from reconciler.revisions import (
     trigger_of,
 )
 from reconciler.revisions.decisions import plan_summary
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

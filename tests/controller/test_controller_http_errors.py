@@ -25,9 +25,9 @@ from reconciler.errors import (
     RollbackTargetNotFound,
     StartupError,
 )
+from reconciler.language import ConfigReadError
 from reconciler.revisions import RevisionNotFound, RevisionStore
 from reconciler.source import BranchMissing, CommitNotFound, RemoteUnreachable
-from reconciler.spec import ConfigReadError
 from reconciler.store import StoreUnavailable, sqlite_url
 
 CASES: dict[str, tuple[MeshcdError, int]] = {

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from plan_git import commit, example_files, new_repo
 
+from reconciler.language.validate import ValidationCache
 from reconciler.pages.convert import plan_parts
 from reconciler.pages.folding import summarise_blast
 from reconciler.revisions.decisions import (
@@ -20,7 +21,6 @@ from reconciler.revisions.decisions import (
     plan_summary,
 )
 from reconciler.revisions.evaluate import Evaluated, evaluate
-from reconciler.spec.validate import ValidationCache
 
 EDITS = {
     # cart: 90/10 -> 80/20 (the proxies calling cart change)

@@ -13,8 +13,8 @@ from envoy_harness import envoy_plane, free_port, needs_envoy, svid
 
 from proxy_runtime.config import snapshot_to_json
 from proxy_runtime.runtime import Ack
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import default_fleet, render
 
 pytestmark = needs_envoy

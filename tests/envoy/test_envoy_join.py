@@ -24,7 +24,7 @@ from fleet_helpers import TD, Controller, now, run, until
 
 from proxy_runtime.config import model as pc
 from proxy_runtime.config import snapshot_to_json
-from proxy_runtime.config.canonical import compute_version
+from proxy_runtime.protocol.canonical import compute_version
 from reconciler.fleet import DesiredSnapshot
 
 pytestmark = needs_envoy

@@ -22,8 +22,8 @@ from proxy_runtime.envoy.translate import (
     FileSources,
     translate,
 )
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import default_fleet, render
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

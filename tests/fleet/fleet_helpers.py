@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from proxy_runtime.agent.client import FleetAgent
 from proxy_runtime.agent.identity import StateDir, make_csr, new_key
 from proxy_runtime.config import parse_snapshot, snapshot_to_json
-from proxy_runtime.config.canonical import compute_version
+from proxy_runtime.protocol.canonical import compute_version
 from proxy_runtime.runtime import ProxyRuntime
 from reconciler.audit import AuditLog
 from reconciler.ca import CertificateAuthority, JoinTokens, spiffe_id

@@ -15,7 +15,7 @@ from typing import Any
 from fleet_helpers import Controller, desired, run, until
 from websockets.asyncio.client import ClientConnection, connect
 
-from proxy_runtime.config.fleet_protocol import SUBPROTOCOL
+from proxy_runtime.protocol.fleet import SUBPROTOCOL
 from reconciler.fleet import (
     Acked,
     Connected,

@@ -17,8 +17,8 @@ from proxy_runtime.agent.core import (
     renew_delay,
     with_identity,
 )
-from proxy_runtime.config.canonical import compute_version
-from proxy_runtime.config.fleet_protocol import Snapshot
+from proxy_runtime.protocol.canonical import compute_version
+from proxy_runtime.protocol.fleet import Snapshot
 from reconciler.fleet import LedgerStore, ProxyRecord, ProxyState
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_runtime.config.canonical import compute_version
-from proxy_runtime.config.fleet_protocol import (
+from proxy_runtime.protocol.canonical import compute_version
+from proxy_runtime.protocol.fleet import (
     MAX_TO_CONTROLLER_BYTES,
     Ack,
     Certificate,

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from proxy_runtime.agent.identity import StateDir, make_csr, new_key
-from proxy_runtime.config.fleet_protocol import SUBPROTOCOL
+from proxy_runtime.protocol.fleet import SUBPROTOCOL
 from reconciler.ca import CertificateAuthority, spiffe_id
 from reconciler.fleet import ProxyState
 

@@ -231,7 +231,7 @@ def _outbound_desired(backend_port: int, n: int):  # type: ignore[no-untyped-def
     import json as _json
 
     from proxy_runtime.config import parse_snapshot, snapshot_to_json
-    from proxy_runtime.config.canonical import compute_version
+    from proxy_runtime.protocol.canonical import compute_version
     from reconciler.fleet import DesiredSnapshot
 
     doc = snapshot_to_json(parse_snapshot({

@@ -21,10 +21,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from reconciler.cli.main import cli
+from reconciler.language.model import ConfigModel
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from reconciler.plan import format_plan, plan
-from reconciler.spec.model import ConfigModel
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
 from renderers import default_fleet
 from renderers.exporters import FORMATS, export
 

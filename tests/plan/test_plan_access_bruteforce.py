@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from proxy_runtime.config import compile_policies
+from reconciler.language import model as sm
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from reconciler.plan import access as A
 from reconciler.plan import access_diff
-from reconciler.spec import model as sm
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 

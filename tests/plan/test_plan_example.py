@@ -9,10 +9,10 @@ import pytest
 from plan_git import commit, example_files, new_repo
 
 from proxy_runtime.config import AuthzRequest, evaluate
+from reconciler.language import model as sm
+from reconciler.language.validate import ValidationCache, validate
 from reconciler.plan import Plan, PlanLimits, format_plan, plan
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec import model as sm
-from reconciler.spec.validate import ValidationCache, validate
 from renderers import default_fleet, render
 from renderers.native import proxy_policies
 

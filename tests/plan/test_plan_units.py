@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from reconciler.language import model as sm
+from reconciler.language.model import Positions, ServiceRef
 from reconciler.plan import access_diff, resource_diff
 from reconciler.plan.access import OTHER, identities
-from reconciler.spec import model as sm
-from reconciler.spec.model import Positions, ServiceRef
 
 MESH = sm.Mesh(name="mesh", trust_domain="t.example", authorization=sm.AuthorizationSettings("deny"))
 

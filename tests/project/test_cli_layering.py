@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CONTROLLER_ONLY = ("pygit2", "fastapi", "starlette", "sqlalchemy", "jinja2", "reconciler.spec")
+CONTROLLER_ONLY = ("pygit2", "fastapi", "starlette", "sqlalchemy", "jinja2", "reconciler.language")
 
 PROBE = """
 import sys
@@ -37,4 +37,4 @@ def test_proxy_commands_import_no_controller_code() -> None:
 def test_the_probe_sees_controller_imports_when_they_happen() -> None:
     # The same probe on a controller command must see them, or the test above proves nothing.
     loaded = loaded_modules("validate", "--list-codes")
-    assert "reconciler.spec" in loaded
+    assert "reconciler.language" in loaded

@@ -34,7 +34,7 @@ LIMITS: dict[str, int] = {
     "reconciler.revisions": 20,
     "reconciler.rollout": 11,
     "reconciler.source": 12,
-    "reconciler.spec": 11,
+    "reconciler.language": 11,
     "proxy_runtime.config": 15,
     "renderers": 131,
     "webhooks": 2,

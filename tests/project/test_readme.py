@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from reconciler.cli.main import cli
-from reconciler.spec.codes import CATALOGUE
+from reconciler.language.codes import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 def test_every_finding_code_is_listed_with_its_summary() -> None:
     rows = dict(re.findall(r"^\| (MCD\d{3}) \| \w+ \| (.+) \|$", README, flags=re.MULTILINE))
-    assert set(rows) == set(CATALOGUE), "README's code table differs from reconciler.spec.codes"
+    assert set(rows) == set(CATALOGUE), "README's code table differs from reconciler.language.codes"
     for code, entry in CATALOGUE.items():
         assert rows[code] == entry.summary, code
 

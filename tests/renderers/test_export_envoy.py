@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from proxy_runtime.config import model as pc
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import default_fleet, render
 from renderers.exporters.envoy import export_envoy, fraction, pattern, rbac_rules
 

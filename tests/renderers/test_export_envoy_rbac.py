@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from proxy_runtime.config import AuthzRequest, compile_policies, evaluate
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import default_fleet, render
 from renderers.exporters.envoy import rbac_rules
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from proxy_runtime.config import Identity, compile_snapshot, select_route
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import default_fleet, render
 from renderers.exporters.envoy import export_envoy
 

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.spec.model import ConfigModel
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.model import ConfigModel
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers.exporters import FORMATS, export
 from renderers.exporters.common import Export, duration
 from renderers.exporters.gateway_api import export_gateway_api
 from renderers.exporters.istio import export_istio
 from renderers.exporters.linkerd import export_linkerd, identity, namespace_identity
-from renderers.fleet import default_fleet
+from renderers.targets import default_fleet
 
 MESH = """apiVersion: meshcd.dev/v1alpha1
 kind: Mesh

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.spec.model import ConfigModel
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import ValidationResult, validate
+from reconciler.language.model import ConfigModel
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import ValidationResult, validate
 from renderers import default_fleet, render
 
 MESH = """apiVersion: meshcd.dev/v1alpha1

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.spec import model as sm
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language import model as sm
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import Fleet, Proxy, RenderResult, default_fleet, render
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,9 +19,9 @@ from proxy_runtime.config import (
 )
 from proxy_runtime.config import model as pc
 from proxy_runtime.config.routing import choose_cluster
-from reconciler.spec.model import ConfigModel, FrozenDict, ServiceRef
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.model import ConfigModel, FrozenDict, ServiceRef
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import Fleet, InboundPort, Proxy, RenderResult, default_fleet, render
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "repo_layout_example"

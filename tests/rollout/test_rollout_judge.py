@@ -6,7 +6,7 @@ import pytest
 from rollout_playbook import DENYING, ERRORS_5XX, HEALTHY, SLOW, Traffic, window
 
 from reconciler.analysis import BadWindow, Outcome, Sample, judge
-from reconciler.spec.model import Analysis
+from reconciler.language.model import Analysis
 
 A = Analysis()
 

@@ -6,6 +6,7 @@ import json
 
 from rollout_playbook import DENYING, ERRORS_5XX, HEALTHY, SLOW, Playbook, Traffic, window
 
+from reconciler.language.model import Analysis
 from reconciler.rollout import (
     DEFAULT_STAGES,
     Finished,
@@ -16,7 +17,6 @@ from reconciler.rollout import (
     StageSpec,
     StatsReceived,
 )
-from reconciler.spec.model import Analysis
 
 STAGE1 = "push stage a2=new-api"
 STAGE2 = "push stage w1=new-web w2=new-web"

@@ -17,7 +17,7 @@ from proxy_runtime.metrics import MetricsExporter, Stats
 from reconciler.analysis import LATENCY_BUCKETS, Outcome, Sample, judge
 from reconciler.analysis.prometheus import PrometheusError, PrometheusProvider, matcher
 from reconciler.analysis.stats import histogram_quantile
-from reconciler.spec.model import Analysis
+from reconciler.language.model import Analysis
 
 
 class Target:

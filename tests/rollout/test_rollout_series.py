@@ -11,8 +11,8 @@ from rollout_playbook import DENYING, ERRORS_5XX, HEALTHY, SLOW, Playbook, Traff
 from reconciler.analysis.judge import judge, summary
 from reconciler.analysis.sample import LATENCY_BUCKETS, BadWindow, Sample
 from reconciler.analysis.stats import histogram_quantile
+from reconciler.language.model import Analysis
 from reconciler.rollout.series import SeriesRecorder
-from reconciler.spec.model import Analysis
 
 START = 1_000_000.4  # not a whole second: t counts from int(started_at)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from rollout_playbook import targets
 
+from reconciler.language.model import Analysis, RolloutPolicy, ServiceRef
 from reconciler.rollout import (
     DEFAULT_STAGES,
     FAST_STAGES,
@@ -13,11 +14,10 @@ from reconciler.rollout import (
     settings_for,
     stage_members,
 )
-from reconciler.spec.model import Analysis, RolloutPolicy, ServiceRef
 
 
 def policy(name: str, stages: list[tuple[float, int | None, float | None]], **kw: object) -> RolloutPolicy:
-    from reconciler.spec.model import Stage
+    from reconciler.language.model import Stage
     return RolloutPolicy(name=name, namespace="ops",  # type: ignore[call-arg]
                          stages=tuple(Stage(b, c, p) for b, c, p in stages), **kw)
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from reconciler.spec.checks import run_checks
-from reconciler.spec.findings import Finding, Severity
-from reconciler.spec.model import ConfigModel
-from reconciler.spec.sources import SourceFile, blob_id
-from reconciler.spec.validate import validate
+from reconciler.language.checks import run_checks
+from reconciler.language.findings import Finding, Severity
+from reconciler.language.model import ConfigModel
+from reconciler.language.sources import SourceFile, blob_id
+from reconciler.language.validate import validate
 
 H = "apiVersion: meshcd.dev/v1alpha1\n"
 
@@ -518,8 +518,8 @@ def test_memo_reuses_unchanged_resources_but_follows_their_context() -> None:
     """With a warm ValidationCache, unchanged files give back the same Resource objects and the
     check memo skips their local checks; findings that depend on other resources (or on the
     set of namespaces) must still follow a change elsewhere."""
-    from reconciler.spec.checks import LocalMemo
-    from reconciler.spec.validate import ValidationCache
+    from reconciler.language.checks import LocalMemo
+    from reconciler.language.validate import ValidationCache
 
     v1 = base(**{
         "r.yaml": route("- destinations: [{service: web, weight: 50}]\n"),

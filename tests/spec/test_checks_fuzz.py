@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.spec.checks import LocalMemo, run_checks
-from reconciler.spec.codes import CATALOGUE
-from reconciler.spec.model import (
+from reconciler.language.checks import LocalMemo, run_checks
+from reconciler.language.codes import CATALOGUE
+from reconciler.language.model import (
     AuthorizationPolicy,
     AuthorizationRule,
     Condition,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import renderers.fleet
+import renderers.targets
 from proxy_runtime.config import SnapshotError, compile_snapshot
-from reconciler.spec.checks import listeners
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.checks import listeners
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from renderers import default_fleet, render
 
 CASE = Path(__file__).resolve().parents[1] / "corpus" / "listener-port-collision"
@@ -30,8 +30,8 @@ def _repo(path: Path, svc: str) -> Path:
 
 
 def test_layout_constants_match_the_renderer() -> None:
-    assert listeners.OUTBOUND_BASE == renderers.fleet.OUTBOUND_BASE
-    assert listeners.APP_PORT_OFFSET == renderers.fleet.APP_PORT_OFFSET
+    assert listeners.OUTBOUND_BASE == renderers.targets.OUTBOUND_BASE
+    assert listeners.APP_PORT_OFFSET == renderers.targets.APP_PORT_OFFSET
 
 
 def _refused_and_shared(path: Path) -> tuple[set[str], set[int]]:

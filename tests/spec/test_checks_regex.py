@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from reconciler.spec.checks.regex_safety import backtracking_risk, compile_error, regex_problem
+from reconciler.language.checks.regex_safety import backtracking_risk, compile_error, regex_problem
 
 CATASTROPHIC = [
     r"(a+)+",

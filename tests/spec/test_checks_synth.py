@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.synth import generate
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 
 
 def test_small_synthetic_repo_validates_clean(tmp_path: Path) -> None:

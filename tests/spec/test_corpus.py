@@ -22,11 +22,11 @@ from typing import Any
 import pygit2
 import pytest
 
+from reconciler.language.findings import Finding
+from reconciler.language.loader import LoadLimits
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import ValidationResult, validate
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec.findings import Finding
-from reconciler.spec.loader import LoadLimits
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import ValidationResult, validate
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 REPO = Path(__file__).resolve().parents[2]
@@ -328,7 +328,7 @@ class _Files:
         return "mutated example"
 
     def files(self, max_file_size: int = 1 << 20) -> Iterator[Any]:
-        from reconciler.spec.sources import SourceFile, blob_id
+        from reconciler.language.sources import SourceFile, blob_id
 
         for path in sorted(self.data):
             yield SourceFile(path, blob_id(self.data[path]), self.data[path])
@@ -362,7 +362,7 @@ def _mutate(rng: Any, text: str) -> str:
 def test_mutated_example_never_raises() -> None:
     import random
 
-    from reconciler.spec.validate import ValidationCache
+    from reconciler.language.validate import ValidationCache
 
     rng = random.Random(2)
     base = {

@@ -13,10 +13,10 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from reconciler.language.model import ConfigModel
+from reconciler.language.sources import DirectorySource
+from reconciler.language.validate import validate
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec.model import ConfigModel
-from reconciler.spec.sources import DirectorySource
-from reconciler.spec.validate import validate
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "repo_layout_example"

@@ -10,16 +10,16 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.source.tree import GitTreeSource
-from reconciler.spec.findings import Finding
-from reconciler.spec.loader import LoadLimits
-from reconciler.spec.sources import (
+from reconciler.language.findings import Finding
+from reconciler.language.loader import LoadLimits
+from reconciler.language.sources import (
     ConfigReadError,
     DirectorySource,
     SourceFile,
     blob_id,
 )
-from reconciler.spec.validate import ValidationCache, validate
+from reconciler.language.validate import ValidationCache, validate
+from reconciler.source.tree import GitTreeSource
 
 SERVICE = b"""apiVersion: meshcd.dev/v1alpha1
 kind: Service

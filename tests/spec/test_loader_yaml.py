@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.spec.findings import Location, Severity
-from reconciler.spec.loader import LoadLimits, load_yaml
+from reconciler.language.findings import Location, Severity
+from reconciler.language.loader import LoadLimits, load_yaml
 
 
 def codes(data: bytes, limits: LoadLimits | None = None) -> list[tuple[str, int, int]]:
@@ -212,8 +212,8 @@ _YAMLISH = st.text(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_YAMLISH)
 def test_fuzz_yamlish_text_never_raises(text: str) -> None:
-    from reconciler.spec.sources import SourceFile, blob_id
-    from reconciler.spec.validate import process_file
+    from reconciler.language.sources import SourceFile, blob_id
+    from reconciler.language.validate import process_file
 
     data = text.encode("utf-8")
     result = process_file(SourceFile("f.yaml", blob_id(data), data), LoadLimits(node_budget=5000))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.spec import (
+from reconciler.language import (
     AuthorizationPolicy,
     ConfigModel,
     DirectorySource,
@@ -24,9 +24,9 @@ from reconciler.spec import (
     resolve_service_ref,
     validate,
 )
-from reconciler.spec.build import build_resource
-from reconciler.spec.loader import load_yaml
-from reconciler.spec.model import Endpoint, Match, PathMatch, Port, Resource, Subset
+from reconciler.language.build import build_resource
+from reconciler.language.loader import load_yaml
+from reconciler.language.model import Endpoint, Match, PathMatch, Port, Resource, Subset
 
 MINIMAL = """\
 apiVersion: meshcd.dev/v1alpha1
@@ -276,9 +276,9 @@ def test_every_schema_valid_mutation_builds(seed: int) -> None:
 
     from test_schema_spec import FULL, _mutations
 
-    from reconciler.spec.loader import Document
-    from reconciler.spec.model import Positions
-    from reconciler.spec.schema import check_envelope, fast_check
+    from reconciler.language.loader import Document
+    from reconciler.language.model import Positions
+    from reconciler.language.schema import check_envelope, fast_check
 
     rng = random.Random(seed)
     docs, _ = load_yaml("f.yaml", FULL.encode())
@@ -302,6 +302,6 @@ def test_every_schema_valid_mutation_builds(seed: int) -> None:
 
 
 def schema_kinds() -> set[str]:
-    from reconciler.spec.model import KINDS
+    from reconciler.language.model import KINDS
 
     return set(KINDS)

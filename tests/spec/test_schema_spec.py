@@ -14,11 +14,11 @@ import yaml
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from reconciler.spec import schema_gen
-from reconciler.spec.findings import Location
-from reconciler.spec.loader import Document, load_yaml
-from reconciler.spec.schema import check_envelope, check_schema, fast_check, validator
-from reconciler.spec.schema_fast import compile_schema
+from reconciler.language import schema_gen
+from reconciler.language.findings import Location
+from reconciler.language.loader import Document, load_yaml
+from reconciler.language.schema import check_envelope, check_schema, fast_check, validator
+from reconciler.language.schema_fast import compile_schema
 
 SCHEMA_DIR = Path(schema_gen.__file__).parent / "schemas"
 KINDS = list(schema_gen.SPECS)
@@ -166,7 +166,7 @@ def mcd020(text: str) -> list[tuple[str, int, int]]:
 def test_shipped_files_match_the_generator() -> None:
     for name, schema in schema_gen.all_schemas().items():
         shipped = (SCHEMA_DIR / name).read_text(encoding="utf-8")
-        assert shipped == schema_gen.render(schema), f"regenerate: python -m reconciler.spec.schema_gen ({name})"
+        assert shipped == schema_gen.render(schema), f"regenerate: python -m reconciler.language.schema_gen ({name})"
     assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(schema_gen.all_schemas())
 
 

@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli.main import cli
+from reconciler.language import DirectorySource, ValidationCache, validate
+from reconciler.language.codes import CATALOGUE
+from reconciler.language.loader import LoadLimits
 from reconciler.source.tree import GitTreeSource
-from reconciler.spec import DirectorySource, ValidationCache, validate
-from reconciler.spec.codes import CATALOGUE
-from reconciler.spec.loader import LoadLimits
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "repo_layout_example"

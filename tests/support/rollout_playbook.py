@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.analysis.sample import LATENCY_BUCKETS
+from reconciler.language.model import Analysis
 from reconciler.rollout import (
     FAST_STAGES,
     Acked,
@@ -42,7 +43,6 @@ from reconciler.rollout import (
     Target,
     TimerFired,
 )
-from reconciler.spec.model import Analysis
 
 START = 1_000_000.0
 

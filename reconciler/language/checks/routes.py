@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from reconciler.spec.checks.context import CheckContext, where
-from reconciler.spec.checks.regex_safety import regex_problem
-from reconciler.spec.model import Match, Route, RouteRule, ServiceRef
+from reconciler.language.checks.context import CheckContext, where
+from reconciler.language.checks.regex_safety import regex_problem
+from reconciler.language.model import Match, Route, RouteRule, ServiceRef
 
 NON_IDEMPOTENT = ("POST", "PATCH")
 _EPSILON = 1e-9  # durations are float seconds; 0.1 * 3 must not be "shorter" than 0.3

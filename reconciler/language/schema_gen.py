@@ -1,15 +1,15 @@
-"""The source of the shipped JSON Schemas (reconciler/spec/schemas/*.json).
+"""The source of the shipped JSON Schemas (reconciler/language/schemas/*.json).
 
 The schemas are written here once, with shared pieces, and emitted as one Draft 2020-12 file
 per kind plus `meshcd.json`, which picks the right one by `kind` (for editors, where one file
 may hold several kinds). Regenerate after a change with:
 
-    python -m reconciler.spec.schema_gen
+    python -m reconciler.language.schema_gen
 
 (tests/spec/test_schema.py fails when the files and this module disagree.)
 
 `errorMessage` is an annotation (ignored by validators, shown by VS Code) that
-reconciler.spec.schema also uses as the message for errors of the subschema holding it.
+reconciler.language.schema also uses as the message for errors of the subschema holding it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the normal way to migrate to mTLS and is not reported.
 
 from __future__ import annotations
 
-from reconciler.spec.checks.context import CheckContext, where
+from reconciler.language.checks.context import CheckContext, where
 
 _STRENGTH = {"DISABLE": 0, "PERMISSIVE": 1, "STRICT": 2}
 

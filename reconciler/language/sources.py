@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler.errors import ConfigError
-from reconciler.spec.codes import finding
-from reconciler.spec.findings import Finding, Location
+from reconciler.language.codes import finding
+from reconciler.language.findings import Finding, Location
 
 DEFAULT_MAX_FILE_SIZE = 1024 * 1024
 YAML_SUFFIXES = (".yaml", ".yml")

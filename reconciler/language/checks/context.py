@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from reconciler.spec import codes
-from reconciler.spec.findings import Finding, Location
-from reconciler.spec.model import ConfigModel, Resource, Service, ServiceRef
+from reconciler.language import codes
+from reconciler.language.findings import Finding, Location
+from reconciler.language.model import ConfigModel, Resource, Service, ServiceRef
 
 STRICT = "STRICT"
 

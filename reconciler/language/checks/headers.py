@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from functools import partial
 
-from reconciler.spec.checks.context import CheckContext
-from reconciler.spec.model import HeaderOps, LoadBalancer, Route, TrafficPolicy
+from reconciler.language.checks.context import CheckContext
+from reconciler.language.model import HeaderOps, LoadBalancer, Route, TrafficPolicy
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB (\x09) is allowed

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from reconciler.spec.checks.context import CheckContext, where
-from reconciler.spec.model import RolloutPolicy
+from reconciler.language.checks.context import CheckContext, where
+from reconciler.language.model import RolloutPolicy
 
 
 def _check_stages(ctx: CheckContext, rp: RolloutPolicy) -> None:

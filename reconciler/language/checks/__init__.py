@@ -1,7 +1,7 @@
 """Semantic checks over the whole model (MCD1xx).
 
 The entry point is `run_checks(model) -> list[Finding]`: the validation pipeline
-(reconciler.spec.validate) calls it once with the `ConfigModel` built from every document that
+(reconciler.language.validate) calls it once with the `ConfigModel` built from every document that
 passed the loader, envelope and schema stages. Each check is one linear pass over one kind,
 using the dict indexes of `CheckContext` for lookups, so the whole run is linear in repo size.
 
@@ -21,7 +21,7 @@ resources plus the cross-resource checks.
 
 from __future__ import annotations
 
-from reconciler.spec.checks import (
+from reconciler.language.checks import (
     authorization,
     headers,
     listeners,
@@ -31,9 +31,9 @@ from reconciler.spec.checks import (
     services,
     traffic,
 )
-from reconciler.spec.checks.context import MEMO, CheckContext, LocalMemo
-from reconciler.spec.findings import Finding
-from reconciler.spec.model import ConfigModel
+from reconciler.language.checks.context import MEMO, CheckContext, LocalMemo
+from reconciler.language.findings import Finding
+from reconciler.language.model import ConfigModel
 
 __all__ = ["CheckContext", "LocalMemo", "run_checks"]
 

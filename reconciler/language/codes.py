@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.spec.findings import Finding, Location, Severity
+from reconciler.language.findings import Finding, Location, Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ DETAILS: dict[str, str] = {
     "MCD016": "Mappings and lists nested deeper than 200 levels.",
     "MCD020": "The document does not match its kind's JSON Schema: an unknown field (often a\n"
               "typo), a wrong type, a missing required field, or a value out of range. The\n"
-              "message names the field path; the schemas are in reconciler/spec/schemas/.",
+              "message names the field path; the schemas are in reconciler/language/schemas/.",
     "MCD131": "A header a Route adds, sets or removes (or matches, or a TrafficPolicy hashes on)\n"
               "has a name that is not an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~),\n"
               "or a value with CR, LF, NUL or another control character (tabs are fine). A CR\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from reconciler.spec.model import (
+from reconciler.language.model import (
     DEFAULT_OUTBOUND_PORT_BASE,
     EMPTY,
     ConfigModel,

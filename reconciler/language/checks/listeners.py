@@ -1,6 +1,6 @@
 """Listener ports the proxies of static endpoints would claim twice (MCD132).
 
-Every static endpoint gets a proxy (renderers/fleet.py `default_fleet`, docs/plan.md "Port
+Every static endpoint gets a proxy (renderers/targets.py `default_fleet`, docs/plan.md "Port
 layout"): services in (namespace, name) order, endpoints in their order, the n-th proxy of that
 walk listening
 
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.spec.checks.context import CheckContext, where
-from reconciler.spec.findings import Location
-from reconciler.spec.model import DEFAULT_OUTBOUND_PORT_BASE, Service
+from reconciler.language.checks.context import CheckContext, where
+from reconciler.language.findings import Location
+from reconciler.language.model import DEFAULT_OUTBOUND_PORT_BASE, Service
 
 APP_PORT_OFFSET = 1000
 OUTBOUND_BASE = DEFAULT_OUTBOUND_PORT_BASE

@@ -17,11 +17,11 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from reconciler.spec.codes import finding
-from reconciler.spec.findings import Finding
-from reconciler.spec.loader import Document
-from reconciler.spec.model import API_VERSION, KINDS, FieldPath
-from reconciler.spec.schema_fast import Check, compile_schema
+from reconciler.language.codes import finding
+from reconciler.language.findings import Finding
+from reconciler.language.loader import Document
+from reconciler.language.model import API_VERSION, KINDS, FieldPath
+from reconciler.language.schema_fast import Check, compile_schema
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Validators whose subschema's `errorMessage` reads better than jsonschema's own words.
@@ -34,7 +34,7 @@ _ENVELOPE_PATHS: frozenset[FieldPath] = frozenset(
 
 def schema_text(kind: str) -> str:
     """The shipped JSON Schema of a kind, as text."""
-    return resources.files("reconciler.spec").joinpath("schemas", f"{kind.lower()}.json").read_text(
+    return resources.files("reconciler.language").joinpath("schemas", f"{kind.lower()}.json").read_text(
         encoding="utf-8"
     )
 

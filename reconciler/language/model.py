@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
-from reconciler.spec.findings import Location
+from reconciler.language.findings import Location
 
 API_VERSION = "meshcd.dev/v1alpha1"
 DEFAULT_NAMESPACE = "default"

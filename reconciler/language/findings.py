@@ -28,7 +28,7 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    code: str  # stable, e.g. "MCD104"; the catalogue is reconciler.spec.codes
+    code: str  # stable, e.g. "MCD104"; the catalogue is reconciler.language.codes
     severity: Severity
     message: str
     location: Location

@@ -3,9 +3,9 @@ RolloutPolicy exists (MCD122)."""
 
 from __future__ import annotations
 
-from reconciler.spec.checks.context import CheckContext, where
-from reconciler.spec.findings import Location
-from reconciler.spec.model import DEFAULT_NAMESPACE, Resource
+from reconciler.language.checks.context import CheckContext, where
+from reconciler.language.findings import Location
+from reconciler.language.model import DEFAULT_NAMESPACE, Resource
 
 # Where a repo-wide finding with no document to point at is reported: the repo root.
 REPO_ROOT = Location(".")

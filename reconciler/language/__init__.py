@@ -1,6 +1,6 @@
 """The meshcd config language: loader, JSON Schemas, typed model, validation.
 
-    from reconciler.spec import DirectorySource, validate
+    from reconciler.language import DirectorySource, validate
     result = validate(DirectorySource("repo_layout_example"))
     for f in result.findings: print(f)
     model = result.model          # ConfigModel
@@ -11,12 +11,12 @@ A Git tree at a commit is read by `reconciler.source.GitTreeSource` (the languag
 
 from __future__ import annotations
 
-from reconciler.spec.findings import Finding, Location, Severity
+from reconciler.language.findings import Finding, Location, Severity
 
 # The pipeline is imported eagerly: the function `validate` must win over the submodule of the
 # same name as the package attribute.
-from reconciler.spec.loader import LoadLimits
-from reconciler.spec.model import (
+from reconciler.language.loader import LoadLimits
+from reconciler.language.model import (
     API_VERSION,
     DEFAULT_NAMESPACE,
     Analysis,
@@ -68,8 +68,13 @@ from reconciler.spec.model import (
     parse_duration,
     resolve_service_ref,
 )
-from reconciler.spec.sources import ConfigReadError, DirectorySource
-from reconciler.spec.validate import ValidateOptions, ValidationCache, ValidationResult, validate
+from reconciler.language.sources import ConfigReadError, DirectorySource
+from reconciler.language.validate import (
+    ValidateOptions,
+    ValidationCache,
+    ValidationResult,
+    validate,
+)
 
 __all__ = [
     "API_VERSION",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from reconciler.spec.model import (
+from reconciler.language.model import (
     DEFAULT_NAMESPACE,
     DEFAULT_OUTBOUND_PORT_BASE,
     Analysis,

@@ -8,8 +8,8 @@ import ipaddress
 import re
 from functools import partial
 
-from reconciler.spec.checks.context import CheckContext
-from reconciler.spec.model import Endpoint, Service
+from reconciler.language.checks.context import CheckContext
+from reconciler.language.model import Endpoint, Service
 
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")

@@ -27,8 +27,8 @@ import re
 from collections.abc import Sequence
 from functools import partial
 
-from reconciler.spec.checks.context import STRICT, CheckContext, names
-from reconciler.spec.model import AuthorizationPolicy, AuthorizationRule, RuleOperation, Service
+from reconciler.language.checks.context import STRICT, CheckContext, names
+from reconciler.language.model import AuthorizationPolicy, AuthorizationRule, RuleOperation, Service
 
 _HEADER_KEY = re.compile(r"^request\.headers\[[^\[\]]+\]$")
 SUPPORTED_KEYS = frozenset(

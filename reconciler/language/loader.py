@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from reconciler.spec.codes import finding
-from reconciler.spec.findings import Finding, Location, Severity
-from reconciler.spec.model import FieldPath, Positions, Spot
+from reconciler.language.codes import finding
+from reconciler.language.findings import Finding, Location, Severity
+from reconciler.language.model import FieldPath, Positions, Spot
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

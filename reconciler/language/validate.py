@@ -15,13 +15,13 @@ import gc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from reconciler.spec.build import build_resource
-from reconciler.spec.codes import finding
-from reconciler.spec.findings import Finding, Location, Severity
-from reconciler.spec.loader import LoadLimits, load_yaml
-from reconciler.spec.model import ConfigModel, Resource
-from reconciler.spec.schema import check_envelope, check_schema
-from reconciler.spec.sources import Source, SourceFile
+from reconciler.language.build import build_resource
+from reconciler.language.codes import finding
+from reconciler.language.findings import Finding, Location, Severity
+from reconciler.language.loader import LoadLimits, load_yaml
+from reconciler.language.model import ConfigModel, Resource
+from reconciler.language.schema import check_envelope, check_schema
+from reconciler.language.sources import Source, SourceFile
 
 ValidateOptions = LoadLimits  # the knobs of a run: size, document and node limits
 FREEZE_AFTER_FILES = 200  # see validate(): a load this big is frozen out of the cyclic GC
@@ -179,7 +179,7 @@ def validate(
             resources.extend(fr.resources)
             rejected_kinds |= fr.rejected_kinds
         model = ConfigModel.from_resources(resources)
-        from reconciler.spec.checks import run_checks  # here: the checks import the model
+        from reconciler.language.checks import run_checks  # here: the checks import the model
 
         findings.extend(run_checks(model, rejected_kinds=frozenset(rejected_kinds)))
     finally:
