@@ -3,8 +3,8 @@
 Events reach the queue one at a time on the controller's event loop (`post`); the queue
 decides, and the commands it returns run in order on one consumer task: store writes, audit
 records and state (each in a thread), and the long steps (validate, render and plan, deploy),
-which run as tasks that post their answer back as an event. The fetch thread writes nothing:
-it posts an `Observed` event to the loop (`observe`).
+which run as tasks that post their answer back as an event. The fetch thread writes no
+revision and no state: it posts an `Observed` event to the loop (`observe`).
 
 The shell keeps what is not data: the renders (`deployed`, `deploying`, what hellos get), the
 validated models until their plan, the repository handle and the validation cache.
